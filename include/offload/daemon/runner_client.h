@@ -1,0 +1,69 @@
+// offloadd's side of the runner channel: one TLS HTTP/2 connection to one runner, carrying the
+// session's unary calls, its event stream and every tunnel.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "offload/tunnel/grpc_streams.h"
+#include "offload/v1/runner.grpc.pb.h"
+
+namespace offload::daemon {
+
+// How to reach a runner and prove who we are.
+struct RunnerEndpoint {
+  std::string address;        // host:port
+  std::string fingerprint;    // pinned "sha256:<hex>" of the runner certificate
+  std::string account_token;  // secret
+};
+
+// A failed runner call, with a message for the user and the gRPC code.
+struct RunnerError : std::runtime_error {
+  RunnerError(grpc::StatusCode code, const std::string& what)
+      : std::runtime_error(what), code(code) {}
+  grpc::StatusCode code;
+};
+
+class RunnerClient {
+ public:
+  explicit RunnerClient(RunnerEndpoint endpoint);
+
+  const std::string& address() const { return endpoint_.address; }
+
+  // Unary calls; each throws RunnerError with a user-facing message.
+  v1::HelloResponse hello(std::chrono::milliseconds timeout);
+  v1::CreateSessionResponse create_session(const std::string& label,
+                                           std::chrono::milliseconds timeout);
+  v1::DestroySessionResponse destroy_session(const std::string& reason);
+  v1::SessionInfo get_session(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  v1::ListContainersResponse list_containers(bool all);
+  v1::ListImagesResponse list_images();
+
+  // Uses this session for every later call.
+  void attach(std::string session_id, std::string session_token);
+  const std::string& session_id() const { return session_id_; }
+  const std::string& session_token() const { return session_token_; }
+
+  // Opens a tunnel to the session engine's API. Never blocks.
+  std::shared_ptr<tunnel::ClientTunnelStream> open_engine_tunnel(const std::string& label);
+
+  // Call metadata: the session credentials (or the account token before there is a session).
+  void authorize(grpc::ClientContext& ctx, bool account_call = false) const;
+  v1::Runner::Stub& stub() { return *stub_; }
+
+ private:
+  RunnerError error_from(const grpc::Status& status, const char* what) const;
+
+  RunnerEndpoint endpoint_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Runner::Stub> stub_;
+  std::string session_id_;
+  std::string session_token_;
+};
+
+}  // namespace offload::daemon

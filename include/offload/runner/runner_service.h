@@ -1,0 +1,83 @@
+// The offload.v1.Runner service: authentication, the session registry, tunnels and events.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "offload/runner/session_backend.h"
+#include "offload/v1/runner.grpc.pb.h"
+
+namespace offload::runner {
+
+struct RunnerOptions {
+  // Account name → token. CreateSession and Hello need one of these.
+  std::map<std::string, std::string> account_tokens;
+  std::string version = OFFLOAD_VERSION;
+  std::string hostname;
+};
+
+// Parses a token file: one `NAME:TOKEN` per line, `#` comments and blank lines ignored.
+// Throws std::runtime_error naming the file and line on malformed input.
+std::map<std::string, std::string> parse_token_file(const std::string& text,
+                                                    const std::string& source);
+
+class RunnerService final : public v1::Runner::CallbackService {
+ public:
+  // Tunnel coroutines run on `io`; blocking work (engine start/stop) on an internal pool.
+  RunnerService(boost::asio::io_context& io, SessionBackend& backend, RunnerOptions options);
+  ~RunnerService() override;
+
+  // Destroys every session (runner shutdown). Blocking.
+  void destroy_all(const std::string& reason);
+  std::size_t session_count() const;
+
+  grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext*, const v1::HelloRequest*,
+                                  v1::HelloResponse*) override;
+  grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext*,
+                                          const v1::CreateSessionRequest*,
+                                          v1::CreateSessionResponse*) override;
+  grpc::ServerUnaryReactor* DestroySession(grpc::CallbackServerContext*,
+                                           const v1::DestroySessionRequest*,
+                                           v1::DestroySessionResponse*) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext*, const v1::GetSessionRequest*,
+                                       v1::SessionInfo*) override;
+  grpc::ServerUnaryReactor* ListContainers(grpc::CallbackServerContext*,
+                                           const v1::ListContainersRequest*,
+                                           v1::ListContainersResponse*) override;
+  grpc::ServerUnaryReactor* ListImages(grpc::CallbackServerContext*, const v1::ListImagesRequest*,
+                                       v1::ListImagesResponse*) override;
+  grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* Tunnel(
+      grpc::CallbackServerContext*) override;
+  grpc::ServerWriteReactor<v1::SessionEvent>* Events(grpc::CallbackServerContext*,
+                                                     const v1::EventsRequest*) override;
+
+  class Session;
+  class EventWriter;
+
+ private:
+  // Empty string = authorised; otherwise the account name is returned via `account`.
+  grpc::Status authenticate_account(grpc::CallbackServerContext* ctx, std::string& account) const;
+  grpc::Status authenticate_session(grpc::CallbackServerContext* ctx,
+                                    std::shared_ptr<Session>& session) const;
+  std::shared_ptr<Session> remove_session(const std::string& id);
+  std::vector<std::string> destroy_session(const std::shared_ptr<Session>& session,
+                                           const std::string& reason);
+
+  boost::asio::io_context& io_;
+  SessionBackend& backend_;
+  RunnerOptions options_;
+  boost::asio::thread_pool blocking_{4};
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_;
+};
+
+}  // namespace offload::runner

@@ -1,0 +1,38 @@
+// What the runner service needs from a session's engine. The real backend starts a dockerd per
+// session (DockerSessionBackend); tests plug in an in-process target.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "offload/v1/runner.pb.h"
+
+namespace offload::runner {
+
+class SessionEngine {
+ public:
+  virtual ~SessionEngine() = default;
+  // The unix socket of the engine's Docker API: the only thing engine tunnels may dial.
+  virtual std::filesystem::path api_socket() const = 0;
+  // Fills the engine_* fields of `info`.
+  virtual void describe(v1::SessionInfo& info) = 0;
+  virtual bool alive() = 0;
+  // Throw std::runtime_error with a user-facing line on failure.
+  virtual std::vector<v1::Container> list_containers(bool all) = 0;
+  virtual std::vector<v1::Image> list_images() = 0;
+  // Idempotent teardown; returns what was removed. Throws if something was left behind (the
+  // message lists it).
+  virtual std::vector<std::string> destroy(const std::string& reason) = 0;
+};
+
+class SessionBackend {
+ public:
+  virtual ~SessionBackend() = default;
+  // Blocking; returns a ready engine or throws std::runtime_error with a user-facing line.
+  virtual std::unique_ptr<SessionEngine> create(const std::string& session_id) = 0;
+  virtual bool gpu_available() const { return false; }
+};
+
+}  // namespace offload::runner

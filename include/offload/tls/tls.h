@@ -1,0 +1,44 @@
+// TLS for the runner channel: the runner's self-signed identity and the client's pinning.
+//
+// Runners are ephemeral hosts without a CA-issued name, so trust is a pinned SHA-256 fingerprint
+// of the runner's certificate (like SSH host keys): the local account learns it from the runner
+// it started; a remote account has it in its configuration.
+#pragma once
+
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace offload::tls {
+
+struct Identity {
+  std::string certificate_pem;
+  std::string private_key_pem;
+  std::string fingerprint;  // "sha256:<64 hex>" of the certificate's DER encoding
+};
+
+// Loads `dir/runner.crt` + `dir/runner.key`, or creates them (EC P-256, self-signed, 10 years,
+// key file 0600) when both are absent. Throws std::runtime_error with an actionable line when
+// only one exists or they cannot be read/parsed.
+Identity load_or_create_identity(const std::filesystem::path& dir);
+
+// Loads an identity from explicit files (operator-provided certificate). Throws on error.
+Identity load_identity(const std::filesystem::path& cert_file, const std::filesystem::path& key_file);
+
+// "sha256:<hex>" of the first certificate in `pem`; empty when it does not parse.
+std::string certificate_fingerprint(std::string_view pem);
+
+// Normalises a user-written fingerprint ("SHA256:AB:CD..." / "ab cd" / "abcd...") to
+// "sha256:<64 lowercase hex>"; empty when it is not a SHA-256 fingerprint.
+std::string normalize_fingerprint(std::string_view text);
+
+std::shared_ptr<grpc::ServerCredentials> server_credentials(const Identity& identity);
+
+// Channel credentials that accept exactly the certificate whose fingerprint is `pinned` (and
+// nothing else: no CA, no hostname check, since the pin is stronger than both).
+std::shared_ptr<grpc::ChannelCredentials> pinned_channel_credentials(const std::string& pinned);
+
+}  // namespace offload::tls

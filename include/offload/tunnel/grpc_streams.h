@@ -1,0 +1,108 @@
+// The two ends of the Runner.Tunnel call as FrameStreams.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/client_callback.h>
+#include <grpcpp/support/server_callback.h>
+
+#include <boost/asio/any_completion_handler.hpp>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "offload/tunnel/frame_stream.h"
+#include "offload/v1/runner.grpc.pb.h"
+
+namespace offload::tunnel {
+
+// Client end (offloadd). Create with open(); the call starts at once and the `open` frame is
+// sent with the call's headers, so a tunnel costs no round trip of its own.
+class ClientTunnelStream final : public FrameStream,
+                                 public grpc::ClientBidiReactor<TunnelFrame, TunnelFrame>,
+                                 public std::enable_shared_from_this<ClientTunnelStream> {
+ public:
+  // `prepare` fills the call's metadata (authorization, session id) before it starts.
+  static std::shared_ptr<ClientTunnelStream> open(
+      v1::Runner::Stub& stub, const v1::TunnelOpen& target,
+      const std::function<void(grpc::ClientContext&)>& prepare);
+
+  void cancel(const std::string& reason) override;
+
+  // The caller is done with the stream (no more operations will be started). Must be called
+  // exactly once; the call then completes and `async_wait_done` resolves.
+  void release();
+
+  // Completes with the call's final status, after release().
+  template <class Token>
+  auto async_wait_done(Token&& token) {
+    return boost::asio::async_initiate<Token, void(grpc::Status)>(
+        [this](auto handler) {
+          std::unique_lock lock(mu_);
+          if (done_) {
+            auto st = status_;
+            lock.unlock();
+            post_to_handler_executor(std::move(handler), st);
+            return;
+          }
+          done_handler_.emplace(std::move(handler));
+        },
+        token);
+  }
+
+  // Reactions (gRPC threads).
+  void OnReadDone(bool ok) override { read_done(ok); }
+  void OnWriteDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  ClientTunnelStream() = default;
+  void start_read(TunnelFrame* frame) override { StartRead(frame); }
+  void start_write(const TunnelFrame* frame) override;
+
+  grpc::ClientContext context_;
+  TunnelFrame open_frame_;
+  bool open_write_pending_ = true;             // guarded by mu_
+  const TunnelFrame* queued_write_ = nullptr;  // guarded by mu_
+  std::shared_ptr<ClientTunnelStream> self_;  // alive until OnDone
+  std::mutex mu_;
+  bool done_ = false;
+  bool released_ = false;
+  grpc::Status status_;
+  std::optional<boost::asio::any_completion_handler<void(grpc::Status)>> done_handler_;
+};
+
+// Server end (offload-runner). gRPC creates it per call; `on_open` runs (on a gRPC thread) when
+// the first frame arrived and must hand the stream to a coroutine without blocking.
+class ServerTunnelStream final : public FrameStream,
+                                 public grpc::ServerBidiReactor<TunnelFrame, TunnelFrame>,
+                                 public std::enable_shared_from_this<ServerTunnelStream> {
+ public:
+  using OpenHandler =
+      std::function<void(std::shared_ptr<ServerTunnelStream>, const v1::TunnelOpen&)>;
+  static ServerTunnelStream* create(grpc::CallbackServerContext* context, OpenHandler on_open);
+
+  void cancel(const std::string& reason) override;
+  // Ends the call (once; later calls are ignored). OK after both eof frames were exchanged.
+  void finish(const grpc::Status& status);
+  grpc::CallbackServerContext& context() { return *context_; }
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override { write_done(ok); }
+  void OnCancel() override {}
+  void OnDone() override;
+
+ private:
+  ServerTunnelStream() = default;
+  void start_read(TunnelFrame* frame) override { StartRead(frame); }
+  void start_write(const TunnelFrame* frame) override { StartWrite(frame); }
+
+  grpc::CallbackServerContext* context_ = nullptr;
+  OpenHandler on_open_;
+  TunnelFrame first_;
+  bool opened_ = false;
+  std::atomic<bool> finished_{false};
+  std::shared_ptr<ServerTunnelStream> self_;  // alive until OnDone
+};
+
+}  // namespace offload::tunnel

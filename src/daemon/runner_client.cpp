@@ -1,0 +1,139 @@
+#include "offload/daemon/runner_client.h"
+
+#include <grpcpp/create_channel.h>
+
+#include "offload/tls/tls.h"
+
+namespace offload::daemon {
+
+namespace {
+void set_deadline(grpc::ClientContext& ctx, std::chrono::milliseconds timeout) {
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+}
+}  // namespace
+
+RunnerClient::RunnerClient(RunnerEndpoint endpoint) : endpoint_(std::move(endpoint)) {
+  grpc::ChannelArguments args;
+  // Tunnels carry bulk data: let HTTP/2 windows grow with the bandwidth-delay product.
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 1);
+  args.SetMaxReceiveMessageSize(16 * 1024 * 1024);
+  args.SetMaxSendMessageSize(16 * 1024 * 1024);
+  // Notice a dead runner within a minute even when no call is active.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30'000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Many short tunnels must share the one connection, never open their own.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  channel_ = grpc::CreateCustomChannel(
+      endpoint_.address, tls::pinned_channel_credentials(endpoint_.fingerprint), args);
+  stub_ = v1::Runner::NewStub(channel_);
+}
+
+void RunnerClient::authorize(grpc::ClientContext& ctx, bool account_call) const {
+  if (account_call || session_token_.empty()) {
+    ctx.AddMetadata("authorization", "Bearer " + endpoint_.account_token);
+  } else {
+    ctx.AddMetadata("authorization", "Bearer " + session_token_);
+    ctx.AddMetadata("offload-session", session_id_);
+  }
+}
+
+RunnerError RunnerClient::error_from(const grpc::Status& status, const char* what) const {
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return RunnerError(status.error_code(), "runner unreachable at " + endpoint_.address + ": " +
+                                                  status.error_message());
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return RunnerError(status.error_code(), std::string(what) + " timed out (runner " +
+                                                  endpoint_.address + ")");
+    default:
+      return RunnerError(status.error_code(), status.error_message());
+  }
+}
+
+v1::HelloResponse RunnerClient::hello(std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  authorize(ctx, true);
+  set_deadline(ctx, timeout);
+  ctx.set_wait_for_ready(true);  // a freshly started runner may still be binding its port
+  v1::HelloRequest req;
+  req.set_protocol(v1::PROTOCOL_VERSION_1);
+  req.set_client_version(OFFLOAD_VERSION);
+  v1::HelloResponse resp;
+  auto st = stub_->Hello(&ctx, req, &resp);
+  if (!st.ok()) throw error_from(st, "hello");
+  return resp;
+}
+
+v1::CreateSessionResponse RunnerClient::create_session(const std::string& label,
+                                                       std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  authorize(ctx, true);
+  set_deadline(ctx, timeout);
+  v1::CreateSessionRequest req;
+  req.set_client_label(label);
+  v1::CreateSessionResponse resp;
+  auto st = stub_->CreateSession(&ctx, req, &resp);
+  if (!st.ok()) throw error_from(st, "creating the session");
+  return resp;
+}
+
+void RunnerClient::attach(std::string session_id, std::string session_token) {
+  session_id_ = std::move(session_id);
+  session_token_ = std::move(session_token);
+}
+
+v1::DestroySessionResponse RunnerClient::destroy_session(const std::string& reason) {
+  grpc::ClientContext ctx;
+  authorize(ctx);
+  set_deadline(ctx, std::chrono::minutes(2));
+  v1::DestroySessionRequest req;
+  req.set_reason(reason);
+  v1::DestroySessionResponse resp;
+  auto st = stub_->DestroySession(&ctx, req, &resp);
+  if (!st.ok()) throw error_from(st, "destroying the session");
+  return resp;
+}
+
+v1::SessionInfo RunnerClient::get_session(std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  authorize(ctx);
+  set_deadline(ctx, timeout);
+  v1::SessionInfo resp;
+  auto st = stub_->GetSession(&ctx, v1::GetSessionRequest{}, &resp);
+  if (!st.ok()) throw error_from(st, "querying the session");
+  return resp;
+}
+
+v1::ListContainersResponse RunnerClient::list_containers(bool all) {
+  grpc::ClientContext ctx;
+  authorize(ctx);
+  set_deadline(ctx, std::chrono::seconds(30));
+  v1::ListContainersRequest req;
+  req.set_all(all);
+  v1::ListContainersResponse resp;
+  auto st = stub_->ListContainers(&ctx, req, &resp);
+  if (!st.ok()) throw error_from(st, "listing containers");
+  return resp;
+}
+
+v1::ListImagesResponse RunnerClient::list_images() {
+  grpc::ClientContext ctx;
+  authorize(ctx);
+  set_deadline(ctx, std::chrono::seconds(30));
+  v1::ListImagesResponse resp;
+  auto st = stub_->ListImages(&ctx, v1::ListImagesRequest{}, &resp);
+  if (!st.ok()) throw error_from(st, "listing images");
+  return resp;
+}
+
+std::shared_ptr<tunnel::ClientTunnelStream> RunnerClient::open_engine_tunnel(
+    const std::string& label) {
+  v1::TunnelOpen open;
+  open.set_target(v1::TunnelOpen::TARGET_ENGINE_API);
+  open.set_label(label);
+  return tunnel::ClientTunnelStream::open(*stub_, open,
+                                          [this](grpc::ClientContext& ctx) { authorize(ctx); });
+}
+
+}  // namespace offload::daemon

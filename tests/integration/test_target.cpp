@@ -1,0 +1,58 @@
+#include "test_target.h"
+
+namespace offload::testing {
+
+TestTarget::TestTarget(std::filesystem::path socket_path)
+    : path_(std::move(socket_path)), acceptor_(io_) {
+  std::filesystem::remove(path_);
+  acceptor_.open();
+  acceptor_.bind(stream_protocol::endpoint(path_.string()));
+  acceptor_.listen();
+  behaviour_ = echo_behaviour;
+  asio::co_spawn(io_, accept_loop(), asio::detached);
+  thread_ = std::thread([this] { io_.run(); });
+}
+
+TestTarget::~TestTarget() {
+  io_.stop();
+  thread_.join();
+  std::filesystem::remove(path_);
+}
+
+void TestTarget::set_behaviour(ConnectionBehaviour b) {
+  std::lock_guard lock(mu_);
+  behaviour_ = std::move(b);
+}
+
+asio::awaitable<void> TestTarget::accept_loop() {
+  for (;;) {
+    auto [ec, s] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    ++accepted_;
+    ConnectionBehaviour b;
+    {
+      std::lock_guard lock(mu_);
+      b = behaviour_;
+    }
+    asio::co_spawn(io_, b(std::move(s)), asio::detached);
+  }
+}
+
+asio::awaitable<void> echo_behaviour(stream_protocol::socket s) {
+  std::vector<char> buf(256 * 1024);
+  for (;;) {
+    auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+    if (n > 0) {
+      auto [wec, wn] = co_await asio::async_write(s, asio::buffer(buf.data(), n),
+                                                  asio::as_tuple(asio::use_awaitable));
+      if (wec) co_return;
+    }
+    if (ec == asio::error::eof) {
+      s.shutdown(stream_protocol::socket::shutdown_send);
+      co_return;
+    }
+    if (ec) co_return;
+  }
+}
+
+}  // namespace offload::testing

@@ -1,0 +1,80 @@
+// An in-process stand-in for a session engine: a unix-socket server whose behaviour per
+// connection the test chooses, plus a SessionBackend that hands it to the runner.
+#pragma once
+
+#include <boost/asio.hpp>
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "offload/runner/session_backend.h"
+
+namespace offload::testing {
+
+namespace asio = boost::asio;
+using asio::local::stream_protocol;
+
+// What the target does with each accepted connection (runs on the target's own io thread).
+using ConnectionBehaviour = std::function<asio::awaitable<void>(stream_protocol::socket)>;
+
+class TestTarget {
+ public:
+  explicit TestTarget(std::filesystem::path socket_path);
+  ~TestTarget();
+  void set_behaviour(ConnectionBehaviour b);
+  const std::filesystem::path& path() const { return path_; }
+  int accepted() const { return accepted_; }
+
+ private:
+  asio::awaitable<void> accept_loop();
+  std::filesystem::path path_;
+  asio::io_context io_;
+  stream_protocol::acceptor acceptor_;
+  std::mutex mu_;
+  ConnectionBehaviour behaviour_;
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
+};
+
+// Echoes everything; on end-of-file half-closes its own side after echoing all.
+asio::awaitable<void> echo_behaviour(stream_protocol::socket s);
+
+class TestEngine final : public runner::SessionEngine {
+ public:
+  explicit TestEngine(std::filesystem::path socket) : socket_(std::move(socket)) {}
+  std::filesystem::path api_socket() const override { return socket_; }
+  void describe(v1::SessionInfo& info) override {
+    info.set_engine_version("test");
+    info.set_engine_api_version("1.41");
+  }
+  bool alive() override { return true; }
+  std::vector<v1::Container> list_containers(bool) override { return {}; }
+  std::vector<v1::Image> list_images() override { return {}; }
+  std::vector<std::string> destroy(const std::string&) override {
+    destroyed = true;
+    return {"test engine"};
+  }
+  bool destroyed = false;
+
+ private:
+  std::filesystem::path socket_;
+};
+
+class TestBackend final : public runner::SessionBackend {
+ public:
+  explicit TestBackend(std::filesystem::path socket) : socket_(std::move(socket)) {}
+  std::unique_ptr<runner::SessionEngine> create(const std::string&) override {
+    ++created;
+    return std::make_unique<TestEngine>(socket_);
+  }
+  std::atomic<int> created{0};
+
+ private:
+  std::filesystem::path socket_;
+};
+
+}  // namespace offload::testing

@@ -1,0 +1,284 @@
+// The tunnel end to end in one process: offloadd's RunnerClient ⇄ loopback TLS ⇄ RunnerService
+// ⇄ a test target on a unix socket. No docker involved.
+#include <gtest/gtest.h>
+#include <openssl/sha.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <future>
+#include <random>
+
+#include "offload/common/token.h"
+#include "offload/daemon/runner_client.h"
+#include "offload/runner/runner_service.h"
+#include "offload/tls/tls.h"
+#include "offload/tunnel/pump.h"
+#include "test_target.h"
+
+namespace offload::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using namespace asio::experimental::awaitable_operators;
+namespace fs = std::filesystem;
+constexpr auto tok = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kTotal = 256u * 1024 * 1024;  // the large-transfer test
+
+class TunnelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("offload-tunnel-" + random_hex(4));
+    fs::create_directories(dir_);
+    target_ = std::make_unique<TestTarget>(dir_ / "engine.sock");
+    backend_ = std::make_unique<TestBackend>(target_->path());
+    identity_ = tls::load_or_create_identity(dir_ / "tls");
+    token_ = random_hex(32);
+    runner::RunnerOptions options;
+    options.account_tokens["test"] = token_;
+    service_ = std::make_unique<runner::RunnerService>(runner_io_, *backend_, options);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", tls::server_credentials(identity_), &port_);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_TRUE(server_);
+    ASSERT_GT(port_, 0);
+    runner_work_.emplace(runner_io_.get_executor());
+    client_work_.emplace(client_io_.get_executor());
+    for (int i = 0; i < 2; ++i) {
+      threads_.emplace_back([this] { runner_io_.run(); });
+      threads_.emplace_back([this] { client_io_.run(); });
+    }
+    client_ = connect(identity_.fingerprint, token_);
+    client_->hello(5s);
+    auto created = client_->create_session("test", 10s);
+    client_->attach(created.session_id(), created.session_token());
+  }
+
+  void TearDown() override {
+    server_->Shutdown(std::chrono::system_clock::now() + 2s);
+    runner_work_.reset();
+    client_work_.reset();
+    runner_io_.stop();
+    client_io_.stop();
+    for (auto& t : threads_) t.join();
+    service_.reset();
+    fs::remove_all(dir_);
+  }
+
+  std::unique_ptr<daemon::RunnerClient> connect(const std::string& fingerprint,
+                                                const std::string& token) {
+    return std::make_unique<daemon::RunnerClient>(
+        daemon::RunnerEndpoint{"127.0.0.1:" + std::to_string(port_), fingerprint, token});
+  }
+
+  // Splices one end of a socket pair with a new tunnel (what offloadd does for a connection)
+  // and returns the other end, for the test to use as "the docker CLI".
+  stream_protocol::socket open_tunnel(daemon::RunnerClient& client,
+                                      std::promise<grpc::Status>* done = nullptr) {
+    stream_protocol::socket local(client_io_), app(client_io_);
+    asio::local::connect_pair(local, app);
+    auto stream = client.open_engine_tunnel("test");
+    asio::co_spawn(
+        asio::make_strand(client_io_),
+        [stream, done, local = std::move(local)]() mutable -> asio::awaitable<void> {
+          co_await tunnel::splice(local, *stream);
+          stream->release();
+          auto status = co_await stream->async_wait_done(asio::use_awaitable);
+          if (done) done->set_value(status);
+        },
+        asio::detached);
+    return app;
+  }
+
+  static std::string read_all(stream_protocol::socket& s) {
+    std::string out;
+    boost::system::error_code ec;
+    char buf[65536];
+    for (;;) {
+      std::size_t n = s.read_some(asio::buffer(buf), ec);
+      out.append(buf, n);
+      if (ec) break;
+    }
+    return out;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<TestTarget> target_;
+  std::unique_ptr<TestBackend> backend_;
+  tls::Identity identity_;
+  std::string token_;
+  asio::io_context runner_io_, client_io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> runner_work_,
+      client_work_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<runner::RunnerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::unique_ptr<daemon::RunnerClient> client_;
+};
+
+TEST_F(TunnelTest, ClientHalfCloseStillReceivesTheReply) {
+  // The target answers only after it saw end-of-file (like `docker run -i ... cat`).
+  target_->set_behaviour([](stream_protocol::socket s) -> asio::awaitable<void> {
+    std::string got;
+    char buf[1024];
+    for (;;) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), tok);
+      got.append(buf, n);
+      if (ec) break;
+    }
+    std::string reply = "got " + std::to_string(got.size()) + " bytes: " + got;
+    co_await asio::async_write(s, asio::buffer(reply), tok);
+  });
+  std::promise<grpc::Status> done;
+  auto app = open_tunnel(*client_, &done);
+  asio::write(app, asio::buffer(std::string("hello")));
+  app.shutdown(stream_protocol::socket::shutdown_send);
+  EXPECT_EQ(read_all(app), "got 5 bytes: hello");
+  auto status = done.get_future().get();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+TEST_F(TunnelTest, TargetHalfCloseKeepsTheOtherDirectionOpen) {
+  std::promise<std::string> target_got;
+  target_->set_behaviour([&](stream_protocol::socket s) -> asio::awaitable<void> {
+    co_await asio::async_write(s, asio::buffer(std::string("banner")), tok);
+    s.shutdown(stream_protocol::socket::shutdown_send);
+    std::string got;
+    char buf[1024];
+    for (;;) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), tok);
+      got.append(buf, n);
+      if (ec) break;
+    }
+    target_got.set_value(got);
+  });
+  std::promise<grpc::Status> done;
+  auto app = open_tunnel(*client_, &done);
+  EXPECT_EQ(read_all(app), "banner");  // EOF arrives while our side is still open
+  asio::write(app, asio::buffer(std::string("written after the far side closed")));
+  app.shutdown(stream_protocol::socket::shutdown_send);
+  auto fut = target_got.get_future();
+  ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(fut.get(), "written after the far side closed");
+  EXPECT_TRUE(done.get_future().get().ok());
+}
+
+asio::awaitable<std::string> exchange(stream_protocol::socket s, std::string payload) {
+  auto writer = [&]() -> asio::awaitable<void> {
+    co_await asio::async_write(s, asio::buffer(payload), tok);
+    s.shutdown(stream_protocol::socket::shutdown_send);
+  };
+  auto reader = [&]() -> asio::awaitable<std::string> {
+    std::string got;
+    char buf[65536];
+    for (;;) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), tok);
+      got.append(buf, n);
+      if (ec) break;
+    }
+    co_return got;
+  };
+  co_return co_await (writer() && reader());
+}
+
+TEST_F(TunnelTest, HundredConcurrentStreamsShareTheChannel) {
+  constexpr int kStreams = 100;
+  std::vector<std::future<std::string>> results;
+  std::vector<std::string> payloads;
+  std::mt19937 rng(42);
+  for (int i = 0; i < kStreams; ++i) {
+    std::string p(32 * 1024 + i * 97, '\0');
+    for (auto& c : p) c = static_cast<char>(rng());
+    payloads.push_back(p);
+    auto app = open_tunnel(*client_);
+    results.push_back(
+        asio::co_spawn(client_io_, exchange(std::move(app), p), asio::use_future));
+  }
+  for (int i = 0; i < kStreams; ++i) {
+    ASSERT_EQ(results[i].wait_for(60s), std::future_status::ready) << "stream " << i;
+    EXPECT_EQ(results[i].get(), payloads[i]) << "stream " << i;
+  }
+  EXPECT_EQ(target_->accepted(), kStreams);
+}
+
+TEST_F(TunnelTest, LargeTransferArrivesIntact) {
+  auto app = open_tunnel(*client_);
+  auto run = [](stream_protocol::socket s) -> asio::awaitable<std::pair<std::string, std::string>> {
+    SHA256_CTX sent_ctx, got_ctx;
+    SHA256_Init(&sent_ctx);
+    SHA256_Init(&got_ctx);
+    std::uint64_t got_bytes = 0;
+    auto writer = [&]() -> asio::awaitable<void> {
+      std::vector<std::uint32_t> block(64 * 1024);
+      std::uint32_t x = 12345;
+      for (std::size_t sent = 0; sent < kTotal; sent += block.size() * 4) {
+        for (auto& w : block) w = x = x * 1664525u + 1013904223u;
+        SHA256_Update(&sent_ctx, block.data(), block.size() * 4);
+        co_await asio::async_write(s, asio::buffer(block), tok);
+      }
+      s.shutdown(stream_protocol::socket::shutdown_send);
+    };
+    auto reader = [&]() -> asio::awaitable<void> {
+      std::vector<char> buf(256 * 1024);
+      for (;;) {
+        auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), tok);
+        SHA256_Update(&got_ctx, buf.data(), n);
+        got_bytes += n;
+        if (ec) break;
+      }
+    };
+    co_await (writer() && reader());
+    unsigned char a[32], b[32];
+    SHA256_Final(a, &sent_ctx);
+    SHA256_Final(b, &got_ctx);
+    EXPECT_EQ(got_bytes, kTotal);
+    co_return std::make_pair(std::string(reinterpret_cast<char*>(a), 32),
+                             std::string(reinterpret_cast<char*>(b), 32));
+  };
+  auto fut = asio::co_spawn(client_io_, run(std::move(app)), asio::use_future);
+  ASSERT_EQ(fut.wait_for(300s), std::future_status::ready);
+  auto [sent, got] = fut.get();
+  EXPECT_EQ(sent, got);
+}
+
+TEST_F(TunnelTest, WrongFingerprintIsRefused) {
+  auto other = tls::load_or_create_identity(dir_ / "other-tls");
+  auto client = connect(other.fingerprint, token_);
+  try {
+    client->hello(3s);
+    FAIL() << "a runner with an unexpected certificate was accepted";
+  } catch (const daemon::RunnerError& e) {
+    EXPECT_NE(e.code, grpc::StatusCode::OK);
+  }
+}
+
+TEST_F(TunnelTest, WrongAccountTokenIsRefused) {
+  auto client = connect(identity_.fingerprint, random_hex(32));
+  try {
+    client->hello(5s);
+    FAIL() << "a wrong token was accepted";
+  } catch (const daemon::RunnerError& e) {
+    EXPECT_EQ(e.code, grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_NE(std::string(e.what()).find("token"), std::string::npos);
+  }
+  EXPECT_THROW(client->create_session("x", 5s), daemon::RunnerError);
+  EXPECT_EQ(backend_->created, 1);  // only the fixture's own session
+}
+
+TEST_F(TunnelTest, WrongSessionTokenCannotTunnel) {
+  auto client = connect(identity_.fingerprint, token_);
+  client->attach(client_->session_id(), random_hex(32));
+  std::promise<grpc::Status> done;
+  int before = target_->accepted();
+  auto app = open_tunnel(*client, &done);
+  asio::write(app, asio::buffer(std::string("GET /_ping HTTP/1.1\r\n\r\n")));
+  EXPECT_EQ(read_all(app), "");
+  auto status = done.get_future().get();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(target_->accepted(), before);
+  EXPECT_THROW(client->list_containers(true), daemon::RunnerError);
+}
+
+}  // namespace
+}  // namespace offload::testing
