@@ -1,0 +1,285 @@
+#include "offload/engine/engine.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <thread>
+
+#include "host_cleanup.h"
+#include "host_network.h"
+#include "offload/common/fs.h"
+#include "offload/common/process.h"
+#include "offload/engine/host_state.h"
+#include "offload/engine/unix_http.h"
+
+namespace offload::engine {
+namespace fs = std::filesystem;
+using namespace std::chrono;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto kDockerdGrace = 20s;
+constexpr auto kStragglerPatience = 5s;
+constexpr auto kReadyPoll = 100ms;
+// sun_path holds 108 bytes; containerd puts "<exec-root>/containerd/containerd.sock.ttrpc" there.
+constexpr std::size_t kMaxSocketPath = 100;
+
+std::string id8(const EngineSpec& spec) { return spec.session_id.substr(0, 8); }
+
+// The directories are removed recursively at teardown: refuse anything that could be a
+// system directory by mistake.
+void require_own_dir(const fs::path& dir, const char* what) {
+  if (!dir.is_absolute() || std::distance(dir.begin(), dir.end()) < 3)
+    throw std::invalid_argument(std::string(what) + " '" + dir.string() +
+                                "' must be an absolute path at least two levels deep");
+}
+
+void validate(const EngineSpec& spec) {
+  if (!valid_session_id(spec.session_id))
+    throw std::invalid_argument("session id '" + spec.session_id +
+                                "' is not lowercase hex of at least 8 characters");
+  require_own_dir(spec.data_dir, "data_dir");
+  require_own_dir(spec.run_dir, "run_dir");
+  if (path_within(spec.data_dir, spec.run_dir) || path_within(spec.run_dir, spec.data_dir))
+    throw std::invalid_argument("data_dir and run_dir must not contain each other");
+  const auto containerd_socket = spec.exec_root() / "containerd" / "containerd.sock.ttrpc";
+  if (containerd_socket.string().size() >= kMaxSocketPath)
+    throw std::invalid_argument("run_dir '" + spec.run_dir.string() +
+                                "' is too long for unix sockets; use a short path such as "
+                                "/run/offload-runner/<id8>");
+  if (spec.slot.netns.empty() || spec.slot.host_veth.empty() || spec.slot.engine_veth.empty())
+    throw std::invalid_argument("engine spec has no network slot: allocate one from AddressPool");
+}
+
+// Refuses to start over a live or half-dead engine of the same session: rolling back would
+// destroy what belongs to it.
+void require_fresh(const EngineSpec& spec) {
+  std::string clash;
+  if (detail::netns_exists(spec.slot.netns))
+    clash = "network namespace " + spec.slot.netns;
+  else if (detail::link_exists(spec.slot.host_veth))
+    clash = "interface " + spec.slot.host_veth;
+  else if (fs::exists(spec.api_socket()))
+    clash = "socket " + spec.api_socket().string();
+  if (!clash.empty())
+    throw std::runtime_error(clash + " already exists: an engine of session " + spec.session_id +
+                             " is running or was not cleaned up; destroy it first");
+}
+
+void make_private_dirs(const EngineSpec& spec) {
+  for (const auto& dir : {spec.data_dir, spec.run_dir}) {
+    if (auto ec = ensure_private_dir(dir))
+      throw std::runtime_error("cannot create directory " + dir.string() + ": " + ec.message());
+  }
+}
+
+std::vector<std::string> dockerd_command(const EngineSpec& spec) {
+  auto dockerd = find_program("dockerd");
+  if (!dockerd) throw std::runtime_error("dockerd not found: install docker.io");
+  // nsenter, not `ip netns exec`: the latter remounts /sys and dockerd then fails with
+  // "Devices cgroup isn't mounted" on cgroup v1.
+  std::vector<std::string> argv = {
+      "nsenter",          "--net=/var/run/netns/" + spec.slot.netns,
+      "--",               dockerd->string(),
+      "--data-root",      spec.data_root().string(),
+      "--exec-root",      spec.exec_root().string(),
+      "--host",           "unix://" + spec.api_socket().string(),
+      "--pidfile",        spec.pid_file().string(),
+      "--cgroup-parent",  spec.cgroup_parent(),
+  };
+  argv.insert(argv.end(), spec.extra_dockerd_args.begin(), spec.extra_dockerd_args.end());
+  return argv;
+}
+
+pid_t spawn_dockerd(const EngineSpec& spec) {
+  SpawnOptions options;
+  options.log_file = spec.log_file();
+  std::string error;
+  pid_t pid = spawn_process(dockerd_command(spec), options, error);
+  if (pid <= 0) throw std::runtime_error("cannot start dockerd: " + error);
+  return pid;
+}
+
+std::string log_tail(const EngineSpec& spec) {
+  std::string tail = last_lines(detail::read_text(spec.log_file()), 3);
+  return tail.empty() ? "(its log " + spec.log_file().string() + " is empty)" : tail;
+}
+
+void wait_until_ready(const EngineSpec& spec, pid_t pid) {
+  const auto deadline = steady_clock::now() + spec.ready_timeout;
+  for (;;) {
+    HttpReply reply;
+    auto ec = unix_http_get(spec.api_socket(), "/_ping", reply, 2s);
+    if (!ec && reply.status == 200 && reply.body == "OK") return;
+    if (!process_alive(pid))
+      throw std::runtime_error("dockerd exited during start-up: " + log_tail(spec));
+    if (steady_clock::now() >= deadline)
+      throw std::runtime_error("dockerd did not answer on " + spec.api_socket().string() +
+                               " within " + std::to_string(spec.ready_timeout.count()) +
+                               " ms: " + log_tail(spec));
+    std::this_thread::sleep_for(kReadyPoll);
+  }
+}
+
+// A pidfile can outlive its process and the pid be reused: only a dockerd naming our run_dir
+// counts.
+pid_t dockerd_from_pidfile(const EngineSpec& spec) {
+  std::ifstream in(spec.pid_file());
+  pid_t pid = 0;
+  if (!(in >> pid) || pid <= 0) return 0;
+  const std::string cmdline = detail::read_text("/proc/" + std::to_string(pid) + "/cmdline");
+  if (cmdline.find("dockerd") == std::string::npos || !cmdline_mentions(cmdline, spec.run_dir))
+    return 0;
+  return pid;
+}
+
+// SIGTERM, and keep killing container processes while dockerd shuts down: the session is over,
+// so there is no point in each container's 10 s stop timeout, and a restart policy must not
+// bring one back.
+bool stop_dockerd(pid_t pid, const detail::EngineMarks& marks) {
+  if (pid <= 0 || !process_alive(pid)) return false;
+  detail::kill_containers(marks);
+  ::kill(pid, SIGTERM);
+  const auto until = steady_clock::now() + kDockerdGrace;
+  while (process_alive(pid) && steady_clock::now() < until) {
+    detail::kill_containers(marks);
+    std::this_thread::sleep_for(50ms);
+  }
+  terminate_process(pid, 0ms);  // SIGKILL if still there, and reap
+  return true;
+}
+
+void remove_dirs(const EngineSpec& spec, TeardownReport& report) {
+  for (const auto& dir : {spec.run_dir, spec.data_dir}) {
+    std::error_code ec;
+    // Only the directories the engine made: a file in the way was not ours to delete.
+    if (!fs::is_directory(fs::symlink_status(dir, ec))) continue;
+    // Deleting through a mount that failed to detach would delete someone else's files.
+    if (!detail::mounts_within({dir}).empty()) continue;
+    fs::remove_all(dir, ec);
+    if (!ec) report.removed.push_back("directory " + dir.string());
+  }
+}
+
+void verify_gone(const EngineSpec& spec, const detail::EngineMarks& marks,
+                 TeardownReport& report) {
+  for (const auto& p : detail::engine_processes(marks))
+    report.leftovers.push_back("process " + std::to_string(p.pid) + " (" + p.name + ")");
+  for (const auto& m : detail::mounts_within({spec.data_dir, spec.run_dir}))
+    report.leftovers.push_back("mount " + m.string());
+  for (const auto& dir : {spec.data_dir, spec.run_dir}) {
+    std::error_code ec;
+    if (fs::is_directory(fs::symlink_status(dir, ec)))
+      report.leftovers.push_back("directory " + dir.string());
+  }
+  for (const auto& cg : detail::cgroup_dirs(spec.cgroup_parent()))
+    report.leftovers.push_back("cgroup " + cg.string());
+  detail::verify_session_network(spec, report);
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
+  return out;
+}
+
+}  // namespace
+
+Engine::Engine(EngineSpec spec, pid_t pid)
+    : spec_(std::move(spec)), api_socket_(spec_.api_socket()), pid_(pid) {}
+
+Engine::~Engine() = default;
+
+std::unique_ptr<Engine> Engine::start(const EngineSpec& spec) {
+  validate(spec);
+  if (auto missing = check_prerequisites(); !missing.empty()) throw std::runtime_error(missing);
+  require_fresh(spec);
+  const auto began = steady_clock::now();
+  std::unique_ptr<Engine> engine(new Engine(spec, 0));
+  try {
+    make_private_dirs(spec);
+    detail::create_session_network(spec);
+    engine->pid_ = spawn_dockerd(spec);
+    wait_until_ready(spec, engine->pid_);
+  } catch (const std::exception& e) {
+    auto report = engine->destroy("start failed");
+    std::string message = "engine for session " + id8(spec) + " did not start: " + e.what();
+    if (!report.clean()) message += " (and teardown left: " + join(report.leftovers) + ")";
+    throw std::runtime_error(message);
+  }
+  spdlog::info("[engine {}] started in {} ms: dockerd pid {}, netns {}, engine address {}",
+               id8(spec), duration_cast<milliseconds>(steady_clock::now() - began).count(),
+               engine->pid_, spec.slot.netns, spec.slot.engine_address.to_string());
+  return engine;
+}
+
+std::unique_ptr<Engine> Engine::adopt(const EngineSpec& spec) {
+  validate(spec);
+  return std::unique_ptr<Engine>(new Engine(spec, dockerd_from_pidfile(spec)));
+}
+
+bool Engine::alive() const { return pid_ > 0 && process_alive(pid_); }
+
+int Engine::get(const std::string& target, std::string& body) {
+  HttpReply reply;
+  if (auto ec = unix_http_get(api_socket_, target, reply))
+    throw std::runtime_error("engine " + id8(spec_) + " does not answer on " +
+                             api_socket_.string() + ": " + ec.message());
+  body = std::move(reply.body);
+  return reply.status;
+}
+
+EngineVersion Engine::version() {
+  std::string body;
+  int status = get("/version", body);
+  auto doc = nlohmann::json::parse(body, nullptr, false);
+  if (status != 200 || !doc.is_object())
+    throw std::runtime_error("engine " + id8(spec_) + " answered GET /version with " +
+                             std::to_string(status));
+  auto field = [&](const char* key) { return doc.value(key, std::string()); };
+  return {field("Version"), field("ApiVersion"), field("Os"), field("Arch")};
+}
+
+TeardownReport Engine::destroy(const std::string& reason) {
+  const auto began = steady_clock::now();
+  TeardownReport report;
+  const auto marks = detail::EngineMarks::of(spec_);
+  auto phase = [&, last = began](const char* name) mutable {
+    auto now = steady_clock::now();
+    spdlog::debug("[engine {}] teardown: {} took {} ms", id8(spec_), name,
+                  duration_cast<milliseconds>(now - last).count());
+    last = now;
+  };
+  if (stop_dockerd(pid_, marks)) report.removed.push_back("dockerd " + std::to_string(pid_));
+  pid_ = 0;
+  phase("stopping dockerd");
+  std::vector<fs::path> shim_sockets;
+  detail::kill_engine_processes(marks, kStragglerPatience, report, shim_sockets);
+  detail::remove_shim_sockets(shim_sockets, report);
+  phase("killing stragglers");
+  detail::unmount_within({spec_.data_dir, spec_.run_dir}, report);
+  detail::remove_cgroups(spec_.cgroup_parent(), report);
+  remove_dirs(spec_, report);
+  phase("unmounting and removing directories");
+  detail::remove_session_network(spec_, report);
+  phase("removing the network");
+  verify_gone(spec_, marks, report);
+  for (const auto& socket : shim_sockets)
+    if (fs::exists(socket)) report.leftovers.push_back("shim socket " + socket.string());
+  phase("verifying");
+  report.duration = duration_cast<milliseconds>(steady_clock::now() - began);
+  if (report.clean())
+    spdlog::info("[engine {}] destroyed ({}) in {} ms: removed {} items, nothing left", id8(spec_),
+                 reason, report.duration.count(), report.removed.size());
+  else
+    spdlog::error("[engine {}] destroyed ({}) in {} ms: removed {} items, LEFT {}", id8(spec_),
+                  reason, report.duration.count(), report.removed.size(),
+                  join(report.leftovers));
+  return report;
+}
+
+}  // namespace offload::engine

@@ -1,0 +1,365 @@
+// Real engines: starts dockerd in network namespaces, runs containers, destroys everything and
+// checks the host independently for leftovers. Needs root and docker.io; skips otherwise.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "offload/common/process.h"
+#include "offload/common/token.h"
+#include "offload/engine/engine.h"
+
+using namespace offload;
+using namespace offload::engine;
+using namespace std::chrono;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+namespace ip = boost::asio::ip;
+
+namespace {
+
+const char* kDockerCli = "/usr/local/bin/docker";
+constexpr int kPublishedPort = 18081;
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+long ms_since(steady_clock::time_point t) {
+  return static_cast<long>(duration_cast<milliseconds>(steady_clock::now() - t).count());
+}
+
+// One pool per test process, so parallel runs of this test on one host do not collide.
+AddressPool& test_pool() {
+  static AddressPool pool(
+      ip::make_network_v4("10.251." + std::to_string(::getpid() % 250) + ".0/24"));
+  return pool;
+}
+
+EngineSpec make_spec() {
+  EngineSpec spec;
+  spec.session_id = random_hex(8);
+  auto slot = test_pool().allocate(spec.session_id);
+  if (!slot) throw std::runtime_error("test address pool exhausted");
+  spec.slot = *slot;
+  spec.data_dir = fs::path("/tmp/offload-engine-test") / spec.session_id;
+  spec.run_dir = fs::path("/run/offload-test") / spec.session_id.substr(0, 8);
+  spec.ready_timeout = 60s;
+  return spec;
+}
+
+CommandResult docker(const Engine& engine, std::vector<std::string> args,
+                     milliseconds timeout = 60s) {
+  std::vector<std::string> argv = {kDockerCli, "-H", "unix://" + engine.api_socket().string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command(argv, timeout);
+}
+
+std::vector<std::string> processes_mentioning(const std::string& text) {
+  std::vector<std::string> found;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (std::stoi(name) == ::getpid()) continue;
+    std::string cmdline = slurp(entry.path() / "cmdline");
+    if (cmdline.find(text) != std::string::npos) {
+      std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+      found.push_back(name + ": " + cmdline);
+    }
+  }
+  return found;
+}
+
+// Checks the host for every trace of the engine without using the library's own verification.
+void expect_no_trace(const EngineSpec& spec) {
+  auto netns = run_command({"ip", "netns", "list"});
+  EXPECT_TRUE(netns.ok());
+  EXPECT_EQ(netns.output.find(spec.slot.netns), std::string::npos) << netns.output;
+  EXPECT_FALSE(run_command({"ip", "link", "show", spec.slot.host_veth}).ok());
+  auto rules = run_command({"iptables-save"});
+  EXPECT_TRUE(rules.ok());
+  EXPECT_EQ(rules.output.find("offload:" + spec.session_id), std::string::npos) << rules.output;
+  EXPECT_FALSE(fs::is_directory(spec.data_dir)) << spec.data_dir;
+  EXPECT_FALSE(fs::exists(spec.run_dir)) << spec.run_dir;
+  EXPECT_EQ(processes_mentioning(spec.run_dir.string()), std::vector<std::string>{});
+  EXPECT_EQ(processes_mentioning(spec.data_dir.string()), std::vector<std::string>{});
+  const std::string mountinfo = slurp("/proc/self/mountinfo");
+  EXPECT_EQ(mountinfo.find(spec.session_id), std::string::npos);
+  EXPECT_EQ(mountinfo.find(spec.run_dir.string() + "/"), std::string::npos);
+  for (const auto& hierarchy : fs::directory_iterator("/sys/fs/cgroup"))
+    EXPECT_FALSE(fs::exists(hierarchy.path() / ("offload-" + spec.session_id))) << hierarchy;
+}
+
+// A tiny image from the host's static busybox: no registry needed.
+void import_busybox(const Engine& engine, const fs::path& scratch) {
+  fs::create_directories(scratch / "rootfs" / "bin");
+  fs::copy_file("/bin/busybox", scratch / "rootfs" / "bin" / "busybox",
+                fs::copy_options::overwrite_existing);
+  for (const char* applet : {"sh", "httpd", "sleep"}) {
+    std::error_code ec;
+    fs::create_symlink("busybox", scratch / "rootfs" / "bin" / applet, ec);
+  }
+  auto tar = run_command({"tar", "-C", (scratch / "rootfs").string(), "-cf",
+                          (scratch / "rootfs.tar").string(), "."});
+  ASSERT_TRUE(tar.ok()) << tar.output;
+  auto imported = docker(engine, {"import", (scratch / "rootfs.tar").string(), "offload-bb:1"});
+  ASSERT_TRUE(imported.ok()) << imported.output << imported.error;
+}
+
+// Sends a GET and returns the status line ("" if nothing answered within ~10 s).
+std::string http_status_line(const ip::address_v4& address, int port) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(port));
+    sa.sin_addr.s_addr = htonl(address.to_uint());
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string response;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+      const std::string request = "GET / HTTP/1.0\r\n\r\n";
+      (void)!::write(fd, request.data(), request.size());
+      char buf[512];
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n > 0) response.assign(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    if (!response.empty()) return response.substr(0, response.find("\r\n"));
+    std::this_thread::sleep_for(100ms);
+  }
+  return "";
+}
+
+bool can_bind_loopback(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 && ::listen(fd, 1) == 0;
+  ::close(fd);
+  return ok;
+}
+
+class EngineRootTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::getenv("OFFLOAD_TEST_DEBUG")) spdlog::set_level(spdlog::level::debug);
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    if (auto missing = check_prerequisites(); !missing.empty()) GTEST_SKIP() << missing;
+    if (!fs::exists(kDockerCli)) GTEST_SKIP() << "needs the docker CLI at " << kDockerCli;
+  }
+  void TearDown() override {
+    // Whatever an assertion left running is still destroyed.
+    for (auto& engine : engines_)
+      if (engine) engine->destroy("test teardown");
+    for (const auto& spec : specs_) test_pool().release(spec.slot.index);
+  }
+
+  EngineSpec new_spec() {
+    specs_.push_back(make_spec());
+    return specs_.back();
+  }
+  Engine& keep(std::unique_ptr<Engine> engine) {
+    engines_.push_back(std::move(engine));
+    return *engines_.back();
+  }
+
+  std::vector<EngineSpec> specs_;
+  std::vector<std::unique_ptr<Engine>> engines_;
+};
+
+TEST_F(EngineRootTest, TwoEnginesRunSideBySideAndLeaveNoTrace) {
+  ASSERT_TRUE(can_bind_loopback(2375));
+  const auto spec_a = new_spec(), spec_b = new_spec();
+
+  auto t0 = steady_clock::now();
+  Engine& a = keep(Engine::start(spec_a));
+  const long start_a_ms = ms_since(t0);
+  t0 = steady_clock::now();
+  Engine& b = keep(Engine::start(spec_b));
+  const long start_b_ms = ms_since(t0);
+
+  EXPECT_TRUE(a.alive());
+  EXPECT_TRUE(b.alive());
+  EXPECT_NE(a.pid(), b.pid());
+  EXPECT_NE(a.api_socket(), b.api_socket());
+
+  auto version = a.version();
+  EXPECT_EQ(version.version.rfind("20.10.", 0), 0u) << version.version;
+  EXPECT_FALSE(version.api_version.empty());
+  EXPECT_EQ(version.os, "linux");
+
+  std::string body;
+  EXPECT_EQ(a.get("/containers/json", body), 200);
+  EXPECT_EQ(nlohmann::json::parse(body), nlohmann::json::array());
+  EXPECT_EQ(b.get("/no-such-endpoint", body), 404);
+
+  auto info = docker(a, {"info", "--format", "{{.ServerVersion}} {{.DockerRootDir}}"});
+  ASSERT_TRUE(info.ok()) << info.output << info.error;
+  EXPECT_NE(info.output.find("20.10."), std::string::npos) << info.output;
+  EXPECT_NE(info.output.find(spec_a.data_root().string()), std::string::npos) << info.output;
+
+  // The same published port in both engines: each lives in its own namespace, reachable at its
+  // engine address, while the host's loopback port stays free.
+  const fs::path scratch = spec_a.data_dir.parent_path() / ("scratch-" + spec_a.session_id);
+  for (Engine* engine : {&a, &b}) {
+    import_busybox(*engine, scratch);
+    auto run = docker(*engine, {"run", "-d", "--restart", "always", "-p",
+                                std::to_string(kPublishedPort) + ":80", "offload-bb:1",
+                                "/bin/httpd", "-f", "-p", "80", "-h", "/"});
+    ASSERT_TRUE(run.ok()) << run.output << run.error;
+  }
+  fs::remove_all(scratch);
+  auto sleeper = docker(b, {"run", "-d", "--network", "host", "offload-bb:1", "/bin/sleep", "600"});
+  ASSERT_TRUE(sleeper.ok()) << sleeper.output;
+  EXPECT_EQ(http_status_line(spec_a.slot.engine_address, kPublishedPort).rfind("HTTP/1.", 0), 0u);
+  EXPECT_EQ(http_status_line(spec_b.slot.engine_address, kPublishedPort).rfind("HTTP/1.", 0), 0u);
+  EXPECT_TRUE(can_bind_loopback(kPublishedPort));
+  EXPECT_TRUE(can_bind_loopback(2375));
+  EXPECT_EQ(a.get("/containers/json", body), 200);
+  EXPECT_EQ(nlohmann::json::parse(body).size(), 1u);
+
+  t0 = steady_clock::now();
+  auto report_a = a.destroy("test");
+  const long destroy_a_ms = ms_since(t0);
+  EXPECT_TRUE(report_a.clean()) << ::testing::PrintToString(report_a.leftovers);
+  EXPECT_FALSE(a.alive());
+  expect_no_trace(spec_a);
+
+  // B is untouched by A's teardown.
+  EXPECT_TRUE(b.alive());
+  EXPECT_EQ(b.get("/_ping", body), 200);
+  EXPECT_EQ(http_status_line(spec_b.slot.engine_address, kPublishedPort).rfind("HTTP/1.", 0), 0u);
+
+  t0 = steady_clock::now();
+  auto report_b = b.destroy("test");
+  const long destroy_b_ms = ms_since(t0);
+  EXPECT_TRUE(report_b.clean()) << ::testing::PrintToString(report_b.leftovers);
+  expect_no_trace(spec_b);
+
+  auto again = b.destroy("again");
+  EXPECT_TRUE(again.clean());
+  EXPECT_TRUE(again.removed.empty()) << ::testing::PrintToString(again.removed);
+
+  std::cout << "[timing] start A " << start_a_ms << " ms, start B " << start_b_ms
+            << " ms, destroy A (1 container) " << destroy_a_ms << " ms, destroy B (2 containers) "
+            << destroy_b_ms << " ms\n";
+  RecordProperty("start_ms", std::to_string(start_a_ms));
+  RecordProperty("destroy_ms", std::to_string(destroy_a_ms));
+}
+
+TEST_F(EngineRootTest, DockerdThatCannotStartFailsClearlyAndLeavesNothing) {
+  auto spec = new_spec();
+  spec.extra_dockerd_args = {"--no-such-flag"};
+  try {
+    Engine::start(spec);
+    FAIL() << "start succeeded with a bad flag";
+  } catch (const std::runtime_error& e) {
+    const std::string message = e.what();
+    std::cout << "[message] " << message << "\n";
+    EXPECT_NE(message.find("dockerd exited during start-up"), std::string::npos) << message;
+    EXPECT_NE(message.find("no-such-flag"), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  }
+  expect_no_trace(spec);
+}
+
+TEST_F(EngineRootTest, DataDirThatIsAFileFailsClearlyAndIsLeftAlone) {
+  auto spec = new_spec();
+  fs::create_directories(spec.data_dir.parent_path());
+  { std::ofstream(spec.data_dir) << "not a directory"; }
+  try {
+    Engine::start(spec);
+    FAIL() << "start succeeded with a file as data_dir";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot create directory " + spec.data_dir.string()),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(slurp(spec.data_dir), "not a directory");
+  fs::remove(spec.data_dir);
+  expect_no_trace(spec);
+}
+
+TEST_F(EngineRootTest, RefusesASecondEngineForTheSameSession) {
+  auto spec = new_spec();
+  Engine& engine = keep(Engine::start(spec));
+  try {
+    Engine::start(spec);
+    FAIL() << "a second engine started for the same session";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("already exists"), std::string::npos) << e.what();
+  }
+  // The refusal must not have torn down the first engine.
+  std::string body;
+  EXPECT_EQ(engine.get("/_ping", body), 200);
+  EXPECT_TRUE(engine.destroy("test").clean());
+  expect_no_trace(spec);
+}
+
+TEST_F(EngineRootTest, AnAdoptedEngineCanBeDestroyedAfterARestart) {
+  auto spec = new_spec();
+  pid_t pid = 0;
+  {
+    auto engine = Engine::start(spec);
+    pid = engine->pid();
+  }  // the runner "restarts": dropping the handle does not stop the engine
+  ASSERT_TRUE(process_alive(pid));
+  auto adopted = Engine::adopt(spec);
+  EXPECT_EQ(adopted->pid(), pid);
+  EXPECT_TRUE(adopted->alive());
+  EXPECT_EQ(adopted->version().version.rfind("20.10.", 0), 0u);
+  auto report = adopted->destroy("test");
+  EXPECT_TRUE(report.clean()) << ::testing::PrintToString(report.leftovers);
+  EXPECT_FALSE(process_alive(pid));
+  expect_no_trace(spec);
+}
+
+TEST_F(EngineRootTest, CleansUpAfterAnEngineWhoseDockerdWasKilled) {
+  auto spec = new_spec();
+  auto engine = Engine::start(spec);
+  const pid_t pid = engine->pid();
+  const fs::path scratch = spec.data_dir.parent_path() / ("scratch-" + spec.session_id);
+  import_busybox(*engine, scratch);
+  fs::remove_all(scratch);
+  auto run = docker(*engine, {"run", "-d", "-p", "18082:80", "offload-bb:1", "/bin/httpd", "-f",
+                              "-p", "80", "-h", "/"});
+  ASSERT_TRUE(run.ok()) << run.output << run.error;
+  // SIGKILL: dockerd cannot clean up after itself.
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  for (int i = 0; i < 100 && process_alive(pid); ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_FALSE(process_alive(pid));
+  auto adopted = Engine::adopt(spec);
+  EXPECT_EQ(adopted->pid(), 0);
+  auto report = adopted->destroy("test");
+  EXPECT_TRUE(report.clean()) << ::testing::PrintToString(report.leftovers);
+  auto removed = ::testing::PrintToString(report.removed);
+  // containerd and docker-proxy die with dockerd (parent-death signal); the shim and the
+  // container do not, nor do the mounts.
+  EXPECT_NE(removed.find("(containerd-shim)"), std::string::npos) << removed;
+  EXPECT_NE(removed.find("(httpd)"), std::string::npos) << removed;
+  EXPECT_NE(removed.find("/merged"), std::string::npos) << removed;
+  EXPECT_NE(removed.find("/exec/netns/"), std::string::npos) << removed;
+  EXPECT_NE(removed.find("shim socket /run/containerd/s/"), std::string::npos) << removed;
+  expect_no_trace(spec);
+}
+
+}  // namespace
