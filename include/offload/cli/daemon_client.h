@@ -1,0 +1,61 @@
+// The CLI's way to offloadd: a gRPC channel over the control socket, starting the daemon when
+// nothing listens there.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+
+#include <grpcpp/grpcpp.h>
+
+#include "offload/cli/cli.h"
+#include "offload/common/paths.h"
+#include "offload/v1/control.grpc.pb.h"
+
+namespace offload::cli {
+
+class DaemonClient {
+ public:
+  struct Options {
+    std::filesystem::path docker_config;
+    // How long a daemon that listens may take to accept the gRPC connection.
+    std::chrono::milliseconds connect_timeout{2000};
+    // How long a freshly spawned offloadd may take to open its socket.
+    std::chrono::milliseconds start_timeout{10000};
+    // Where offloadd is; empty means offload::find_program("offloadd").
+    std::function<std::optional<std::filesystem::path>()> locate_daemon;
+  };
+
+  explicit DaemonClient(Options options);
+
+  // A stub for a daemon that answers, spawning offloadd first when nothing listens on the
+  // socket. Throws CliError("daemon not running and could not be started: ...").
+  v1::Control::Stub& connect();
+
+  // A stub when offloadd already listens, else nullptr; never spawns it (for `version`).
+  v1::Control::Stub* connect_if_running();
+
+  // The one line a failed call shows the user: the daemon's own message, or what went wrong
+  // with the socket when the daemon itself did not answer.
+  CliError error(const grpc::Status& status) const;
+
+  const StatePaths& paths() const { return paths_; }
+  // stdout/stderr of a daemon we spawned.
+  std::filesystem::path daemon_log() const { return paths_.dir / "offloadd.stderr.log"; }
+
+ private:
+  bool open_channel();
+  void start_daemon();
+
+  Options options_;
+  StatePaths paths_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Control::Stub> stub_;
+};
+
+// True when something accepts connections on the unix socket at `path` right now.
+bool unix_socket_listening(const std::filesystem::path& path);
+
+}  // namespace offload::cli

@@ -1,0 +1,318 @@
+#include <gtest/gtest.h>
+
+#include "offload/cli/render.h"
+
+using namespace offload::cli;
+using namespace std::chrono_literals;
+namespace v1 = offload::v1;
+
+namespace {
+
+// 2026-11-29 15:07:05 UTC; the session below started three minutes earlier.
+constexpr std::int64_t kNow = 1795964825;
+const TimePoint now = TimePoint(std::chrono::seconds(kNow));
+
+v1::SessionStatus started_status() {
+  v1::SessionStatus s;
+  s.set_state(v1::DAEMON_STATE_STARTED);
+  s.set_account("local");
+  s.set_context("docker-offload");
+  s.set_docker_host("unix:///root/.docker/offload/docker.sock");
+  s.set_started_unix_ms((kNow - 180) * 1000);
+  s.set_runner_address("127.0.0.1:41234");
+  s.set_active_streams(2);
+  auto* info = s.mutable_session();
+  info->set_session_id("s-42");
+  info->set_state(v1::SESSION_STATE_RUNNING);
+  info->set_engine_version("20.10.24");
+  info->set_engine_api_version("1.41");
+  info->set_engine_os("linux/amd64");
+  info->set_runner_version("0.1.0");
+  info->set_runner_hostname("host");
+  return s;
+}
+
+v1::Port port(std::string ip, std::uint32_t host, std::uint32_t container, std::string proto) {
+  v1::Port p;
+  p.set_host_ip(ip);
+  p.set_host_port(host);
+  p.set_container_port(container);
+  p.set_protocol(proto);
+  return p;
+}
+
+std::string ports_of(std::vector<v1::Port> ports) {
+  google::protobuf::RepeatedPtrField<v1::Port> field;
+  for (auto& p : ports) *field.Add() = p;
+  return format_ports(field);
+}
+
+v1::ListContainersResponse two_containers() {
+  v1::ListContainersResponse list;
+  auto* web = list.add_containers();
+  web->set_id("3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e");
+  web->add_names("web");
+  web->set_image("nginx");
+  web->set_command("/docker-entrypoint.sh nginx -g 'daemon off;'");
+  web->set_created_unix(kNow - 180);
+  web->set_state("running");
+  web->set_status("Up 3 minutes");
+  *web->add_ports() = port("0.0.0.0", 8081, 80, "tcp");
+  *web->add_ports() = port("::", 8081, 80, "tcp");
+  auto* db = list.add_containers();
+  db->set_id("a1b2c3d4e5f6a7b8c9d0");
+  db->add_names("db");
+  db->add_names("web/db");
+  db->set_image("busybox");
+  db->set_command("sleep 1000");
+  db->set_created_unix(kNow - 7200);
+  db->set_state("exited");
+  db->set_status("Exited (0) 5 seconds ago");
+  *db->add_ports() = port("", 0, 81, "tcp");
+  *db->add_ports() = port("", 0, 53, "udp");
+  *db->add_ports() = port("", 0, 80, "tcp");
+  return list;
+}
+
+}  // namespace
+
+TEST(DockerUnits, HumanDuration) {
+  EXPECT_EQ(docker_human_duration(0s), "Less than a second");
+  EXPECT_EQ(docker_human_duration(1s), "1 second");
+  EXPECT_EQ(docker_human_duration(59s), "59 seconds");
+  EXPECT_EQ(docker_human_duration(60s), "About a minute");
+  EXPECT_EQ(docker_human_duration(119s), "About a minute");
+  EXPECT_EQ(docker_human_duration(120s), "2 minutes");
+  EXPECT_EQ(docker_human_duration(3599s), "59 minutes");
+  EXPECT_EQ(docker_human_duration(3600s), "About an hour");
+  EXPECT_EQ(docker_human_duration(5399s), "About an hour");
+  EXPECT_EQ(docker_human_duration(5400s), "2 hours");
+  EXPECT_EQ(docker_human_duration(47h), "47 hours");
+  EXPECT_EQ(docker_human_duration(48h), "2 days");
+  EXPECT_EQ(docker_human_duration(24h * 14), "2 weeks");
+  EXPECT_EQ(docker_human_duration(24h * 60), "2 months");
+  EXPECT_EQ(docker_human_duration(24h * 730), "2 years");
+}
+
+TEST(DockerUnits, HumanSize) {
+  EXPECT_EQ(docker_human_size(4260000), "4.26MB");
+  EXPECT_EQ(docker_human_size(0), "0B");
+  EXPECT_EQ(docker_human_size(999), "999B");
+  EXPECT_EQ(docker_human_size(1000), "1kB");
+  EXPECT_EQ(docker_human_size(187654321), "188MB");
+  EXPECT_EQ(docker_human_size(1234567890), "1.23GB");
+  EXPECT_EQ(docker_human_size(999999), "1e+03kB");  // go-units' own quirk, kept on purpose
+}
+
+TEST(DockerUnits, EllipsisQuoteAndIds) {
+  EXPECT_EQ(ellipsis("abc", 3), "abc");
+  EXPECT_EQ(ellipsis("abcd", 3), "ab\u2026");
+  EXPECT_EQ(ellipsis("h\u00e9llo", 4), "h\u00e9l\u2026");  // counts characters, not bytes
+  EXPECT_EQ(go_quote("say \"hi\"\n\\\x01"), "\"say \\\"hi\\\"\\n\\\\\\x01\"");
+  EXPECT_EQ(short_id("sha256:9c7a54a9a43cca047013b82af109fe963fde787f"), "9c7a54a9a43c");
+  EXPECT_EQ(short_id("abc"), "abc");
+}
+
+TEST(DockerUnits, Ports) {
+  EXPECT_EQ(ports_of({port("0.0.0.0", 8081, 80, "tcp"), port("::", 8081, 80, "tcp")}),
+            "0.0.0.0:8081->80/tcp, [::]:8081->80/tcp");
+  EXPECT_EQ(ports_of({port("", 0, 81, "tcp"), port("", 0, 53, "udp"), port("", 0, 80, "tcp")}),
+            "53/udp, 80-81/tcp");
+  EXPECT_EQ(ports_of({port("127.0.0.1", 5000, 5000, "tcp"), port("127.0.0.1", 5001, 5001, "tcp"),
+                      port("0.0.0.0", 9000, 90, "udp"), port("", 0, 443, "tcp")}),
+            "443/tcp, 127.0.0.1:5000-5001->5000-5001/tcp, 0.0.0.0:9000->90/udp");
+  EXPECT_EQ(ports_of({}), "");
+}
+
+TEST(Table, PadsLikeTabwriter) {
+  EXPECT_EQ(render_table({{"A", "BB", "C"}, {"longer cell", "x", ""}}),
+            "A             BB        C\n"
+            "longer cell   x         \n");
+}
+
+TEST(Status, PrettyStarted) {
+  EXPECT_EQ(render_status_pretty(started_status(), now),
+            "Account:          local\n"
+            "State:            Started\n"
+            "Session started:  2026-11-29 15:04:05 UTC (3 minutes ago)\n"
+            "Runner:           127.0.0.1:41234 (offload-runner 0.1.0 on host)\n"
+            "Engine:           Docker 20.10.24 (API 1.41, linux/amd64)\n"
+            "GPU:              No\n"
+            "Context:          docker-offload (unix:///root/.docker/offload/docker.sock)\n"
+            "Active streams:   2\n");
+}
+
+TEST(Status, PrettyStopped) {
+  v1::SessionStatus s;
+  s.set_state(v1::DAEMON_STATE_STOPPED);
+  s.set_account("local");
+  EXPECT_EQ(render_status_pretty(s, now),
+            "Account:          local\n"
+            "State:            Stopped\n"
+            "\n"
+            "Run `docker offload start` to start a session.\n");
+}
+
+TEST(Status, PrettyEndedAndStarting) {
+  v1::SessionStatus s = started_status();
+  s.set_state(v1::DAEMON_STATE_ENDED);
+  s.set_ended_reason("idle for 5m");
+  s.set_gpu(true);
+  EXPECT_EQ(render_status_pretty(s, now),
+            "Account:          local\n"
+            "State:            Ended (idle for 5m)\n"
+            "Session started:  2026-11-29 15:04:05 UTC (3 minutes ago)\n"
+            "Runner:           127.0.0.1:41234 (offload-runner 0.1.0 on host)\n"
+            "Engine:           Docker 20.10.24 (API 1.41, linux/amd64)\n"
+            "GPU:              Yes\n"
+            "Context:          docker-offload (unix:///root/.docker/offload/docker.sock)\n"
+            "\n"
+            "Run `docker offload start` to start a new session, or `docker offload stop` to "
+            "switch back to your previous docker context.\n");
+
+  v1::SessionStatus starting;
+  starting.set_state(v1::DAEMON_STATE_STARTING);
+  starting.set_account("remote");
+  EXPECT_EQ(render_status_pretty(starting, now),
+            "Account:          remote\n"
+            "State:            Starting\n"
+            "GPU:              No\n"
+            "Active streams:   0\n");
+  EXPECT_EQ(state_label(starting), "Starting");
+  starting.set_state(v1::DAEMON_STATE_STOPPING);
+  EXPECT_EQ(state_label(starting), "Stopping");
+}
+
+TEST(Status, Json) {
+  EXPECT_EQ(status_json(started_status()).dump(),
+            "{\"account\":\"local\",\"state\":\"started\",\"sessionStarted\":\"2026-11-29T15:04:05Z\","
+            "\"runner\":\"127.0.0.1:41234\",\"runnerVersion\":\"0.1.0\",\"runnerHostname\":\"host\","
+            "\"engineVersion\":\"20.10.24\",\"engineApiVersion\":\"1.41\",\"engineOs\":\"linux/amd64\","
+            "\"gpu\":false,\"context\":\"docker-offload\","
+            "\"dockerHost\":\"unix:///root/.docker/offload/docker.sock\",\"activeStreams\":2,"
+            "\"endedReason\":\"\",\"sessionId\":\"s-42\"}");
+  v1::SessionStatus stopped;
+  stopped.set_state(v1::DAEMON_STATE_STOPPED);
+  auto j = status_json(stopped);
+  EXPECT_EQ(j["state"], "stopped");
+  EXPECT_EQ(j["sessionStarted"], "");
+  EXPECT_EQ(j.size(), 15u);  // the same keys whatever the state
+}
+
+TEST(Status, WatchFrames) {
+  v1::SessionStatus s;
+  s.set_state(v1::DAEMON_STATE_STOPPED);
+  s.set_account("local");
+  const std::string block = render_status_pretty(s, now);
+  EXPECT_EQ(render_status_frame(s, false, true, true, now), "\x1b[H\x1b[2J" + block);
+  EXPECT_EQ(render_status_frame(s, false, true, false, now), "\x1b[H\x1b[2J" + block);
+  EXPECT_EQ(render_status_frame(s, false, false, true, now), block);
+  EXPECT_EQ(render_status_frame(s, false, false, false, now), "\n" + block);
+  EXPECT_EQ(render_status_frame(s, true, true, false, now), status_json(s).dump() + "\n");
+}
+
+TEST(Ps, Table) {
+  EXPECT_EQ(render_containers_table(two_containers(), now),
+            "CONTAINER ID   IMAGE     COMMAND                  CREATED         STATUS                     PORTS                                     NAMES\n"
+            "3f4e5d6c7b8a   nginx     \"/docker-entrypoint.\u2026\"   3 minutes ago   Up 3 minutes               0.0.0.0:8081->80/tcp, [::]:8081->80/tcp   web\n"
+            "a1b2c3d4e5f6   busybox   \"sleep 1000\"             2 hours ago     Exited (0) 5 seconds ago   53/udp, 80-81/tcp                         db\n");
+}
+
+TEST(Ps, EmptyTableIsTheHeader) {
+  EXPECT_EQ(render_containers_table({}, now),
+            "CONTAINER ID   IMAGE     COMMAND   CREATED   STATUS    PORTS     NAMES\n");
+}
+
+TEST(Ps, QuietAndJson) {
+  EXPECT_EQ(render_container_ids(two_containers()), "3f4e5d6c7b8a\na1b2c3d4e5f6\n");
+  auto j = containers_json(two_containers());
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[1].dump(),
+            "{\"id\":\"a1b2c3d4e5f6a7b8c9d0\",\"names\":[\"db\",\"web/db\"],\"image\":\"busybox\","
+            "\"command\":\"sleep 1000\",\"created\":\"2026-11-29T13:07:05Z\",\"state\":\"exited\","
+            "\"status\":\"Exited (0) 5 seconds ago\",\"ports\":["
+            "{\"hostIp\":\"\",\"hostPort\":0,\"containerPort\":81,\"protocol\":\"tcp\"},"
+            "{\"hostIp\":\"\",\"hostPort\":0,\"containerPort\":53,\"protocol\":\"udp\"},"
+            "{\"hostIp\":\"\",\"hostPort\":0,\"containerPort\":80,\"protocol\":\"tcp\"}]}");
+  EXPECT_EQ(containers_json({}).dump(), "[]");
+}
+
+TEST(Images, TableSizesAndUntagged) {
+  v1::ListImagesResponse list;
+  auto* nginx = list.add_images();
+  nginx->set_id("sha256:9c7a54a9a43cca047013b82af109fe963fde787f63f9e016fdc3384500c2823d");
+  nginx->add_repo_tags("nginx:latest");
+  nginx->add_repo_tags("localhost:5000/nginx:1.25");
+  nginx->set_created_unix(kNow - 3 * 86400);
+  nginx->set_size_bytes(187654321);
+  auto* dangling = list.add_images();
+  dangling->set_id("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+  dangling->set_created_unix(kNow - 30);
+  dangling->set_size_bytes(4260000);
+  auto* scratch = list.add_images();
+  scratch->set_id("sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210");
+  scratch->add_repo_tags("localhost:5000/empty");
+  scratch->set_created_unix(kNow);
+  scratch->set_size_bytes(0);
+
+  EXPECT_EQ(render_images_table(list, now),
+            "REPOSITORY             TAG       IMAGE ID       CREATED                  SIZE\n"
+            "nginx                  latest    9c7a54a9a43c   3 days ago               188MB\n"
+            "localhost:5000/nginx   1.25      9c7a54a9a43c   3 days ago               188MB\n"
+            "<none>                 <none>    0123456789ab   30 seconds ago           4.26MB\n"
+            "localhost:5000/empty   <none>    fedcba987654   Less than a second ago   0B\n");
+  EXPECT_EQ(render_image_ids(list), "9c7a54a9a43c\n0123456789ab\nfedcba987654\n");
+  EXPECT_EQ(images_json(list)[1].dump(),
+            "{\"id\":\"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+            "\"repoTags\":[],\"created\":\"2026-11-29T15:06:35Z\",\"size\":4260000}");
+}
+
+TEST(Accounts, TableAndJson) {
+  v1::ListAccountsResponse list;
+  auto* local = list.add_accounts();
+  local->set_name("local");
+  local->set_type("local");
+  local->set_description("A runner on this machine");
+  local->set_is_default(true);
+  auto* remote = list.add_accounts();
+  remote->set_name("gpu-box");
+  remote->set_type("remote");
+  remote->set_description("runner.example.com:7443");
+  EXPECT_EQ(render_accounts_table(list),
+            "NAME      TYPE      DEFAULT   DESCRIPTION\n"
+            "local     local     *         A runner on this machine\n"
+            "gpu-box   remote              runner.example.com:7443\n");
+  EXPECT_EQ(accounts_json(list).dump(),
+            "[{\"name\":\"local\",\"type\":\"local\",\"default\":true,"
+            "\"description\":\"A runner on this machine\"},"
+            "{\"name\":\"gpu-box\",\"type\":\"remote\",\"default\":false,"
+            "\"description\":\"runner.example.com:7443\"}]");
+}
+
+TEST(Version, PrettyAndJson) {
+  VersionInfo none{"0.1.0", std::nullopt};
+  EXPECT_EQ(render_version_pretty(none),
+            "docker-offload:  0.1.0\n"
+            "offloadd:        not running\n");
+  EXPECT_EQ(version_json(none).dump(),
+            "{\"plugin\":\"0.1.0\",\"daemonRunning\":false,\"daemon\":\"\",\"runner\":\"\","
+            "\"engine\":\"\",\"engineApi\":\"\"}");
+
+  v1::VersionResponse daemon;
+  daemon.set_daemon_version("0.1.0");
+  VersionInfo idle{"0.1.0", daemon};
+  EXPECT_EQ(render_version_pretty(idle),
+            "docker-offload:  0.1.0\n"
+            "offloadd:        0.1.0\n"
+            "offload-runner:  no session\n");
+
+  daemon.set_runner_version("0.1.1");
+  daemon.set_engine_version("20.10.24");
+  daemon.set_engine_api_version("1.41");
+  VersionInfo full{"0.1.0", daemon};
+  EXPECT_EQ(render_version_pretty(full),
+            "docker-offload:  0.1.0\n"
+            "offloadd:        0.1.0\n"
+            "offload-runner:  0.1.1\n"
+            "Engine:          Docker 20.10.24 (API 1.41)\n");
+}

@@ -1,0 +1,405 @@
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <sstream>
+
+#include "fake_daemon.h"
+#include "offload/cli/commands.h"
+#include "offload/cli/daemon_client.h"
+#include "offload/cli/interrupt.h"
+#include "offload/cli/render.h"
+#include "offload/common/fs.h"
+#include "offload/common/token.h"
+
+using namespace offload::cli;
+using offload::cli::testing::FakeDaemon;
+using offload::cli::testing::TempDir;
+namespace v1 = offload::v1;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::int64_t kNow = 1795964825;
+
+// One CLI run against the docker config in `dir`, with injected terminal and clock.
+struct Harness {
+  explicit Harness(const fs::path& dir, bool tty = false, std::string input = "")
+      : in(std::move(input)), console{in, out, err, tty, tty} {
+    env.docker_config = dir;
+    DaemonClient::Options options;
+    options.docker_config = dir;
+    options.start_timeout = std::chrono::milliseconds(3000);
+    // The test decides whether a daemon "exists"; by default none, and asking is recorded.
+    options.locate_daemon = [this]() -> std::optional<fs::path> {
+      ++locate_calls;
+      return daemon_program;
+    };
+    daemon = std::make_unique<DaemonClient>(options);
+    interrupt.when_idle = [this] { idle_interrupts++; };
+  }
+
+  int run(std::vector<std::string> args) {
+    CommandLine line;
+    if (auto code = parse_command_line(args, line, out, err)) return *code;
+    CommandContext cli{console, env, *daemon, interrupt,
+                       [] { return TimePoint(std::chrono::seconds(kNow)); }};
+    return run_command(line, cli);
+  }
+
+  std::istringstream in;
+  std::ostringstream out, err;
+  Console console;
+  Environment env;
+  Interrupt interrupt;
+  std::atomic<int> idle_interrupts{0};
+  std::unique_ptr<DaemonClient> daemon;
+  std::optional<fs::path> daemon_program;
+  int locate_calls = 0;
+};
+
+v1::SessionStatus started() {
+  v1::SessionStatus s;
+  s.set_state(v1::DAEMON_STATE_STARTED);
+  s.set_account("local");
+  s.set_context("docker-offload");
+  return s;
+}
+
+}  // namespace
+
+TEST(Run, StartSendsOptionsAndReportsTheContextSwitch) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  auto* account = daemon.accounts_response.add_accounts();
+  account->set_name("local");
+  account->set_is_default(true);
+  *daemon.start_response.mutable_status() = started();
+  daemon.start_response.set_previous_context("default");
+
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"start", "--timeout", "1m30s"}), 0);
+  EXPECT_EQ(h.out.str(),
+            "Starting offload session on account \"local\"...\n"
+            "Offload session started. Docker context \"docker-offload\" is now current (was "
+            "\"default\").\n");
+  EXPECT_EQ(h.err.str(), "");
+  ASSERT_EQ(daemon.start_requests.size(), 1u);
+  EXPECT_EQ(daemon.start_requests[0].account(), "");
+  EXPECT_EQ(daemon.start_requests[0].timeout_ms(), 90000);
+  EXPECT_EQ(h.locate_calls, 0);  // a daemon answered: nothing to start
+}
+
+TEST(Run, StartWarnsAboutEnvironmentOverrides) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  *daemon.start_response.mutable_status() = started();
+  daemon.start_response.set_previous_context("desktop-linux");
+  daemon.start_response.set_override_warning("the daemon's own warning");
+
+  Harness h(dir.path());
+  h.env.docker_host = "tcp://10.0.0.1:2375";
+  EXPECT_EQ(h.run({"start", "-a", "gpu"}), 0);
+  EXPECT_EQ(h.out.str(),
+            "Starting offload session on account \"gpu\"...\n"
+            "Offload session started. Docker context \"docker-offload\" is now current (was "
+            "\"desktop-linux\").\n");
+  EXPECT_EQ(h.err.str(),
+            "WARNING: DOCKER_HOST is set to \"tcp://10.0.0.1:2375\" and overrides the "
+            "docker-offload context in this shell; unset it to use the offload session\n"
+            "the daemon's own warning\n");
+  ASSERT_EQ(daemon.start_requests.size(), 1u);
+  EXPECT_EQ(daemon.start_requests[0].account(), "gpu");
+  EXPECT_EQ(daemon.start_requests[0].timeout_ms(), 0);
+}
+
+TEST(Run, OverrideWarningNamesDockerContext) {
+  Environment env;
+  EXPECT_EQ(environment_override_warning(env), "");
+  env.docker_context = "docker-offload";  // already ours: nothing overrides anything
+  EXPECT_EQ(environment_override_warning(env), "");
+  env.docker_context = "default";
+  EXPECT_EQ(environment_override_warning(env),
+            "WARNING: DOCKER_CONTEXT is set to \"default\" and overrides the docker-offload "
+            "context in this shell; unset it to use the offload session");
+}
+
+TEST(Run, DaemonErrorsArePrintedAsOneLine) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.status_to_return =
+      grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "no session: run `docker offload start`");
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"ps"}), 1);
+  EXPECT_EQ(h.out.str(), "");
+  EXPECT_EQ(h.err.str(), "no session: run `docker offload start`\n");
+
+  // The daemon's own UNAVAILABLE (runner away) is its message, not a socket problem.
+  daemon.status_to_return =
+      grpc::Status(grpc::StatusCode::UNAVAILABLE, "runner unreachable at 10.0.0.5:7443: timeout");
+  Harness h2(dir.path());
+  EXPECT_EQ(h2.run({"images"}), 1);
+  EXPECT_EQ(h2.err.str(), "runner unreachable at 10.0.0.5:7443: timeout\n");
+}
+
+TEST(Run, StopAsksFirstAndReportsTheRestoredContext) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.stop_response.set_restored_context("default");
+  daemon.stop_response.set_had_session(true);
+
+  Harness declined(dir.path(), /*tty=*/true, "n\n");
+  EXPECT_EQ(declined.run({"stop"}), 0);
+  EXPECT_EQ(daemon.stop_calls, 0);
+
+  Harness agreed(dir.path(), /*tty=*/true, "y\n");
+  EXPECT_EQ(agreed.run({"stop"}), 0);
+  EXPECT_EQ(agreed.out.str(),
+            "This will stop the offload session and destroy its containers, images and volumes. "
+            "Continue? [y/N] Offload session stopped. Docker context \"default\" is current "
+            "again.\n");
+  EXPECT_EQ(daemon.stop_calls, 1);
+
+  Harness piped(dir.path(), /*tty=*/false, "y\n");
+  EXPECT_EQ(piped.run({"stop"}), 1);
+  EXPECT_EQ(piped.err.str(),
+            "refusing to stop without confirmation: not a terminal; use `docker offload stop "
+            "--force`\n");
+  EXPECT_EQ(daemon.stop_calls, 1);
+
+  daemon.stop_response.set_had_session(false);
+  Harness forced(dir.path(), /*tty=*/false);
+  EXPECT_EQ(forced.run({"stop", "--force"}), 0);
+  EXPECT_EQ(forced.out.str(), "No offload session was running. Docker context \"default\" is "
+                              "current again.\n");
+  EXPECT_EQ(daemon.stop_calls, 2);
+}
+
+TEST(Confirm, OnlyYesProceeds) {
+  auto ask = [](bool tty, const std::string& input, bool force = false) {
+    std::istringstream in(input);
+    std::ostringstream out, err;
+    Console console{in, out, err, tty, tty};
+    bool answer = confirm_stop(StopOptions{force}, console);
+    return std::make_pair(answer, out.str());
+  };
+  const std::string prompt =
+      "This will stop the offload session and destroy its containers, images and volumes. "
+      "Continue? [y/N] ";
+  EXPECT_EQ(ask(true, "y\n"), std::make_pair(true, prompt));
+  EXPECT_EQ(ask(true, "  YES \n"), std::make_pair(true, prompt));
+  EXPECT_EQ(ask(true, "n\n"), std::make_pair(false, prompt));
+  EXPECT_EQ(ask(true, "\n"), std::make_pair(false, prompt));
+  EXPECT_EQ(ask(true, "yep\n"), std::make_pair(false, prompt));
+  EXPECT_EQ(ask(true, ""), std::make_pair(false, prompt + "\n"));  // EOF
+  EXPECT_EQ(ask(false, "", /*force=*/true), std::make_pair(true, std::string()));
+  EXPECT_EQ(ask(true, "n\n", /*force=*/true), std::make_pair(true, std::string()));
+  try {
+    ask(false, "y\n");
+    FAIL() << "no TTY must refuse";
+  } catch (const CliError& e) {
+    EXPECT_EQ(e.exit_code(), 1);
+    EXPECT_STREQ(e.what(),
+                 "refusing to stop without confirmation: not a terminal; use `docker offload "
+                 "stop --force`");
+  }
+}
+
+TEST(Run, StatusPrettyJsonAndWatch) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.status_response.set_state(v1::DAEMON_STATE_STOPPED);
+  daemon.status_response.set_account("local");
+  {
+    Harness h(dir.path());
+    EXPECT_EQ(h.run({"status"}), 0);
+    EXPECT_EQ(h.out.str(), render_status_pretty(daemon.status_response, {}));
+  }
+  {
+    Harness h(dir.path());
+    EXPECT_EQ(h.run({"status", "-f", "json"}), 0);
+    EXPECT_EQ(h.out.str(), status_json(daemon.status_response).dump() + "\n");
+  }
+  daemon.watch_frames = {daemon.status_response, started()};
+  {
+    Harness h(dir.path());
+    EXPECT_EQ(h.run({"status", "--watch", "--format", "json"}), 0);
+    EXPECT_EQ(h.out.str(), status_json(daemon.watch_frames[0]).dump() + "\n" +
+                               status_json(daemon.watch_frames[1]).dump() + "\n");
+  }
+  {
+    Harness h(dir.path());
+    EXPECT_EQ(h.run({"status", "-w"}), 0);
+    const TimePoint now{std::chrono::seconds(kNow)};
+    EXPECT_EQ(h.out.str(), render_status_pretty(daemon.watch_frames[0], now) + "\n" +
+                               render_status_pretty(daemon.watch_frames[1], now));
+  }
+}
+
+TEST(Run, InterruptCancelsTheWatch) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.watch_frames = {started()};
+  daemon.watch_blocks = true;
+  Harness h(dir.path());
+  auto result = std::async(std::launch::async, [&] { return h.run({"status", "-w"}); });
+  {
+    std::unique_lock lock(daemon.mutex);
+    ASSERT_TRUE(daemon.watching.wait_for(lock, std::chrono::seconds(10),
+                                         [&] { return daemon.watch_started; }));
+  }
+  // The frame was written before the server waits, but may still be in flight to the client:
+  // cancel only once the CLI has registered its call, which the Guard does before reading.
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  h.interrupt.request();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(result.get(), kExitInterrupted);
+  EXPECT_EQ(h.err.str(), "");
+  EXPECT_EQ(h.idle_interrupts.load(), 0);
+}
+
+TEST(Run, PsAndImagesAskTheDaemon) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  auto* c = daemon.containers_response.add_containers();
+  c->set_id("0123456789abcdef");
+  auto* i = daemon.images_response.add_images();
+  i->set_id("sha256:fedcba9876543210");
+  Harness ps(dir.path());
+  EXPECT_EQ(ps.run({"ps", "-aq"}), 0);
+  EXPECT_EQ(ps.out.str(), "0123456789ab\n");
+  ASSERT_EQ(daemon.container_requests.size(), 1u);
+  EXPECT_TRUE(daemon.container_requests[0].all());
+  Harness images(dir.path());
+  EXPECT_EQ(images.run({"images", "-q"}), 0);
+  EXPECT_EQ(images.out.str(), "fedcba987654\n");
+}
+
+TEST(Run, VersionNeverStartsTheDaemon) {
+  TempDir dir;
+  {
+    Harness h(dir.path());
+    EXPECT_EQ(h.run({"version"}), 0);
+    EXPECT_EQ(h.out.str(), "docker-offload:  " OFFLOAD_VERSION "\noffloadd:        not running\n");
+    EXPECT_EQ(h.locate_calls, 0);
+    EXPECT_FALSE(fs::exists(dir.path() / "offload"));
+  }
+  FakeDaemon daemon(dir.path());
+  daemon.version_response.set_daemon_version("9.9.9");
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"version", "--json"}), 0);
+  EXPECT_EQ(h.out.str(), "{\"plugin\":\"" OFFLOAD_VERSION
+                         "\",\"daemonRunning\":true,\"daemon\":\"9.9.9\",\"runner\":\"\","
+                         "\"engine\":\"\",\"engineApi\":\"\"}\n");
+  Harness s(dir.path());
+  EXPECT_EQ(s.run({"version", "--short"}), 0);
+  EXPECT_EQ(s.out.str(), OFFLOAD_VERSION "\n");
+}
+
+TEST(Run, MissingDaemonProgramIsReported) {
+  TempDir dir;
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"status"}), 1);
+  EXPECT_EQ(h.locate_calls, 1);
+  EXPECT_EQ(h.err.str(),
+            "daemon not running and could not be started: offloadd not found next to "
+            "docker-offload or in PATH\n");
+}
+
+TEST(Run, DaemonThatDiesIsReportedWithItsLog) {
+  TempDir dir;
+  // A stand-in offloadd that records its arguments and fails like a broken install would.
+  fs::path program = dir.path() / "offloadd";
+  {
+    std::ofstream script(program);
+    script << "#!/bin/sh\necho \"$@\" > " << (dir.path() / "args").string()
+           << "\necho 'offloadd: cannot read config' >&2\nexit 1\n";
+  }
+  fs::permissions(program, fs::perms(0755));
+  fs::path config = dir.path() / "docker";
+  Harness h(config);
+  h.daemon_program = program;
+  EXPECT_EQ(h.run({"accounts"}), 1);
+  const fs::path log = config / "offload" / "offloadd.stderr.log";
+  EXPECT_EQ(h.err.str(), "daemon not running and could not be started: offloadd exited before "
+                         "opening " + offload::display_path(config / "offload" / "offloadd.sock") +
+                             " (see " + offload::display_path(log) + ")\n");
+  std::string args, log_text;
+  ASSERT_FALSE(offload::read_file(dir.path() / "args", args));
+  EXPECT_EQ(args, "--docker-config " + config.string() + "\n");
+  ASSERT_FALSE(offload::read_file(log, log_text));
+  EXPECT_EQ(log_text, "offloadd: cannot read config\n");
+  EXPECT_EQ(fs::status(config / "offload").permissions() & fs::perms::all, fs::perms(0700));
+}
+
+TEST(Run, DaemonThatGoesAwayIsNamed) {
+  TempDir dir;
+  auto daemon = std::make_unique<FakeDaemon>(dir.path());
+  Harness h(dir.path());
+  ASSERT_NE(h.daemon->connect_if_running(), nullptr);
+  daemon.reset();  // the socket file stays, nobody listens
+  grpc::ClientContext context;
+  v1::SessionStatus status;
+  grpc::Status result = h.daemon->connect().Status(&context, {}, &status);
+  ASSERT_EQ(result.error_code(), grpc::StatusCode::UNAVAILABLE);
+  std::string message = h.daemon->error(result).what();
+  const std::string prefix = "offloadd is not answering on " +
+                             offload::display_path(dir.path() / "offload" / "offloadd.sock") +
+                             ": ";
+  EXPECT_EQ(message.substr(0, prefix.size()), prefix);
+  EXPECT_GT(message.size(), prefix.size());
+}
+
+TEST(PluginSocket, EofOnTheDockerCliSocketInterrupts) {
+  // The docker CLI listens on an abstract socket and names it "@docker_cli_<hex>".
+  const std::string name = "offload_cli_test_" + offload::random_hex(8);
+  int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+
+  Interrupt interrupt;
+  std::promise<void> fired;
+  interrupt.when_idle = [&] { fired.set_value(); };
+  PluginSocketWatcher watcher("@" + name, interrupt);
+  ASSERT_TRUE(watcher.connected());
+  int conn = ::accept(listener, nullptr, nullptr);
+  ASSERT_GE(conn, 0);
+  EXPECT_FALSE(interrupt.requested());
+  ::close(conn);  // what the CLI does on Ctrl-C
+  ASSERT_EQ(fired.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(interrupt.requested());
+  ::close(listener);
+}
+
+TEST(PluginSocket, UnreachableSocketLeavesItInactive) {
+  Interrupt interrupt;
+  PluginSocketWatcher watcher("@offload_cli_test_nobody_" + offload::random_hex(8), interrupt);
+  EXPECT_FALSE(watcher.connected());
+  PluginSocketWatcher bad_path("/nonexistent/dir/sock", interrupt);
+  EXPECT_FALSE(bad_path.connected());
+}
+
+TEST(Interrupt, GuardCancelsTheCallInFlight) {
+  Interrupt interrupt;
+  int idle = 0;
+  interrupt.when_idle = [&] { ++idle; };
+  grpc::ClientContext context;
+  {
+    Interrupt::Guard guard(interrupt, context);
+    interrupt.request();  // cancels `context`, not the process
+  }
+  EXPECT_EQ(idle, 0);
+  EXPECT_TRUE(interrupt.requested());
+  grpc::ClientContext next;
+  EXPECT_THROW(Interrupt::Guard(interrupt, next), CliError);
+}
