@@ -1,5 +1,7 @@
 #include "test_target.h"
 
+#include "offload/common/token.h"
+
 namespace offload::testing {
 
 TestTarget::TestTarget(std::filesystem::path socket_path)
@@ -53,6 +55,31 @@ asio::awaitable<void> echo_behaviour(stream_protocol::socket s) {
     }
     if (ec) co_return;
   }
+}
+
+InProcessRunner::InProcessRunner(const std::filesystem::path& dir)
+    : identity(tls::load_or_create_identity(dir / "tls")),
+      token(random_hex(32)),
+      target_(dir / "engine.sock"),
+      backend_(target_.path()) {
+  runner::RunnerOptions options;
+  options.account_tokens["test"] = token;
+  service_ = std::make_unique<runner::RunnerService>(io_, backend_, options);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", tls::server_credentials(identity), &port_);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ <= 0) throw std::runtime_error("cannot start the in-process runner");
+  work_.emplace(io_.get_executor());
+  for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
+}
+
+InProcessRunner::~InProcessRunner() {
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  work_.reset();
+  io_.stop();
+  for (auto& t : threads_) t.join();
+  service_.reset();
 }
 
 }  // namespace offload::testing

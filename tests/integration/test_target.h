@@ -9,9 +9,15 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <optional>
 #include <thread>
+#include <vector>
 
+#include <grpcpp/grpcpp.h>
+
+#include "offload/runner/runner_service.h"
 #include "offload/runner/session_backend.h"
+#include "offload/tls/tls.h"
 
 namespace offload::testing {
 
@@ -75,6 +81,29 @@ class TestBackend final : public runner::SessionBackend {
 
  private:
   std::filesystem::path socket_;
+};
+
+// A RunnerService on a loopback TLS port with a TestTarget as every session's engine.
+class InProcessRunner {
+ public:
+  explicit InProcessRunner(const std::filesystem::path& dir);
+  ~InProcessRunner();
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  TestTarget& target() { return target_; }
+  TestBackend& backend() { return backend_; }
+  runner::RunnerService& service() { return *service_; }
+  tls::Identity identity;
+  std::string token;
+
+ private:
+  TestTarget target_;
+  TestBackend backend_;
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<runner::RunnerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
 };
 
 }  // namespace offload::testing

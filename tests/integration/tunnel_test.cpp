@@ -29,46 +29,29 @@ class TunnelTest : public ::testing::Test {
   void SetUp() override {
     dir_ = fs::temp_directory_path() / ("offload-tunnel-" + random_hex(4));
     fs::create_directories(dir_);
-    target_ = std::make_unique<TestTarget>(dir_ / "engine.sock");
-    backend_ = std::make_unique<TestBackend>(target_->path());
-    identity_ = tls::load_or_create_identity(dir_ / "tls");
-    token_ = random_hex(32);
-    runner::RunnerOptions options;
-    options.account_tokens["test"] = token_;
-    service_ = std::make_unique<runner::RunnerService>(runner_io_, *backend_, options);
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", tls::server_credentials(identity_), &port_);
-    builder.RegisterService(service_.get());
-    server_ = builder.BuildAndStart();
-    ASSERT_TRUE(server_);
-    ASSERT_GT(port_, 0);
-    runner_work_.emplace(runner_io_.get_executor());
+    runner_ = std::make_unique<InProcessRunner>(dir_);
+    target_ = &runner_->target();
+    backend_ = &runner_->backend();
     client_work_.emplace(client_io_.get_executor());
-    for (int i = 0; i < 2; ++i) {
-      threads_.emplace_back([this] { runner_io_.run(); });
-      threads_.emplace_back([this] { client_io_.run(); });
-    }
-    client_ = connect(identity_.fingerprint, token_);
+    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { client_io_.run(); });
+    client_ = connect(runner_->identity.fingerprint, runner_->token);
     client_->hello(5s);
     auto created = client_->create_session("test", 10s);
     client_->attach(created.session_id(), created.session_token());
   }
 
   void TearDown() override {
-    server_->Shutdown(std::chrono::system_clock::now() + 2s);
-    runner_work_.reset();
     client_work_.reset();
-    runner_io_.stop();
     client_io_.stop();
     for (auto& t : threads_) t.join();
-    service_.reset();
+    runner_.reset();
     fs::remove_all(dir_);
   }
 
   std::unique_ptr<daemon::RunnerClient> connect(const std::string& fingerprint,
                                                 const std::string& token) {
     return std::make_unique<daemon::RunnerClient>(
-        daemon::RunnerEndpoint{"127.0.0.1:" + std::to_string(port_), fingerprint, token});
+        daemon::RunnerEndpoint{runner_->address(), fingerprint, token});
   }
 
   // Splices one end of a socket pair with a new tunnel (what offloadd does for a connection)
@@ -103,17 +86,12 @@ class TunnelTest : public ::testing::Test {
   }
 
   fs::path dir_;
-  std::unique_ptr<TestTarget> target_;
-  std::unique_ptr<TestBackend> backend_;
-  tls::Identity identity_;
-  std::string token_;
-  asio::io_context runner_io_, client_io_;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> runner_work_,
-      client_work_;
+  std::unique_ptr<InProcessRunner> runner_;
+  TestTarget* target_ = nullptr;
+  TestBackend* backend_ = nullptr;
+  asio::io_context client_io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> client_work_;
   std::vector<std::thread> threads_;
-  std::unique_ptr<runner::RunnerService> service_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
   std::unique_ptr<daemon::RunnerClient> client_;
 };
 
@@ -244,7 +222,7 @@ TEST_F(TunnelTest, LargeTransferArrivesIntact) {
 
 TEST_F(TunnelTest, WrongFingerprintIsRefused) {
   auto other = tls::load_or_create_identity(dir_ / "other-tls");
-  auto client = connect(other.fingerprint, token_);
+  auto client = connect(other.fingerprint, runner_->token);
   try {
     client->hello(3s);
     FAIL() << "a runner with an unexpected certificate was accepted";
@@ -254,7 +232,7 @@ TEST_F(TunnelTest, WrongFingerprintIsRefused) {
 }
 
 TEST_F(TunnelTest, WrongAccountTokenIsRefused) {
-  auto client = connect(identity_.fingerprint, random_hex(32));
+  auto client = connect(runner_->identity.fingerprint, random_hex(32));
   try {
     client->hello(5s);
     FAIL() << "a wrong token was accepted";
@@ -267,7 +245,7 @@ TEST_F(TunnelTest, WrongAccountTokenIsRefused) {
 }
 
 TEST_F(TunnelTest, WrongSessionTokenCannotTunnel) {
-  auto client = connect(identity_.fingerprint, token_);
+  auto client = connect(runner_->identity.fingerprint, runner_->token);
   client->attach(client_->session_id(), random_hex(32));
   std::promise<grpc::Status> done;
   int before = target_->accepted();

@@ -1,0 +1,47 @@
+// offloadd: the control API, the Docker endpoint and the session, wired together.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "offload/daemon/control_service.h"
+#include "offload/daemon/docker_endpoint.h"
+#include "offload/daemon/session_manager.h"
+
+namespace offload::daemon {
+
+class Daemon {
+ public:
+  Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers providers);
+  ~Daemon();
+
+  // Re-attaches to a persisted session, then serves offloadd.sock and docker.sock (both 0600).
+  // Throws std::runtime_error with a user-facing line when a socket cannot be served.
+  void start();
+  // Stops serving. The session (if any) keeps running: a restarted daemon re-attaches to it.
+  void stop();
+
+  SessionManager& sessions() { return sessions_; }
+  const StatePaths& paths() const { return paths_; }
+
+ private:
+  StatePaths paths_;
+  SessionManager sessions_;
+  ControlService control_;
+  std::unique_ptr<grpc::Server> server_;
+  boost::asio::io_context io_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::unique_ptr<DockerEndpoint> endpoint_;
+  std::vector<std::thread> threads_;
+};
+
+// The offloadd program: parses argv, takes the per-user lock, runs until SIGTERM/SIGINT.
+int run_daemon(int argc, char** argv);
+
+}  // namespace offload::daemon

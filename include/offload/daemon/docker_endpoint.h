@@ -1,0 +1,45 @@
+// The Docker Engine API endpoint of the docker-offload context: $DOCKER_CONFIG/offload/docker.sock.
+//
+// Each client connection becomes one tunnel stream to the session engine. The proxy reads the
+// request direction's HTTP/1.1 framing (to count and log requests, and to see Upgrade requests
+// after which the bytes are opaque) but forwards every byte unchanged and never buffers a body or
+// a response. Without a session it answers every request itself with a JSON error (503) that
+// says what to do.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include <atomic>
+#include <filesystem>
+
+#include "offload/daemon/session_manager.h"
+
+namespace offload::daemon {
+
+class DockerEndpoint {
+ public:
+  DockerEndpoint(boost::asio::io_context& io, std::filesystem::path socket_path,
+                 SessionManager& sessions);
+  ~DockerEndpoint();
+
+  // Binds the socket (replacing a stale one), mode 0600, and starts accepting. Throws on error.
+  void start();
+  void stop();
+
+ private:
+  boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> serve(boost::asio::local::stream_protocol::socket client,
+                                     std::uint64_t id);
+  boost::asio::awaitable<void> answer_without_session(
+      boost::asio::local::stream_protocol::socket& client, std::uint64_t id);
+
+  boost::asio::io_context& io_;
+  std::filesystem::path socket_path_;
+  SessionManager& sessions_;
+  boost::asio::local::stream_protocol::acceptor acceptor_;
+  std::atomic<std::uint64_t> next_id_{1};
+};
+
+}  // namespace offload::daemon

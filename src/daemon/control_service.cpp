@@ -1,0 +1,147 @@
+#include "offload/daemon/control_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+#include <deque>
+
+namespace offload::daemon {
+
+ControlService::ControlService(SessionManager& sessions) : sessions_(sessions) {}
+ControlService::~ControlService() { blocking_.join(); }
+
+template <class Work>
+grpc::ServerUnaryReactor* ControlService::run(grpc::CallbackServerContext* ctx, Work work) {
+  auto* reactor = ctx->DefaultReactor();
+  boost::asio::post(blocking_, [reactor, work = std::move(work)]() mutable {
+    try {
+      work();
+      reactor->Finish(grpc::Status::OK);
+    } catch (const ControlError& e) {
+      reactor->Finish(grpc::Status(e.code, e.what()));
+    } catch (const std::exception& e) {
+      spdlog::error("control call failed: {}", e.what());
+      reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, e.what()));
+    }
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::Start(grpc::CallbackServerContext* ctx,
+                                                const v1::StartRequest* request,
+                                                v1::StartResponse* response) {
+  return run(ctx, [this, request, response] { *response = sessions_.start(*request); });
+}
+
+grpc::ServerUnaryReactor* ControlService::Stop(grpc::CallbackServerContext* ctx,
+                                               const v1::StopRequest*, v1::StopResponse* response) {
+  return run(ctx, [this, response] { *response = sessions_.stop(); });
+}
+
+grpc::ServerUnaryReactor* ControlService::Status(grpc::CallbackServerContext* ctx,
+                                                 const v1::StatusRequest*,
+                                                 v1::SessionStatus* response) {
+  auto* reactor = ctx->DefaultReactor();
+  *response = sessions_.status();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::ListContainers(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListContainersRequest* request,
+                                                         v1::ListContainersResponse* response) {
+  return run(ctx, [this, request, response] { *response = sessions_.list_containers(request->all()); });
+}
+
+grpc::ServerUnaryReactor* ControlService::ListImages(grpc::CallbackServerContext* ctx,
+                                                     const v1::ListImagesRequest*,
+                                                     v1::ListImagesResponse* response) {
+  return run(ctx, [this, response] { *response = sessions_.list_images(); });
+}
+
+grpc::ServerUnaryReactor* ControlService::Version(grpc::CallbackServerContext* ctx,
+                                                  const v1::VersionRequest*,
+                                                  v1::VersionResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  *response = sessions_.version();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::ListAccounts(grpc::CallbackServerContext* ctx,
+                                                       const v1::ListAccountsRequest*,
+                                                       v1::ListAccountsResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  *response = sessions_.accounts();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+namespace {
+
+// Streams the status to one `status --watch` client: the latest status wins when the client
+// reads slower than the state changes (it only ever needs the newest).
+class StatusWriter final : public grpc::ServerWriteReactor<v1::SessionStatus> {
+ public:
+  explicit StatusWriter(SessionManager& sessions) : sessions_(sessions) {
+    watch_id_ = sessions_.watch([this](const v1::SessionStatus& s) { push(s); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      finish_locked(grpc::Status::CANCELLED);
+      return;
+    }
+    if (next_) write_locked();
+  }
+
+  void OnCancel() override {
+    std::lock_guard lock(mu_);
+    cancelled_ = true;
+    if (!writing_) finish_locked(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    sessions_.unwatch(watch_id_);
+    delete this;
+  }
+
+ private:
+  void push(const v1::SessionStatus& s) {
+    std::lock_guard lock(mu_);
+    if (finished_ || cancelled_) return;
+    next_ = s;
+    if (!writing_) write_locked();
+  }
+  void write_locked() {
+    current_ = std::move(*next_);
+    next_.reset();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+  void finish_locked(const grpc::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  SessionManager& sessions_;
+  int watch_id_ = 0;
+  std::mutex mu_;
+  v1::SessionStatus current_;
+  std::optional<v1::SessionStatus> next_;
+  bool writing_ = false;
+  bool cancelled_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::SessionStatus>* ControlService::WatchStatus(
+    grpc::CallbackServerContext*, const v1::StatusRequest*) {
+  return new StatusWriter(sessions_);
+}
+
+}  // namespace offload::daemon
