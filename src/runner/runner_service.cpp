@@ -75,7 +75,15 @@ std::map<std::string, std::string> parse_token_file(const std::string& text,
     if (colon == std::string::npos || colon == 0 || colon + 1 == line.size())
       throw std::runtime_error(source + ":" + std::to_string(number) +
                                ": expected NAME:TOKEN (the token itself is not shown)");
-    std::string name = line.substr(0, colon), token = line.substr(colon + 1);
+    auto trim = [](std::string v) {
+      v.erase(0, v.find_first_not_of(" \t"));
+      v.erase(v.find_last_not_of(" \t") + 1);
+      return v;
+    };
+    std::string name = trim(line.substr(0, colon)), token = trim(line.substr(colon + 1));
+    if (name.empty() || token.empty())
+      throw std::runtime_error(source + ":" + std::to_string(number) +
+                               ": expected NAME:TOKEN (the token itself is not shown)");
     if (token.size() < 16)
       throw std::runtime_error(source + ":" + std::to_string(number) + ": the token of account \"" +
                                name + "\" is shorter than 16 characters");

@@ -1,0 +1,52 @@
+// The real session backend: one dockerd per session, each in its own network namespace, with a
+// record on disk so that a runner that crashed or was killed cleans up after itself on restart.
+#pragma once
+
+#include <boost/asio/ip/network_v4.hpp>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "offload/engine/engine.h"
+#include "offload/runner/session_backend.h"
+
+namespace offload::runner {
+
+struct DockerBackendOptions {
+  // Engines' data live in state_dir/sessions/<id>/, their records in state_dir/sessions/<id>.json.
+  std::filesystem::path state_dir;
+  // Sockets and exec roots: run_dir/<id8>/. Keep it short (unix socket paths are limited).
+  std::filesystem::path run_dir;
+  boost::asio::ip::network_v4 address_pool;
+};
+
+class DockerSessionBackend final : public SessionBackend {
+ public:
+  // Throws std::invalid_argument for a pool smaller than a /30.
+  explicit DockerSessionBackend(DockerBackendOptions options);
+
+  // Allocates a network slot, writes the session's record, then starts its engine. On failure
+  // nothing is left (slot released, record removed) and std::runtime_error carries the reason.
+  std::unique_ptr<SessionEngine> create(const std::string& session_id) override;
+
+  // Destroys every engine recorded by an earlier runner process (which crashed or was killed)
+  // and returns one line per session saying what was done. Call once at start-up, before
+  // create(). Never throws for a corrupt or unreadable record: what can be derived from its
+  // file name is cleaned up. A session whose teardown left something keeps its record (the next
+  // start-up tries again) and its slot (so no new engine collides with its leftovers).
+  std::vector<std::string> destroy_leftovers();
+
+  std::filesystem::path sessions_dir() const { return options_.state_dir / "sessions"; }
+  std::filesystem::path record_path(const std::string& session_id) const {
+    return sessions_dir() / (session_id + ".json");
+  }
+
+ private:
+  engine::EngineSpec spec_for(const std::string& session_id, const engine::NetworkSlot& slot) const;
+
+  DockerBackendOptions options_;
+  std::shared_ptr<engine::AddressPool> pool_;  // shared with the engines it handed slots to
+};
+
+}  // namespace offload::runner

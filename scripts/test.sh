@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds docker-offload and runs every test: unit, fuzz-corpus replays, in-process integration,
+# and end to end with the real docker CLI against real dockerd engines (needs root).
+#   sudo scripts/test.sh              # everything
+#   sudo scripts/test.sh -L unit      # extra arguments go to ctest (here: one label)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+build=${BUILD_DIR:-build}
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc)"
+ctest --test-dir "$build" --output-on-failure -j"$(nproc)" "$@"

@@ -1,0 +1,312 @@
+#include "offload/runner/docker_backend.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <stdexcept>
+
+#include "offload/common/fs.h"
+#include "offload/engine/unix_http.h"
+#include "offload/runner/inventory.h"
+
+namespace offload::runner {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr int kRecordVersion = 1;
+
+std::string short_id(const std::string& id) { return id.substr(0, 8); }
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
+  return out;
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// What a later runner process needs to find and destroy the engine.
+struct SessionRecord {
+  std::string session_id;
+  std::optional<std::uint32_t> slot;
+  fs::path run_dir;
+  std::int64_t created_unix_ms = 0;
+};
+
+std::string record_json(const engine::EngineSpec& spec) {
+  json doc = {{"version", kRecordVersion},        {"session_id", spec.session_id},
+              {"slot", spec.slot.index},          {"data_dir", spec.data_dir.string()},
+              {"run_dir", spec.run_dir.string()}, {"created_unix_ms", now_ms()}};
+  return doc.dump(2) + "\n";
+}
+
+// Reads what it can; `problem` says what could not be trusted. The session id always comes
+// from the file name, so a record cannot point teardown at another session.
+SessionRecord read_record(const fs::path& file, const std::string& session_id,
+                          std::string& problem) {
+  SessionRecord record;
+  record.session_id = session_id;
+  std::string text;
+  if (auto ec = read_file(file, text)) {
+    if (ec != std::errc::no_such_file_or_directory)
+      problem = "unreadable: " + ec.message();
+    else
+      problem = "no record";
+    return record;
+  }
+  json doc = json::parse(text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    problem = "not a JSON object";
+    return record;
+  }
+  auto path_of = [&](const char* key) -> fs::path {
+    auto it = doc.find(key);
+    if (it == doc.end() || !it->is_string()) return {};
+    fs::path p = it->get<std::string>();
+    return p.is_absolute() ? p : fs::path();
+  };
+  if (auto it = doc.find("slot");
+      it != doc.end() && it->is_number_unsigned() && it->get<std::uint64_t>() <= UINT32_MAX)
+    record.slot = static_cast<std::uint32_t>(it->get<std::uint64_t>());
+  else
+    problem = "no valid slot";
+  record.run_dir = path_of("run_dir");
+  if (auto it = doc.find("session_id");
+      it == doc.end() || !it->is_string() || it->get<std::string>() != session_id)
+    problem = "its session_id does not match its file name";
+  if (auto it = doc.find("created_unix_ms"); it != doc.end() && it->is_number_integer())
+    record.created_unix_ms = it->get<std::int64_t>();
+  return record;
+}
+
+void remove_record(const fs::path& file) {
+  std::error_code ec;
+  fs::remove(file, ec);
+  if (ec) spdlog::warn("cannot remove session record {}: {}", file.string(), ec.message());
+}
+
+class DockerSessionEngine final : public SessionEngine {
+ public:
+  DockerSessionEngine(std::unique_ptr<engine::Engine> engine,
+                      std::shared_ptr<engine::AddressPool> pool, fs::path record)
+      : engine_(std::move(engine)), pool_(std::move(pool)), record_(std::move(record)) {}
+
+  ~DockerSessionEngine() override = default;
+
+  fs::path api_socket() const override { return engine_->api_socket(); }
+
+  void describe(v1::SessionInfo& info) override {
+    std::lock_guard lock(mu_);
+    if (!version_) {
+      try {
+        version_ = engine_->version();
+      } catch (const std::exception& e) {
+        // Not cached: the next call asks again. Describing never fails a call.
+        spdlog::warn("session {}: {}", short_id(engine_->spec().session_id), e.what());
+        return;
+      }
+    }
+    info.set_engine_version(version_->version);
+    info.set_engine_api_version(version_->api_version);
+    if (!version_->os.empty())
+      info.set_engine_os(version_->os + (version_->arch.empty() ? "" : "/" + version_->arch));
+  }
+
+  bool alive() override {
+    std::lock_guard lock(mu_);
+    return !destroyed_ && engine_->alive();
+  }
+
+  std::vector<v1::Container> list_containers(bool all) override {
+    return parse_containers(
+        query(all ? "/containers/json?all=1" : "/containers/json", "GET /containers/json"));
+  }
+
+  std::vector<v1::Image> list_images() override {
+    return parse_images(query("/images/json", "GET /images/json"));
+  }
+
+  std::vector<std::string> destroy(const std::string& reason) override {
+    std::lock_guard lock(mu_);
+    if (destroyed_) return {};
+    auto report = engine_->destroy(reason);
+    if (!report.clean()) {
+      // The record and the slot stay: the next runner start-up retries the teardown, and no new
+      // engine is given addresses that the leftovers may still hold.
+      throw std::runtime_error("teardown of session " + short_id(engine_->spec().session_id) +
+                               " left " + join(report.leftovers));
+    }
+    destroyed_ = true;
+    pool_->release(engine_->spec().slot.index);
+    remove_record(record_);
+    return report.removed;
+  }
+
+ private:
+  // The HTTP exchange runs outside mu_: a slow engine must not block describe()/alive().
+  std::string query(const std::string& target, const char* what) {
+    {
+      std::lock_guard lock(mu_);
+      if (destroyed_) throw std::runtime_error("the session engine has been destroyed");
+    }
+    engine::HttpReply reply;
+    if (auto ec = engine::unix_http_get(engine_->api_socket(), target, reply))
+      throw std::runtime_error(std::string("the session engine is not answering ") + what + ": " +
+                               ec.message());
+    if (reply.status != 200)
+      throw std::runtime_error(std::string("the session engine answered ") + what + " with HTTP " +
+                               std::to_string(reply.status));
+    return std::move(reply.body);
+  }
+
+  std::unique_ptr<engine::Engine> engine_;
+  std::shared_ptr<engine::AddressPool> pool_;
+  fs::path record_;
+  std::mutex mu_;  // guards destroyed_, version_ and the engine's pid during teardown
+  bool destroyed_ = false;
+  std::optional<engine::EngineVersion> version_;
+};
+
+}  // namespace
+
+DockerSessionBackend::DockerSessionBackend(DockerBackendOptions options)
+    : options_(std::move(options)),
+      pool_(std::make_shared<engine::AddressPool>(options_.address_pool)) {}
+
+engine::EngineSpec DockerSessionBackend::spec_for(const std::string& session_id,
+                                                  const engine::NetworkSlot& slot) const {
+  engine::EngineSpec spec;
+  spec.session_id = session_id;
+  spec.data_dir = sessions_dir() / session_id;
+  spec.run_dir = options_.run_dir / short_id(session_id);
+  spec.slot = slot;
+  return spec;
+}
+
+std::unique_ptr<SessionEngine> DockerSessionBackend::create(const std::string& session_id) {
+  auto slot = pool_->allocate(session_id);
+  if (!slot)
+    throw std::runtime_error("the runner has no free network slot in " +
+                             options_.address_pool.to_string() +
+                             ": too many sessions (give it a larger --address-pool)");
+  const auto spec = spec_for(session_id, *slot);
+  const fs::path record = record_path(session_id);
+  try {
+    if (auto ec = ensure_private_dir(sessions_dir()))
+      throw std::runtime_error("cannot create " + sessions_dir().string() + ": " + ec.message());
+    // Written before anything exists, so a runner killed half-way through start-up still
+    // finds and removes what it made.
+    if (auto ec = write_file_atomic(record, record_json(spec)))
+      throw std::runtime_error("cannot write session record " + record.string() + ": " +
+                               ec.message());
+    auto engine = engine::Engine::start(spec);
+    return std::make_unique<DockerSessionEngine>(std::move(engine), pool_, record);
+  } catch (const std::exception& e) {
+    // Engine::start has already rolled back what it created.
+    pool_->release(slot->index);
+    remove_record(record);
+    throw std::runtime_error(e.what());
+  }
+}
+
+std::vector<std::string> DockerSessionBackend::destroy_leftovers() {
+  std::vector<std::string> done;
+  std::error_code ec;
+  if (!fs::is_directory(sessions_dir(), ec)) return done;
+
+  // Sessions are known by their record; a data directory without one is a leftover too.
+  std::set<std::string> ids;
+  std::vector<fs::path> junk;
+  try {
+    for (const auto& entry : fs::directory_iterator(sessions_dir())) {
+      const std::string name = entry.path().filename().string();
+      if (name.starts_with(".")) {
+        // A temporary file of an atomic write that a crash interrupted.
+        if (name.find(".tmp-") != std::string::npos) junk.push_back(entry.path());
+        continue;
+      }
+      std::string id = name;
+      if (entry.path().extension() == ".json")
+        id = entry.path().stem().string();
+      else if (!entry.is_directory(ec))
+        continue;
+      if (!engine::valid_session_id(id)) {
+        spdlog::warn("ignoring {} in {}: not named after a session", name, sessions_dir().string());
+        continue;
+      }
+      ids.insert(id);
+    }
+  } catch (const fs::filesystem_error& e) {
+    spdlog::warn("cannot list {}: {}", sessions_dir().string(), e.what());
+  }
+  for (const auto& file : junk) fs::remove(file, ec);
+
+  for (const auto& id : ids) {
+    const fs::path file = record_path(id);
+    std::string problem;
+    SessionRecord record = read_record(file, id, problem);
+    if (!problem.empty())
+      spdlog::warn("session {}: record {}: {}; cleaning up what its name tells", short_id(id),
+                   file.string(), problem);
+
+    // A slot of our own pool keeps its addresses reserved if teardown leaves something. Without
+    // one (corrupt record, or the pool changed) teardown still finds everything by the session
+    // id: namespace and interface names and rule comments derive from it.
+    std::optional<engine::NetworkSlot> slot;
+    bool reserved = false;
+    if (record.slot) slot = pool_->reserve(*record.slot, id);
+    if (slot) {
+      reserved = true;
+    } else {
+      try {
+        slot = engine::AddressPool(options_.address_pool).allocate(id);
+      } catch (const std::exception&) {
+      }
+    }
+    if (!slot) {
+      done.push_back("session " + id + ": cannot derive its network names; left alone");
+      spdlog::error("{}", done.back());
+      continue;
+    }
+    auto spec = spec_for(id, *slot);
+    // The run directory moves with --run-dir; teardown deletes it recursively, so only a path
+    // of the shape we create is taken from the record.
+    if (!record.run_dir.empty() && record.run_dir.filename() == short_id(id))
+      spec.run_dir = record.run_dir;
+
+    std::string line = "session " + id + ": ";
+    try {
+      auto engine = engine::Engine::adopt(spec);
+      const bool was_running = engine->alive();
+      auto report = engine->destroy("left over from an earlier runner process");
+      line += std::string(was_running ? "running engine" : "dead engine") + " destroyed, removed " +
+              std::to_string(report.removed.size()) + " items";
+      if (report.clean()) {
+        if (reserved) pool_->release(slot->index);
+        remove_record(file);
+        spdlog::info("{}", line);
+      } else {
+        line += ", LEFT " + join(report.leftovers);
+        spdlog::error("{}", line);
+      }
+    } catch (const std::exception& e) {
+      if (reserved) pool_->release(slot->index);
+      line += std::string("cannot clean up: ") + e.what();
+      spdlog::error("{}", line);
+    }
+    done.push_back(line);
+  }
+  return done;
+}
+
+}  // namespace offload::runner

@@ -1,0 +1,323 @@
+#include "offload/runner/runner_main.h"
+
+#include <grpc/support/log.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/network_v4.hpp>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+
+#include "offload/common/fs.h"
+#include "offload/common/log.h"
+#include "offload/engine/engine.h"
+#include "offload/runner/docker_backend.h"
+#include "offload/runner/runner_service.h"
+#include "offload/tls/tls.h"
+
+namespace offload::runner {
+namespace fs = std::filesystem;
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr int kMaxMessageBytes = 16 * 1024 * 1024;
+constexpr auto kShutdownGrace = std::chrono::seconds(5);
+constexpr int kTunnelThreads = 2;
+
+struct ServeOptions {
+  std::string listen;
+  fs::path token_file;
+  fs::path tls_dir;
+  fs::path tls_cert, tls_key;
+  fs::path state_dir = "/var/lib/offload-runner";
+  fs::path run_dir = "/run/offload-runner";
+  std::string address_pool = "10.213.0.0/16";
+  fs::path ready_file;
+  fs::path log_file;
+  std::string log_level = "info";
+};
+
+// A start-up failure: its message is the one line the operator sees.
+struct StartupError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct ListenAddress {
+  std::string host;
+  int port = 0;
+};
+
+ListenAddress parse_listen(const std::string& text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    throw StartupError("--listen \"" + text + "\" is not HOST:PORT (e.g. 0.0.0.0:7443)");
+  ListenAddress out{text.substr(0, colon), -1};
+  const std::string port = text.substr(colon + 1);
+  if (!port.empty() && port.size() <= 5 &&
+      port.find_first_not_of("0123456789") == std::string::npos)
+    out.port = std::stoi(port);
+  if (out.port < 0 || out.port > 65535)
+    throw StartupError("--listen \"" + text + "\": the port must be 0-65535 (0 picks a free one)");
+  return out;
+}
+
+// The address a client on this host dials: a wildcard listener is reachable on loopback.
+std::string dialable_address(const ListenAddress& listen, int port) {
+  std::string host = listen.host;
+  if (host == "0.0.0.0" || host == "[::]" || host == "::" || host == "*") host = "127.0.0.1";
+  return host + ":" + std::to_string(port);
+}
+
+asio::ip::network_v4 parse_pool(const std::string& text) {
+  boost::system::error_code ec;
+  auto pool = asio::ip::make_network_v4(text, ec);
+  if (ec)
+    throw StartupError("--address-pool \"" + text + "\" is not an IPv4 CIDR such as 10.213.0.0/16");
+  if (pool.prefix_length() > 30)
+    throw StartupError("--address-pool " + text + " is smaller than a /30");
+  return pool;
+}
+
+std::map<std::string, std::string> load_tokens(const fs::path& file) {
+  std::string text;
+  if (auto ec = read_file(file, text))
+    throw StartupError("cannot read --token-file " + file.string() + ": " + ec.message());
+  struct stat st {};
+  if (::stat(file.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
+    spdlog::warn("token file {} is readable by other users; chmod 600 it", file.string());
+  try {
+    return parse_token_file(text, file.string());
+  } catch (const std::exception& e) {
+    throw StartupError(e.what());
+  }
+}
+
+tls::Identity load_tls(const ServeOptions& o) {
+  try {
+    if (!o.tls_cert.empty() || !o.tls_key.empty()) {
+      if (o.tls_cert.empty() || o.tls_key.empty())
+        throw StartupError(
+            "--tls-cert and --tls-key go together: give both, or neither to use --tls-dir");
+      return tls::load_identity(o.tls_cert, o.tls_key);
+    }
+    const fs::path dir = o.tls_dir.empty() ? o.state_dir / "tls" : o.tls_dir;
+    if (auto ec = ensure_private_dir(dir))
+      throw StartupError("cannot create TLS directory " + dir.string() + ": " + ec.message());
+    return tls::load_or_create_identity(dir);
+  } catch (const StartupError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw StartupError(e.what());
+  }
+}
+
+// gRPC's own log lines go to our log, not to a bare stderr next to it. Its errors are mostly
+// about single peers (a failed handshake), hence warnings.
+void grpc_log_to_spdlog(gpr_log_func_args* args) {
+  auto level = args->severity == GPR_LOG_SEVERITY_ERROR  ? spdlog::level::warn
+               : args->severity == GPR_LOG_SEVERITY_INFO ? spdlog::level::debug
+                                                         : spdlog::level::trace;
+  spdlog::log(level, "grpc: {}", args->message);
+}
+
+// Tunnel coroutines run here; a work guard keeps the threads up while no tunnel is open.
+class TunnelThreads {
+ public:
+  TunnelThreads() : guard_(asio::make_work_guard(io_)) {
+    for (int i = 0; i < kTunnelThreads; ++i) threads_.emplace_back([this] { io_.run(); });
+  }
+  ~TunnelThreads() { stop(); }
+  void stop() {
+    guard_.reset();
+    io_.stop();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  asio::io_context& io() { return io_; }
+
+ private:
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> guard_;
+  std::vector<std::thread> threads_;
+};
+
+int serve(const ServeOptions& o, const sigset_t& stop_signals) {
+  ::umask(077);
+  setup_logging("offload-runner", o.log_file, o.log_level);
+  gpr_set_log_function(grpc_log_to_spdlog);
+
+  if (::geteuid() != 0)
+    throw StartupError(
+        "offload-runner must run as root: it creates network namespaces and "
+        "starts one dockerd per session");
+  if (auto missing = engine::check_prerequisites(); !missing.empty()) throw StartupError(missing);
+  const auto listen = parse_listen(o.listen);
+  const auto pool = parse_pool(o.address_pool);
+  if (auto ec = ensure_private_dir(o.state_dir))
+    throw StartupError("cannot create --state-dir " + o.state_dir.string() + ": " + ec.message());
+  if (auto ec = ensure_private_dir(o.run_dir))
+    throw StartupError("cannot create --run-dir " + o.run_dir.string() + ": " + ec.message());
+
+  RunnerOptions runner_options;
+  runner_options.account_tokens = load_tokens(o.token_file);
+  const auto identity = load_tls(o);
+
+  DockerSessionBackend backend({o.state_dir, o.run_dir, pool});
+  for (const auto& line : backend.destroy_leftovers()) (void)line;  // each is logged already
+
+  TunnelThreads tunnels;
+  RunnerService service(tunnels.io(), backend, std::move(runner_options));
+
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.listen, tls::server_credentials(identity), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  // offloadd pings every 30 s, also between calls, to notice a dead path; gRPC's defaults
+  // would answer those pings with GOAWAY (too_many_pings).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0)
+    throw StartupError("cannot listen on " + o.listen +
+                       ": the address is in use or not an address of this host");
+
+  const std::string address = dialable_address(listen, port);
+  if (!o.ready_file.empty()) {
+    nlohmann::json ready = {
+        {"address", address}, {"fingerprint", identity.fingerprint}, {"pid", ::getpid()}};
+    if (auto ec = write_file_atomic(o.ready_file, ready.dump() + "\n", fs::perms(0600))) {
+      server->Shutdown();
+      throw StartupError("cannot write --ready-file " + o.ready_file.string() + ": " +
+                         ec.message());
+    }
+  }
+  spdlog::info("listening on {}, fingerprint {}", address, identity.fingerprint);
+
+  int signal = 0;
+  while (::sigwait(&stop_signals, &signal) != 0) {
+  }
+  spdlog::info("received {}: destroying {} sessions and shutting down", ::strsignal(signal),
+               service.session_count());
+  service.destroy_all("runner shutting down");
+  server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+  tunnels.stop();
+  if (!o.ready_file.empty()) {
+    std::error_code ec;
+    fs::remove(o.ready_file, ec);
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int run_runner(int argc, char** argv) {
+  // Blocked before any thread exists, so every thread inherits the mask and only sigwait in the
+  // main thread sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{
+      "offload-runner: creates one ephemeral Docker engine per docker-offload session "
+      "and tunnels clients to it over TLS gRPC",
+      "offload-runner"};
+  app.require_subcommand(1);
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("offload-runner: ") + e.what() + " (see --help)\n";
+  });
+
+  ServeOptions o;
+  auto* serve_cmd = app.add_subcommand("serve", "Serve the runner API until SIGTERM or SIGINT");
+  serve_cmd
+      ->add_option("--listen", o.listen,
+                   "Required: HOST:PORT to accept clients on; port 0 picks a free one (see "
+                   "--ready-file)")
+      ->option_text("HOST:PORT")
+      ->required();
+  serve_cmd
+      ->add_option("--token-file", o.token_file,
+                   "Required: file of account tokens, one NAME:TOKEN per line (# comments); "
+                   "clients need one "
+                   "of them to create sessions")
+      ->option_text("FILE")
+      ->required();
+  serve_cmd
+      ->add_option("--tls-dir", o.tls_dir,
+                   "Directory of the server certificate and key (runner.crt, runner.key), "
+                   "generated on first start; default <state-dir>/tls")
+      ->option_text("DIR");
+  auto* cert = serve_cmd
+                   ->add_option("--tls-cert", o.tls_cert,
+                                "Server certificate (PEM) to use instead of --tls-dir")
+                   ->option_text("FILE");
+  auto* key = serve_cmd->add_option("--tls-key", o.tls_key, "Private key (PEM) of --tls-cert")
+                  ->option_text("FILE");
+  cert->needs(key);
+  key->needs(cert);
+  serve_cmd
+      ->add_option(
+          "--state-dir", o.state_dir,
+          "Where session engines keep their data and records (default /var/lib/offload-runner)")
+      ->option_text("DIR");
+  serve_cmd
+      ->add_option("--run-dir", o.run_dir,
+                   "Where session engines keep sockets and exec roots; keep it short (default "
+                   "/run/offload-runner)")
+      ->option_text("DIR");
+  serve_cmd
+      ->add_option("--address-pool", o.address_pool,
+                   "IPv4 range carved into one /30 per session engine (default 10.213.0.0/16)")
+      ->option_text("CIDR");
+  serve_cmd
+      ->add_option("--ready-file", o.ready_file,
+                   "Once listening, write {\"address\",\"fingerprint\",\"pid\"} JSON here "
+                   "(mode 0600)")
+      ->option_text("FILE");
+  serve_cmd->add_option("--log-file", o.log_file, "Log to this file (rotated; default stderr)")
+      ->option_text("FILE");
+  serve_cmd
+      ->add_option("--log-level", o.log_level, "trace, debug, info, warn or error (default info)")
+      ->option_text("LEVEL");
+
+  auto* version_cmd = app.add_subcommand("version", "Print the version and exit");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Help is a success; any usage error is the usual exit 1 of a failed start.
+    return app.exit(e) == 0 ? 0 : 1;
+  }
+
+  if (version_cmd->parsed()) {
+    std::cout << "offload-runner " << OFFLOAD_VERSION << "\n";
+    return 0;
+  }
+  try {
+    return serve(o, stop_signals);
+  } catch (const std::exception& e) {
+    // When logging goes to a file, the operator still sees the reason on the terminal.
+    if (!o.log_file.empty() && spdlog::default_logger()->name() == "offload-runner")
+      spdlog::error("{}", e.what());
+    std::cerr << "offload-runner: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace offload::runner

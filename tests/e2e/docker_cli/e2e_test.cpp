@@ -1,0 +1,412 @@
+// End to end: the real docker CLI (28.x) through `docker offload` to a real dockerd behind a
+// real offload-runner, while a "system" dockerd of the test's own runs on the same machine.
+//
+// One session serves the whole suite (starting engines costs seconds); the environment starts
+// it with `docker offload start`, and the last test stops it and looks for leftovers.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "offload/common/fs.h"
+#include "offload/common/process.h"
+#include "offload/common/token.h"
+
+namespace offload::e2e {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+const std::string kImage = "offload-e2e/busybox:latest";
+
+struct Shell {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+fs::path g_dir;          // everything of this run
+fs::path g_docker_config;
+fs::path g_host_socket;  // the "system" dockerd's API socket
+pid_t g_host_dockerd = -1;
+
+// Runs a shell command line with the suite's environment. stdout and stderr apart.
+Shell sh(const std::string& command, std::chrono::milliseconds timeout = 120s) {
+  fs::path err = g_dir / ("stderr-" + random_hex(4));
+  auto r = run_command({"sh", "-c", "exec 2>" + err.string() + "; " + command}, timeout);
+  Shell s;
+  s.exit_code = r.exit_code;
+  s.out = r.output;
+  read_file(err, s.err);
+  fs::remove(err);
+  if (!r.error.empty()) s.err += r.error;
+  return s;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// `docker` against the system engine, bypassing every context.
+std::string host_docker(const std::string& args) {
+  return "docker -H unix://" + g_host_socket.string() + " " + args;
+}
+
+bool wait_for(const std::function<bool()>& condition, std::chrono::seconds limit) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return condition();
+}
+
+#define ASSERT_SH_OK(shell) ASSERT_EQ((shell).exit_code, 0) << (shell).err << (shell).out
+
+class OffloadEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (::geteuid() != 0 || !find_program("dockerd") || !fs::exists("/usr/bin/busybox")) {
+      skip_ = "needs root, dockerd and busybox-static";
+      return;
+    }
+    g_dir = fs::path("/tmp") / ("offload-e2e-" + random_hex(4));
+    g_docker_config = g_dir / "docker";
+    fs::create_directories(g_docker_config / "cli-plugins");
+    fs::create_symlink(fs::path(OFFLOAD_BIN_DIR) / "docker-offload",
+                       g_docker_config / "cli-plugins" / "docker-offload");
+    ::setenv("DOCKER_CONFIG", g_docker_config.c_str(), 1);
+    ::unsetenv("DOCKER_HOST");
+    ::unsetenv("DOCKER_CONTEXT");
+    // The user's own settings, which must survive the session untouched.
+    ASSERT_FALSE(write_file_atomic(g_docker_config / "config.json",
+                                   "{\n\t\"auths\": {},\n\t\"detachKeys\": \"ctrl-e,e\"\n}"));
+    // The offload config: the suite's own address pool, away from anything else on the machine.
+    fs::create_directories(g_docker_config / "offload");
+    ASSERT_FALSE(write_file_atomic(g_docker_config / "offload" / "config.json",
+                                   R"({"version": 1, "logLevel": "debug", "local": {"addressPool": "10.231.0.0/24"}})"));
+
+    start_host_dockerd();
+    make_rootfs();
+
+    auto started = sh("docker offload start", 180s);
+    ASSERT_SH_OK(started);
+    auto ctx = sh("docker context show");
+    ASSERT_EQ(trim(ctx.out), "docker-offload") << ctx.err;
+    auto import = sh("tar -C " + (g_dir / "rootfs").string() + " -c . | docker import - " + kImage);
+    ASSERT_SH_OK(import);
+  }
+
+  void TearDown() override {
+    if (!skip_.empty()) return;
+    // Whatever a failed test left: stop the session (idempotent) and our host engine.
+    sh("docker offload stop --force", 180s);
+    auto pid_file = g_docker_config / "offload" / "offloadd.pid";
+    std::string pid;
+    if (!read_file(pid_file, pid)) terminate_process(std::stoi(pid), 10s);
+    if (g_host_dockerd > 0) terminate_process(g_host_dockerd, 30s);
+    run_command({"sh", "-c", "umount -R /run/offload-e2e-host 2>/dev/null; rm -rf /run/offload-e2e-host " + g_dir.string()});
+  }
+
+  static std::string skip_;
+
+ private:
+  void start_host_dockerd() {
+    fs::path host = g_dir / "host";
+    fs::create_directories(host);
+    g_host_socket = host / "docker.sock";
+    std::string error;
+    SpawnOptions o;
+    o.log_file = host / "dockerd.log";
+    g_host_dockerd = spawn_process(
+        {"dockerd", "--data-root", (host / "data").string(), "--exec-root",
+         "/run/offload-e2e-host", "-H", "unix://" + g_host_socket.string(), "--pidfile",
+         (host / "docker.pid").string(), "--bip", "172.30.99.1/24"},
+        o, error);
+    ASSERT_GT(g_host_dockerd, 0) << error;
+    ASSERT_TRUE(wait_for([] { return sh(host_docker("version")).exit_code == 0; }, 60s))
+        << "the system dockerd did not start";
+  }
+
+  void make_rootfs() {
+    fs::path rootfs = g_dir / "rootfs";
+    fs::create_directories(rootfs / "bin");
+    fs::create_directories(rootfs / "tmp");
+    fs::create_directories(rootfs / "etc");
+    fs::copy_file("/usr/bin/busybox", rootfs / "bin" / "busybox");
+    auto list = run_command({"/usr/bin/busybox", "--list"});
+    std::istringstream names(list.output);
+    std::string name;
+    while (std::getline(names, name))
+      if (!name.empty() && name != "busybox") fs::create_symlink("busybox", rootfs / "bin" / name);
+  }
+};
+std::string OffloadEnvironment::skip_;
+
+class E2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!OffloadEnvironment::skip_.empty()) GTEST_SKIP() << OffloadEnvironment::skip_;
+  }
+};
+
+TEST_F(E2E, VersionAndInfoComeFromTheSessionEngine) {
+  auto v = sh("docker version --format '{{.Server.Version}} {{.Server.APIVersion}}'");
+  ASSERT_SH_OK(v);
+  EXPECT_EQ(v.out.rfind("20.10.", 0), 0u) << v.out;
+  auto info = sh("docker info --format '{{.DockerRootDir}}'");
+  ASSERT_SH_OK(info);
+  // The session engine's own data root, not the system engine's.
+  EXPECT_NE(info.out.find("local-runner"), std::string::npos) << info.out;
+  auto host = sh(host_docker("info --format '{{.DockerRootDir}}'"));
+  EXPECT_NE(trim(host.out), trim(info.out));
+}
+
+TEST_F(E2E, RunPrintsExactOutput) {
+  auto r = sh("docker run --rm " + kImage + " echo hello");
+  ASSERT_SH_OK(r);
+  EXPECT_EQ(r.out, "hello\n");
+}
+
+TEST_F(E2E, StdinEndOfFileEndsAnInteractiveRun) {
+  auto r = sh("echo data | docker run -i --rm " + kImage + " cat", 60s);
+  ASSERT_SH_OK(r);
+  EXPECT_EQ(r.out, "data\n");
+}
+
+TEST_F(E2E, ExitCodesPropagate) {
+  auto r = sh("docker run --rm " + kImage + " sh -c 'exit 7'");
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+}
+
+TEST_F(E2E, LogsFollowShowsLinesWhileTheContainerRuns) {
+  auto run = sh("docker run -d --name logger " + kImage +
+                " sh -c 'i=0; while [ $i -lt 300 ]; do echo line$i; i=$((i+1)); sleep 1; done'");
+  ASSERT_SH_OK(run);
+  // `logs -f` never ends by itself while the container runs: read its first lines, then stop.
+  auto r = sh("timeout 4 docker logs -f logger", 20s);
+  EXPECT_NE(r.out.find("line0\n"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("line1\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.exit_code, 124);  // still following when `timeout` ended it
+  auto state = sh("docker inspect -f '{{.State.Running}}' logger");
+  EXPECT_EQ(trim(state.out), "true");
+  EXPECT_EQ(sh("docker rm -f logger").exit_code, 0);
+}
+
+TEST_F(E2E, ExecWithStdin) {
+  ASSERT_SH_OK(sh("docker run -d --name execme " + kImage + " sleep 300"));
+  auto r = sh("printf 'via exec' | docker exec -i execme cat");
+  ASSERT_SH_OK(r);
+  EXPECT_EQ(r.out, "via exec");
+  auto ls = sh("docker exec execme sh -c 'echo $((6*7))'");
+  EXPECT_EQ(ls.out, "42\n");
+  EXPECT_EQ(sh("docker rm -f execme").exit_code, 0);
+}
+
+TEST_F(E2E, RunWithATerminal) {
+  // `script` gives the docker CLI a pseudo-terminal, as an interactive shell would.
+  auto r = sh("script -qec \"docker run -t --rm " + kImage +
+                  " sh -c 'test -t 1 && echo on-a-tty'\" /dev/null",
+              60s);
+  ASSERT_SH_OK(r);
+  EXPECT_NE(r.out.find("on-a-tty\r\n"), std::string::npos) << r.out;
+}
+
+TEST_F(E2E, CopyBothWays) {
+  ASSERT_SH_OK(sh("docker run -d --name cpbox " + kImage + " sleep 300"));
+  fs::path local = g_dir / "cp-in.txt";
+  ASSERT_FALSE(write_file_atomic(local, "copied in\n"));
+  ASSERT_SH_OK(sh("docker cp " + local.string() + " cpbox:/tmp/in.txt"));
+  auto cat = sh("docker exec cpbox cat /tmp/in.txt");
+  EXPECT_EQ(cat.out, "copied in\n");
+  ASSERT_SH_OK(sh("docker exec cpbox sh -c 'echo made remotely > /tmp/out.txt'"));
+  ASSERT_SH_OK(sh("docker cp cpbox:/tmp/out.txt " + (g_dir / "cp-out.txt").string()));
+  std::string out;
+  ASSERT_FALSE(read_file(g_dir / "cp-out.txt", out));
+  EXPECT_EQ(out, "made remotely\n");
+  EXPECT_EQ(sh("docker rm -f cpbox").exit_code, 0);
+}
+
+TEST_F(E2E, BuildWithCopyFromTheImportedImage) {
+  fs::path ctx = g_dir / "build";
+  fs::create_directories(ctx);
+  ASSERT_FALSE(write_file_atomic(ctx / "message.txt", "built remotely\n"));
+  ASSERT_FALSE(write_file_atomic(ctx / "Dockerfile",
+                                 "FROM " + kImage + "\nCOPY message.txt /message.txt\n"
+                                 "CMD [\"cat\", \"/message.txt\"]\n"));
+  auto b = sh("docker build -q -t offload-e2e/built " + ctx.string(), 180s);
+  ASSERT_SH_OK(b);
+  auto r = sh("docker run --rm offload-e2e/built");
+  EXPECT_EQ(r.out, "built remotely\n") << r.err;
+}
+
+TEST_F(E2E, SaveAndLoadKeepTheImageDigest) {
+  fs::path ctx = g_dir / "big";
+  fs::create_directories(ctx);
+  ASSERT_SH_OK(sh("head -c 52428800 /dev/urandom > " + (ctx / "blob").string()));
+  ASSERT_FALSE(write_file_atomic(ctx / "Dockerfile", "FROM " + kImage + "\nCOPY blob /blob\n"));
+  ASSERT_SH_OK(sh("docker build -q -t offload-e2e/big " + ctx.string(), 300s));
+  auto id = sh("docker image inspect -f '{{.Id}}' offload-e2e/big");
+  ASSERT_SH_OK(id);
+  fs::path tar = g_dir / "big.tar";
+  ASSERT_SH_OK(sh("docker save -o " + tar.string() + " offload-e2e/big", 300s));
+  EXPECT_GT(fs::file_size(tar), 50u * 1024 * 1024);
+  ASSERT_SH_OK(sh("docker rmi offload-e2e/big"));
+  EXPECT_NE(sh("docker image inspect offload-e2e/big").exit_code, 0);
+  auto load = sh("docker load -i " + tar.string(), 300s);
+  ASSERT_SH_OK(load);
+  auto again = sh("docker image inspect -f '{{.Id}}' offload-e2e/big");
+  EXPECT_EQ(trim(again.out), trim(id.out));
+  auto sum = sh("docker run --rm offload-e2e/big md5sum /blob");
+  auto local_sum = sh("md5sum < " + (ctx / "blob").string());
+  EXPECT_EQ(sum.out.substr(0, 32), local_sum.out.substr(0, 32));
+  sh("docker rmi offload-e2e/big");
+}
+
+TEST_F(E2E, EventsStreamWhileAContainerStarts) {
+  fs::path events = g_dir / "events.txt";
+  auto watcher = std::async(std::launch::async, [&] {
+    return sh("timeout 15 docker events --filter type=container --filter "
+              "container=evented --format '{{.Action}}' > " + events.string(),
+              30s);
+  });
+  std::this_thread::sleep_for(1s);  // let the events request reach the engine first
+  ASSERT_SH_OK(sh("docker run --rm --name evented " + kImage + " true"));
+  bool seen = wait_for(
+      [&] {
+        std::string text;
+        read_file(events, text);
+        return text.find("start") != std::string::npos && text.find("die") != std::string::npos;
+      },
+      12s);
+  std::string text;
+  read_file(events, text);
+  EXPECT_TRUE(seen) << text;
+  watcher.wait();
+}
+
+TEST_F(E2E, VolumesAndNetworks) {
+  ASSERT_SH_OK(sh("docker volume create offload-vol"));
+  ASSERT_SH_OK(sh("docker run --rm -v offload-vol:/data " + kImage +
+                  " sh -c 'echo persisted > /data/f'"));
+  auto r = sh("docker run --rm -v offload-vol:/data " + kImage + " cat /data/f");
+  EXPECT_EQ(r.out, "persisted\n");
+  EXPECT_NE(sh("docker volume ls -q").out.find("offload-vol"), std::string::npos);
+  ASSERT_SH_OK(sh("docker volume rm offload-vol"));
+
+  ASSERT_SH_OK(sh("docker network create offload-net"));
+  ASSERT_SH_OK(sh("docker run -d --name netpeer --network offload-net " + kImage +
+                  " httpd -f -p 8080 -h /etc"));
+  EXPECT_NE(sh("docker network ls --format '{{.Name}}'").out.find("offload-net"), std::string::npos);
+  auto resolve = sh("docker run --rm --network offload-net " + kImage + " nslookup netpeer");
+  EXPECT_NE(resolve.out.find("Address"), std::string::npos) << resolve.out << resolve.err;
+  sh("docker rm -f netpeer");
+  ASSERT_SH_OK(sh("docker network rm offload-net"));
+}
+
+TEST_F(E2E, TwentyParallelRunsAllSucceed) {
+  std::vector<std::future<Shell>> runs;
+  for (int i = 0; i < 20; ++i)
+    runs.push_back(std::async(std::launch::async, [i] {
+      return sh("docker run --rm " + kImage + " echo run" + std::to_string(i), 180s);
+    }));
+  for (int i = 0; i < 20; ++i) {
+    auto r = runs[i].get();
+    EXPECT_EQ(r.exit_code, 0) << "run " << i << ": " << r.err;
+    EXPECT_EQ(r.out, "run" + std::to_string(i) + "\n");
+  }
+}
+
+TEST_F(E2E, OffloadPsAndImagesListWhatTheContextShows) {
+  ASSERT_SH_OK(sh("docker run -d --name listed " + kImage + " sleep 300"));
+  auto ps = sh("docker offload ps");
+  ASSERT_SH_OK(ps);
+  EXPECT_NE(ps.out.find("listed"), std::string::npos) << ps.out;
+  auto id = trim(sh("docker ps -q --filter name=listed").out);
+  auto quiet = sh("docker offload ps -q");
+  EXPECT_NE(quiet.out.find(id), std::string::npos) << quiet.out;
+  auto json = sh("docker offload ps --format json");
+  EXPECT_NE(json.out.find("\"listed\""), std::string::npos) << json.out;
+  auto images = sh("docker offload images");
+  ASSERT_SH_OK(images);
+  EXPECT_NE(images.out.find("offload-e2e/busybox"), std::string::npos) << images.out;
+  auto ids = sh("docker offload images -q");
+  auto image_id = trim(sh("docker images -q " + kImage).out);
+  EXPECT_NE(ids.out.find(image_id), std::string::npos) << ids.out;
+  sh("docker rm -f listed");
+}
+
+TEST_F(E2E, StatusShowsTheSession) {
+  auto s = sh("docker offload status");
+  ASSERT_SH_OK(s);
+  EXPECT_NE(s.out.find("Started"), std::string::npos) << s.out;
+  EXPECT_NE(s.out.find("local"), std::string::npos) << s.out;
+  auto j = sh("docker offload status --format json");
+  EXPECT_NE(j.out.find("\"state\":\"started\""), std::string::npos) << j.out;
+}
+
+TEST_F(E2E, TheSystemDockerdIsUndisturbed) {
+  ASSERT_SH_OK(sh("tar -C " + (g_dir / "rootfs").string() + " -c . | " +
+                  host_docker("import - host/img")));
+  ASSERT_SH_OK(sh(host_docker("run -d --name host-box host/img sleep 300")));
+  // A session container and a host container at once; neither sees the other.
+  ASSERT_SH_OK(sh("docker run -d --name session-box " + kImage + " sleep 300"));
+  EXPECT_EQ(sh(host_docker("ps --format '{{.Names}}'")).out, "host-box\n");
+  EXPECT_EQ(sh("docker ps --format '{{.Names}}'").out.find("host-box"), std::string::npos);
+  EXPECT_EQ(trim(sh(host_docker("inspect -f '{{.State.Running}}' host-box")).out), "true");
+  sh("docker rm -f session-box");
+}
+
+// Runs last (gtest keeps declaration order): stop, then look for anything left behind.
+TEST_F(E2E, ZzStopRestoresTheContextAndLeavesNothingBehind) {
+  auto runner_state = g_docker_config / "offload" / "local-runner" / "state";
+  auto sessions = sh("ls " + (runner_state / "sessions").string());
+  std::string session_id;
+  for (auto& e : fs::directory_iterator(runner_state / "sessions"))
+    if (e.is_directory()) session_id = e.path().filename().string();
+  ASSERT_FALSE(session_id.empty()) << sessions.out;
+
+  // Without a terminal and without --force, stop refuses and changes nothing.
+  auto refused = sh("docker offload stop < /dev/null");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("--force"), std::string::npos) << refused.err;
+  EXPECT_EQ(trim(sh("docker context show").out), "docker-offload");
+
+  auto stopped = sh("docker offload stop --force", 180s);
+  ASSERT_SH_OK(stopped);
+  EXPECT_EQ(trim(sh("docker context show").out), "default");
+  std::string config;
+  ASSERT_FALSE(read_file(g_docker_config / "config.json", config));
+  EXPECT_NE(config.find("\"detachKeys\": \"ctrl-e,e\""), std::string::npos) << config;
+
+  // A docker command now gets a clear answer instead of hanging or a bare error.
+  auto after = sh("docker --context docker-offload ps");
+  EXPECT_NE(after.exit_code, 0);
+  EXPECT_NE(after.err.find("docker offload start"), std::string::npos) << after.err;
+
+  // Nothing of the session is left on the runner host.
+  EXPECT_EQ(sh("ip netns list").out.find(session_id), std::string::npos);
+  EXPECT_EQ(sh("ip -o link show").out.find("ofl" + session_id.substr(0, 8)), std::string::npos);
+  EXPECT_EQ(sh("iptables-save").out.find("offload:" + session_id), std::string::npos);
+  EXPECT_FALSE(fs::exists(runner_state / "sessions" / session_id));
+  auto procs = sh("grep -l " + session_id.substr(0, 8) + " /proc/[0-9]*/cmdline 2>/dev/null | wc -l");
+  EXPECT_EQ(trim(procs.out), "0");
+  // And the system engine still runs its container.
+  EXPECT_EQ(trim(sh(host_docker("inspect -f '{{.State.Running}}' host-box")).out), "true");
+}
+
+}  // namespace
+}  // namespace offload::e2e
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::AddGlobalTestEnvironment(new offload::e2e::OffloadEnvironment);
+  return RUN_ALL_TESTS();
+}
