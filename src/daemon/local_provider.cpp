@@ -124,6 +124,9 @@ void LocalProvider::release(const ProvisionedRunner& runner) {
     spdlog::error("local runner (pid {}) did not exit", runner.runner_pid);
   else
     spdlog::info("local runner (pid {}) stopped", runner.runner_pid);
+  // Its per-session directories are gone with the sessions; drop the (now empty) parent too.
+  std::error_code ec;
+  fs::remove(local_run_dir(paths_), ec);
 }
 
 }  // namespace offload::daemon
