@@ -62,10 +62,8 @@ int run_start(CommandContext& cli, const StartOptions& options) {
   out << ".\n";
   out.flush();
 
-  std::string ours = environment_override_warning(cli.env);
-  if (!ours.empty()) cli.console.err << ours << "\n";
-  if (!response.override_warning().empty() && response.override_warning() != ours)
-    cli.console.err << response.override_warning() << "\n";
+  std::string warning = environment_override_warning(cli.env);
+  if (!warning.empty()) cli.console.err << warning << "\n";
   return 0;
 }
 

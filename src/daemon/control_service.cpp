@@ -30,7 +30,9 @@ grpc::ServerUnaryReactor* ControlService::run(grpc::CallbackServerContext* ctx, 
 grpc::ServerUnaryReactor* ControlService::Start(grpc::CallbackServerContext* ctx,
                                                 const v1::StartRequest* request,
                                                 v1::StartResponse* response) {
-  return run(ctx, [this, request, response] { *response = sessions_.start(*request); });
+  return run(ctx, [this, ctx, request, response] {
+    *response = sessions_.start(*request, [ctx] { return ctx->IsCancelled(); });
+  });
 }
 
 grpc::ServerUnaryReactor* ControlService::Stop(grpc::CallbackServerContext* ctx,

@@ -12,7 +12,8 @@ void set_deadline(grpc::ClientContext& ctx, std::chrono::milliseconds timeout) {
 }
 }  // namespace
 
-RunnerClient::RunnerClient(RunnerEndpoint endpoint) : endpoint_(std::move(endpoint)) {
+RunnerClient::RunnerClient(RunnerEndpoint endpoint)
+    : endpoint_(std::move(endpoint)), pin_mismatch_(std::make_shared<tls::PinMismatch>()) {
   grpc::ChannelArguments args;
   // Tunnels carry bulk data: let HTTP/2 windows grow with the bandwidth-delay product.
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 1);
@@ -25,7 +26,8 @@ RunnerClient::RunnerClient(RunnerEndpoint endpoint) : endpoint_(std::move(endpoi
   // Many short tunnels must share the one connection, never open their own.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   channel_ = grpc::CreateCustomChannel(
-      endpoint_.address, tls::pinned_channel_credentials(endpoint_.fingerprint), args);
+      endpoint_.address, tls::pinned_channel_credentials(endpoint_.fingerprint, pin_mismatch_),
+      args);
   stub_ = v1::Runner::NewStub(channel_);
 }
 
@@ -41,9 +43,17 @@ void RunnerClient::authorize(grpc::ClientContext& ctx, bool account_call) const 
 RunnerError RunnerClient::error_from(const grpc::Status& status, const char* what) const {
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
+      if (auto mismatch = pin_mismatch_->get(); !mismatch.empty())
+        return RunnerError(grpc::StatusCode::UNAUTHENTICATED,
+                           "refusing the runner at " + endpoint_.address + ": " + mismatch +
+                               " (is this the right runner? check the account's fingerprint)");
       return RunnerError(status.error_code(), "runner unreachable at " + endpoint_.address + ": " +
                                                   status.error_message());
     case grpc::StatusCode::DEADLINE_EXCEEDED:
+      if (auto mismatch = pin_mismatch_->get(); !mismatch.empty())
+        return RunnerError(grpc::StatusCode::UNAUTHENTICATED,
+                           "refusing the runner at " + endpoint_.address + ": " + mismatch +
+                               " (is this the right runner? check the account's fingerprint)");
       return RunnerError(status.error_code(), std::string(what) + " timed out (runner " +
                                                   endpoint_.address + ")");
     default:
@@ -55,7 +65,6 @@ v1::HelloResponse RunnerClient::hello(std::chrono::milliseconds timeout) {
   grpc::ClientContext ctx;
   authorize(ctx, true);
   set_deadline(ctx, timeout);
-  ctx.set_wait_for_ready(true);  // a freshly started runner may still be binding its port
   v1::HelloRequest req;
   req.set_protocol(v1::PROTOCOL_VERSION_1);
   req.set_client_version(OFFLOAD_VERSION);

@@ -291,7 +291,8 @@ void SessionManager::recover() {
   notify();
 }
 
-v1::StartResponse SessionManager::start(const v1::StartRequest& request) {
+v1::StartResponse SessionManager::start(const v1::StartRequest& request,
+                                        const std::function<bool()>& cancelled) {
   std::lock_guard ops(ops_mu_);
   std::string account = request.account().empty() ? config_.default_account : request.account();
   Provider& provider = provider_for(account);
@@ -338,11 +339,13 @@ v1::StartResponse SessionManager::start(const v1::StartRequest& request) {
                       duration_cast<milliseconds>(deadline - steady_clock::now()));
     };
     provisioned = provider.provision(timeout);
+    if (cancelled()) throw ControlError(StatusCode::CANCELLED, "start cancelled");
     client = std::make_shared<RunnerClient>(provisioned.endpoint);
     client->hello(left());
     auto created = client->create_session(client_label(), left());
     client->attach(created.session_id(), created.session_token());
     session_created = true;
+    if (cancelled()) throw ControlError(StatusCode::CANCELLED, "start cancelled");
 
     PersistedSession s;
     s.account = account;

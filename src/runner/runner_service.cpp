@@ -377,86 +377,66 @@ std::vector<std::string> RunnerService::destroy_session(const std::shared_ptr<Se
   return removed;
 }
 
-grpc::ServerUnaryReactor* RunnerService::DestroySession(grpc::CallbackServerContext* ctx,
-                                                        const v1::DestroySessionRequest* request,
-                                                        v1::DestroySessionResponse* response) {
+template <class Work>
+grpc::ServerUnaryReactor* RunnerService::with_session(grpc::CallbackServerContext* ctx,
+                                                      Work work) {
   auto* reactor = ctx->DefaultReactor();
   std::shared_ptr<Session> session;
   if (auto st = authenticate_session(ctx, session); !st.ok()) {
     reactor->Finish(st);
     return reactor;
   }
-  if (!remove_session(session->id)) {  // a concurrent destroy won
-    reactor->Finish(Status::OK);
-    return reactor;
-  }
-  asio::post(blocking_, [this, reactor, response, session,
-                         reason = request->reason().empty() ? std::string("destroyed by client")
-                                                            : request->reason()] {
+  // Engine calls block (unix-socket HTTP, teardown): never on a gRPC thread.
+  asio::post(blocking_, [reactor, session, work = std::move(work)]() mutable {
     try {
-      for (auto& r : destroy_session(session, reason)) response->add_removed(r);
-      reactor->Finish(Status::OK);
+      reactor->Finish(work(session));
     } catch (const std::exception& e) {
-      reactor->Finish(Status(StatusCode::INTERNAL, std::string("teardown incomplete: ") + e.what()));
+      reactor->Finish(Status(StatusCode::UNAVAILABLE, e.what()));
     }
   });
   return reactor;
+}
+
+grpc::ServerUnaryReactor* RunnerService::DestroySession(grpc::CallbackServerContext* ctx,
+                                                        const v1::DestroySessionRequest* request,
+                                                        v1::DestroySessionResponse* response) {
+  std::string reason = request->reason().empty() ? "destroyed by client" : request->reason();
+  return with_session(ctx, [this, response, reason](const std::shared_ptr<Session>& session) {
+    if (!remove_session(session->id)) return Status::OK;  // a concurrent destroy won
+    try {
+      for (auto& r : destroy_session(session, reason)) response->add_removed(r);
+      return Status::OK;
+    } catch (const std::exception& e) {
+      return Status(StatusCode::INTERNAL, std::string("teardown incomplete: ") + e.what());
+    }
+  });
 }
 
 grpc::ServerUnaryReactor* RunnerService::GetSession(grpc::CallbackServerContext* ctx,
                                                     const v1::GetSessionRequest*,
                                                     v1::SessionInfo* response) {
-  auto* reactor = ctx->DefaultReactor();
-  std::shared_ptr<Session> session;
-  if (auto st = authenticate_session(ctx, session); !st.ok()) {
-    reactor->Finish(st);
-    return reactor;
-  }
-  asio::post(blocking_, [this, reactor, response, session] {
+  return with_session(ctx, [this, response](const std::shared_ptr<Session>& session) {
     *response = session->info(options_);
-    reactor->Finish(Status::OK);
+    return Status::OK;
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* RunnerService::ListContainers(grpc::CallbackServerContext* ctx,
                                                         const v1::ListContainersRequest* request,
                                                         v1::ListContainersResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  std::shared_ptr<Session> session;
-  if (auto st = authenticate_session(ctx, session); !st.ok()) {
-    reactor->Finish(st);
-    return reactor;
-  }
-  asio::post(blocking_, [reactor, response, session, all = request->all()] {
-    try {
-      for (auto& c : session->engine->list_containers(all)) *response->add_containers() = c;
-      reactor->Finish(Status::OK);
-    } catch (const std::exception& e) {
-      reactor->Finish(Status(StatusCode::UNAVAILABLE, e.what()));
-    }
+  return with_session(ctx, [response, all = request->all()](const std::shared_ptr<Session>& s) {
+    for (auto& c : s->engine->list_containers(all)) *response->add_containers() = c;
+    return Status::OK;
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* RunnerService::ListImages(grpc::CallbackServerContext* ctx,
                                                     const v1::ListImagesRequest*,
                                                     v1::ListImagesResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  std::shared_ptr<Session> session;
-  if (auto st = authenticate_session(ctx, session); !st.ok()) {
-    reactor->Finish(st);
-    return reactor;
-  }
-  asio::post(blocking_, [reactor, response, session] {
-    try {
-      for (auto& i : session->engine->list_images()) *response->add_images() = i;
-      reactor->Finish(Status::OK);
-    } catch (const std::exception& e) {
-      reactor->Finish(Status(StatusCode::UNAVAILABLE, e.what()));
-    }
+  return with_session(ctx, [response](const std::shared_ptr<Session>& s) {
+    for (auto& i : s->engine->list_images()) *response->add_images() = i;
+    return Status::OK;
   });
-  return reactor;
 }
 
 grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* RunnerService::Tunnel(

@@ -84,7 +84,8 @@ Identity create_identity() {
 // Accepts the peer only if its leaf certificate has the pinned fingerprint.
 class PinnedVerifier final : public grpc::experimental::ExternalCertificateVerifier {
  public:
-  explicit PinnedVerifier(std::string pinned) : pinned_(std::move(pinned)) {}
+  PinnedVerifier(std::string pinned, std::shared_ptr<PinMismatch> mismatch)
+      : pinned_(std::move(pinned)), mismatch_(std::move(mismatch)) {}
   bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
               std::function<void(grpc::Status)>, grpc::Status* sync_status) override {
     auto pem = request->peer_cert();
@@ -92,10 +93,14 @@ class PinnedVerifier final : public grpc::experimental::ExternalCertificateVerif
     if (!got.empty() && secrets_equal(got, pinned_)) {
       *sync_status = grpc::Status::OK;
     } else {
-      *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                  "runner certificate fingerprint " +
-                                      (got.empty() ? std::string("(unreadable)") : got) +
-                                      " does not match the pinned " + pinned_);
+      std::string message = "its certificate fingerprint " +
+                            (got.empty() ? std::string("(unreadable)") : got) +
+                            " does not match the pinned " + pinned_;
+      if (mismatch_) {
+        std::lock_guard lock(mismatch_->mu);
+        mismatch_->message = message;
+      }
+      *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED, message);
     }
     return true;
   }
@@ -103,6 +108,7 @@ class PinnedVerifier final : public grpc::experimental::ExternalCertificateVerif
 
  private:
   std::string pinned_;
+  std::shared_ptr<PinMismatch> mismatch_;
 };
 
 }  // namespace
@@ -166,12 +172,13 @@ std::shared_ptr<grpc::ServerCredentials> server_credentials(const Identity& iden
   return grpc::SslServerCredentials(options);
 }
 
-std::shared_ptr<grpc::ChannelCredentials> pinned_channel_credentials(const std::string& pinned) {
+std::shared_ptr<grpc::ChannelCredentials> pinned_channel_credentials(
+    const std::string& pinned, std::shared_ptr<PinMismatch> mismatch) {
   grpc::experimental::TlsChannelCredentialsOptions options;
   options.set_verify_server_certs(false);  // no CA: the pin below is the whole trust decision
   options.set_check_call_host(false);
   options.set_certificate_verifier(
-      grpc::experimental::ExternalCertificateVerifier::Create<PinnedVerifier>(pinned));
+      grpc::experimental::ExternalCertificateVerifier::Create<PinnedVerifier>(pinned, mismatch));
   return grpc::experimental::TlsCredentials(options);
 }
 

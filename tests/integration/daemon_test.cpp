@@ -233,6 +233,20 @@ TEST_F(DaemonTest, ACorruptDockerConfigStopsStartBeforeAnythingIsCreated) {
   EXPECT_EQ(daemon_->sessions().status().state(), v1::DAEMON_STATE_STOPPED);
 }
 
+TEST_F(DaemonTest, ACancelledStartLeavesNothingRunning) {
+  try {
+    daemon_->sessions().start({}, [] { return true; });
+    FAIL() << "a cancelled start succeeded";
+  } catch (const daemon::ControlError& e) {
+    EXPECT_EQ(e.code, grpc::StatusCode::CANCELLED);
+  }
+  EXPECT_EQ(runner_->service().session_count(), 0u);
+  EXPECT_EQ(released_, 1);
+  EXPECT_EQ(current_context(), "mine");
+  EXPECT_FALSE(fs::exists(paths_->state_file));
+  EXPECT_EQ(daemon_->sessions().status().state(), v1::DAEMON_STATE_STOPPED);
+}
+
 TEST_F(DaemonTest, ASessionEndedOnTheRunnerIsReportedToDockerClients) {
   daemon_->sessions().start({});
   runner_->service().destroy_all("engine exited");

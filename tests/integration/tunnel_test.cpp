@@ -227,7 +227,12 @@ TEST_F(TunnelTest, WrongFingerprintIsRefused) {
     client->hello(3s);
     FAIL() << "a runner with an unexpected certificate was accepted";
   } catch (const daemon::RunnerError& e) {
-    EXPECT_NE(e.code, grpc::StatusCode::OK);
+    EXPECT_EQ(e.code, grpc::StatusCode::UNAUTHENTICATED);
+    std::string what = e.what();
+    EXPECT_NE(what.find("fingerprint " + runner_->identity.fingerprint +
+                        " does not match the pinned " + other.fingerprint),
+              std::string::npos)
+        << what;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "offload/tls/tls.h"
 #include "offload/tunnel/grpc_streams.h"
 #include "offload/v1/runner.grpc.pb.h"
 
@@ -60,6 +61,7 @@ class RunnerClient {
   RunnerError error_from(const grpc::Status& status, const char* what) const;
 
   RunnerEndpoint endpoint_;
+  std::shared_ptr<tls::PinMismatch> pin_mismatch_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Runner::Stub> stub_;
   std::string session_id_;

@@ -54,8 +54,10 @@ class SessionManager {
   // recovered is reported as ended, with the reason, until `stop`.
   void recover();
 
-  // Blocking; throw ControlError.
-  v1::StartResponse start(const v1::StartRequest& request);
+  // Blocking; throw ControlError. `cancelled` is polled between steps: a client that gave up
+  // (Ctrl-C) gets nothing left running.
+  v1::StartResponse start(const v1::StartRequest& request,
+                          const std::function<bool()>& cancelled = [] { return false; });
   v1::StopResponse stop();
   v1::ListContainersResponse list_containers(bool all);
   v1::ListImagesResponse list_images();

@@ -68,6 +68,9 @@ class RunnerService final : public v1::Runner::CallbackService {
   grpc::Status authenticate_account(grpc::CallbackServerContext* ctx, std::string& account) const;
   grpc::Status authenticate_session(grpc::CallbackServerContext* ctx,
                                     std::shared_ptr<Session>& session) const;
+  // Authenticates the session, then runs `work(session) -> Status` on the blocking pool.
+  template <class Work>
+  grpc::ServerUnaryReactor* with_session(grpc::CallbackServerContext* ctx, Work work);
   std::shared_ptr<Session> remove_session(const std::string& id);
   std::vector<std::string> destroy_session(const std::shared_ptr<Session>& session,
                                            const std::string& reason);

@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace offload::tls {
@@ -37,8 +38,20 @@ std::string normalize_fingerprint(std::string_view text);
 
 std::shared_ptr<grpc::ServerCredentials> server_credentials(const Identity& identity);
 
+// Filled in when a handshake met a certificate other than the pinned one, so the caller can say
+// so instead of gRPC's generic "failed to connect".
+struct PinMismatch {
+  std::mutex mu;
+  std::string message;  // guarded by mu; empty until a mismatch
+  std::string get() {
+    std::lock_guard lock(mu);
+    return message;
+  }
+};
+
 // Channel credentials that accept exactly the certificate whose fingerprint is `pinned` (and
 // nothing else: no CA, no hostname check, since the pin is stronger than both).
-std::shared_ptr<grpc::ChannelCredentials> pinned_channel_credentials(const std::string& pinned);
+std::shared_ptr<grpc::ChannelCredentials> pinned_channel_credentials(
+    const std::string& pinned, std::shared_ptr<PinMismatch> mismatch = nullptr);
 
 }  // namespace offload::tls

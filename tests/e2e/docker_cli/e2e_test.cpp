@@ -380,6 +380,23 @@ TEST_F(E2E, TheSystemDockerdIsUndisturbed) {
   sh("docker rm -f session-box");
 }
 
+TEST_F(E2E, WithoutRootTheLocalAccountSaysSo) {
+  // A user's own docker config, used by an unprivileged user: the daemon it starts runs as them.
+  fs::path config = g_dir / "nobody-docker";
+  fs::create_directories(config / "cli-plugins");
+  fs::create_symlink(fs::path(OFFLOAD_BIN_DIR) / "docker-offload",
+                     config / "cli-plugins" / "docker-offload");
+  ASSERT_SH_OK(sh("chown -R 65534:65534 " + config.string()));
+  auto r = sh("setpriv --reuid 65534 --regid 65534 --clear-groups env DOCKER_CONFIG=" +
+                  config.string() + " HOME=" + config.string() + " docker offload start",
+              60s);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("needs root"), std::string::npos) << r.err << r.out;
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "one line: " << r.err;
+  std::string pid;
+  if (!read_file(config / "offload" / "offloadd.pid", pid)) terminate_process(std::stoi(pid), 10s);
+}
+
 // Runs last (gtest keeps declaration order): stop, then look for anything left behind.
 TEST_F(E2E, ZzStopRestoresTheContextAndLeavesNothingBehind) {
   auto runner_state = g_docker_config / "offload" / "local-runner" / "state";

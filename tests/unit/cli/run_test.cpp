@@ -100,7 +100,6 @@ TEST(Run, StartWarnsAboutEnvironmentOverrides) {
   FakeDaemon daemon(dir.path());
   *daemon.start_response.mutable_status() = started();
   daemon.start_response.set_previous_context("desktop-linux");
-  daemon.start_response.set_override_warning("the daemon's own warning");
 
   Harness h(dir.path());
   h.env.docker_host = "tcp://10.0.0.1:2375";
@@ -111,8 +110,7 @@ TEST(Run, StartWarnsAboutEnvironmentOverrides) {
             "\"desktop-linux\").\n");
   EXPECT_EQ(h.err.str(),
             "WARNING: DOCKER_HOST is set to \"tcp://10.0.0.1:2375\" and overrides the "
-            "docker-offload context in this shell; unset it to use the offload session\n"
-            "the daemon's own warning\n");
+            "docker-offload context in this shell; unset it to use the offload session\n");
   ASSERT_EQ(daemon.start_requests.size(), 1u);
   EXPECT_EQ(daemon.start_requests[0].account(), "gpu");
   EXPECT_EQ(daemon.start_requests[0].timeout_ms(), 0);

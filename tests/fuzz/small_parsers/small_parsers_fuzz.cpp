@@ -1,0 +1,39 @@
+// The small parsers that read files and flags: the runner's token file, offloadd's state.json,
+// durations and certificate fingerprints. Each either parses or says why; nothing else.
+#include <cstdint>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "offload/common/duration.h"
+#include "offload/daemon/session_manager.h"
+#include "offload/runner/runner_service.h"
+#include "offload/tls/tls.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::string input(reinterpret_cast<const char*>(data), size);
+  try {
+    auto tokens = offload::runner::parse_token_file(input, "tokens");
+    for (const auto& [name, token] : tokens)
+      if (name.empty() || token.size() < 16) std::abort();
+  } catch (const std::runtime_error& e) {
+    // The message names the file and line, and never echoes a token back.
+    if (std::string(e.what()).rfind("tokens", 0) != 0) std::abort();
+  }
+  try {
+    auto s = offload::daemon::parse_persisted_session(input, "state.json");
+    // Round trip: what we write, we read back the same.
+    auto again = offload::daemon::parse_persisted_session(offload::daemon::to_json(s), "again");
+    if (again.session_id != s.session_id || again.previous_context != s.previous_context)
+      std::abort();
+  } catch (const std::runtime_error&) {
+  }
+  if (auto d = offload::parse_duration(input)) {
+    if (d->count() < 0) std::abort();
+    if (offload::parse_duration(offload::format_duration(*d)) != d) std::abort();
+  }
+  auto fp = offload::tls::normalize_fingerprint(input);
+  if (!fp.empty() && (fp.size() != 71 || offload::tls::normalize_fingerprint(fp) != fp))
+    std::abort();
+  return 0;
+}
