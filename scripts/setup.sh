@@ -15,7 +15,10 @@ cmake --build build -j"$(nproc)"
 cmake --install build --prefix /usr/local >/dev/null
 echo "installed: $(command -v offloadd), $(command -v offload-runner), /usr/local/lib/docker/cli-plugins/docker-offload"
 
-docker offload start
+# Idempotent: a second run keeps the session that is already there.
+if ! docker offload status --format json | grep -q '"state":"started"'; then
+  docker offload start
+fi
 
 # A tiny image made offline from busybox-static, imported into the session engine.
 if ! docker image inspect offload/busybox >/dev/null 2>&1; then
@@ -26,7 +29,7 @@ if ! docker image inspect offload/busybox >/dev/null 2>&1; then
   for applet in $(/usr/bin/busybox --list); do
     [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
   done
-  tar -C "$rootfs" -c . | docker import -q - offload/busybox >/dev/null
+  tar -C "$rootfs" -c . | docker import - offload/busybox >/dev/null
 fi
 echo
 docker offload status
