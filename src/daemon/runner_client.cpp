@@ -145,4 +145,14 @@ std::shared_ptr<tunnel::ClientTunnelStream> RunnerClient::open_engine_tunnel(
                                           [this](grpc::ClientContext& ctx) { authorize(ctx); });
 }
 
+std::shared_ptr<tunnel::ClientTunnelStream> RunnerClient::open_port_tunnel(
+    std::uint32_t host_port, const std::string& protocol) {
+  v1::TunnelOpen open;
+  open.set_target(v1::TunnelOpen::TARGET_PUBLISHED_PORT);
+  open.set_host_port(host_port);
+  open.set_protocol(protocol);
+  return tunnel::ClientTunnelStream::open(*stub_, open,
+                                          [this](grpc::ClientContext& ctx) { authorize(ctx); });
+}
+
 }  // namespace offload::daemon

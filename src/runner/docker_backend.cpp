@@ -104,6 +104,13 @@ class DockerSessionEngine final : public SessionEngine {
   ~DockerSessionEngine() override = default;
 
   fs::path api_socket() const override { return engine_->api_socket(); }
+  boost::asio::ip::address published_address() const override {
+    return engine_->spec().slot.engine_address;
+  }
+  void watch_ports(PortsCallback on_change) override {
+    // PENDING(port watcher): replaced by PortWatcher in this change.
+    on_change({});
+  }
 
   void describe(v1::SessionInfo& info) override {
     std::lock_guard lock(mu_);

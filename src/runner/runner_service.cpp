@@ -5,9 +5,13 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
+#include <algorithm>
 #include <deque>
 #include <sstream>
 
@@ -118,15 +122,6 @@ class RunnerService::Session {
     return info;
   }
 
-  v1::SessionEvent current_event() {
-    std::lock_guard lock(mu_);
-    v1::SessionEvent e;
-    e.set_state(state_);
-    e.set_reason(end_reason_);
-    e.set_at_unix_ms(now_ms());
-    return e;
-  }
-
   void subscribe(EventWriter* w);
   void unsubscribe(EventWriter* w) {
     std::lock_guard lock(mu_);
@@ -134,11 +129,33 @@ class RunnerService::Session {
   }
   // Moves to `state` and tells every subscriber; ENDED closes their streams.
   void transition(v1::SessionState state, const std::string& reason);
+  // A new set of published ports from the engine: tell every subscriber.
+  void set_ports(const std::vector<v1::PublishedPort>& ports);
+  // Whether a container of the session publishes `host_port`/`protocol` right now.
+  bool publishes(std::uint32_t host_port, const std::string& protocol) {
+    std::lock_guard lock(mu_);
+    return std::any_of(ports_.begin(), ports_.end(), [&](const v1::PublishedPort& p) {
+      return p.host_port() == host_port && p.protocol() == protocol;
+    });
+  }
 
  private:
+  // Every event carries the whole state: the session state and the complete port set.
+  v1::SessionEvent event_locked(const std::string& reason) const {
+    v1::SessionEvent e;
+    e.set_state(state_);
+    e.set_reason(reason);
+    e.set_at_unix_ms(now_ms());
+    e.set_ports_snapshot(true);
+    for (const auto& p : ports_) *e.add_ports() = p;
+    return e;
+  }
+  void publish_locked(const v1::SessionEvent& e);
+
   std::mutex mu_;
   v1::SessionState state_ = v1::SESSION_STATE_RUNNING;
   std::string end_reason_;
+  std::vector<v1::PublishedPort> ports_;
   std::vector<EventWriter*> subscribers_;
 };
 
@@ -202,22 +219,28 @@ class RunnerService::EventWriter final : public grpc::ServerWriteReactor<v1::Ses
 void RunnerService::Session::subscribe(EventWriter* w) {
   std::lock_guard lock(mu_);
   subscribers_.push_back(w);
-  v1::SessionEvent e;
-  e.set_state(state_);
-  e.set_reason(end_reason_);
-  e.set_at_unix_ms(now_ms());
-  w->push(e);  // the current state first, so the client needs no separate query
+  w->push(event_locked(end_reason_));  // the current state first: no separate query needed
+}
+
+void RunnerService::Session::publish_locked(const v1::SessionEvent& e) {
+  for (auto* w : subscribers_) w->push(e);
 }
 
 void RunnerService::Session::transition(v1::SessionState state, const std::string& reason) {
   std::lock_guard lock(mu_);
   state_ = state;
-  if (state == v1::SESSION_STATE_ENDED) end_reason_ = reason;
-  v1::SessionEvent e;
-  e.set_state(state);
-  e.set_reason(reason);
-  e.set_at_unix_ms(now_ms());
-  for (auto* w : subscribers_) w->push(e);
+  if (state == v1::SESSION_STATE_ENDED) {
+    end_reason_ = reason;
+    ports_.clear();
+  }
+  publish_locked(event_locked(reason));
+}
+
+void RunnerService::Session::set_ports(const std::vector<v1::PublishedPort>& ports) {
+  std::lock_guard lock(mu_);
+  if (state_ != v1::SESSION_STATE_RUNNING) return;
+  ports_ = ports;
+  publish_locked(event_locked({}));
 }
 
 RunnerService::RunnerService(asio::io_context& io, SessionBackend& backend, RunnerOptions options)
@@ -338,6 +361,10 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
       std::lock_guard lock(mu_);
       sessions_[session->id] = session;
     }
+    std::weak_ptr<Session> weak = session;
+    session->engine->watch_ports([weak](const std::vector<v1::PublishedPort>& ports) {
+      if (auto s = weak.lock()) s->set_ports(ports);
+    });
     response->set_session_id(session->id);
     response->set_session_token(session->token);
     *response->mutable_info() = session->info(options_);
@@ -439,44 +466,154 @@ grpc::ServerUnaryReactor* RunnerService::ListImages(grpc::CallbackServerContext*
   });
 }
 
+namespace {
+
+using StreamPtr = std::shared_ptr<tunnel::ServerTunnelStream>;
+using SessionPtr = std::shared_ptr<RunnerService::Session>;
+constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
+
+void finish_splice(tunnel::ServerTunnelStream& stream, const tunnel::SpliceResult& result,
+                   const char* what) {
+  if (result.clean())
+    stream.finish(Status::OK);
+  else
+    stream.finish(Status(StatusCode::UNAVAILABLE, std::string(what) + " connection failed"));
+}
+
+asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, std::string label) {
+  asio::local::stream_protocol::socket engine(co_await asio::this_coro::executor);
+  auto [ec] = co_await engine.async_connect(session->engine->api_socket().string(), kToken);
+  if (ec) {
+    stream->finish(Status(StatusCode::UNAVAILABLE,
+                          "the session engine is not answering: " + ec.message()));
+    co_return;
+  }
+  ++session->active_tunnels;
+  auto result = co_await tunnel::splice(engine, *stream);
+  --session->active_tunnels;
+  spdlog::debug("session {}: tunnel {} closed: up {} ({} B), down {} ({} B)", short_id(session->id),
+                label, tunnel::to_string(result.up), stream->bytes_out(),
+                tunnel::to_string(result.down), stream->bytes_in());
+  finish_splice(*stream, result, "the session engine");
+}
+
+asio::awaitable<void> tunnel_tcp_port(StreamPtr stream, SessionPtr session,
+                                      asio::ip::tcp::endpoint target) {
+  asio::ip::tcp::socket socket(co_await asio::this_coro::executor);
+  auto [ec] = co_await socket.async_connect(target, kToken);
+  if (ec) {
+    stream->finish(Status(StatusCode::UNAVAILABLE, "port " + std::to_string(target.port()) +
+                                                       " of the session refused: " + ec.message()));
+    co_return;
+  }
+  socket.set_option(asio::ip::tcp::no_delay(true));
+  ++session->active_tunnels;
+  auto result = co_await tunnel::splice(socket, *stream);
+  --session->active_tunnels;
+  finish_splice(*stream, result, "the published port");
+}
+
+// One UDP flow: each frame from the client is one datagram to the container's port, each
+// datagram back is one frame. The client ends the flow with eof (it owns the idle expiry).
+asio::awaitable<void> tunnel_udp_port(StreamPtr stream, SessionPtr session,
+                                      asio::ip::udp::endpoint target) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::ip::udp::socket socket(co_await asio::this_coro::executor);
+  boost::system::error_code ec;
+  socket.open(target.protocol(), ec);
+  if (!ec) socket.connect(target, ec);
+  if (ec) {
+    stream->finish(Status(StatusCode::UNAVAILABLE, "cannot reach udp port " +
+                                                       std::to_string(target.port()) + ": " +
+                                                       ec.message()));
+    co_return;
+  }
+  ++session->active_tunnels;
+  auto to_port = [&]() -> asio::awaitable<bool> {
+    v1::TunnelFrame frame;
+    for (;;) {
+      frame.Clear();
+      auto [ok] = co_await stream->async_read(frame, kToken);
+      if (!ok || frame.eof()) {
+        boost::system::error_code ignored;
+        socket.close(ignored);  // wakes the receiving half
+        co_return ok;
+      }
+      stream->count_in(frame.data().size());
+      // A datagram the container's port does not take (ICMP unreachable) is lost, as in UDP.
+      co_await socket.async_send(asio::buffer(frame.data()), kToken);
+    }
+  };
+  auto from_port = [&]() -> asio::awaitable<void> {
+    v1::TunnelFrame frame;
+    for (;;) {
+      std::string* data = frame.mutable_data();
+      data->resize(65536);
+      auto [rec, n] = co_await socket.async_receive(asio::buffer(data->data(), data->size()), kToken);
+      if (rec == asio::error::connection_refused) continue;  // nobody listens (yet): keep the flow
+      if (rec) co_return;
+      data->resize(n);
+      stream->count_out(n);
+      auto [ok] = co_await stream->async_write(frame, kToken);
+      if (!ok) {
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        co_return;
+      }
+    }
+  };
+  bool clean = co_await (to_port() && from_port());
+  --session->active_tunnels;
+  if (clean) {
+    v1::TunnelFrame eof;
+    eof.set_eof(true);
+    auto [ok] = co_await stream->async_write(eof, kToken);
+    stream->finish(ok ? Status::OK : Status(StatusCode::UNAVAILABLE, "udp flow broken"));
+  } else {
+    stream->finish(Status(StatusCode::UNAVAILABLE, "udp flow broken"));
+  }
+}
+
+}  // namespace
+
 grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* RunnerService::Tunnel(
     grpc::CallbackServerContext* ctx) {
   std::shared_ptr<Session> session;
   if (auto st = authenticate_session(ctx, session); !st.ok()) return new RejectedTunnel(st);
 
-  auto on_open = [this, session](std::shared_ptr<tunnel::ServerTunnelStream> stream,
-                                 const v1::TunnelOpen& open) {
-    if (open.target() != v1::TunnelOpen::TARGET_ENGINE_API) {
-      // The runner dials only what the session owns; anything else is refused, loudly.
-      spdlog::warn("session {}: refused tunnel to unknown target {}", short_id(session->id),
-                   static_cast<int>(open.target()));
-      stream->finish(Status(StatusCode::PERMISSION_DENIED, "tunnel target not allowed"));
-      return;
+  auto on_open = [this, session](StreamPtr stream, const v1::TunnelOpen& open) {
+    auto strand = asio::make_strand(io_);
+    switch (open.target()) {
+      case v1::TunnelOpen::TARGET_ENGINE_API:
+        asio::co_spawn(strand, tunnel_engine_api(stream, session, open.label()), asio::detached);
+        return;
+      case v1::TunnelOpen::TARGET_PUBLISHED_PORT: {
+        const std::string& protocol = open.protocol();
+        // The runner dials only what the session owns: a port one of its containers publishes
+        // now, on the engine's own address. Nothing else, however the client asks.
+        if (open.host_port() == 0 || open.host_port() > 65535 ||
+            (protocol != "tcp" && protocol != "udp") ||
+            !session->publishes(open.host_port(), protocol)) {
+          spdlog::warn("session {}: refused a tunnel to {}/{}: no container publishes it",
+                       short_id(session->id), open.host_port(), protocol);
+          stream->finish(Status(StatusCode::PERMISSION_DENIED,
+                                "no container of the session publishes " +
+                                    std::to_string(open.host_port()) + "/" + protocol));
+          return;
+        }
+        auto address = session->engine->published_address();
+        auto port = static_cast<unsigned short>(open.host_port());
+        if (protocol == "tcp")
+          asio::co_spawn(strand, tunnel_tcp_port(stream, session, {address, port}), asio::detached);
+        else
+          asio::co_spawn(strand, tunnel_udp_port(stream, session, {address, port}), asio::detached);
+        return;
+      }
+      default:
+        spdlog::warn("session {}: refused a tunnel to unknown target {}", short_id(session->id),
+                     static_cast<int>(open.target()));
+        stream->finish(Status(StatusCode::PERMISSION_DENIED, "tunnel target not allowed"));
     }
-    std::filesystem::path socket_path = session->engine->api_socket();
-    asio::co_spawn(
-        asio::make_strand(io_),
-        [stream, session, socket_path, label = open.label()]() -> asio::awaitable<void> {
-          constexpr auto token = asio::as_tuple(asio::use_awaitable);
-          asio::local::stream_protocol::socket engine(co_await asio::this_coro::executor);
-          auto [ec] = co_await engine.async_connect(socket_path.string(), token);
-          if (ec) {
-            stream->finish(Status(StatusCode::UNAVAILABLE,
-                                  "the session engine is not answering: " + ec.message()));
-            co_return;
-          }
-          ++session->active_tunnels;
-          auto result = co_await tunnel::splice(engine, *stream);
-          --session->active_tunnels;
-          spdlog::debug("session {}: tunnel {} closed: up {} ({} B), down {} ({} B)",
-                        short_id(session->id), label, tunnel::to_string(result.up),
-                        stream->bytes_out(), tunnel::to_string(result.down), stream->bytes_in());
-          if (result.clean())
-            stream->finish(Status::OK);
-          else
-            stream->finish(Status(StatusCode::UNAVAILABLE, "the session engine connection failed"));
-        },
-        asio::detached);
   };
   return tunnel::ServerTunnelStream::create(ctx, std::move(on_open));
 }

@@ -53,6 +53,20 @@ class TestEngine final : public runner::SessionEngine {
  public:
   explicit TestEngine(std::filesystem::path socket) : socket_(std::move(socket)) {}
   std::filesystem::path api_socket() const override { return socket_; }
+  boost::asio::ip::address published_address() const override {
+    return boost::asio::ip::make_address("127.0.0.1");
+  }
+  void watch_ports(PortsCallback on_change) override {
+    std::lock_guard lock(mu_);
+    on_change_ = std::move(on_change);
+    on_change_(ports_);
+  }
+  // What the test's "containers" publish now (ports on 127.0.0.1).
+  void set_ports(std::vector<v1::PublishedPort> ports) {
+    std::lock_guard lock(mu_);
+    ports_ = std::move(ports);
+    if (on_change_) on_change_(ports_);
+  }
   void describe(v1::SessionInfo& info) override {
     info.set_engine_version("test");
     info.set_engine_api_version("1.41");
@@ -68,6 +82,9 @@ class TestEngine final : public runner::SessionEngine {
 
  private:
   std::filesystem::path socket_;
+  std::mutex mu_;
+  std::vector<v1::PublishedPort> ports_;
+  PortsCallback on_change_;
 };
 
 class TestBackend final : public runner::SessionBackend {
@@ -75,9 +92,12 @@ class TestBackend final : public runner::SessionBackend {
   explicit TestBackend(std::filesystem::path socket) : socket_(std::move(socket)) {}
   std::unique_ptr<runner::SessionEngine> create(const std::string&) override {
     ++created;
-    return std::make_unique<TestEngine>(socket_);
+    auto engine = std::make_unique<TestEngine>(socket_);
+    last = engine.get();
+    return engine;
   }
   std::atomic<int> created{0};
+  TestEngine* last = nullptr;  // the most recent session's engine, for set_ports()
 
  private:
   std::filesystem::path socket_;

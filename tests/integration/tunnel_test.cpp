@@ -73,6 +73,22 @@ class TunnelTest : public ::testing::Test {
     return app;
   }
 
+  // Like open_tunnel, for a published TCP port.
+  stream_protocol::socket open_port(unsigned short port) {
+    stream_protocol::socket local(client_io_), app(client_io_);
+    asio::local::connect_pair(local, app);
+    auto stream = client_->open_port_tunnel(port, "tcp");
+    asio::co_spawn(
+        asio::make_strand(client_io_),
+        [stream, local = std::move(local)]() mutable -> asio::awaitable<void> {
+          co_await tunnel::splice(local, *stream);
+          stream->release();
+          co_await stream->async_wait_done(asio::use_awaitable);
+        },
+        asio::detached);
+    return app;
+  }
+
   static std::string read_all(stream_protocol::socket& s) {
     std::string out;
     boost::system::error_code ec;
@@ -90,6 +106,7 @@ class TunnelTest : public ::testing::Test {
   TestTarget* target_ = nullptr;
   TestBackend* backend_ = nullptr;
   asio::io_context client_io_;
+  asio::io_context runner_io_for_test_;  // only for blocking sockets of the test's "containers"
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> client_work_;
   std::vector<std::thread> threads_;
   std::unique_ptr<daemon::RunnerClient> client_;
@@ -261,6 +278,98 @@ TEST_F(TunnelTest, WrongSessionTokenCannotTunnel) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(target_->accepted(), before);
   EXPECT_THROW(client->list_containers(true), daemon::RunnerError);
+}
+
+v1::PublishedPort published(unsigned short port, const std::string& protocol) {
+  v1::PublishedPort p;
+  p.set_container_id("c0ffee");
+  p.set_container_name("web");
+  p.set_container_port(80);
+  p.set_protocol(protocol);
+  p.set_host_ip("0.0.0.0");
+  p.set_host_port(port);
+  return p;
+}
+
+TEST_F(TunnelTest, APortNoContainerPublishesIsRefused) {
+  asio::ip::tcp::acceptor listener(client_io_, {asio::ip::make_address("127.0.0.1"), 0});
+  auto port = listener.local_endpoint().port();  // something listens, but nobody publishes it
+  auto stream = client_->open_port_tunnel(port, "tcp");
+  stream->release();
+  auto status = asio::co_spawn(client_io_, stream->async_wait_done(asio::use_awaitable),
+                               asio::use_future)
+                    .get();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << status.error_message();
+  // Nor by another protocol, nor once the container stopped publishing it.
+  backend_->last->set_ports({published(port, "udp")});
+  auto tcp = client_->open_port_tunnel(port, "tcp");
+  tcp->release();
+  EXPECT_EQ(asio::co_spawn(client_io_, tcp->async_wait_done(asio::use_awaitable), asio::use_future)
+                .get()
+                .error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(TunnelTest, APublishedTcpPortIsReachable) {
+  asio::ip::tcp::acceptor listener(runner_io_for_test_, {asio::ip::make_address("127.0.0.1"), 0});
+  auto port = listener.local_endpoint().port();
+  backend_->last->set_ports({published(port, "tcp")});
+  auto server = std::async(std::launch::async, [&] {
+    auto s = listener.accept();
+    std::string got;
+    char buf[4096];
+    boost::system::error_code ec;
+    while (!ec) got.append(buf, s.read_some(asio::buffer(buf), ec));
+    asio::write(s, asio::buffer("echo:" + got));
+    return got;
+  });
+  auto local = open_port(port);
+  asio::write(local, asio::buffer(std::string("GET / HTTP/1.0\r\n\r\n")));
+  local.shutdown(stream_protocol::socket::shutdown_send);
+  EXPECT_EQ(read_all(local), "echo:GET / HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(server.get(), "GET / HTTP/1.0\r\n\r\n");
+}
+
+TEST_F(TunnelTest, APublishedUdpPortCarriesDatagrams) {
+  asio::ip::udp::socket server(runner_io_for_test_, {asio::ip::make_address("127.0.0.1"), 0});
+  auto port = server.local_endpoint().port();
+  backend_->last->set_ports({published(port, "udp")});
+  auto echo = std::async(std::launch::async, [&] {
+    for (int i = 0; i < 2; ++i) {
+      char buf[2048];
+      asio::ip::udp::endpoint from;
+      auto n = server.receive_from(asio::buffer(buf), from);
+      server.send_to(asio::buffer("re:" + std::string(buf, n)), from);
+    }
+  });
+  auto stream = client_->open_port_tunnel(port, "udp");
+  auto exchange = [stream]() -> asio::awaitable<std::vector<std::string>> {
+    std::vector<std::string> replies;
+    for (const char* datagram : {"one", "two"}) {
+      v1::TunnelFrame out;
+      out.set_data(datagram);
+      auto [wok] = co_await stream->async_write(out, tok);
+      if (!wok) co_return replies;
+      v1::TunnelFrame in;
+      auto [rok] = co_await stream->async_read(in, tok);
+      if (!rok) co_return replies;
+      replies.push_back(in.data());
+    }
+    v1::TunnelFrame eof;
+    eof.set_eof(true);
+    co_await stream->async_write(eof, tok);
+    v1::TunnelFrame last;
+    co_await stream->async_read(last, tok);  // the runner's eof
+    co_return replies;
+  };
+  auto replies = asio::co_spawn(client_io_, exchange(), asio::use_future).get();
+  EXPECT_EQ(replies, (std::vector<std::string>{"re:one", "re:two"}));
+  stream->release();
+  auto status = asio::co_spawn(client_io_, stream->async_wait_done(asio::use_awaitable),
+                               asio::use_future)
+                    .get();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  echo.get();
 }
 
 }  // namespace

@@ -52,6 +52,10 @@ class RunnerClient {
 
   // Opens a tunnel to the session engine's API. Never blocks.
   std::shared_ptr<tunnel::ClientTunnelStream> open_engine_tunnel(const std::string& label);
+  // Opens a tunnel to a port a container of the session publishes ("tcp" or "udp"; for UDP
+  // each frame is one datagram). Never blocks; a port not published is refused by the runner.
+  std::shared_ptr<tunnel::ClientTunnelStream> open_port_tunnel(std::uint32_t host_port,
+                                                               const std::string& protocol);
 
   // Call metadata: the session credentials (or the account token before there is a session).
   void authorize(grpc::ClientContext& ctx, bool account_call = false) const;

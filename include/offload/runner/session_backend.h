@@ -2,7 +2,10 @@
 // session (DockerSessionBackend); tests plug in an in-process target.
 #pragma once
 
+#include <boost/asio/ip/address.hpp>
+
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +19,13 @@ class SessionEngine {
   virtual ~SessionEngine() = default;
   // The unix socket of the engine's Docker API: the only thing engine tunnels may dial.
   virtual std::filesystem::path api_socket() const = 0;
+  // Where the engine's published ports are reachable from the runner host (the engine's end of
+  // its veth pair). Port tunnels dial this address and nothing else.
+  virtual boost::asio::ip::address published_address() const = 0;
+  // Reports the ports published by the engine's containers: the full set now and again after
+  // every change, from any thread, until destroy().
+  using PortsCallback = std::function<void(const std::vector<v1::PublishedPort>&)>;
+  virtual void watch_ports(PortsCallback on_change) = 0;
   // Fills the engine_* fields of `info`.
   virtual void describe(v1::SessionInfo& info) = 0;
   virtual bool alive() = 0;
