@@ -287,7 +287,42 @@ std::string render_status_pretty(const v1::SessionStatus& status, TimePoint now)
     return out;
   }
   add_line(out, "Active streams", std::to_string(status.active_streams()));
+  // Every published port, forwarded or not: a port that could not be forwarded says why.
+  if (status.ports().empty()) {
+    add_line(out, "Ports", "none");
+  } else {
+    bool first = true;
+    for (const auto& p : status.ports()) {
+      std::string target = (p.container_name().empty() ? short_id(p.container_id())
+                                                        : p.container_name()) +
+                           ":" + std::to_string(p.container_port()) + "/" + p.protocol();
+      std::string line = p.local_address() + " -> " + target;
+      if (!p.listening())
+        line += "  NOT FORWARDED: " + (p.error().empty() ? std::string("unknown") : p.error());
+      if (first) add_line(out, "Ports", line);
+      else out += std::string(18, ' ') + line + "\n";
+      first = false;
+    }
+  }
   return out;
+}
+
+static json ports_json(const v1::SessionStatus& status) {
+  json ports = json::array();
+  for (const auto& p : status.ports()) {
+    ports.push_back(json{
+        {"localAddress", p.local_address()},
+        {"protocol", p.protocol()},
+        {"container", p.container_name()},
+        {"containerId", p.container_id()},
+        {"containerPort", p.container_port()},
+        {"hostPort", p.host_port()},
+        {"listening", p.listening()},
+        {"error", p.error()},
+        {"openConnections", p.open_connections()},
+    });
+  }
+  return ports;
 }
 
 json status_json(const v1::SessionStatus& status) {
@@ -308,6 +343,7 @@ json status_json(const v1::SessionStatus& status) {
       {"activeStreams", status.active_streams()},
       {"endedReason", status.ended_reason()},
       {"sessionId", info.session_id()},
+      {"ports", ports_json(status)},
   };
 }
 

@@ -139,7 +139,35 @@ TEST(Status, PrettyStarted) {
             "Engine:           Docker 20.10.24 (API 1.41, linux/amd64)\n"
             "GPU:              No\n"
             "Context:          docker-offload (unix:///root/.docker/offload/docker.sock)\n"
-            "Active streams:   2\n");
+            "Active streams:   2\n"
+            "Ports:            none\n");
+}
+
+TEST(Status, PrettyListsForwardedAndUnforwardablePorts) {
+  auto s = started_status();
+  auto* web = s.add_ports();
+  web->set_local_address("127.0.0.1:8081");
+  web->set_protocol("tcp");
+  web->set_container_name("web");
+  web->set_container_port(80);
+  web->set_listening(true);
+  auto* taken = s.add_ports();
+  taken->set_local_address("127.0.0.1:8082");
+  taken->set_protocol("udp");
+  taken->set_container_id("0123456789abcdef0123");
+  taken->set_container_port(53);
+  taken->set_error("127.0.0.1:8082 already in use by another program");
+  auto out = render_status_pretty(s, now);
+  EXPECT_NE(out.find("Ports:            127.0.0.1:8081 -> web:80/tcp\n"
+                     "                  127.0.0.1:8082 -> 0123456789ab:53/udp  NOT FORWARDED: "
+                     "127.0.0.1:8082 already in use by another program\n"),
+            std::string::npos)
+      << out;
+  auto j = status_json(s);
+  ASSERT_EQ(j["ports"].size(), 2u);
+  EXPECT_EQ(j["ports"][0]["localAddress"], "127.0.0.1:8081");
+  EXPECT_EQ(j["ports"][0]["listening"], true);
+  EXPECT_EQ(j["ports"][1]["error"], "127.0.0.1:8082 already in use by another program");
 }
 
 TEST(Status, PrettyStopped) {
@@ -177,7 +205,8 @@ TEST(Status, PrettyEndedAndStarting) {
             "Account:          remote\n"
             "State:            Starting\n"
             "GPU:              No\n"
-            "Active streams:   0\n");
+            "Active streams:   0\n"
+            "Ports:            none\n");
   EXPECT_EQ(state_label(starting), "Starting");
   starting.set_state(v1::DAEMON_STATE_STOPPING);
   EXPECT_EQ(state_label(starting), "Stopping");
@@ -190,13 +219,13 @@ TEST(Status, Json) {
             "\"engineVersion\":\"20.10.24\",\"engineApiVersion\":\"1.41\",\"engineOs\":\"linux/amd64\","
             "\"gpu\":false,\"context\":\"docker-offload\","
             "\"dockerHost\":\"unix:///root/.docker/offload/docker.sock\",\"activeStreams\":2,"
-            "\"endedReason\":\"\",\"sessionId\":\"s-42\"}");
+            "\"endedReason\":\"\",\"sessionId\":\"s-42\",\"ports\":[]}");
   v1::SessionStatus stopped;
   stopped.set_state(v1::DAEMON_STATE_STOPPED);
   auto j = status_json(stopped);
   EXPECT_EQ(j["state"], "stopped");
   EXPECT_EQ(j["sessionStarted"], "");
-  EXPECT_EQ(j.size(), 15u);  // the same keys whatever the state
+  EXPECT_EQ(j.size(), 16u);  // the same keys whatever the state
 }
 
 TEST(Status, WatchFrames) {
