@@ -18,8 +18,9 @@ using nlohmann::json;
 
 constexpr int kSupportedVersion = 1;
 constexpr std::array kTopLevelKeys = {"version", "defaultAccount", "startTimeout", "logLevel",
-                                      "local"};
+                                      "local", "ports"};
 constexpr std::array kLocalKeys = {"addressPool"};
+constexpr std::array kPortsKeys = {"bindAllInterfaces"};
 constexpr std::array kAccounts = {"local"};
 constexpr std::array kLogLevels = {"trace", "debug", "info", "warn", "error"};
 // The pool must hold at least one per-session /30, and a /8 is already more than any machine
@@ -186,6 +187,18 @@ void parse_local(const Validator& check, const json& v, LocalAccountSettings& lo
   if (auto it = v.find("addressPool"); it != v.end()) parse_address_pool(check, *it, local);
 }
 
+void parse_ports(const Validator& check, const json& v, PortSettings& ports) {
+  if (!v.is_object())
+    check.fail("ports",
+               "expected an object like {\"bindAllInterfaces\": false}, got " + describe(v));
+  check.reject_unknown_keys(v, "ports", kPortsKeys);
+  if (auto it = v.find("bindAllInterfaces"); it != v.end()) {
+    if (!it->is_boolean())
+      check.fail("ports.bindAllInterfaces", "expected true or false, got " + describe(*it));
+    ports.bind_all_interfaces = it->get<bool>();
+  }
+}
+
 }  // namespace
 
 OffloadConfig parse_config(std::string_view text, const std::string& source) {
@@ -227,6 +240,7 @@ OffloadConfig parse_config(std::string_view text, const std::string& source) {
     config.log_level = level;
   }
   if (auto it = doc.find("local"); it != doc.end()) parse_local(check, *it, config.local);
+  if (auto it = doc.find("ports"); it != doc.end()) parse_ports(check, *it, config.ports);
   return config;
 }
 
@@ -246,6 +260,7 @@ std::string to_json(const OffloadConfig& config) {
   doc["startTimeout"] = format_duration(config.start_timeout);
   doc["logLevel"] = config.log_level;
   doc["local"]["addressPool"] = config.local.address_pool;
+  doc["ports"]["bindAllInterfaces"] = config.ports.bind_all_interfaces;
   return doc.dump(2) + "\n";
 }
 

@@ -8,6 +8,11 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <iostream>
 
 #include "offload/common/fs.h"
@@ -15,9 +20,16 @@
 
 namespace offload::daemon {
 namespace fs = std::filesystem;
+namespace asio = boost::asio;
 
-Daemon::Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers providers)
-    : paths_(paths), sessions_(paths, std::move(config), std::move(providers)), control_(sessions_) {}
+Daemon::Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers providers,
+               PortPolicy port_policy, UdpFlowSettings udp)
+    : paths_(paths),
+      sessions_(paths, std::move(config), std::move(providers)),
+      control_(sessions_),
+      ports_(std::make_shared<PortForwarder>(io_, port_policy, sessions_, std::move(udp))) {
+  sessions_.attach_ports(ports_);
+}
 
 Daemon::~Daemon() { stop(); }
 
@@ -41,12 +53,26 @@ void Daemon::start() {
   work_.emplace(io_.get_executor());
   endpoint_ = std::make_unique<DockerEndpoint>(io_, paths_.docker_socket, sessions_);
   endpoint_->start();
+  asio::co_spawn(io_, reconcile_ports(), asio::detached);
   for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
   spdlog::info("offloadd {} serving {} and {}", OFFLOAD_VERSION, paths_.control_socket.string(),
                paths_.docker_socket.string());
 }
 
+// Snapshots from the runner reconcile the listeners on every change; this also retries ports
+// that were busy locally and rebinds listeners that died, when nothing else changes.
+asio::awaitable<void> Daemon::reconcile_ports() {
+  asio::steady_timer timer(io_);
+  for (;;) {
+    timer.expires_after(std::chrono::seconds(30));
+    auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    if (auto ports = ports_) ports->reconcile();
+  }
+}
+
 void Daemon::stop() {
+  sessions_.detach();  // no runner event may reach the forwarder once io_ stops
   if (endpoint_) endpoint_->stop();
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -57,6 +83,7 @@ void Daemon::stop() {
   for (auto& t : threads_) t.join();
   threads_.clear();
   endpoint_.reset();
+  ports_.reset();
 }
 
 int run_daemon(int argc, char** argv) {
@@ -113,7 +140,8 @@ int run_daemon(int argc, char** argv) {
 
   SessionManager::Providers providers;
   providers["local"] = std::make_unique<LocalProvider>(paths, config.local);
-  Daemon daemon(paths, config, std::move(providers));
+  Daemon daemon(paths, config, std::move(providers),
+                PortPolicy{.bind_all_interfaces = config.ports.bind_all_interfaces});
   try {
     daemon.start();
   } catch (const std::exception& e) {

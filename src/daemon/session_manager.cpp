@@ -135,13 +135,7 @@ class SessionManager::EventsReader final : public grpc::ClientReadReactor<v1::Se
 SessionManager::SessionManager(StatePaths paths, OffloadConfig config, Providers providers)
     : paths_(std::move(paths)), config_(std::move(config)), providers_(std::move(providers)) {}
 
-SessionManager::~SessionManager() {
-  std::unique_ptr<EventsReader> events;
-  {
-    std::lock_guard lock(mu_);
-    events = std::move(events_);
-  }
-}
+SessionManager::~SessionManager() { detach(); }
 
 Provider& SessionManager::provider_for(const std::string& account) const {
   auto it = providers_.find(account);
@@ -219,7 +213,52 @@ void SessionManager::start_events() {
   }
 }
 
+void SessionManager::attach_ports(std::shared_ptr<PortForwarder> ports) {
+  std::lock_guard lock(mu_);
+  ports_ = std::move(ports);
+}
+
+void SessionManager::detach() {
+  std::unique_ptr<EventsReader> events;
+  {
+    std::lock_guard lock(mu_);
+    events = std::move(events_);
+  }
+  events.reset();  // waits until no event callback runs any more
+  clear_ports();
+  std::lock_guard lock(mu_);
+  ports_.reset();
+}
+
+void SessionManager::clear_ports() {
+  std::shared_ptr<PortForwarder> ports;
+  {
+    std::lock_guard lock(mu_);
+    ports = ports_;
+  }
+  if (ports) ports->clear();
+}
+
 void SessionManager::on_session_event(const v1::SessionEvent& event) {
+  if (event.state() == v1::SESSION_STATE_RUNNING && event.ports_snapshot()) {
+    std::shared_ptr<PortForwarder> ports;
+    std::weak_ptr<RunnerClient> runner;
+    {
+      std::lock_guard lock(mu_);
+      if (state_ != v1::DAEMON_STATE_STARTED && state_ != v1::DAEMON_STATE_STARTING) return;
+      ports = ports_;
+      runner = runner_;
+    }
+    if (!ports) return;
+    std::vector<v1::PublishedPort> snapshot(event.ports().begin(), event.ports().end());
+    ports->apply(snapshot, [runner](std::uint32_t port, const std::string& protocol)
+                               -> std::shared_ptr<tunnel::ClientTunnelStream> {
+      auto client = runner.lock();
+      return client ? client->open_port_tunnel(port, protocol) : nullptr;
+    });
+    notify();
+    return;
+  }
   if (event.state() != v1::SESSION_STATE_ENDED) return;
   {
     std::lock_guard lock(mu_);
@@ -227,6 +266,7 @@ void SessionManager::on_session_event(const v1::SessionEvent& event) {
     runner_.reset();
   }
   spdlog::warn("the session ended on the runner: {}", event.reason());
+  clear_ports();
   set_state(v1::DAEMON_STATE_ENDED, event.reason());
 }
 
@@ -237,6 +277,7 @@ void SessionManager::on_event_stream_lost(const std::string& why) {
     runner_.reset();
   }
   spdlog::error("lost the connection to the runner: {}", why);
+  clear_ports();
   set_state(v1::DAEMON_STATE_ENDED, "lost the connection to the runner: " + why);
 }
 
@@ -422,6 +463,7 @@ void SessionManager::clear_session() {
     info_.Clear();
   }
   events.reset();
+  clear_ports();
   if (provisioned) {
     auto it = providers_.find(account);
     if (it != providers_.end()) it->second->release(*provisioned);
@@ -512,6 +554,8 @@ v1::SessionStatus SessionManager::status() const {
   s.set_ended_reason(ended_reason_);
   s.set_gpu(false);
   s.set_active_streams(active_streams_.load());
+  if (ports_ && (state_ == v1::DAEMON_STATE_STARTED || state_ == v1::DAEMON_STATE_STARTING))
+    for (auto& p : ports_->ports()) *s.add_ports() = p;
   return s;
 }
 

@@ -21,12 +21,19 @@ struct LocalAccountSettings {
   std::string address_pool = "10.213.0.0/16";
 };
 
+struct PortSettings {
+  // Published ports on 0.0.0.0/:: listen on every interface of this machine, as Docker does,
+  // instead of on loopback only.
+  bool bind_all_interfaces = false;
+};
+
 struct OffloadConfig {
   int version = 1;
   std::string default_account = "local";
   std::chrono::milliseconds start_timeout = std::chrono::minutes(2);
   std::string log_level = "info";
   LocalAccountSettings local;
+  PortSettings ports;
 };
 
 // Parses and validates the JSON text; absent keys keep their defaults. `source` is the name to

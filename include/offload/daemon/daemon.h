@@ -3,6 +3,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <memory>
@@ -18,7 +19,8 @@ namespace offload::daemon {
 
 class Daemon {
  public:
-  Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers providers);
+  Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers providers,
+         PortPolicy port_policy = {}, UdpFlowSettings udp = {});
   ~Daemon();
 
   // Re-attaches to a persisted session, then serves offloadd.sock and docker.sock (both 0600).
@@ -31,6 +33,8 @@ class Daemon {
   const StatePaths& paths() const { return paths_; }
 
  private:
+  boost::asio::awaitable<void> reconcile_ports();
+
   StatePaths paths_;
   SessionManager sessions_;
   ControlService control_;
@@ -38,6 +42,7 @@ class Daemon {
   boost::asio::io_context io_;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::unique_ptr<DockerEndpoint> endpoint_;
+  std::shared_ptr<PortForwarder> ports_;
   std::vector<std::thread> threads_;
 };
 

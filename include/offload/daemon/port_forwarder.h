@@ -122,8 +122,8 @@ class PortForwarder {
   // Closes every listener and forgets the snapshot (session ended or stopped).
   void clear();
 
-  // One entry per wanted (local address, protocol), listening or not (then with `error`), plus
-  // every snapshot entry that cannot be forwarded; ordered by port, protocol, address.
+  // One entry per wanted (local address, protocol), listening or not (then with `error`),
+  // ordered by port, protocol, address; then every snapshot entry that cannot be forwarded.
   std::vector<v1::ForwardedPort> ports() const;
 
   struct Listener;  // implementation; public for the .cpp's helpers

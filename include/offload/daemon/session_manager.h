@@ -15,6 +15,7 @@
 
 #include "offload/common/paths.h"
 #include "offload/config/config.h"
+#include "offload/daemon/port_forwarder.h"
 #include "offload/daemon/provider.h"
 #include "offload/daemon/runner_client.h"
 #include "offload/v1/control.pb.h"
@@ -44,11 +45,17 @@ std::string to_json(const PersistedSession& s);
 // Throws std::runtime_error naming `source` on malformed input.
 PersistedSession parse_persisted_session(std::string_view json, const std::string& source);
 
-class SessionManager {
+class SessionManager final : public ActivitySink {
  public:
   using Providers = std::map<std::string, std::unique_ptr<Provider>>;
   SessionManager(StatePaths paths, OffloadConfig config, Providers providers);
-  ~SessionManager();
+  ~SessionManager() override;
+
+  // Published ports of the session are forwarded by `ports` (may be null: no forwarding).
+  void attach_ports(std::shared_ptr<PortForwarder> ports);
+  // Stops following the runner (events, ports) without touching the session: the daemon is
+  // shutting down and a restarted one re-attaches.
+  void detach();
 
   // Re-attaches to the session in state.json, if any. Never throws: a session that cannot be
   // recovered is reported as ended, with the reason, until `stop`.
@@ -75,9 +82,12 @@ class SessionManager {
   int watch(Watcher watcher);
   void unwatch(int id);
 
-  // Tunneled connections, counted for status (and the idle timer, later).
+  // Tunneled connections (Docker API and forwarded ports), counted for status (and the idle
+  // timer, later).
   void stream_opened();
   void stream_closed();
+  void connection_opened() override { stream_opened(); }
+  void connection_closed() override { stream_closed(); }
 
   // Called by the runner's event stream (and tests).
   void on_session_event(const v1::SessionEvent& event);
@@ -91,6 +101,7 @@ class SessionManager {
   void persist();
   void start_events();
   void clear_session();
+  void clear_ports();
   std::string restore_context(const std::string& previous);
 
   StatePaths paths_;
@@ -106,6 +117,7 @@ class SessionManager {
   std::shared_ptr<RunnerClient> runner_;
   v1::SessionInfo info_;
   std::unique_ptr<EventsReader> events_;
+  std::shared_ptr<PortForwarder> ports_;
   std::atomic<std::int64_t> active_streams_{0};
   std::map<int, Watcher> watchers_;
   int next_watcher_ = 1;

@@ -33,15 +33,16 @@ bool same_ports(const PortSnapshot& a, const PortSnapshot& b);
 PortSnapshot published_ports_from_containers_json(std::string_view engine_json);
 
 // Splits the body of GET /events (already de-chunked) into its JSON objects. The engine writes
-// one object per message, but the transport may cut anywhere, so this tracks strings and nesting
-// itself instead of trusting newlines. It does not validate the JSON inside an object.
+// one object per message, but the transport may cut anywhere, so this tracks strings and
+// bracket nesting itself instead of trusting newlines. Beyond brackets it does not validate the
+// JSON inside an object.
 class EngineEventSplitter {
  public:
   explicit EngineEventSplitter(std::size_t max_event_bytes = 1 << 20);
 
   // Appends every object completed by `bytes` to `events`. Fails (and stays failed until
-  // reset()) on bytes outside an object other than whitespace, or on an object longer than
-  // max_event_bytes: errc::bad_message / errc::message_size.
+  // reset()) on bytes outside an object other than whitespace or a mismatched closing bracket
+  // (errc::bad_message), or on an object longer than max_event_bytes (errc::message_size).
   std::error_code feed(std::string_view bytes, std::vector<std::string>& events);
   // True when no object is half read.
   bool between_events() const { return partial_.empty(); }
@@ -50,7 +51,7 @@ class EngineEventSplitter {
  private:
   std::size_t max_event_bytes_;
   std::string partial_;
-  int depth_ = 0;
+  std::string open_;  // the closer each open bracket expects, innermost last
   bool in_string_ = false;
   bool escaped_ = false;
   std::error_code failed_;
@@ -109,10 +110,11 @@ class ManualClock final : public Clock {
 
 // Watches the engine at `api_socket` and calls `on_change` with the complete published-port set:
 // once as soon as the first listing succeeds, then whenever the set differs from the last one
-// reported. Listings happen on every event that may change ports (and once more `settle_delay`
-// later, because dockerd 20.10 emits `die` before its container list stops showing the
-// container as running), after every (re)connect of the event stream, and every
-// `reconcile_interval` as a guard against anything missed. A broken event stream (engine
+// reported. Listings happen on every event that may change ports, and again `settle_delay` and
+// 4 × `settle_delay` after the last such event (dockerd 20.10 emits `die` before its container
+// list stops showing the container as running: measured 150 ms after `docker wait` returned,
+// and a container that exits on its own sends nothing after `die`); after every (re)connect of
+// the event stream; and every `reconcile_interval` as a guard against anything missed. A broken event stream (engine
 // restarting) is reconnected with backoff from 100 ms doubling to 5 s. A failed listing keeps
 // the last snapshot: a hiccup must not close every forwarded port.
 //
@@ -174,7 +176,9 @@ class PortWatcher {
   bool stopping_ = false;
   bool listing_wanted_ = true;           // the first listing happens at once
   bool reported_ = false;                // on_change has been called at least once
-  Clock::time_point settle_at_ = Clock::time_point::max();
+  Clock::time_point last_event_at_{};
+  Clock::time_point settle_at_ = Clock::time_point::max();  // next follow-up listing
+  int settle_step_ = 0;                                      // follow-ups done since the event
   PortSnapshot snapshot_;
   Stats stats_;
   std::vector<Exchange*> exchanges_;     // in flight, so the destructor can abort them

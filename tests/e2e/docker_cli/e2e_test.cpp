@@ -14,6 +14,11 @@
 #include <future>
 #include <thread>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
 #include "offload/common/token.h"
@@ -157,6 +162,7 @@ class OffloadEnvironment : public ::testing::Environment {
     fs::create_directories(rootfs / "tmp");
     fs::create_directories(rootfs / "etc");
     fs::copy_file("/usr/bin/busybox", rootfs / "bin" / "busybox");
+    fs::copy_file(OFFLOAD_ECHO_SERVER, rootfs / "bin" / "echo-server");
     auto list = run_command({"/usr/bin/busybox", "--list"});
     std::istringstream names(list.output);
     std::string name;
@@ -378,6 +384,176 @@ TEST_F(E2E, TheSystemDockerdIsUndisturbed) {
   EXPECT_EQ(sh("docker ps --format '{{.Names}}'").out.find("host-box"), std::string::npos);
   EXPECT_EQ(trim(sh(host_docker("inspect -f '{{.State.Running}}' host-box")).out), "true");
   sh("docker rm -f session-box");
+}
+
+// ---- Published ports reach localhost ---------------------------------------------------------
+
+int connect_local(int port, int type = SOCK_STREAM) {
+  int fd = ::socket(AF_INET, type, 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool port_open(int port) {
+  int fd = connect_local(port);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
+std::string http_get(int port) {
+  return sh("curl -s --max-time 3 http://127.0.0.1:" + std::to_string(port) + "/").out;
+}
+
+const std::string kWebServer =
+    " sh -c 'mkdir -p /www && echo hello-from-remote > /www/index.html && exec httpd -f -p 80 -h "
+    "/www'";
+
+TEST_F(E2E, APublishedPortAnswersOnLocalhostAndFollowsTheContainer) {
+  ASSERT_SH_OK(sh("docker run -d --name web -p 18081:80 " + kImage + kWebServer));
+  EXPECT_TRUE(wait_for([] { return http_get(18081) == "hello-from-remote\n"; }, 10s));
+  auto status = sh("docker offload status --format json");
+  EXPECT_NE(status.out.find("127.0.0.1:18081"), std::string::npos) << status.out;
+  auto pretty = sh("docker offload status");
+  EXPECT_NE(pretty.out.find("127.0.0.1:18081"), std::string::npos) << pretty.out;
+
+  ASSERT_SH_OK(sh("docker stop -t 1 web"));
+  EXPECT_TRUE(wait_for([] { return !port_open(18081); }, 10s)) << "listener left open";
+  ASSERT_SH_OK(sh("docker start web"));
+  EXPECT_TRUE(wait_for([] { return http_get(18081) == "hello-from-remote\n"; }, 10s));
+  ASSERT_SH_OK(sh("docker restart -t 1 web"));
+  EXPECT_TRUE(wait_for([] { return http_get(18081) == "hello-from-remote\n"; }, 10s));
+  ASSERT_SH_OK(sh("docker rm -f web"));
+  EXPECT_TRUE(wait_for([] { return !port_open(18081); }, 10s)) << "listener left open";
+}
+
+TEST_F(E2E, AnExplicitLoopbackBindingStaysLoopback) {
+  ASSERT_SH_OK(sh("docker run -d --name web-lo -p 127.0.0.1:18082:80 " + kImage + kWebServer));
+  EXPECT_TRUE(wait_for([] { return http_get(18082) == "hello-from-remote\n"; }, 10s));
+  sh("docker rm -f web-lo");
+}
+
+TEST_F(E2E, UdpDatagramsReachTheContainerAndBack) {
+  ASSERT_SH_OK(sh("docker run -d --name udp-echo -p 18083:7/udp " + kImage + " echo-server udp 7"));
+  std::string reply;
+  wait_for(
+      [&] {
+        int fd = connect_local(18083, SOCK_DGRAM);
+        if (fd < 0) return false;
+        timeval tv{0, 500000};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ::send(fd, "ping", 4, 0);
+        char buf[64];
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        ::close(fd);
+        if (n > 0) reply.assign(buf, static_cast<std::size_t>(n));
+        return n > 0;
+      },
+      15s);
+  EXPECT_EQ(reply, "ping");
+  sh("docker rm -f udp-echo");
+}
+
+TEST_F(E2E, RandomHostPortsAndPublishAll) {
+  ASSERT_SH_OK(sh("docker run -d --name web-rnd -p 80 " + kImage + kWebServer));
+  auto mapping = trim(sh("docker port web-rnd 80/tcp | head -1").out);  // 0.0.0.0:49153
+  int port = std::stoi(mapping.substr(mapping.rfind(':') + 1));
+  EXPECT_TRUE(wait_for([&] { return http_get(port) == "hello-from-remote\n"; }, 10s)) << mapping;
+  sh("docker rm -f web-rnd");
+
+  fs::path ctx = g_dir / "exposed";
+  fs::create_directories(ctx);
+  ASSERT_FALSE(write_file_atomic(ctx / "Dockerfile", "FROM " + kImage + "\nEXPOSE 8080\n"));
+  ASSERT_SH_OK(sh("docker build -q -t offload-e2e/exposed " + ctx.string(), 120s));
+  ASSERT_SH_OK(sh("docker run -d --name web-all -P offload-e2e/exposed sh -c 'mkdir -p /w && "
+                  "echo all > /w/index.html && exec httpd -f -p 8080 -h /w'"));
+  auto all = trim(sh("docker port web-all 8080/tcp | head -1").out);
+  int all_port = std::stoi(all.substr(all.rfind(':') + 1));
+  EXPECT_TRUE(wait_for([&] { return http_get(all_port) == "all\n"; }, 10s)) << all;
+  sh("docker rm -f web-all");
+}
+
+TEST_F(E2E, APortTakenLocallyIsReportedNotSkipped) {
+  // Another program of this machine owns 127.0.0.1:18090.
+  int owner = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(18090);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(owner, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::listen(owner, 4);
+  ASSERT_SH_OK(sh("docker run -d --name taken -p 18090:80 " + kImage + kWebServer));
+  std::string status;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        status = sh("docker offload status --format json").out;
+        return status.find("127.0.0.1:18090 already in use by another program") != std::string::npos;
+      },
+      10s))
+      << status;
+  auto pretty = sh("docker offload status").out;
+  EXPECT_NE(pretty.find("already in use"), std::string::npos) << pretty;
+  ::close(owner);
+  sh("docker rm -f taken");
+}
+
+TEST_F(E2E, FiftyConcurrentConnectionsThroughOnePort) {
+  ASSERT_SH_OK(sh("docker run -d --name echo -p 18084:9000 " + kImage + " echo-server tcp 9000"));
+  ASSERT_TRUE(wait_for(
+      [] {
+        int fd = connect_local(18084);
+        if (fd < 0) return false;
+        ::send(fd, "x", 1, 0);
+        ::shutdown(fd, SHUT_WR);
+        char c;
+        bool echoed = ::recv(fd, &c, 1, 0) == 1;
+        ::close(fd);
+        return echoed;
+      },
+      15s));
+  constexpr std::size_t kBytes = 1 << 20;
+  std::vector<std::future<bool>> clients;
+  for (int i = 0; i < 50; ++i) {
+    clients.push_back(std::async(std::launch::async, [i] {
+      std::string payload(kBytes, '\0');
+      for (std::size_t k = 0; k < kBytes; ++k) payload[k] = static_cast<char>((k * 31 + i) & 0xff);
+      int fd = connect_local(18084);
+      if (fd < 0) return false;
+      timeval tv{60, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      std::string got;
+      std::thread writer([&] {
+        for (std::size_t off = 0; off < kBytes;) {
+          ssize_t w = ::send(fd, payload.data() + off, kBytes - off, MSG_NOSIGNAL);
+          if (w <= 0) break;
+          off += static_cast<std::size_t>(w);
+        }
+        ::shutdown(fd, SHUT_WR);
+      });
+      char buf[65536];
+      for (;;) {
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, static_cast<std::size_t>(n));
+      }
+      writer.join();
+      ::close(fd);
+      return got == payload;
+    }));
+  }
+  int ok = 0;
+  for (auto& c : clients) ok += c.get() ? 1 : 0;
+  EXPECT_EQ(ok, 50);
+  sh("docker rm -f echo");
 }
 
 TEST_F(E2E, WithoutRootTheLocalAccountSaysSo) {

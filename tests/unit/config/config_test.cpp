@@ -48,6 +48,7 @@ void expect_defaults(const OffloadConfig& c) {
   EXPECT_EQ(c.start_timeout, 2min);
   EXPECT_EQ(c.log_level, "info");
   EXPECT_EQ(c.local.address_pool, "10.213.0.0/16");
+  EXPECT_FALSE(c.ports.bind_all_interfaces);
 }
 
 }  // namespace
@@ -56,6 +57,7 @@ TEST(Config, EmptyObjectGivesDefaults) { expect_defaults(parse_config("{}", kSou
 
 TEST(Config, EmptyNestedObjectGivesDefaults) {
   expect_defaults(parse_config(R"({"local": {}})", kSource));
+  expect_defaults(parse_config(R"({"ports": {}})", kSource));
 }
 
 TEST(Config, ReadsEveryKey) {
@@ -64,7 +66,8 @@ TEST(Config, ReadsEveryKey) {
     "defaultAccount": "local",
     "startTimeout": "1h30m",
     "logLevel": "debug",
-    "local": {"addressPool": "172.30.0.0/20"}
+    "local": {"addressPool": "172.30.0.0/20"},
+    "ports": {"bindAllInterfaces": true}
   })",
                         kSource);
   EXPECT_EQ(c.version, 1);
@@ -72,6 +75,14 @@ TEST(Config, ReadsEveryKey) {
   EXPECT_EQ(c.start_timeout, 90min);
   EXPECT_EQ(c.log_level, "debug");
   EXPECT_EQ(c.local.address_pool, "172.30.0.0/20");
+  EXPECT_TRUE(c.ports.bind_all_interfaces);
+}
+
+TEST(Config, BindAllInterfacesBothWays) {
+  EXPECT_TRUE(parse_config(R"({"ports": {"bindAllInterfaces": true}})", kSource)
+                  .ports.bind_all_interfaces);
+  EXPECT_FALSE(parse_config(R"({"ports": {"bindAllInterfaces": false}})", kSource)
+                   .ports.bind_all_interfaces);
 }
 
 TEST(Config, EveryLogLevel) {
@@ -94,10 +105,11 @@ TEST(Config, RoundTripsThroughToJson) {
   c.start_timeout = 95s;
   c.log_level = "warn";
   c.local.address_pool = "10.50.0.0/24";
+  c.ports.bind_all_interfaces = true;
   std::string text = to_json(c);
   for (const char* key :
        {"\"version\"", "\"defaultAccount\"", "\"startTimeout\"", "\"logLevel\"", "\"local\"",
-        "\"addressPool\""})
+        "\"addressPool\"", "\"ports\"", "\"bindAllInterfaces\""})
     EXPECT_TRUE(contains(text, key)) << key << " missing in " << text;
   auto back = parse_config(text, kSource);
   EXPECT_EQ(back.version, c.version);
@@ -105,10 +117,11 @@ TEST(Config, RoundTripsThroughToJson) {
   EXPECT_EQ(back.start_timeout, c.start_timeout);
   EXPECT_EQ(back.log_level, c.log_level);
   EXPECT_EQ(back.local.address_pool, c.local.address_pool);
+  EXPECT_EQ(back.ports.bind_all_interfaces, c.ports.bind_all_interfaces);
   EXPECT_EQ(to_json(OffloadConfig{}),
             "{\n  \"version\": 1,\n  \"defaultAccount\": \"local\",\n  \"startTimeout\": \"2m\",\n"
             "  \"logLevel\": \"info\",\n  \"local\": {\n    \"addressPool\": \"10.213.0.0/16\"\n"
-            "  }\n}\n");
+            "  },\n  \"ports\": {\n    \"bindAllInterfaces\": false\n  }\n}\n");
 }
 
 // Exact messages: these are what users read, so they are part of the contract.
@@ -130,14 +143,14 @@ TEST(ConfigErrors, ZeroDuration) {
 TEST(ConfigErrors, UnknownTopLevelKey) {
   EXPECT_EQ(error_of(R"({"idleTimeout": "5m"})"),
             "~/.docker/offload/config.json: \"idleTimeout\": unknown key (known keys: version, "
-            "defaultAccount, startTimeout, logLevel, local)");
+            "defaultAccount, startTimeout, logLevel, local, ports)");
 }
 
 TEST(ConfigErrors, UnknownKeySuggestsSpelling) {
   EXPECT_EQ(error_of(R"({"start_timeout": "5m"})"),
             "~/.docker/offload/config.json: \"start_timeout\": unknown key, did you mean "
             "\"startTimeout\"? (known keys: version, defaultAccount, startTimeout, logLevel, "
-            "local)");
+            "local, ports)");
   EXPECT_TRUE(contains(error_of(R"({"LogLevel": "info"})"), "did you mean \"logLevel\"?"));
 }
 
@@ -145,6 +158,11 @@ TEST(ConfigErrors, UnknownNestedKey) {
   EXPECT_EQ(error_of(R"({"local": {"addressPool": "10.213.0.0/16", "pool": "x"}})"),
             "~/.docker/offload/config.json: \"local.pool\": unknown key (known keys in "
             "\"local\": addressPool)");
+  EXPECT_EQ(error_of(R"({"ports": {"bindAll": true}})"),
+            "~/.docker/offload/config.json: \"ports.bindAll\": unknown key (known keys in "
+            "\"ports\": bindAllInterfaces)");
+  EXPECT_TRUE(contains(error_of(R"({"ports": {"bind_all_interfaces": true}})"),
+                       "did you mean \"bindAllInterfaces\"?"));
 }
 
 TEST(ConfigErrors, WrongTypes) {
@@ -161,6 +179,14 @@ TEST(ConfigErrors, WrongTypes) {
   EXPECT_TRUE(contains(error_of(R"({"local": {"addressPool": {}}})"),
                        "\"local.addressPool\": expected a string like \"10.213.0.0/16\", got an "
                        "object"));
+  EXPECT_EQ(error_of(R"({"ports": {"bindAllInterfaces": "yes"}})"),
+            "~/.docker/offload/config.json: \"ports.bindAllInterfaces\": expected true or false, "
+            "got string \"yes\"");
+  EXPECT_TRUE(contains(error_of(R"({"ports": {"bindAllInterfaces": 1}})"),
+                       "\"ports.bindAllInterfaces\": expected true or false, got number 1"));
+  EXPECT_EQ(error_of(R"({"ports": true})"),
+            "~/.docker/offload/config.json: \"ports\": expected an object like "
+            "{\"bindAllInterfaces\": false}, got boolean true");
 }
 
 TEST(ConfigErrors, NonObjectTopLevel) {
