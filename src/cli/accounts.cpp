@@ -13,7 +13,7 @@ CLI::App* new_accounts_command(CLI::App& parent, AccountsOptions& options) {
 }
 
 int run_accounts(CommandContext& cli, const AccountsOptions& options) {
-  v1::Control::Stub& stub = cli.daemon.connect();
+  v1::Control::Stub& stub = detail::connect(cli);
   auto list = detail::call(cli, stub, &v1::Control::Stub::ListAccounts, {});
   if (options.format == "json") cli.console.out << accounts_json(list).dump() << "\n";
   else cli.console.out << render_accounts_table(list);

@@ -12,6 +12,7 @@
 #include "offload/cli/render.h"
 #include "offload/common/duration.h"
 #include "offload/common/paths.h"
+#include "verb.h"
 
 namespace offload::cli {
 namespace {
@@ -53,10 +54,22 @@ std::optional<std::string> validate(const CommandLine& line) {
   if (verb == "start" && !line.start.timeout.empty() && !parse_duration(line.start.timeout))
     return "invalid argument \"" + line.start.timeout +
            "\" for \"--timeout\" flag: not a duration (use e.g. 90s, 5m or 1h30m)";
+  if (verb == "start" && !line.start.idle_timeout.empty()) {
+    auto idle = parse_duration(line.start.idle_timeout);
+    if (!idle)
+      return "invalid argument \"" + line.start.idle_timeout +
+             "\" for \"--idle-timeout\" flag: not a duration (use e.g. 90s, 5m or 1h30m)";
+    // 0 in the request means "the configured default", so it cannot also mean "never".
+    if (idle->count() <= 0)
+      return "invalid argument \"" + line.start.idle_timeout +
+             "\" for \"--idle-timeout\" flag: must be longer than zero (to never end an idle "
+             "session, set \"idleTimeout\": \"0\" in config.json)";
+  }
   if (verb == "status") return check_format(line.status.format, "-f, --format");
   if (verb == "ps") return check_format(line.ps.format, "--format");
   if (verb == "images") return check_format(line.images.format, "--format");
   if (verb == "accounts") return check_format(line.accounts.format, "--format");
+  if (verb == "diagnose") return check_format(line.diagnose.format, "--format");
   if (verb == "version" && line.version.json && line.version.short_only)
     return "--json and --short cannot be used together";
   return std::nullopt;
@@ -70,6 +83,8 @@ Environment Environment::from_process() {
   env.docker_host = env_value("DOCKER_HOST");
   env.docker_context = env_value("DOCKER_CONTEXT");
   env.plugin_socket = env_value("DOCKER_CLI_PLUGIN_SOCKET");
+  std::error_code ec;
+  env.program = std::filesystem::read_symlink("/proc/self/exe", ec);
   return env;
 }
 
@@ -137,6 +152,7 @@ std::unique_ptr<CLI::App> new_offload_command(CommandLine& line) {
   app->allow_extras();
   app->require_subcommand(0, 1);
   new_accounts_command(*app, line.accounts);
+  new_diagnose_command(*app, line.diagnose);
   new_images_command(*app, line.images);
   new_ps_command(*app, line.ps);
   new_start_command(*app, line.start);
@@ -207,6 +223,21 @@ std::optional<int> parse_command_line(const std::vector<std::string>& args, Comm
   return std::nullopt;
 }
 
+void detail::print_notices(CommandContext& cli, v1::Control::Stub& stub) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  v1::TakeNoticesResponse response;
+  grpc::Status status;
+  {
+    Interrupt::Guard guard(cli.interrupt, context);
+    status = stub.TakeNotices(&context, {}, &response);
+  }
+  if (cli.interrupt.requested()) throw CliError("", kExitInterrupted);
+  if (!status.ok()) return;
+  for (const auto& notice : response.notices()) cli.console.err << "WARNING: " << notice << "\n";
+  cli.console.err.flush();
+}
+
 int run_command(const CommandLine& line, CommandContext& cli) {
   try {
     const std::string& verb = line.verb;
@@ -217,6 +248,7 @@ int run_command(const CommandLine& line, CommandContext& cli) {
     if (verb == "images") return run_images(cli, line.images);
     if (verb == "version") return run_version(cli, line.version);
     if (verb == "accounts") return run_accounts(cli, line.accounts);
+    if (verb == "diagnose") return run_diagnose(cli, line.diagnose);
     throw CliError("docker: '" + verb + "' is not a docker offload command.");
   } catch (const CliError& e) {
     cli.console.out.flush();

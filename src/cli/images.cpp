@@ -13,7 +13,7 @@ CLI::App* new_images_command(CLI::App& parent, ImagesOptions& options) {
 }
 
 int run_images(CommandContext& cli, const ImagesOptions& options) {
-  v1::Control::Stub& stub = cli.daemon.connect();
+  v1::Control::Stub& stub = detail::connect(cli);
   auto list = detail::call(cli, stub, &v1::Control::Stub::ListImages, {});
   auto& out = cli.console.out;
   if (options.quiet) out << render_image_ids(list);

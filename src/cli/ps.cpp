@@ -17,7 +17,7 @@ CLI::App* new_ps_command(CLI::App& parent, PsOptions& options) {
 int run_ps(CommandContext& cli, const PsOptions& options) {
   v1::ListContainersRequest request;
   request.set_all(options.all);
-  v1::Control::Stub& stub = cli.daemon.connect();
+  v1::Control::Stub& stub = detail::connect(cli);
   auto list = detail::call(cli, stub, &v1::Control::Stub::ListContainers, request);
   auto& out = cli.console.out;
   if (options.quiet) out << render_container_ids(list);

@@ -215,13 +215,40 @@ std::string format_utc(std::int64_t unix_ms) { return format_time(unix_ms, "%Y-%
 
 std::string format_rfc3339(std::int64_t unix_ms) { return format_time(unix_ms, "%Y-%m-%dT%H:%M:%SZ"); }
 
+std::string format_countdown(std::chrono::milliseconds left) {
+  std::int64_t s = (std::max<std::int64_t>(left.count(), 0) + 999) / 1000;
+  if (s < 60) return std::to_string(s) + "s";
+  if (s < 3600) return std::to_string(s / 60) + "m " + std::to_string(s % 60) + "s";
+  return std::to_string(s / 3600) + "h " + std::to_string(s % 3600 / 60) + "m";
+}
+
 // --- status ---
+
+namespace {
+
+bool session_running(const v1::SessionStatus& status) {
+  return status.state() == v1::DAEMON_STATE_STARTED ||
+         status.state() == v1::DAEMON_STATE_RECONNECTING;
+}
+
+// Time left until the idle deadline, when there is one to count down to.
+std::optional<std::chrono::milliseconds> idle_left(const v1::SessionStatus& status,
+                                                   TimePoint now) {
+  const v1::Lifecycle& life = status.lifecycle();
+  if (!status.has_lifecycle() || life.active() || life.idle_deadline_unix_ms() == 0)
+    return std::nullopt;
+  auto deadline = TimePoint(std::chrono::milliseconds(life.idle_deadline_unix_ms()));
+  return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+}
+
+}  // namespace
 
 std::string state_key(v1::DaemonState state) {
   switch (state) {
     case v1::DAEMON_STATE_STOPPED: return "stopped";
     case v1::DAEMON_STATE_STARTING: return "starting";
     case v1::DAEMON_STATE_STARTED: return "started";
+    case v1::DAEMON_STATE_RECONNECTING: return "reconnecting";
     case v1::DAEMON_STATE_STOPPING: return "stopping";
     case v1::DAEMON_STATE_ENDED: return "ended";
     default: return "unknown";
@@ -232,7 +259,12 @@ std::string state_label(const v1::SessionStatus& status) {
   switch (status.state()) {
     case v1::DAEMON_STATE_STOPPED: return "Stopped";
     case v1::DAEMON_STATE_STARTING: return "Starting";
-    case v1::DAEMON_STATE_STARTED: return "Started";
+    case v1::DAEMON_STATE_STARTED:
+      if (!status.has_lifecycle()) return "Started";
+      return status.lifecycle().active() ? "Started (Active)" : "Started (Idle)";
+    case v1::DAEMON_STATE_RECONNECTING:
+      return status.reconnect_error().empty() ? "Reconnecting"
+                                              : "Reconnecting (" + status.reconnect_error() + ")";
     case v1::DAEMON_STATE_STOPPING: return "Stopping";
     case v1::DAEMON_STATE_ENDED:
       return status.ended_reason().empty() ? "Ended" : "Ended (" + status.ended_reason() + ")";
@@ -256,6 +288,15 @@ std::string render_status_pretty(const v1::SessionStatus& status, TimePoint now)
     add_line(out, "Session started",
              format_utc(status.started_unix_ms()) + " (" +
                  humanize_duration(std::max(ago, std::chrono::milliseconds(0))) + " ago)");
+  }
+  if (status.state() == v1::DAEMON_STATE_STARTED && status.has_lifecycle()) {
+    auto left = idle_left(status, now);
+    // An em dash while something runs: the countdown only starts once nothing does.
+    add_line(out, "Time until idle",
+             status.lifecycle().active() ? "\u2014" : left ? format_countdown(*left) : "never");
+    if (status.lifecycle().idle_warning() && left)
+      add_line(out, "Warning",
+               "the session will end in " + format_countdown(*left) + " unless something runs");
   }
   const v1::SessionInfo& info = status.session();
   if (!status.runner_address().empty()) {
@@ -344,6 +385,17 @@ json status_json(const v1::SessionStatus& status) {
       {"endedReason", status.ended_reason()},
       {"sessionId", info.session_id()},
       {"ports", ports_json(status)},
+      {"activity", session_running(status) && status.has_lifecycle()
+                       ? (status.lifecycle().active() ? "active" : "idle")
+                       : ""},
+      {"idleDeadline", status.has_lifecycle() && !status.lifecycle().active()
+                           ? format_rfc3339(status.lifecycle().idle_deadline_unix_ms())
+                           : ""},
+      {"idleWarning", status.lifecycle().idle_warning()},
+      {"idleTimeout", session_running(status)
+                          ? format_duration(std::chrono::milliseconds(status.idle_timeout_ms()))
+                          : ""},
+      {"reconnectError", status.reconnect_error()},
   };
 }
 
@@ -447,9 +499,10 @@ json images_json(const v1::ListImagesResponse& list) {
 // --- accounts ---
 
 std::string render_accounts_table(const v1::ListAccountsResponse& list) {
-  std::vector<std::vector<std::string>> rows{{"NAME", "TYPE", "DEFAULT", "DESCRIPTION"}};
+  std::vector<std::vector<std::string>> rows{
+      {"NAME", "TYPE", "DEFAULT", "ADDRESS", "DESCRIPTION"}};
   for (const auto& a : list.accounts())
-    rows.push_back({a.name(), a.type(), a.is_default() ? "*" : "", a.description()});
+    rows.push_back({a.name(), a.type(), a.is_default() ? "*" : "", a.address(), a.description()});
   return render_table(rows);
 }
 
@@ -459,6 +512,7 @@ json accounts_json(const v1::ListAccountsResponse& list) {
     out.push_back({{"name", a.name()},
                    {"type", a.type()},
                    {"default", a.is_default()},
+                   {"address", a.address()},
                    {"description", a.description()}});
   return out;
 }
@@ -498,6 +552,35 @@ json version_json(const VersionInfo& info) {
   out["runner"] = info.daemon ? info.daemon->runner_version() : "";
   out["engine"] = info.daemon ? info.daemon->engine_version() : "";
   out["engineApi"] = info.daemon ? info.daemon->engine_api_version() : "";
+  return out;
+}
+
+// --- diagnose ---
+
+std::string render_diagnose_pretty(const v1::DiagnoseResponse& report) {
+  std::string out;
+  int failed = 0;
+  for (const auto& c : report.checks()) {
+    out += (c.ok() ? "\u2714 " : "\u2718 ") + c.name() + ": " + c.detail();
+    if (!c.ok()) {
+      ++failed;
+      if (!c.fix().empty()) out += " \u2014 try: " + c.fix();
+    }
+    out += "\n";
+  }
+  const int total = report.checks_size();
+  if (failed == 0)
+    out += "\nAll " + std::to_string(total) + " checks passed.\n";
+  else
+    out += "\n" + std::to_string(failed) + " of " + std::to_string(total) + " checks failed.\n";
+  return out;
+}
+
+json diagnose_json(const v1::DiagnoseResponse& report) {
+  json out = json::array();
+  for (const auto& c : report.checks())
+    out.push_back(
+        {{"name", c.name()}, {"ok", c.ok()}, {"detail", c.detail()}, {"fix", c.fix()}});
   return out;
 }
 

@@ -11,6 +11,8 @@ CLI::App* new_start_command(CLI::App& parent, StartOptions& options) {
                      "Account to start the session with");
   detail::value_flag(*cmd, "--timeout", options.timeout, "duration",
                      "How long provisioning may take, e.g. 90s or 5m");
+  detail::value_flag(*cmd, "--idle-timeout", options.idle_timeout, "duration",
+                     "End the session after this long with nothing running, e.g. 2m");
   return cmd;
 }
 
@@ -35,7 +37,13 @@ int run_start(CommandContext& cli, const StartOptions& options) {
     if (!timeout) throw CliError("invalid --timeout \"" + options.timeout + "\"");
     request.set_timeout_ms(timeout->count());
   }
-  v1::Control::Stub& stub = cli.daemon.connect();
+  if (!options.idle_timeout.empty()) {
+    auto idle = parse_duration(options.idle_timeout);
+    if (!idle || idle->count() <= 0)
+      throw CliError("invalid --idle-timeout \"" + options.idle_timeout + "\"");
+    request.set_idle_timeout_ms(idle->count());
+  }
+  v1::Control::Stub& stub = detail::connect(cli);
   auto& out = cli.console.out;
 
   // Name the account even when the user did not, so the first line says what is happening.

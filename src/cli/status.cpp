@@ -15,7 +15,7 @@ CLI::App* new_status_command(CLI::App& parent, StatusOptions& options) {
 
 int run_status(CommandContext& cli, const StatusOptions& options) {
   const bool as_json = options.format == "json";
-  v1::Control::Stub& stub = cli.daemon.connect();
+  v1::Control::Stub& stub = detail::connect(cli);
   auto& out = cli.console.out;
   if (!options.watch) {
     v1::SessionStatus status = detail::call(cli, stub, &v1::Control::Stub::Status, {});

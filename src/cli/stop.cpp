@@ -38,7 +38,7 @@ bool confirm_stop(const StopOptions& options, Console& console) {
 int run_stop(CommandContext& cli, const StopOptions& options) {
   // Like docker's own prompts, "no" is not an error: nothing happens and the exit code is 0.
   if (!confirm_stop(options, cli.console)) return 0;
-  v1::Control::Stub& stub = cli.daemon.connect();
+  v1::Control::Stub& stub = detail::connect(cli);
   v1::StopResponse response = detail::call(cli, stub, &v1::Control::Stub::Stop, {});
   std::string restored = response.restored_context().empty() ? "default"
                                                              : response.restored_context();

@@ -39,6 +39,19 @@ inline CLI::Option* format_flag(CLI::App& cmd, const std::string& names, std::st
                     "Format the output: pretty or json (default \"pretty\")");
 }
 
+// Prints the daemon's pending notices on stderr as "WARNING: <notice>", once each. Any failure
+// is ignored: a notice is never worth failing the command the user asked for (and an older
+// offloadd has no notices).
+void print_notices(CommandContext& cli, v1::Control::Stub& stub);
+
+// The daemon, started if need be, with its notices shown first: what every verb but `version`
+// does before its own work.
+inline v1::Control::Stub& connect(CommandContext& cli) {
+  v1::Control::Stub& stub = cli.daemon.connect();
+  print_notices(cli, stub);
+  return stub;
+}
+
 // One unary call to offloadd that Ctrl-C cancels. Throws CliError with the user-facing line.
 template <class Request, class Response>
 Response call(CommandContext& cli, v1::Control::Stub& stub,

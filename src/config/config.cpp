@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/asio/ip/address_v6.hpp>
 #include <boost/asio/ip/network_v4.hpp>
 #include <cctype>
 #include <cstdint>
@@ -17,11 +18,13 @@ namespace {
 using nlohmann::json;
 
 constexpr int kSupportedVersion = 1;
-constexpr std::array kTopLevelKeys = {"version", "defaultAccount", "startTimeout", "logLevel",
-                                      "local", "ports"};
+constexpr std::array kTopLevelKeys = {"version",     "defaultAccount", "startTimeout",
+                                      "idleTimeout", "clientTtl",      "maxSessionDuration",
+                                      "logLevel",    "local",          "ports",
+                                      "accounts"};
 constexpr std::array kLocalKeys = {"addressPool"};
 constexpr std::array kPortsKeys = {"bindAllInterfaces"};
-constexpr std::array kAccounts = {"local"};
+constexpr std::array kRemoteKeys = {"type", "address", "tokenFile", "fingerprint"};
 constexpr std::array kLogLevels = {"trace", "debug", "info", "warn", "error"};
 // The pool must hold at least one per-session /30, and a /8 is already more than any machine
 // needs; anything wider would swallow address space the user's own networks may use.
@@ -199,7 +202,168 @@ void parse_ports(const Validator& check, const json& v, PortSettings& ports) {
   }
 }
 
+
+// A duration key. `zero_meaning` empty: zero is refused; otherwise zero is allowed and the hint
+// says what it means.
+std::chrono::milliseconds parse_duration_at(const Validator& check, const json& v,
+                                            const std::string& path, const std::string& example,
+                                            const std::string& zero_meaning) {
+  const auto& text = check.string_at(v, path, example);
+  const std::string usage = "use e.g. 90s, 5m, 1h" +
+                            (zero_meaning.empty() ? std::string() : ", or " + zero_meaning);
+  auto d = parse_duration(text);
+  if (!d) check.fail(path, quote(text) + " is not a duration (" + usage + ")");
+  if (d->count() <= 0 && zero_meaning.empty())
+    check.fail(path, quote(text) + " must be longer than zero (" + usage + ")");
+  return *d;
+}
+
+// The docker CLI's rule for context names, which account names follow so that they read alike
+// in `docker offload accounts` and `docker context ls`.
+bool is_valid_account_name(std::string_view name) {
+  auto ok = [](char c, bool first) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) && u < 0x80) return true;
+    return !first && (c == '_' || c == '.' || c == '+' || c == '-');
+  };
+  if (name.size() < 2) return false;
+  for (std::size_t i = 0; i < name.size(); ++i)
+    if (!ok(name[i], i == 0)) return false;
+  return true;
+}
+
+bool all_digits(std::string_view s) {
+  return !s.empty() &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// "host:port" or "[v6]:port" with a port 1-65535 and a host gRPC can resolve; anything else
+// would only fail later, at `start`, with a less helpful message.
+bool is_host_port(std::string_view text) {
+  std::string_view host, port;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return false;
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    boost::system::error_code ec;
+    boost::asio::ip::make_address_v6(std::string(host), ec);
+    if (ec) return false;
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.empty()) return false;
+    for (char c : host) {
+      unsigned char u = static_cast<unsigned char>(c);
+      if (!((std::isalnum(u) && u < 0x80) || c == '.' || c == '-' || c == '_')) return false;
+    }
+  }
+  if (!all_digits(port) || port.size() > 5) return false;
+  int number = std::stoi(std::string(port));
+  return number >= 1 && number <= 65535;
+}
+
+void parse_remote_account(const Validator& check, const std::string& name, const json& v,
+                          RemoteAccountSettings& account) {
+  const std::string prefix = "accounts." + name;
+  const std::string example =
+      "{\"type\": \"remote\", \"address\": \"runner.example.com:7443\", \"tokenFile\": "
+      "\"" + name + ".token\", \"fingerprint\": \"sha256:...\"}";
+  if (!v.is_object())
+    check.fail(prefix, "expected an object like " + example + ", got " + describe(v));
+  // The type first: another type's keys would otherwise be reported as unknown.
+  auto type = v.find("type");
+  if (type == v.end())
+    check.fail(prefix, "missing \"type\" (the account type is \"remote\": a runner started "
+                       "with `offload-runner serve`)");
+  const auto& type_name = check.string_at(*type, prefix + ".type", "\"remote\"");
+  if (type_name == kLocalAccountName)
+    check.fail(prefix + ".type", "there is one local account, built in as \"local\" (configure "
+                                 "it under the top-level \"local\" key)");
+  if (type_name != "remote")
+    check.fail(prefix + ".type", quote(type_name) + " is not an account type (use \"remote\")");
+  check.reject_unknown_keys(v, prefix, kRemoteKeys);
+
+  auto required = [&](const char* key, const std::string& what) -> const json& {
+    auto it = v.find(key);
+    if (it == v.end()) check.fail(prefix, std::string("missing \"") + key + "\" (" + what + ")");
+    return *it;
+  };
+
+  const std::string address_hint = "the runner's host:port, e.g. runner.example.com:7443";
+  const auto& address = check.string_at(required("address", address_hint), prefix + ".address",
+                                        "\"runner.example.com:7443\"");
+  if (address.find("://") != std::string::npos)
+    check.fail(prefix + ".address",
+               quote(address) + " is not host:port (leave out the scheme: use e.g. "
+                                "runner.example.com:7443)");
+  if (!is_host_port(address))
+    check.fail(prefix + ".address",
+               quote(address) + " is not host:port (use e.g. runner.example.com:7443, or "
+                                "[fd00::1]:7443 for IPv6)");
+  account.address = address;
+
+  const std::string token_hint =
+      "a file holding the account token, absolute or relative to the offload directory";
+  const auto& token_file = check.string_at(required("tokenFile", token_hint),
+                                           prefix + ".tokenFile", "\"" + name + ".token\"");
+  if (token_file.empty())
+    check.fail(prefix + ".tokenFile", "must not be empty (" + token_hint + ")");
+  if (token_file.find('\0') != std::string::npos)
+    check.fail(prefix + ".tokenFile", quote(token_file) + " is not a file name");
+  account.token_file = token_file;
+
+  const std::string fp_hint = "the \"sha256:...\" fingerprint offload-runner prints when it starts";
+  const auto& fp = check.string_at(required("fingerprint", fp_hint), prefix + ".fingerprint",
+                                   "\"sha256:<64 hex digits>\"");
+  auto normalised = normalize_config_fingerprint(fp);
+  if (normalised.empty())
+    check.fail(prefix + ".fingerprint",
+               quote(fp) + " is not a SHA-256 fingerprint (use " + fp_hint + ")");
+  account.fingerprint = normalised;
+}
+
+void parse_accounts(const Validator& check, const json& v,
+                    std::map<std::string, RemoteAccountSettings>& accounts) {
+  if (!v.is_object())
+    check.fail("accounts", "expected an object of account name to settings, like {\"gpu\": "
+                           "{\"type\": \"remote\", ...}}, got " + describe(v));
+  for (const auto& item : v.items()) {
+    const std::string& name = item.key();
+    if (name == kLocalAccountName)
+      check.fail("accounts." + name, "\"local\" is the built-in account's name (configure it "
+                                     "under the top-level \"local\" key, or pick another name)");
+    if (!is_valid_account_name(name))
+      check.fail("accounts." + name,
+                 quote(name) + " is not a valid account name (letters, digits and _ . + -, "
+                               "starting with a letter or digit, at least 2 characters)");
+    parse_remote_account(check, name, item.value(), accounts[name]);
+  }
+}
+
 }  // namespace
+
+std::filesystem::path resolve_token_file(const RemoteAccountSettings& account,
+                                         const std::filesystem::path& offload_dir) {
+  std::filesystem::path file(account.token_file);
+  return file.is_absolute() ? file : offload_dir / file;
+}
+
+std::string normalize_config_fingerprint(std::string_view text) {
+  std::string s(text);
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (s.rfind("sha256:", 0) == 0) s = s.substr(7);
+  std::string hex;
+  for (char c : s) {
+    if (std::isxdigit(static_cast<unsigned char>(c))) hex += c;
+    else if (c != ':' && c != ' ') return {};
+  }
+  if (hex.size() != 64) return {};
+  return "sha256:" + hex;
+}
 
 OffloadConfig parse_config(std::string_view text, const std::string& source) {
   Validator check(source);
@@ -217,20 +381,27 @@ OffloadConfig parse_config(std::string_view text, const std::string& source) {
   if (auto it = doc.find("version"); it != doc.end()) parse_version(check, *it, config);
   check.reject_unknown_keys(doc, "", kTopLevelKeys);
 
+  if (auto it = doc.find("startTimeout"); it != doc.end())
+    config.start_timeout = parse_duration_at(check, *it, "startTimeout", "\"2m\"", {});
+  if (auto it = doc.find("idleTimeout"); it != doc.end())
+    config.idle_timeout = parse_duration_at(check, *it, "idleTimeout", "\"5m\"",
+                                            "\"0\" to never end an idle session");
+  if (auto it = doc.find("clientTtl"); it != doc.end())
+    config.client_ttl = parse_duration_at(check, *it, "clientTtl", "\"10m\"", {});
+  if (auto it = doc.find("maxSessionDuration"); it != doc.end())
+    config.max_session_duration = parse_duration_at(check, *it, "maxSessionDuration", "\"8h\"",
+                                                    "\"0\" for no maximum");
+  // Accounts before defaultAccount: the default may name one of them, wherever it is written.
+  if (auto it = doc.find("accounts"); it != doc.end()) parse_accounts(check, *it, config.accounts);
   if (auto it = doc.find("defaultAccount"); it != doc.end()) {
     const auto& name = check.string_at(*it, "defaultAccount", "\"local\"");
-    if (std::find(kAccounts.begin(), kAccounts.end(), name) == kAccounts.end())
-      check.fail("defaultAccount",
-                 "unknown account " + quote(name) + " (accounts: " + join(kAccounts) + ")");
+    if (name != kLocalAccountName && !config.accounts.count(name)) {
+      std::string names = kLocalAccountName;
+      for (const auto& [n, a] : config.accounts) names += ", " + n;
+      check.fail("defaultAccount", "unknown account " + quote(name) + " (accounts: " + names +
+                                       "; remote accounts are defined under \"accounts\")");
+    }
     config.default_account = name;
-  }
-  if (auto it = doc.find("startTimeout"); it != doc.end()) {
-    const auto& text = check.string_at(*it, "startTimeout", "\"2m\"");
-    auto d = parse_duration(text);
-    if (!d) check.fail("startTimeout", quote(text) + " is not a duration (use e.g. 90s, 5m, 1h)");
-    if (d->count() <= 0)
-      check.fail("startTimeout", quote(text) + " must be longer than zero (use e.g. 90s, 5m, 1h)");
-    config.start_timeout = *d;
   }
   if (auto it = doc.find("logLevel"); it != doc.end()) {
     const auto& level = check.string_at(*it, "logLevel", "\"info\"");
@@ -258,9 +429,20 @@ std::string to_json(const OffloadConfig& config) {
   doc["version"] = config.version;
   doc["defaultAccount"] = config.default_account;
   doc["startTimeout"] = format_duration(config.start_timeout);
+  doc["idleTimeout"] = format_duration(config.idle_timeout);
+  doc["clientTtl"] = format_duration(config.client_ttl);
+  doc["maxSessionDuration"] = format_duration(config.max_session_duration);
   doc["logLevel"] = config.log_level;
   doc["local"]["addressPool"] = config.local.address_pool;
   doc["ports"]["bindAllInterfaces"] = config.ports.bind_all_interfaces;
+  doc["accounts"] = nlohmann::ordered_json::object();
+  for (const auto& [name, account] : config.accounts) {
+    auto& a = doc["accounts"][name];
+    a["type"] = "remote";
+    a["address"] = account.address;
+    a["tokenFile"] = account.token_file;
+    a["fingerprint"] = account.fingerprint;
+  }
   return doc.dump(2) + "\n";
 }
 

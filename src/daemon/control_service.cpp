@@ -5,9 +5,20 @@
 #include <boost/asio/post.hpp>
 #include <deque>
 
+#include "offload/daemon/diagnose.h"
+
 namespace offload::daemon {
 
-ControlService::ControlService(SessionManager& sessions) : sessions_(sessions) {}
+namespace {
+StatePaths paths_of(const SessionManager& sessions) {
+  std::filesystem::path socket = sessions.status().docker_host();
+  socket = socket.string().substr(std::string_view("unix://").size());
+  return StatePaths(socket.parent_path().parent_path());
+}
+}  // namespace
+
+ControlService::ControlService(SessionManager& sessions, std::optional<StatePaths> paths)
+    : sessions_(sessions), paths_(paths ? std::move(*paths) : paths_of(sessions)) {}
 ControlService::~ControlService() { blocking_.join(); }
 
 template <class Work>
@@ -70,6 +81,15 @@ grpc::ServerUnaryReactor* ControlService::Version(grpc::CallbackServerContext* c
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ControlService::TakeNotices(grpc::CallbackServerContext* ctx,
+                                                      const v1::TakeNoticesRequest*,
+                                                      v1::TakeNoticesResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  for (auto& n : sessions_.take_notices()) response->add_notices(std::move(n));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ControlService::ListAccounts(grpc::CallbackServerContext* ctx,
                                                        const v1::ListAccountsRequest*,
                                                        v1::ListAccountsResponse* response) {
@@ -77,6 +97,13 @@ grpc::ServerUnaryReactor* ControlService::ListAccounts(grpc::CallbackServerConte
   *response = sessions_.accounts();
   reactor->Finish(grpc::Status::OK);
   return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::Diagnose(grpc::CallbackServerContext* ctx,
+                                                   const v1::DiagnoseRequest*,
+                                                   v1::DiagnoseResponse* response) {
+  // Network probes with timeouts: off the gRPC threads.
+  return run(ctx, [this, response] { *response = diagnose(sessions_, paths_); });
 }
 
 namespace {

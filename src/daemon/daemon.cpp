@@ -25,8 +25,8 @@ namespace asio = boost::asio;
 Daemon::Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers providers,
                PortPolicy port_policy, UdpFlowSettings udp)
     : paths_(paths),
-      sessions_(paths, std::move(config), std::move(providers)),
-      control_(sessions_),
+      sessions_(paths, std::move(config), std::move(providers), &streams_),
+      control_(sessions_, paths),
       ports_(std::make_shared<PortForwarder>(io_, port_policy, sessions_, std::move(udp))) {
   sessions_.attach_ports(ports_);
 }
@@ -74,6 +74,12 @@ asio::awaitable<void> Daemon::reconcile_ports() {
 void Daemon::stop() {
   sessions_.detach();  // no runner event may reach the forwarder once io_ stops
   if (endpoint_) endpoint_->stop();
+  if (ports_) ports_->clear();
+  // End every tunnel and let its coroutine finish while io_ still runs: a gRPC completion
+  // arriving after io_ is gone would resume a coroutine whose sockets no longer exist.
+  streams_.cancel_all("offloadd is shutting down");
+  if (!threads_.empty() && !streams_.wait_empty(std::chrono::seconds(5)))
+    spdlog::warn("{} tunnels did not finish in time", streams_.size());
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_.reset();
@@ -139,7 +145,9 @@ int run_daemon(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   SessionManager::Providers providers;
-  providers["local"] = std::make_unique<LocalProvider>(paths, config.local);
+  providers[kLocalAccountName] = std::make_unique<LocalProvider>(paths, config.local);
+  for (const auto& [name, account] : config.accounts)
+    providers[name] = std::make_unique<RemoteProvider>(account, paths.dir);
   Daemon daemon(paths, config, std::move(providers),
                 PortPolicy{.bind_all_interfaces = config.ports.bind_all_interfaces});
   try {

@@ -12,8 +12,10 @@ void set_deadline(grpc::ClientContext& ctx, std::chrono::milliseconds timeout) {
 }
 }  // namespace
 
-RunnerClient::RunnerClient(RunnerEndpoint endpoint)
-    : endpoint_(std::move(endpoint)), pin_mismatch_(std::make_shared<tls::PinMismatch>()) {
+RunnerClient::RunnerClient(RunnerEndpoint endpoint, tunnel::StreamRegistry* streams)
+    : endpoint_(std::move(endpoint)),
+      streams_(streams),
+      pin_mismatch_(std::make_shared<tls::PinMismatch>()) {
   grpc::ChannelArguments args;
   // Tunnels carry bulk data: let HTTP/2 windows grow with the bandwidth-delay product.
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 1);
@@ -76,11 +78,16 @@ v1::HelloResponse RunnerClient::hello(std::chrono::milliseconds timeout) {
 
 v1::CreateSessionResponse RunnerClient::create_session(const std::string& label,
                                                        std::chrono::milliseconds timeout) {
+  v1::CreateSessionRequest req;
+  req.set_client_label(label);
+  return create_session(req, timeout);
+}
+
+v1::CreateSessionResponse RunnerClient::create_session(const v1::CreateSessionRequest& req,
+                                                       std::chrono::milliseconds timeout) {
   grpc::ClientContext ctx;
   authorize(ctx, true);
   set_deadline(ctx, timeout);
-  v1::CreateSessionRequest req;
-  req.set_client_label(label);
   v1::CreateSessionResponse resp;
   auto st = stub_->CreateSession(&ctx, req, &resp);
   if (!st.ok()) throw error_from(st, "creating the session");
@@ -141,8 +148,8 @@ std::shared_ptr<tunnel::ClientTunnelStream> RunnerClient::open_engine_tunnel(
   v1::TunnelOpen open;
   open.set_target(v1::TunnelOpen::TARGET_ENGINE_API);
   open.set_label(label);
-  return tunnel::ClientTunnelStream::open(*stub_, open,
-                                          [this](grpc::ClientContext& ctx) { authorize(ctx); });
+  return tunnel::ClientTunnelStream::open(
+      *stub_, open, [this](grpc::ClientContext& ctx) { authorize(ctx); }, streams_);
 }
 
 std::shared_ptr<tunnel::ClientTunnelStream> RunnerClient::open_port_tunnel(
@@ -151,8 +158,8 @@ std::shared_ptr<tunnel::ClientTunnelStream> RunnerClient::open_port_tunnel(
   open.set_target(v1::TunnelOpen::TARGET_PUBLISHED_PORT);
   open.set_host_port(host_port);
   open.set_protocol(protocol);
-  return tunnel::ClientTunnelStream::open(*stub_, open,
-                                          [this](grpc::ClientContext& ctx) { authorize(ctx); });
+  return tunnel::ClientTunnelStream::open(
+      *stub_, open, [this](grpc::ClientContext& ctx) { authorize(ctx); }, streams_);
 }
 
 }  // namespace offload::daemon

@@ -4,9 +4,11 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <nlohmann/json.hpp>
 
+#include "offload/common/duration.h"
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
 #include "offload/dockerctx/context_store.h"
@@ -132,8 +134,12 @@ class SessionManager::EventsReader final : public grpc::ClientReadReactor<v1::Se
   bool subscribed_ = false;
 };
 
-SessionManager::SessionManager(StatePaths paths, OffloadConfig config, Providers providers)
-    : paths_(std::move(paths)), config_(std::move(config)), providers_(std::move(providers)) {}
+SessionManager::SessionManager(StatePaths paths, OffloadConfig config, Providers providers,
+                               tunnel::StreamRegistry* streams)
+    : paths_(std::move(paths)),
+      config_(std::move(config)),
+      providers_(std::move(providers)),
+      streams_(streams) {}
 
 SessionManager::~SessionManager() { detach(); }
 
@@ -179,6 +185,23 @@ int SessionManager::watch(Watcher watcher) {
 void SessionManager::unwatch(int id) {
   std::lock_guard lock(mu_);
   watchers_.erase(id);
+}
+
+void SessionManager::add_notice(std::string notice) {
+  std::lock_guard lock(mu_);
+  // One of each is enough: a user who ran nothing for a while needs no pile of repeats.
+  if (std::find(notices_.begin(), notices_.end(), notice) == notices_.end())
+    notices_.push_back(std::move(notice));
+}
+
+std::vector<std::string> SessionManager::take_notices() {
+  std::lock_guard lock(mu_);
+  return std::exchange(notices_, {});
+}
+
+const Provider* SessionManager::provider(const std::string& account) const {
+  auto it = providers_.find(account);
+  return it == providers_.end() ? nullptr : it->second.get();
 }
 
 void SessionManager::stream_opened() { ++active_streams_; }
@@ -240,6 +263,24 @@ void SessionManager::clear_ports() {
 }
 
 void SessionManager::on_session_event(const v1::SessionEvent& event) {
+  if (event.state() == v1::SESSION_STATE_RUNNING && event.has_lifecycle()) {
+    bool warn = false;
+    {
+      std::lock_guard lock(mu_);
+      warn = event.lifecycle().idle_warning() && !lifecycle_.idle_warning();
+      lifecycle_ = event.lifecycle();
+    }
+    if (warn) {
+      auto left = std::chrono::milliseconds(event.lifecycle().idle_deadline_unix_ms() - now_ms());
+      std::string notice = "the offload session is idle and ends in about " +
+                           format_duration(std::max<std::chrono::milliseconds>(
+                               std::chrono::milliseconds(0),
+                               std::chrono::duration_cast<std::chrono::seconds>(left))) +
+                           " unless something runs; its containers, images and volumes go with it";
+      spdlog::warn("{}", notice);
+      add_notice(notice);
+    }
+  }
   if (event.state() == v1::SESSION_STATE_RUNNING && event.ports_snapshot()) {
     std::shared_ptr<PortForwarder> ports;
     std::weak_ptr<RunnerClient> runner;
@@ -266,6 +307,8 @@ void SessionManager::on_session_event(const v1::SessionEvent& event) {
     runner_.reset();
   }
   spdlog::warn("the session ended on the runner: {}", event.reason());
+  add_notice("the offload session ended (" + event.reason() + "); run `docker offload start` "
+             "for a new one");
   clear_ports();
   set_state(v1::DAEMON_STATE_ENDED, event.reason());
 }
@@ -310,7 +353,7 @@ void SessionManager::recover() {
       provisioned_ = p;
     }
   }
-  auto client = std::make_shared<RunnerClient>(saved.endpoint);
+  auto client = std::make_shared<RunnerClient>(saved.endpoint, streams_);
   client->attach(saved.session_id, saved.session_token);
   try {
     auto info = client->get_session(seconds(10));
@@ -381,9 +424,19 @@ v1::StartResponse SessionManager::start(const v1::StartRequest& request,
     };
     provisioned = provider.provision(timeout);
     if (cancelled()) throw ControlError(StatusCode::CANCELLED, "start cancelled");
-    client = std::make_shared<RunnerClient>(provisioned.endpoint);
+    client = std::make_shared<RunnerClient>(provisioned.endpoint, streams_);
     client->hello(left());
-    auto created = client->create_session(client_label(), left());
+    v1::CreateSessionRequest create;
+    create.set_client_label(client_label());
+    auto idle = request.idle_timeout_ms() > 0 ? milliseconds(request.idle_timeout_ms())
+                                              : config_.idle_timeout;
+    // 0 in the config means "never idle"; the protocol's 0 means "runner default", so never
+    // is asked for as a duration no session reaches.
+    create.set_idle_timeout_ms(idle.count() > 0 ? idle.count()
+                                                : duration_cast<milliseconds>(hours(24 * 365)).count());
+    create.set_client_ttl_ms(config_.client_ttl.count());
+    create.set_max_duration_ms(config_.max_session_duration.count());
+    auto created = client->create_session(create, left());
     client->attach(created.session_id(), created.session_token());
     session_created = true;
     if (cancelled()) throw ControlError(StatusCode::CANCELLED, "start cancelled");
@@ -461,6 +514,7 @@ void SessionManager::clear_session() {
     if (session_) account = session_->account;
     session_.reset();
     info_.Clear();
+    lifecycle_.Clear();
   }
   events.reset();
   clear_ports();
@@ -509,7 +563,7 @@ v1::StopResponse SessionManager::stop() {
     if (!client && was == v1::DAEMON_STATE_ENDED) {
       // The session ended or could not be re-attached: still try to destroy it, in case the
       // runner is merely unreachable from here now.
-      client = std::make_shared<RunnerClient>(session->endpoint);
+      client = std::make_shared<RunnerClient>(session->endpoint, streams_);
       client->attach(session->session_id, session->session_token);
     }
     try {
@@ -554,6 +608,8 @@ v1::SessionStatus SessionManager::status() const {
   s.set_ended_reason(ended_reason_);
   s.set_gpu(false);
   s.set_active_streams(active_streams_.load());
+  if (state_ == v1::DAEMON_STATE_STARTED) *s.mutable_lifecycle() = lifecycle_;
+  s.set_idle_timeout_ms(info_.idle_timeout_ms());
   if (ports_ && (state_ == v1::DAEMON_STATE_STARTED || state_ == v1::DAEMON_STATE_STARTING))
     for (auto& p : ports_->ports()) *s.add_ports() = p;
   return s;
@@ -621,6 +677,7 @@ v1::ListAccountsResponse SessionManager::accounts() const {
     a->set_type(provider->type());
     a->set_description(provider->description());
     a->set_is_default(name == config_.default_account);
+    a->set_address(provider->address());
   }
   return r;
 }

@@ -1,4 +1,5 @@
 #include "offload/runner/docker_backend.h"
+#include "offload/runner/port_watcher.h"
 
 #include <spdlog/spdlog.h>
 
@@ -107,9 +108,11 @@ class DockerSessionEngine final : public SessionEngine {
   boost::asio::ip::address published_address() const override {
     return engine_->spec().slot.engine_address;
   }
-  void watch_ports(PortsCallback on_change) override {
-    // PENDING(port watcher): replaced by PortWatcher in this change.
-    on_change({});
+  void watch(PortsCallback on_ports, RunningCallback on_running) override {
+    watcher_ = std::make_unique<PortWatcher>(engine_->api_socket(), std::move(on_ports),
+                                             clock_, std::chrono::seconds(5),
+                                             std::chrono::milliseconds(250),
+                                             std::move(on_running));
   }
 
   void describe(v1::SessionInfo& info) override {
@@ -146,6 +149,7 @@ class DockerSessionEngine final : public SessionEngine {
   std::vector<std::string> destroy(const std::string& reason) override {
     std::lock_guard lock(mu_);
     if (destroyed_) return {};
+    watcher_.reset();  // stop following an engine that is going away
     auto report = engine_->destroy(reason);
     if (!report.clean()) {
       // The record and the slot stay: the next runner start-up retries the teardown, and no new
@@ -179,6 +183,8 @@ class DockerSessionEngine final : public SessionEngine {
   std::unique_ptr<engine::Engine> engine_;
   std::shared_ptr<engine::AddressPool> pool_;
   fs::path record_;
+  SystemWaitClock clock_;
+  std::unique_ptr<PortWatcher> watcher_;
   std::mutex mu_;  // guards destroyed_, version_ and the engine's pid during teardown
   bool destroyed_ = false;
   std::optional<engine::EngineVersion> version_;

@@ -222,16 +222,16 @@ bool event_may_change_ports(std::string_view event_json) {
   return std::find(kPortActions.begin(), kPortActions.end(), action) != kPortActions.end();
 }
 
-// --- ManualClock ---
+// --- ManualWaitClock ---
 
-ManualClock::ManualClock(time_point start) : now_(start) {}
+ManualWaitClock::ManualWaitClock(time_point start) : now_(start) {}
 
-ManualClock::time_point ManualClock::now() const {
+ManualWaitClock::time_point ManualWaitClock::now() const {
   std::lock_guard lock(mutex_);
   return now_;
 }
 
-void ManualClock::wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+void ManualWaitClock::wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                              time_point deadline) {
   Waiter self{lock.mutex(), &cv, deadline};
   {
@@ -246,7 +246,7 @@ void ManualClock::wait_until(std::unique_lock<std::mutex>& lock, std::condition_
   std::erase(waiters_, &self);
 }
 
-void ManualClock::advance(std::chrono::nanoseconds by) {
+void ManualWaitClock::advance(std::chrono::nanoseconds by) {
   std::vector<Waiter> due;
   {
     std::lock_guard guard(mutex_);
@@ -260,7 +260,7 @@ void ManualClock::advance(std::chrono::nanoseconds by) {
   }
 }
 
-std::vector<ManualClock::time_point> ManualClock::deadlines() const {
+std::vector<ManualWaitClock::time_point> ManualWaitClock::deadlines() const {
   std::lock_guard guard(mutex_);
   std::vector<time_point> out;
   for (const Waiter* w : waiters_) out.push_back(w->deadline);
@@ -283,11 +283,12 @@ struct PortWatcher::Exchange {
   }
 };
 
-PortWatcher::PortWatcher(std::filesystem::path api_socket, Callback on_change, Clock& clock,
+PortWatcher::PortWatcher(std::filesystem::path api_socket, Callback on_change, WaitClock& clock,
                          std::chrono::milliseconds reconcile_interval,
-                         std::chrono::milliseconds settle_delay)
+                         std::chrono::milliseconds settle_delay, RunningCallback on_running)
     : api_socket_(std::move(api_socket)),
       on_change_(std::move(on_change)),
+      on_running_(std::move(on_running)),
       clock_(clock),
       reconcile_interval_(reconcile_interval),
       settle_delay_(settle_delay) {
@@ -357,7 +358,7 @@ std::error_code PortWatcher::run_exchange(const std::function<void(Exchange&)>& 
   return *exchange.outcome;
 }
 
-std::error_code PortWatcher::list_ports(PortSnapshot& out) {
+std::error_code PortWatcher::list_ports(PortSnapshot& out, std::size_t& running) {
   const auto endpoint = *endpoint_of(api_socket_);
   http::response<http::string_body> response;
   const auto ec = run_exchange(
@@ -371,6 +372,7 @@ std::error_code PortWatcher::list_ports(PortSnapshot& out) {
   }
   try {
     out = published_ports_from_containers_json(response.body());
+    running = parse_containers(response.body()).size();  // the listing shows running ones only
   } catch (const std::runtime_error& e) {
     spdlog::warn("{} {}", log_prefix(api_socket_), e.what());
     return std::make_error_code(std::errc::bad_message);
@@ -424,14 +426,16 @@ void PortWatcher::list_loop() {
       if (clock_.now() >= settle_at_) {
         // Follow-ups at 1× and 4× the settle delay after the last event, then none.
         settle_at_ = ++settle_step_ == 1 ? last_event_at_ + 4 * settle_delay_
-                                         : Clock::time_point::max();
+                                         : WaitClock::time_point::max();
       }
       covers_events = stats_.events;
     }
     PortSnapshot fresh;
-    const auto ec = list_ports(fresh);
+    std::size_t running = 0;
+    const auto ec = list_ports(fresh, running);
     next_reconcile = clock_.now() + reconcile_interval_;
     bool report = false;
+    bool report_running = false;
     {
       std::lock_guard lock(mutex_);
       if (stopping_) return;
@@ -444,6 +448,10 @@ void PortWatcher::list_loop() {
           reported_ = true;
           report = true;
         }
+        if (running_ != running) {
+          running_ = running;
+          report_running = true;
+        }
       }
     }
     if (ec) {
@@ -454,6 +462,13 @@ void PortWatcher::list_loop() {
     }
     if (failing) spdlog::info("{} listing the engine's ports works again", prefix);
     failing = false;
+    if (report_running && on_running_) {
+      try {
+        on_running_(running);
+      } catch (const std::exception& e) {
+        spdlog::error("{} running-containers subscriber failed: {}", prefix, e.what());
+      }
+    }
     if (report) {
       spdlog::debug("{} {} published port(s)", prefix, fresh.size());
       try {

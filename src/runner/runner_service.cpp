@@ -15,6 +15,7 @@
 #include <deque>
 #include <sstream>
 
+#include "offload/common/duration.h"
 #include "offload/common/token.h"
 #include "offload/tunnel/grpc_streams.h"
 #include "offload/tunnel/pump.h"
@@ -108,7 +109,29 @@ class RunnerService::Session {
   std::string client_label;
   std::int64_t created_ms = 0;
   std::unique_ptr<SessionEngine> engine;
-  std::atomic<int> active_tunnels{0};
+  const Clock* clock = nullptr;
+  std::unique_ptr<SessionLifecycle> lifecycle;
+  // Called after every lifecycle input: the service re-arms its timer.
+  std::function<void()> on_lifecycle_input;
+
+  // Activity and lease inputs. Each publishes an event when the session turns active or idle.
+  void stream_opened() { lifecycle_input([&](auto now) { lifecycle->stream_opened(now); }, +1); }
+  void stream_closed() { lifecycle_input([&](auto now) { lifecycle->stream_closed(now); }, -1); }
+  void client_attached() { lifecycle_input([&](auto now) { lifecycle->client_attached(now); }); }
+  void client_detached() { lifecycle_input([&](auto now) { lifecycle->client_detached(now); }); }
+  void set_running_containers(std::size_t n) {
+    running_containers_ = static_cast<std::int64_t>(n);
+    lifecycle_input([&](auto now) { lifecycle->set_running_containers(n, now); });
+  }
+  // Advances the lifecycle to now; publishes a warning when it starts.
+  SessionLifecycle::Tick advance() {
+    std::lock_guard lock(mu_);
+    auto tick = lifecycle->advance(clock->now());
+    if (tick.warning_started && state_ == v1::SESSION_STATE_RUNNING)
+      publish_locked(event_locked({}));
+    return tick;
+  }
+  std::string end_reason_text() const { return lifecycle->view(clock->now()).reason_text; }
 
   v1::SessionInfo info(const RunnerOptions& options) {
     v1::SessionInfo info;
@@ -116,6 +139,12 @@ class RunnerService::Session {
     info.set_created_unix_ms(created_ms);
     info.set_runner_version(options.version);
     info.set_runner_hostname(options.hostname);
+    if (lifecycle) {
+      const auto& limits = lifecycle->limits();
+      info.set_idle_timeout_ms(limits.idle_timeout.count());
+      info.set_client_ttl_ms(limits.client_ttl.count());
+      info.set_max_duration_ms(limits.max_duration.count());
+    }
     std::lock_guard lock(mu_);
     info.set_state(state_);
     if (engine && state_ == v1::SESSION_STATE_RUNNING) engine->describe(info);
@@ -131,6 +160,21 @@ class RunnerService::Session {
   void transition(v1::SessionState state, const std::string& reason);
   // A new set of published ports from the engine: tell every subscriber.
   void set_ports(const std::vector<v1::PublishedPort>& ports);
+
+  template <class Input>
+  void lifecycle_input(Input input, int stream_delta = 0) {
+    {
+      std::lock_guard lock(mu_);
+      active_streams_ += stream_delta;
+      input(clock->now());
+      bool active = lifecycle->view(clock->now()).active;
+      if (active != last_active_ && state_ == v1::SESSION_STATE_RUNNING) {
+        last_active_ = active;
+        publish_locked(event_locked({}));
+      }
+    }
+    if (on_lifecycle_input) on_lifecycle_input();
+  }
   // Whether a container of the session publishes `host_port`/`protocol` right now.
   bool publishes(std::uint32_t host_port, const std::string& protocol) {
     std::lock_guard lock(mu_);
@@ -140,7 +184,8 @@ class RunnerService::Session {
   }
 
  private:
-  // Every event carries the whole state: the session state and the complete port set.
+  // Every event carries the whole state: the session state, the complete port set and the
+  // lifecycle view.
   v1::SessionEvent event_locked(const std::string& reason) const {
     v1::SessionEvent e;
     e.set_state(state_);
@@ -148,14 +193,36 @@ class RunnerService::Session {
     e.set_at_unix_ms(now_ms());
     e.set_ports_snapshot(true);
     for (const auto& p : ports_) *e.add_ports() = p;
+    if (lifecycle) *e.mutable_lifecycle() = lifecycle_locked();
     return e;
+  }
+
+  v1::Lifecycle lifecycle_locked() const {
+    auto now = clock->now();
+    auto view = lifecycle->view(now);
+    // The lifecycle runs on the injected (steady) clock; clients get wall-clock deadlines.
+    auto to_unix_ms = [&](SessionLifecycle::time_point t) -> std::int64_t {
+      if (t == SessionLifecycle::time_point::max()) return 0;
+      return now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
+    };
+    v1::Lifecycle l;
+    l.set_active(view.active);
+    if (!view.active) l.set_idle_deadline_unix_ms(to_unix_ms(view.idle_deadline));
+    l.set_idle_warning(view.warning);
+    l.set_max_deadline_unix_ms(to_unix_ms(view.max_deadline));
+    l.set_running_containers(running_containers_);
+    l.set_active_streams(active_streams_);
+    return l;
   }
   void publish_locked(const v1::SessionEvent& e);
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   v1::SessionState state_ = v1::SESSION_STATE_RUNNING;
   std::string end_reason_;
   std::vector<v1::PublishedPort> ports_;
+  bool last_active_ = false;
+  std::int64_t active_streams_ = 0;
+  std::atomic<std::int64_t> running_containers_{0};
   std::vector<EventWriter*> subscribers_;
 };
 
@@ -164,6 +231,7 @@ class RunnerService::EventWriter final : public grpc::ServerWriteReactor<v1::Ses
  public:
   explicit EventWriter(std::shared_ptr<Session> session) : session_(std::move(session)) {
     session_->subscribe(this);
+    session_->client_attached();  // an open Events stream is the client's lease
   }
 
   void push(const v1::SessionEvent& event) {
@@ -194,6 +262,7 @@ class RunnerService::EventWriter final : public grpc::ServerWriteReactor<v1::Ses
 
   void OnDone() override {
     session_->unsubscribe(this);
+    session_->client_detached();
     delete this;
   }
 
@@ -329,15 +398,33 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     reactor->Finish(st);
     return reactor;
   }
+  // The client's wishes, within the runner's own limits.
+  LifecycleLimits limits = options_.default_limits;
+  auto pick = [](std::int64_t asked, std::chrono::milliseconds fallback) {
+    return asked > 0 ? std::chrono::milliseconds(asked) : fallback;
+  };
+  limits.idle_timeout = pick(request->idle_timeout_ms(), limits.idle_timeout);
+  limits.client_ttl = pick(request->client_ttl_ms(), limits.client_ttl);
+  auto cap = options_.default_limits.max_duration;
+  limits.max_duration = pick(request->max_duration_ms(), cap);
+  if (cap.count() > 0 && (limits.max_duration.count() == 0 || limits.max_duration > cap))
+    limits.max_duration = cap;
   // Starting an engine takes seconds: never on a gRPC thread.
-  asio::post(blocking_, [this, ctx, reactor, response, account, label = request->client_label()] {
+  asio::post(blocking_, [this, ctx, reactor, response, account, limits,
+                         label = request->client_label()] {
     auto session = std::make_shared<Session>();
     session->id = random_hex(16);
     session->token = random_hex(32);
     session->account = account;
     session->client_label = label;
     session->created_ms = now_ms();
-    spdlog::info("session {}: creating for account {} ({})", short_id(session->id), account, label);
+    session->clock = options_.clock;
+    session->lifecycle = std::make_unique<SessionLifecycle>(limits, options_.clock->now());
+    session->on_lifecycle_input = [this] { rearm_lifecycle_timer(); };
+    spdlog::info("session {}: creating for account {} ({}); idle timeout {}, client TTL {}, "
+                 "maximum duration {}",
+                 short_id(session->id), account, label, format_duration(limits.idle_timeout),
+                 format_duration(limits.client_ttl), format_duration(limits.max_duration));
     try {
       session->engine = backend_.create(session->id);
     } catch (const std::exception& e) {
@@ -362,9 +449,14 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
       sessions_[session->id] = session;
     }
     std::weak_ptr<Session> weak = session;
-    session->engine->watch_ports([weak](const std::vector<v1::PublishedPort>& ports) {
-      if (auto s = weak.lock()) s->set_ports(ports);
-    });
+    session->engine->watch(
+        [weak](const std::vector<v1::PublishedPort>& ports) {
+          if (auto s = weak.lock()) s->set_ports(ports);
+        },
+        [weak](std::size_t running) {
+          if (auto s = weak.lock()) s->set_running_containers(running);
+        });
+    rearm_lifecycle_timer();
     response->set_session_id(session->id);
     response->set_session_token(session->token);
     *response->mutable_info() = session->info(options_);
@@ -488,9 +580,9 @@ asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, st
                           "the session engine is not answering: " + ec.message()));
     co_return;
   }
-  ++session->active_tunnels;
+  session->stream_opened();
   auto result = co_await tunnel::splice(engine, *stream);
-  --session->active_tunnels;
+  session->stream_closed();
   spdlog::debug("session {}: tunnel {} closed: up {} ({} B), down {} ({} B)", short_id(session->id),
                 label, tunnel::to_string(result.up), stream->bytes_out(),
                 tunnel::to_string(result.down), stream->bytes_in());
@@ -507,9 +599,9 @@ asio::awaitable<void> tunnel_tcp_port(StreamPtr stream, SessionPtr session,
     co_return;
   }
   socket.set_option(asio::ip::tcp::no_delay(true));
-  ++session->active_tunnels;
+  session->stream_opened();
   auto result = co_await tunnel::splice(socket, *stream);
-  --session->active_tunnels;
+  session->stream_closed();
   finish_splice(*stream, result, "the published port");
 }
 
@@ -528,7 +620,7 @@ asio::awaitable<void> tunnel_udp_port(StreamPtr stream, SessionPtr session,
                                                        ec.message()));
     co_return;
   }
-  ++session->active_tunnels;
+  session->stream_opened();
   auto to_port = [&]() -> asio::awaitable<bool> {
     v1::TunnelFrame frame;
     for (;;) {
@@ -563,7 +655,7 @@ asio::awaitable<void> tunnel_udp_port(StreamPtr stream, SessionPtr session,
     }
   };
   bool clean = co_await (to_port() && from_port());
-  --session->active_tunnels;
+  session->stream_closed();
   if (clean) {
     v1::TunnelFrame eof;
     eof.set_eof(true);
@@ -623,6 +715,50 @@ grpc::ServerWriteReactor<v1::SessionEvent>* RunnerService::Events(grpc::Callback
   std::shared_ptr<Session> session;
   if (auto st = authenticate_session(ctx, session); !st.ok()) return new RejectedEvents(st);
   return new EventWriter(session);
+}
+
+void RunnerService::advance_lifecycles() {
+  std::vector<std::shared_ptr<Session>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, s] : sessions_) all.push_back(s);
+  }
+  for (auto& s : all) {
+    auto tick = s->advance();
+    if (tick.warning_started)
+      spdlog::info("session {}: idle; it ends in {} unless something runs", short_id(s->id),
+                   format_duration(s->lifecycle->limits().idle_warning));
+    if (!tick.ended) continue;
+    std::string reason = s->end_reason_text();
+    if (!remove_session(s->id)) continue;  // destroyed meanwhile
+    spdlog::info("session {}: ending: {}", short_id(s->id), reason);
+    asio::post(blocking_, [this, s, reason] {
+      try {
+        destroy_session(s, reason);
+      } catch (const std::exception&) {
+        // logged by destroy_session; the record stays for the next start-up to retry
+      }
+    });
+  }
+  rearm_lifecycle_timer();
+}
+
+void RunnerService::rearm_lifecycle_timer() {
+  std::lock_guard lock(mu_);
+  auto next = SessionLifecycle::time_point::max();
+  for (auto& [id, s] : sessions_) next = std::min(next, s->lifecycle->next_deadline());
+  if (!lifecycle_timer_) lifecycle_timer_ = std::make_unique<asio::steady_timer>(io_);
+  if (next == SessionLifecycle::time_point::max()) {
+    lifecycle_timer_->cancel();
+    return;
+  }
+  // The timer waits in real time for the injected clock's deadline; a ManualClock's tests call
+  // advance_lifecycles() themselves.
+  auto wait = std::max(Clock::duration::zero(), next - options_.clock->now());
+  lifecycle_timer_->expires_after(std::min<Clock::duration>(wait, std::chrono::hours(1)));
+  lifecycle_timer_->async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) advance_lifecycles();
+  });
 }
 
 void RunnerService::destroy_all(const std::string& reason) {

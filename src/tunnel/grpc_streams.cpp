@@ -4,11 +4,44 @@
 
 namespace offload::tunnel {
 
+void StreamRegistry::add(ClientTunnelStream* stream) {
+  std::lock_guard lock(mu_);
+  streams_.insert(stream);
+}
+
+void StreamRegistry::remove(ClientTunnelStream* stream) {
+  std::lock_guard lock(mu_);
+  streams_.erase(stream);
+  if (streams_.empty()) cv_.notify_all();
+}
+
+void StreamRegistry::cancel_all(const std::string& reason) {
+  // Under the lock: a stream being destroyed waits in remove() until we are done with it.
+  std::lock_guard lock(mu_);
+  for (auto* s : streams_) s->cancel(reason);
+}
+
+bool StreamRegistry::wait_empty(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [this] { return streams_.empty(); });
+}
+
+std::size_t StreamRegistry::size() const {
+  std::lock_guard lock(mu_);
+  return streams_.size();
+}
+
+ClientTunnelStream::~ClientTunnelStream() {
+  if (registry_) registry_->remove(this);
+}
+
 std::shared_ptr<ClientTunnelStream> ClientTunnelStream::open(
     v1::Runner::Stub& stub, const v1::TunnelOpen& target,
-    const std::function<void(grpc::ClientContext&)>& prepare) {
+    const std::function<void(grpc::ClientContext&)>& prepare, StreamRegistry* registry) {
   std::shared_ptr<ClientTunnelStream> s(new ClientTunnelStream);
   s->self_ = s;
+  s->registry_ = registry;
+  if (registry) registry->add(s.get());
   prepare(s->context_);
   // Headers travel with the open frame in one packet.
   s->context_.set_initial_metadata_corked(true);

@@ -56,10 +56,18 @@ class TestEngine final : public runner::SessionEngine {
   boost::asio::ip::address published_address() const override {
     return boost::asio::ip::make_address("127.0.0.1");
   }
-  void watch_ports(PortsCallback on_change) override {
+  void watch(PortsCallback on_ports, RunningCallback on_running) override {
     std::lock_guard lock(mu_);
-    on_change_ = std::move(on_change);
+    on_change_ = std::move(on_ports);
+    on_running_ = std::move(on_running);
     on_change_(ports_);
+    on_running_(running_);
+  }
+  // How many "containers" run now.
+  void set_running(std::size_t n) {
+    std::lock_guard lock(mu_);
+    running_ = n;
+    if (on_running_) on_running_(running_);
   }
   // What the test's "containers" publish now (ports on 127.0.0.1).
   void set_ports(std::vector<v1::PublishedPort> ports) {
@@ -85,6 +93,8 @@ class TestEngine final : public runner::SessionEngine {
   std::mutex mu_;
   std::vector<v1::PublishedPort> ports_;
   PortsCallback on_change_;
+  std::size_t running_ = 0;
+  RunningCallback on_running_;
 };
 
 class TestBackend final : public runner::SessionBackend {

@@ -26,6 +26,7 @@ struct Environment {
   std::optional<std::string> docker_host;     // DOCKER_HOST, when set and not empty
   std::optional<std::string> docker_context;  // DOCKER_CONTEXT, when set and not empty
   std::optional<std::string> plugin_socket;   // DOCKER_CLI_PLUGIN_SOCKET (Ctrl-C channel)
+  std::filesystem::path program;              // this plugin's executable (for `diagnose`)
   static Environment from_process();
 };
 

@@ -20,8 +20,9 @@ class DaemonClient;
 class Interrupt;
 
 struct StartOptions {
-  std::string account;  // empty: the configured default
-  std::string timeout;  // a duration as typed; empty: the configured default
+  std::string account;       // empty: the configured default
+  std::string timeout;       // a duration as typed; empty: the configured default
+  std::string idle_timeout;  // a duration as typed, longer than zero; empty: the configured default
 };
 
 struct StopOptions {
@@ -53,6 +54,10 @@ struct AccountsOptions {
   std::string format = "pretty";
 };
 
+struct DiagnoseOptions {
+  std::string format = "pretty";
+};
+
 // What the command line says; only the chosen verb's options matter.
 struct CommandLine {
   std::string verb;  // "start", "status", ...; empty when none was given
@@ -63,6 +68,7 @@ struct CommandLine {
   ImagesOptions images;
   VersionOptions version;
   AccountsOptions accounts;
+  DiagnoseOptions diagnose;
 };
 
 // The command tree, its options bound to `line`.
@@ -74,6 +80,7 @@ CLI::App* new_ps_command(CLI::App& parent, PsOptions& options);
 CLI::App* new_images_command(CLI::App& parent, ImagesOptions& options);
 CLI::App* new_version_command(CLI::App& parent, VersionOptions& options);
 CLI::App* new_accounts_command(CLI::App& parent, AccountsOptions& options);
+CLI::App* new_diagnose_command(CLI::App& parent, DiagnoseOptions& options);
 
 // Parses the arguments after the `offload` word. Returns an exit code when parsing alone ends
 // the run (help printed on `out`: 0; a flag error in docker's wording on `err`: 1); otherwise
@@ -102,6 +109,8 @@ int run_ps(CommandContext& cli, const PsOptions& options);
 int run_images(CommandContext& cli, const ImagesOptions& options);
 int run_version(CommandContext& cli, const VersionOptions& options);
 int run_accounts(CommandContext& cli, const AccountsOptions& options);
+// Exit code 1 when any check failed.
+int run_diagnose(CommandContext& cli, const DiagnoseOptions& options);
 
 // `stop` destroys everything in the session, so it asks first. True: go ahead; false: the user
 // said no. Throws CliError when it may not ask (no --force and stdin is not a terminal).

@@ -39,11 +39,16 @@ std::string render_table(const std::vector<std::vector<std::string>>& rows);
 std::string format_utc(std::int64_t unix_ms);
 std::string format_rfc3339(std::int64_t unix_ms);
 
+// A countdown, rounded up to whole seconds: "45s", "4m 12s", "7h 59m"; "0s" when past.
+std::string format_countdown(std::chrono::milliseconds left);
+
 // --- status ---
 
-// "Stopped", "Starting", "Started", "Stopping", "Ended (<reason>)".
+// "Stopped", "Starting", "Started (Active)" / "Started (Idle)" (plain "Started" when the daemon
+// sends no lifecycle), "Reconnecting (<why>)", "Stopping", "Ended (<reason>)".
 std::string state_label(const v1::SessionStatus& status);
-// "stopped", "starting", "started", "stopping", "ended", "unknown": the JSON `state`.
+// "stopped", "starting", "started", "reconnecting", "stopping", "ended", "unknown": the JSON
+// `state`.
 std::string state_key(v1::DaemonState state);
 // Aligned like `docker info`.
 std::string render_status_pretty(const v1::SessionStatus& status, TimePoint now);
@@ -73,6 +78,13 @@ struct VersionInfo {
 };
 std::string render_version_pretty(const VersionInfo& info);
 nlohmann::ordered_json version_json(const VersionInfo& info);
+
+// --- diagnose ---
+
+// One line per check ("✔ name: detail" / "✘ name: detail — try: fix"), then a summary line.
+std::string render_diagnose_pretty(const v1::DiagnoseResponse& report);
+// An array of {name, ok, detail, fix}.
+nlohmann::ordered_json diagnose_json(const v1::DiagnoseResponse& report);
 
 // --- help ---
 

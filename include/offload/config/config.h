@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -27,14 +28,43 @@ struct PortSettings {
   bool bind_all_interfaces = false;
 };
 
+// An `offload-runner serve` elsewhere, reached over TLS with a pinned certificate.
+struct RemoteAccountSettings {
+  std::string address;      // "host:port" or "[v6]:port", as validated by parse_config
+  // As written: absolute, or relative to the offload directory (resolve_token_file). Its
+  // existence is checked when the account is used, not when the config is read, so a token
+  // that is not there yet does not keep offloadd from starting.
+  std::string token_file;
+  std::string fingerprint;  // normalised "sha256:<64 lowercase hex>"
+};
+
+// The account name the embedded runner answers to; no remote account may take it.
+inline constexpr const char* kLocalAccountName = "local";
+
 struct OffloadConfig {
   int version = 1;
-  std::string default_account = "local";
+  std::string default_account = kLocalAccountName;
   std::chrono::milliseconds start_timeout = std::chrono::minutes(2);
   std::string log_level = "info";
+  // Lifecycle limits asked of the runner. Zero idle_timeout: never end an idle session; zero
+  // max_session_duration: no maximum. client_ttl is always longer than zero.
+  std::chrono::milliseconds idle_timeout = std::chrono::minutes(5);
+  std::chrono::milliseconds client_ttl = std::chrono::minutes(10);
+  std::chrono::milliseconds max_session_duration = std::chrono::hours(8);
   LocalAccountSettings local;
   PortSettings ports;
+  std::map<std::string, RemoteAccountSettings> accounts;  // by name; never "local"
 };
+
+// `account.token_file` as a path: relative ones are taken from `offload_dir`
+// ($DOCKER_CONFIG/offload), where config.json itself lives.
+std::filesystem::path resolve_token_file(const RemoteAccountSettings& account,
+                                         const std::filesystem::path& offload_dir);
+
+// "sha256:<64 lowercase hex>" for a user-written SHA-256 fingerprint ("SHA256:AB:CD...",
+// "ab cd ...", bare hex), or "" when it is not one. Same rules as tls::normalize_fingerprint;
+// config does not link the TLS library for these few lines.
+std::string normalize_config_fingerprint(std::string_view text);
 
 // Parses and validates the JSON text; absent keys keep their defaults. `source` is the name to
 // show for the file in messages (e.g. "~/.docker/offload/config.json"). Throws ConfigError.

@@ -36,6 +36,8 @@ class Daemon {
   boost::asio::awaitable<void> reconcile_ports();
 
   StatePaths paths_;
+  // Before sessions_ and io_: it must outlive every stream, including those destroyed with io_.
+  tunnel::StreamRegistry streams_;
   SessionManager sessions_;
   ControlService control_;
   std::unique_ptr<grpc::Server> server_;

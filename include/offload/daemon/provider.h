@@ -33,6 +33,8 @@ class Provider {
   virtual ProvisionedRunner provision(std::chrono::milliseconds timeout) = 0;
   // After the session is gone: stop whatever provision() started. Never throws.
   virtual void release(const ProvisionedRunner& runner) = 0;
+  // Where the runner is, when that is known before provisioning (remote accounts): host:port.
+  virtual std::string address() const { return {}; }
 };
 
 // The embedded default: an offload-runner on this machine, on a loopback port, with a fresh
@@ -53,6 +55,29 @@ class LocalProvider final : public Provider {
  private:
   StatePaths paths_;
   LocalAccountSettings settings_;
+};
+
+// A runner someone started elsewhere (`offload-runner serve`): nothing to provision but the
+// account's token, read from its file at every start so a rotated token needs no restart.
+class RemoteProvider final : public Provider {
+ public:
+  // `offload_dir` ($DOCKER_CONFIG/offload) anchors a relative token file.
+  RemoteProvider(RemoteAccountSettings settings, const std::filesystem::path& offload_dir);
+  std::string type() const override { return "remote"; }
+  std::string description() const override { return "Runner at " + settings_.address; }
+  std::string address() const override { return settings_.address; }
+  // Reads the token; throws ProvisionError naming the file (never the token).
+  ProvisionedRunner provision(std::chrono::milliseconds timeout) override;
+  void release(const ProvisionedRunner&) override {}
+
+  const std::filesystem::path& token_file() const { return token_file_; }
+  const std::string& fingerprint() const { return settings_.fingerprint; }
+  // The token: the first non-empty line of the file, trimmed. Throws ProvisionError.
+  std::string read_token() const;
+
+ private:
+  RemoteAccountSettings settings_;
+  std::filesystem::path token_file_;
 };
 
 }  // namespace offload::daemon

@@ -32,13 +32,16 @@ struct RunnerError : std::runtime_error {
 
 class RunnerClient {
  public:
-  explicit RunnerClient(RunnerEndpoint endpoint);
+  // Tunnels opened through this client are registered in `streams` (may be null).
+  explicit RunnerClient(RunnerEndpoint endpoint, tunnel::StreamRegistry* streams = nullptr);
 
   const std::string& address() const { return endpoint_.address; }
 
   // Unary calls; each throws RunnerError with a user-facing message.
   v1::HelloResponse hello(std::chrono::milliseconds timeout);
   v1::CreateSessionResponse create_session(const std::string& label,
+                                           std::chrono::milliseconds timeout);
+  v1::CreateSessionResponse create_session(const v1::CreateSessionRequest& request,
                                            std::chrono::milliseconds timeout);
   v1::DestroySessionResponse destroy_session(const std::string& reason);
   v1::SessionInfo get_session(std::chrono::milliseconds timeout = std::chrono::seconds(10));
@@ -65,6 +68,7 @@ class RunnerClient {
   RunnerError error_from(const grpc::Status& status, const char* what) const;
 
   RunnerEndpoint endpoint_;
+  tunnel::StreamRegistry* streams_ = nullptr;
   std::shared_ptr<tls::PinMismatch> pin_mismatch_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Runner::Stub> stub_;

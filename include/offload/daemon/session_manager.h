@@ -48,7 +48,10 @@ PersistedSession parse_persisted_session(std::string_view json, const std::strin
 class SessionManager final : public ActivitySink {
  public:
   using Providers = std::map<std::string, std::unique_ptr<Provider>>;
-  SessionManager(StatePaths paths, OffloadConfig config, Providers providers);
+  // Every tunnel of the session is registered in `streams` (may be null), so the owner can end
+  // them all before its io_context goes away.
+  SessionManager(StatePaths paths, OffloadConfig config, Providers providers,
+                 tunnel::StreamRegistry* streams = nullptr);
   ~SessionManager() override;
 
   // Published ports of the session are forwarded by `ports` (may be null: no forwarding).
@@ -72,6 +75,11 @@ class SessionManager final : public ActivitySink {
   v1::ListAccountsResponse accounts() const;
 
   v1::SessionStatus status() const;
+
+  // Messages for the user not shown yet (idle warning, session ended, ...), each once.
+  std::vector<std::string> take_notices();
+  // The provider of an account, or nullptr.
+  const Provider* provider(const std::string& account) const;
 
   // The live session's runner, or nullptr; then `unavailable_message()` says why, for the user.
   std::shared_ptr<RunnerClient> runner() const;
@@ -97,6 +105,7 @@ class SessionManager final : public ActivitySink {
   class EventsReader;
   Provider& provider_for(const std::string& account) const;
   void set_state(v1::DaemonState state, const std::string& ended_reason = {});
+  void add_notice(std::string notice);
   void notify();
   void persist();
   void start_events();
@@ -107,6 +116,7 @@ class SessionManager final : public ActivitySink {
   StatePaths paths_;
   OffloadConfig config_;
   Providers providers_;
+  tunnel::StreamRegistry* streams_ = nullptr;
 
   std::mutex ops_mu_;  // serialises start/stop
   mutable std::mutex mu_;
@@ -120,6 +130,8 @@ class SessionManager final : public ActivitySink {
   std::shared_ptr<PortForwarder> ports_;
   std::atomic<std::int64_t> active_streams_{0};
   std::map<int, Watcher> watchers_;
+  v1::Lifecycle lifecycle_;             // the runner's view, mirrored
+  std::vector<std::string> notices_;
   int next_watcher_ = 1;
 };
 

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -64,10 +65,10 @@ bool event_may_change_ports(std::string_view event_json);
 
 // Time as the watcher sees it: every deadline (reconcile, settle, reconnect backoff) is waited
 // for through this, so tests drive time by hand.
-class Clock {
+class WaitClock {
  public:
   using time_point = std::chrono::steady_clock::time_point;
-  virtual ~Clock() = default;
+  virtual ~WaitClock() = default;
   virtual time_point now() const = 0;
   // Like std::condition_variable::wait_until(lock, deadline) on this clock: returns at the
   // deadline, on a notify of `cv`, or spuriously; the caller re-checks its condition.
@@ -75,7 +76,7 @@ class Clock {
                           time_point deadline) = 0;
 };
 
-class SystemClock final : public Clock {
+class SystemWaitClock final : public WaitClock {
  public:
   time_point now() const override { return std::chrono::steady_clock::now(); }
   void wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
@@ -86,9 +87,9 @@ class SystemClock final : public Clock {
 
 // Time stands still until advance(), which wakes every waiter whose deadline it reaches. The
 // mutex and condition variable of a waiter must outlive any advance() that runs concurrently.
-class ManualClock final : public Clock {
+class ManualWaitClock final : public WaitClock {
  public:
-  explicit ManualClock(time_point start = time_point{} + std::chrono::hours(1));
+  explicit ManualWaitClock(time_point start = time_point{} + std::chrono::hours(1));
   time_point now() const override;
   void wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                   time_point deadline) override;
@@ -114,17 +115,17 @@ class ManualClock final : public Clock {
 // 4 × `settle_delay` after the last such event (dockerd 20.10 emits `die` before its container
 // list stops showing the container as running: measured 150 ms after `docker wait` returned,
 // and a container that exits on its own sends nothing after `die`); after every (re)connect of
-// the event stream; and every `reconcile_interval` as a guard against anything missed. A broken event stream (engine
-// restarting) is reconnected with backoff from 100 ms doubling to 5 s. A failed listing keeps
-// the last snapshot: a hiccup must not close every forwarded port.
+// the event stream; and every `reconcile_interval` as a guard against anything missed. A broken
+// event stream (engine restarting) is reconnected with backoff from 100 ms doubling to 5 s. A
+// failed listing keeps the last snapshot: a hiccup must not close every forwarded port.
 //
 // Two threads of blocking work, one for the event stream and one for listings, rather than one
-// asio loop: the waits go through the injected Clock (a condition variable), which an asio timer
+// asio loop: the waits go through the injected WaitClock (a condition variable), which an asio timer
 // could not share without a clock adapter, and a runner has one watcher per session. Each
 // exchange runs on its own small io_context so the destructor can abort it at once.
 //
 // `on_change` runs on the watcher's thread, never concurrently with itself, and must not destroy
-// the watcher.
+// the watcher; an exception from it is logged and swallowed.
 class PortWatcher {
  public:
   using Callback = std::function<void(const PortSnapshot&)>;
@@ -138,9 +139,13 @@ class PortWatcher {
     bool following = false;              // subscribed to /events right now
   };
 
-  PortWatcher(std::filesystem::path api_socket, Callback on_change, Clock& clock,
+  // How many containers run, reported like the ports (first listing, then on change): the
+  // session lifecycle counts running containers as activity.
+  using RunningCallback = std::function<void(std::size_t running_containers)>;
+  PortWatcher(std::filesystem::path api_socket, Callback on_change, WaitClock& clock,
               std::chrono::milliseconds reconcile_interval = std::chrono::seconds(5),
-              std::chrono::milliseconds settle_delay = std::chrono::milliseconds(250));
+              std::chrono::milliseconds settle_delay = std::chrono::milliseconds(250),
+              RunningCallback on_running = {});
   // Stops within milliseconds: aborts the exchanges in flight, wakes the waits, joins.
   ~PortWatcher();
   PortWatcher(const PortWatcher&) = delete;
@@ -161,13 +166,15 @@ class PortWatcher {
   // (zero: no timeout) or the watcher stops.
   std::error_code run_exchange(const std::function<void(Exchange&)>& start,
                                std::chrono::milliseconds timeout);
-  std::error_code list_ports(PortSnapshot& out);
+  std::error_code list_ports(PortSnapshot& out, std::size_t& running);
   std::error_code follow_events();
   void request_listing(bool from_event);
 
   const std::filesystem::path api_socket_;
   const Callback on_change_;
-  Clock& clock_;
+  const RunningCallback on_running_;
+  std::optional<std::size_t> running_;  // guarded by mutex_; last count reported
+  WaitClock& clock_;
   const std::chrono::milliseconds reconcile_interval_;
   const std::chrono::milliseconds settle_delay_;
 
@@ -176,8 +183,8 @@ class PortWatcher {
   bool stopping_ = false;
   bool listing_wanted_ = true;           // the first listing happens at once
   bool reported_ = false;                // on_change has been called at least once
-  Clock::time_point last_event_at_{};
-  Clock::time_point settle_at_ = Clock::time_point::max();  // next follow-up listing
+  WaitClock::time_point last_event_at_{};
+  WaitClock::time_point settle_at_ = WaitClock::time_point::max();  // next follow-up listing
   int settle_step_ = 0;                                      // follow-ups done since the event
   PortSnapshot snapshot_;
   Stats stats_;

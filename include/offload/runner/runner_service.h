@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include <chrono>
@@ -13,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "offload/common/clock.h"
+#include "offload/runner/lifecycle.h"
 #include "offload/runner/session_backend.h"
 #include "offload/v1/runner.grpc.pb.h"
 
@@ -23,6 +26,10 @@ struct RunnerOptions {
   std::map<std::string, std::string> account_tokens;
   std::string version = OFFLOAD_VERSION;
   std::string hostname;
+  // Lifecycle limits for sessions whose client asks for none; max_duration is also a cap.
+  LifecycleLimits default_limits;
+  // The time every lifecycle decision is made with (tests inject a ManualClock).
+  const Clock* clock = &SystemClock::instance();
 };
 
 // Parses a token file: one `NAME:TOKEN` per line, `#` comments and blank lines ignored.
@@ -39,6 +46,11 @@ class RunnerService final : public v1::Runner::CallbackService {
   // Destroys every session (runner shutdown). Blocking.
   void destroy_all(const std::string& reason);
   std::size_t session_count() const;
+
+  // Applies the lifecycle rules at the clock's current time: warns, and ends (destroys) the
+  // sessions that are idle, lost their client or ran too long. The runner's own timer calls
+  // this at each session's next deadline; tests call it after moving a ManualClock.
+  void advance_lifecycles();
 
   grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext*, const v1::HelloRequest*,
                                   v1::HelloResponse*) override;
@@ -75,12 +87,15 @@ class RunnerService final : public v1::Runner::CallbackService {
   std::vector<std::string> destroy_session(const std::shared_ptr<Session>& session,
                                            const std::string& reason);
 
+  void rearm_lifecycle_timer();
+
   boost::asio::io_context& io_;
   SessionBackend& backend_;
   RunnerOptions options_;
   boost::asio::thread_pool blocking_{4};
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;
+  std::unique_ptr<boost::asio::steady_timer> lifecycle_timer_;  // guarded by mu_
 };
 
 }  // namespace offload::runner

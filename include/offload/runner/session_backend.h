@@ -22,10 +22,11 @@ class SessionEngine {
   // Where the engine's published ports are reachable from the runner host (the engine's end of
   // its veth pair). Port tunnels dial this address and nothing else.
   virtual boost::asio::ip::address published_address() const = 0;
-  // Reports the ports published by the engine's containers: the full set now and again after
-  // every change, from any thread, until destroy().
+  // Reports the ports published by the engine's containers (the full set) and how many
+  // containers run: now, and again after every change, from any thread, until destroy().
   using PortsCallback = std::function<void(const std::vector<v1::PublishedPort>&)>;
-  virtual void watch_ports(PortsCallback on_change) = 0;
+  using RunningCallback = std::function<void(std::size_t running_containers)>;
+  virtual void watch(PortsCallback on_ports, RunningCallback on_running) = 0;
   // Fills the engine_* fields of `info`.
   virtual void describe(v1::SessionInfo& info) = 0;
   virtual bool alive() = 0;

@@ -7,7 +7,10 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 
+#include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <set>
 #include <memory>
 #include <mutex>
 
@@ -15,6 +18,26 @@
 #include "offload/v1/runner.grpc.pb.h"
 
 namespace offload::tunnel {
+
+class ClientTunnelStream;
+
+// The client streams of one owner (offloadd), so that it can end them all and wait until gRPC
+// is done with them before its io_context goes away: a completion arriving after that would
+// resume a coroutine whose sockets no longer exist.
+class StreamRegistry {
+ public:
+  void add(ClientTunnelStream* stream);
+  void remove(ClientTunnelStream* stream);
+  void cancel_all(const std::string& reason);
+  // True once no registered stream is left (each is removed when its object is destroyed).
+  bool wait_empty(std::chrono::milliseconds timeout);
+  std::size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<ClientTunnelStream*> streams_;
+};
 
 // Client end (offloadd). Create with open(); the call starts at once and the `open` frame is
 // sent with the call's headers, so a tunnel costs no round trip of its own.
@@ -25,7 +48,9 @@ class ClientTunnelStream final : public FrameStream,
   // `prepare` fills the call's metadata (authorization, session id) before it starts.
   static std::shared_ptr<ClientTunnelStream> open(
       v1::Runner::Stub& stub, const v1::TunnelOpen& target,
-      const std::function<void(grpc::ClientContext&)>& prepare);
+      const std::function<void(grpc::ClientContext&)>& prepare,
+      StreamRegistry* registry = nullptr);
+  ~ClientTunnelStream() override;
 
   void cancel(const std::string& reason) override;
 
@@ -61,6 +86,7 @@ class ClientTunnelStream final : public FrameStream,
   void start_write(const TunnelFrame* frame) override;
 
   grpc::ClientContext context_;
+  StreamRegistry* registry_ = nullptr;
   TunnelFrame open_frame_;
   bool open_write_pending_ = true;             // guarded by mu_
   const TunnelFrame* queued_write_ = nullptr;  // guarded by mu_

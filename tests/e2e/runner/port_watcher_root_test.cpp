@@ -148,7 +148,7 @@ class PortWatcherRootTest : public ::testing::Test {
 
   EngineSpec spec_;
   std::unique_ptr<Engine> engine_;
-  SystemClock clock_;
+  SystemWaitClock clock_;
   std::unique_ptr<PortWatcher> watcher_;
   std::mutex mutex_;
   std::condition_variable changed_;

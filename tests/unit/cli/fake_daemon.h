@@ -66,12 +66,18 @@ class FakeDaemon final : public v1::Control::Service {
   v1::ListImagesResponse images_response;
   v1::VersionResponse version_response;
   v1::ListAccountsResponse accounts_response;
+  v1::DiagnoseResponse diagnose_response;
+  grpc::Status diagnose_status = grpc::Status::OK;
+  // Handed out by the next TakeNotices call only, as the daemon does.
+  std::vector<std::string> notices;
+  bool notices_unimplemented = false;
 
   // What was asked.
   std::mutex mutex;
   std::vector<v1::StartRequest> start_requests;
   std::vector<v1::ListContainersRequest> container_requests;
   int stop_calls = 0;
+  int take_notices_calls = 0;
   bool watch_cancelled = false;
   std::condition_variable watching;  // notified once a WatchStatus call has sent its frames
   bool watch_started = false;
@@ -128,6 +134,20 @@ class FakeDaemon final : public v1::Control::Service {
   grpc::Status ListAccounts(grpc::ServerContext*, const v1::ListAccountsRequest*,
                             v1::ListAccountsResponse* response) override {
     *response = accounts_response;
+    return grpc::Status::OK;
+  }
+  grpc::Status Diagnose(grpc::ServerContext*, const v1::DiagnoseRequest*,
+                        v1::DiagnoseResponse* response) override {
+    *response = diagnose_response;
+    return diagnose_status;
+  }
+  grpc::Status TakeNotices(grpc::ServerContext*, const v1::TakeNoticesRequest*,
+                           v1::TakeNoticesResponse* response) override {
+    std::lock_guard lock(mutex);
+    ++take_notices_calls;
+    if (notices_unimplemented) return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "no");
+    for (auto& n : notices) response->add_notices(n);
+    notices.clear();
     return grpc::Status::OK;
   }
 

@@ -38,6 +38,7 @@ const char* kRootHelp =
     "\n"
     "Commands:\n"
     "  accounts    List the accounts you can start sessions with\n"
+    "  diagnose    Check everything between docker and the session engine\n"
     "  images      List images in the offload session\n"
     "  ps          List containers in the offload session\n"
     "  start       Start an offload session\n"
@@ -69,6 +70,36 @@ TEST(Parse, StartRejectsBadDuration) {
   expect_flag_error({"start", "--timeout", "-5m"},
                     "invalid argument \"-5m\" for \"--timeout\" flag: not a duration (use e.g. "
                     "90s, 5m or 1h30m)\nSee 'docker offload start --help'.\n");
+}
+
+TEST(Parse, StartIdleTimeout) {
+  Parsed p = parse({"start", "--idle-timeout", "2m"});
+  EXPECT_FALSE(p.code);
+  EXPECT_EQ(p.line.start.idle_timeout, "2m");
+  EXPECT_EQ(parse({"start"}).line.start.idle_timeout, "");
+  expect_flag_error({"start", "--idle-timeout", "2 minutes"},
+                    "invalid argument \"2 minutes\" for \"--idle-timeout\" flag: not a duration "
+                    "(use e.g. 90s, 5m or 1h30m)\nSee 'docker offload start --help'.\n");
+  expect_flag_error({"start", "--idle-timeout", "0"},
+                    "invalid argument \"0\" for \"--idle-timeout\" flag: must be longer than zero "
+                    "(to never end an idle session, set \"idleTimeout\": \"0\" in config.json)\n"
+                    "See 'docker offload start --help'.\n");
+  expect_flag_error({"start", "--idle-timeout"},
+                    "flag needs an argument: --idle-timeout\nSee 'docker offload start --help'.\n");
+}
+
+TEST(Parse, DiagnoseFlags) {
+  Parsed p = parse({"diagnose"});
+  EXPECT_FALSE(p.code);
+  EXPECT_EQ(p.line.verb, "diagnose");
+  EXPECT_EQ(p.line.diagnose.format, "pretty");
+  EXPECT_EQ(parse({"diagnose", "--format", "json"}).line.diagnose.format, "json");
+  expect_flag_error({"diagnose", "--format", "yaml"},
+                    "invalid argument \"yaml\" for \"--format\" flag: must be \"pretty\" or "
+                    "\"json\"\nSee 'docker offload diagnose --help'.\n");
+  expect_flag_error({"diagnose", "now"},
+                    "\"docker offload diagnose\" accepts no arguments.\nSee 'docker offload "
+                    "diagnose --help'.\n");
 }
 
 TEST(Parse, StopFlags) {
@@ -210,8 +241,20 @@ TEST(Help, StartGolden) {
             "Start an offload session\n"
             "\n"
             "Options:\n"
-            "  -a, --account string     Account to start the session with\n"
-            "      --timeout duration   How long provisioning may take, e.g. 90s or 5m\n");
+            "  -a, --account string          Account to start the session with\n"
+            "      --idle-timeout duration   End the session after this long with nothing "
+            "running, e.g. 2m\n"
+            "      --timeout duration        How long provisioning may take, e.g. 90s or 5m\n");
+}
+
+TEST(Help, DiagnoseGolden) {
+  EXPECT_EQ(parse({"diagnose", "--help"}).out,
+            "Usage:  docker offload diagnose [OPTIONS]\n"
+            "\n"
+            "Check everything between docker and the session engine\n"
+            "\n"
+            "Options:\n"
+            "      --format string   Format the output: pretty or json (default \"pretty\")\n");
 }
 
 TEST(Help, PsListsOptionsByLongName) {

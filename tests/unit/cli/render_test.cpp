@@ -219,13 +219,17 @@ TEST(Status, Json) {
             "\"engineVersion\":\"20.10.24\",\"engineApiVersion\":\"1.41\",\"engineOs\":\"linux/amd64\","
             "\"gpu\":false,\"context\":\"docker-offload\","
             "\"dockerHost\":\"unix:///root/.docker/offload/docker.sock\",\"activeStreams\":2,"
-            "\"endedReason\":\"\",\"sessionId\":\"s-42\",\"ports\":[]}");
+            "\"endedReason\":\"\",\"sessionId\":\"s-42\",\"ports\":[],\"activity\":\"\","
+            "\"idleDeadline\":\"\",\"idleWarning\":false,\"idleTimeout\":\"0s\","
+            "\"reconnectError\":\"\"}");
   v1::SessionStatus stopped;
   stopped.set_state(v1::DAEMON_STATE_STOPPED);
   auto j = status_json(stopped);
   EXPECT_EQ(j["state"], "stopped");
   EXPECT_EQ(j["sessionStarted"], "");
-  EXPECT_EQ(j.size(), 16u);  // the same keys whatever the state
+  EXPECT_EQ(j.size(), 21u);  // the same keys whatever the state
+  EXPECT_EQ(j["activity"], "");
+  EXPECT_EQ(j["idleTimeout"], "");
 }
 
 TEST(Status, WatchFrames) {
@@ -306,42 +310,201 @@ TEST(Accounts, TableAndJson) {
   auto* remote = list.add_accounts();
   remote->set_name("gpu-box");
   remote->set_type("remote");
-  remote->set_description("runner.example.com:7443");
+  remote->set_description("Runner at runner.example.com:7443");
+  remote->set_address("runner.example.com:7443");
   EXPECT_EQ(render_accounts_table(list),
-            "NAME      TYPE      DEFAULT   DESCRIPTION\n"
-            "local     local     *         A runner on this machine\n"
-            "gpu-box   remote              runner.example.com:7443\n");
+            "NAME      TYPE      DEFAULT   ADDRESS                   DESCRIPTION\n"
+            "local     local     *                                   A runner on this machine\n"
+            "gpu-box   remote              runner.example.com:7443   Runner at "
+            "runner.example.com:7443\n");
   EXPECT_EQ(accounts_json(list).dump(),
-            "[{\"name\":\"local\",\"type\":\"local\",\"default\":true,"
+            "[{\"name\":\"local\",\"type\":\"local\",\"default\":true,\"address\":\"\","
             "\"description\":\"A runner on this machine\"},"
             "{\"name\":\"gpu-box\",\"type\":\"remote\",\"default\":false,"
-            "\"description\":\"runner.example.com:7443\"}]");
+            "\"address\":\"runner.example.com:7443\","
+            "\"description\":\"Runner at runner.example.com:7443\"}]");
 }
 
-TEST(Version, PrettyAndJson) {
-  VersionInfo none{"0.1.0", std::nullopt};
-  EXPECT_EQ(render_version_pretty(none),
-            "docker-offload:  0.1.0\n"
-            "offloadd:        not running\n");
-  EXPECT_EQ(version_json(none).dump(),
-            "{\"plugin\":\"0.1.0\",\"daemonRunning\":false,\"daemon\":\"\",\"runner\":\"\","
-            "\"engine\":\"\",\"engineApi\":\"\"}");
+// --- lifecycle in status ---
 
-  v1::VersionResponse daemon;
-  daemon.set_daemon_version("0.1.0");
-  VersionInfo idle{"0.1.0", daemon};
-  EXPECT_EQ(render_version_pretty(idle),
-            "docker-offload:  0.1.0\n"
-            "offloadd:        0.1.0\n"
-            "offload-runner:  no session\n");
+namespace {
 
-  daemon.set_runner_version("0.1.1");
-  daemon.set_engine_version("20.10.24");
-  daemon.set_engine_api_version("1.41");
-  VersionInfo full{"0.1.0", daemon};
-  EXPECT_EQ(render_version_pretty(full),
-            "docker-offload:  0.1.0\n"
-            "offloadd:        0.1.0\n"
-            "offload-runner:  0.1.1\n"
-            "Engine:          Docker 20.10.24 (API 1.41)\n");
+v1::SessionStatus with_lifecycle(bool active, std::int64_t deadline_in_ms = 0,
+                                 bool warning = false) {
+  auto s = started_status();
+  s.set_idle_timeout_ms(5 * 60 * 1000);
+  auto* life = s.mutable_lifecycle();
+  life->set_active(active);
+  if (!active && deadline_in_ms) life->set_idle_deadline_unix_ms(kNow * 1000 + deadline_in_ms);
+  life->set_idle_warning(warning);
+  return s;
+}
+
+}  // namespace
+
+TEST(Countdown, Formats) {
+  EXPECT_EQ(format_countdown(0ms), "0s");
+  EXPECT_EQ(format_countdown(-5s), "0s");
+  EXPECT_EQ(format_countdown(1ms), "1s");  // rounds up: "0s" only once it is over
+  EXPECT_EQ(format_countdown(45s), "45s");
+  EXPECT_EQ(format_countdown(59'001ms), "1m 0s");
+  EXPECT_EQ(format_countdown(60s), "1m 0s");
+  EXPECT_EQ(format_countdown(4min + 12s), "4m 12s");
+  EXPECT_EQ(format_countdown(59min + 59s), "59m 59s");
+  EXPECT_EQ(format_countdown(1h), "1h 0m");
+  EXPECT_EQ(format_countdown(7h + 59min + 30s), "7h 59m");
+}
+
+TEST(Status, PrettyStartedActive) {
+  EXPECT_EQ(render_status_pretty(with_lifecycle(true), now),
+            "Account:          local\n"
+            "State:            Started (Active)\n"
+            "Session started:  2026-11-29 15:04:05 UTC (3 minutes ago)\n"
+            "Time until idle:  \u2014\n"
+            "Runner:           127.0.0.1:41234 (offload-runner 0.1.0 on host)\n"
+            "Engine:           Docker 20.10.24 (API 1.41, linux/amd64)\n"
+            "GPU:              No\n"
+            "Context:          docker-offload (unix:///root/.docker/offload/docker.sock)\n"
+            "Active streams:   2\n"
+            "Ports:            none\n");
+}
+
+TEST(Status, PrettyStartedIdleCountsDown) {
+  EXPECT_EQ(render_status_pretty(with_lifecycle(false, (4 * 60 + 12) * 1000), now),
+            "Account:          local\n"
+            "State:            Started (Idle)\n"
+            "Session started:  2026-11-29 15:04:05 UTC (3 minutes ago)\n"
+            "Time until idle:  4m 12s\n"
+            "Runner:           127.0.0.1:41234 (offload-runner 0.1.0 on host)\n"
+            "Engine:           Docker 20.10.24 (API 1.41, linux/amd64)\n"
+            "GPU:              No\n"
+            "Context:          docker-offload (unix:///root/.docker/offload/docker.sock)\n"
+            "Active streams:   2\n"
+            "Ports:            none\n");
+  // The same status a minute later: the countdown is computed from the clock.
+  auto later = render_status_pretty(with_lifecycle(false, (4 * 60 + 12) * 1000), now + 60s);
+  EXPECT_NE(later.find("Time until idle:  3m 12s\n"), std::string::npos) << later;
+}
+
+TEST(Status, PrettyIdleWarning) {
+  auto out = render_status_pretty(with_lifecycle(false, 45'000, true), now);
+  EXPECT_NE(out.find("State:            Started (Idle)\n"
+                     "Session started:  2026-11-29 15:04:05 UTC (3 minutes ago)\n"
+                     "Time until idle:  45s\n"
+                     "Warning:          the session will end in 45s unless something runs\n"
+                     "Runner:  "),
+            std::string::npos)
+      << out;
+}
+
+TEST(Status, PrettyIdleWithoutTimeoutNeverEnds) {
+  auto s = with_lifecycle(false);
+  s.set_idle_timeout_ms(0);
+  auto out = render_status_pretty(s, now);
+  EXPECT_NE(out.find("Time until idle:  never\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Warning:"), std::string::npos) << out;
+}
+
+TEST(Status, PrettyWithoutLifecycleKeepsThePlainState) {
+  auto out = render_status_pretty(started_status(), now);
+  EXPECT_NE(out.find("State:            Started\n"), std::string::npos);
+  EXPECT_EQ(out.find("Time until idle"), std::string::npos);
+}
+
+TEST(Status, PrettyReconnecting) {
+  auto s = with_lifecycle(true);
+  s.set_state(v1::DAEMON_STATE_RECONNECTING);
+  s.set_reconnect_error("runner unreachable at 10.0.0.5:7443: connection refused");
+  auto out = render_status_pretty(s, now);
+  EXPECT_EQ(out.rfind("Account:          local\n"
+                      "State:            Reconnecting (runner unreachable at 10.0.0.5:7443: "
+                      "connection refused)\n"
+                      "Session started:  2026-11-29 15:04:05 UTC (3 minutes ago)\n"
+                      "Runner:  ",
+                      0),
+            0u)
+      << out;
+  EXPECT_EQ(state_key(v1::DAEMON_STATE_RECONNECTING), "reconnecting");
+  s.clear_reconnect_error();
+  EXPECT_EQ(state_label(s), "Reconnecting");
+  auto j = status_json(s);
+  EXPECT_EQ(j["state"], "reconnecting");
+  EXPECT_EQ(j["activity"], "active");
+  EXPECT_EQ(j["idleTimeout"], "5m");
+}
+
+TEST(Status, JsonLifecycle) {
+  auto idle = status_json(with_lifecycle(false, 45'000, true));
+  EXPECT_EQ(idle["activity"], "idle");
+  EXPECT_EQ(idle["idleDeadline"], "2026-11-29T15:07:50Z");
+  EXPECT_EQ(idle["idleWarning"], true);
+  EXPECT_EQ(idle["idleTimeout"], "5m");
+  auto active = status_json(with_lifecycle(true));
+  EXPECT_EQ(active["activity"], "active");
+  EXPECT_EQ(active["idleDeadline"], "");
+  EXPECT_EQ(active["idleWarning"], false);
+  EXPECT_EQ(active.size(), 21u);
+}
+
+// --- diagnose ---
+
+namespace {
+
+v1::DiagnoseResponse report(bool all_ok) {
+  v1::DiagnoseResponse r;
+  auto add = [&](const char* name, bool ok, const char* detail, const char* fix = "") {
+    auto* c = r.add_checks();
+    c->set_name(name);
+    c->set_ok(ok);
+    c->set_detail(detail);
+    c->set_fix(fix);
+  };
+  add("daemon", true, "offloadd 0.1.0 (pid 1234)");
+  if (all_ok) {
+    add("runner reachable", true, "10.0.0.5:7443, round trip 0.4 ms");
+  } else {
+    add("runner reachable", false,
+        "runner unreachable at 10.0.0.5:7443: connection refused",
+        "check that offload-runner runs on 10.0.0.5:7443 and that this machine can reach that "
+        "port (firewall, VPN)");
+    add("DOCKER_HOST/DOCKER_CONTEXT", false,
+        "DOCKER_HOST=tcp://1.2.3.4:2375 in this shell overrides the docker-offload context",
+        "unset DOCKER_HOST");
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST(Diagnose, PrettyAllPassed) {
+  EXPECT_EQ(render_diagnose_pretty(report(true)),
+            "\u2714 daemon: offloadd 0.1.0 (pid 1234)\n"
+            "\u2714 runner reachable: 10.0.0.5:7443, round trip 0.4 ms\n"
+            "\n"
+            "All 2 checks passed.\n");
+}
+
+TEST(Diagnose, PrettyFailuresSayWhatToTry) {
+  EXPECT_EQ(render_diagnose_pretty(report(false)),
+            "\u2714 daemon: offloadd 0.1.0 (pid 1234)\n"
+            "\u2718 runner reachable: runner unreachable at 10.0.0.5:7443: connection refused "
+            "\u2014 try: check that offload-runner runs on 10.0.0.5:7443 and that this machine "
+            "can reach that port (firewall, VPN)\n"
+            "\u2718 DOCKER_HOST/DOCKER_CONTEXT: DOCKER_HOST=tcp://1.2.3.4:2375 in this shell "
+            "overrides the docker-offload context \u2014 try: unset DOCKER_HOST\n"
+            "\n"
+            "2 of 3 checks failed.\n");
+}
+
+TEST(Diagnose, Json) {
+  EXPECT_EQ(diagnose_json(report(false)).dump(),
+            "[{\"name\":\"daemon\",\"ok\":true,\"detail\":\"offloadd 0.1.0 (pid 1234)\","
+            "\"fix\":\"\"},"
+            "{\"name\":\"runner reachable\",\"ok\":false,\"detail\":\"runner unreachable at "
+            "10.0.0.5:7443: connection refused\",\"fix\":\"check that offload-runner runs on "
+            "10.0.0.5:7443 and that this machine can reach that port (firewall, VPN)\"},"
+            "{\"name\":\"DOCKER_HOST/DOCKER_CONTEXT\",\"ok\":false,\"detail\":\"DOCKER_HOST="
+            "tcp://1.2.3.4:2375 in this shell overrides the docker-offload context\",\"fix\":"
+            "\"unset DOCKER_HOST\"}]");
+  EXPECT_EQ(diagnose_json({}).dump(), "[]");
 }

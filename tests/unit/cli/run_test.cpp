@@ -401,3 +401,186 @@ TEST(Interrupt, GuardCancelsTheCallInFlight) {
   grpc::ClientContext next;
   EXPECT_THROW(Interrupt::Guard(interrupt, next), CliError);
 }
+
+// --- issue 4: lifecycle, notices, diagnose ---
+
+TEST(Run, StartSendsTheIdleTimeout) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  *daemon.start_response.mutable_status() = started();
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"start", "-a", "gpu", "--idle-timeout", "2m"}), 0);
+  ASSERT_EQ(daemon.start_requests.size(), 1u);
+  EXPECT_EQ(daemon.start_requests[0].idle_timeout_ms(), 120000);
+  EXPECT_EQ(daemon.start_requests[0].timeout_ms(), 0);
+}
+
+TEST(Run, NoticesComeFirstOnStderrAndOnlyOnce) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.status_response = started();
+  daemon.notices = {"the session will end in 45s unless something runs",
+                    "the runner was unreachable for 20s; reconnected"};
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"status"}), 0);
+  EXPECT_EQ(h.err.str(),
+            "WARNING: the session will end in 45s unless something runs\n"
+            "WARNING: the runner was unreachable for 20s; reconnected\n");
+  EXPECT_NE(h.out.str().find("State:            Started\n"), std::string::npos);
+
+  Harness again(dir.path());
+  EXPECT_EQ(again.run({"ps"}), 0);
+  EXPECT_EQ(again.err.str(), "");
+  EXPECT_EQ(daemon.take_notices_calls, 2);
+}
+
+TEST(Run, EveryVerbButVersionTakesNotices) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.status_response = started();
+  *daemon.start_response.mutable_status() = started();
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"start", "-a", "x"}, {"stop", "-f"}, {"status"}, {"ps"},
+        {"images"}, {"accounts"}, {"diagnose"}}) {
+    daemon.notices = {"note"};
+    Harness h(dir.path());
+    h.run(args);
+    EXPECT_EQ(h.err.str().rfind("WARNING: note\n", 0), 0u) << args[0] << ": " << h.err.str();
+  }
+  daemon.notices = {"note"};
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"version"}), 0);
+  EXPECT_EQ(h.err.str(), "");
+  EXPECT_EQ(daemon.notices.size(), 1u);  // still there for the next command
+}
+
+TEST(Run, OlderDaemonWithoutNoticesIsIgnored) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.notices_unimplemented = true;
+  daemon.status_response = started();
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"status"}), 0);
+  EXPECT_EQ(h.err.str(), "");
+}
+
+namespace {
+
+v1::Check check(const std::string& name, bool ok, const std::string& detail,
+                const std::string& fix = "") {
+  v1::Check c;
+  c.set_name(name);
+  c.set_ok(ok);
+  c.set_detail(detail);
+  c.set_fix(fix);
+  return c;
+}
+
+}  // namespace
+
+TEST(Run, DiagnoseAddsTheCliChecks) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  *daemon.diagnose_response.add_checks() = check("daemon", true, "offloadd 0.1.0 (pid 1234)");
+  *daemon.diagnose_response.add_checks() = check("session", true, "abc on host, Docker 24.0.7");
+  Harness h(dir.path());
+  h.env.program = "/usr/libexec/docker/cli-plugins/docker-offload";
+  EXPECT_EQ(h.run({"diagnose"}), 0);
+  EXPECT_EQ(h.out.str(),
+            "\u2714 daemon: offloadd 0.1.0 (pid 1234)\n"
+            "\u2714 session: abc on host, Docker 24.0.7\n"
+            "\u2714 DOCKER_HOST/DOCKER_CONTEXT: neither is set\n"
+            "\u2714 plugin: docker-offload " OFFLOAD_VERSION
+            " at /usr/libexec/docker/cli-plugins/docker-offload\n"
+            "\n"
+            "All 4 checks passed.\n");
+  EXPECT_EQ(h.err.str(), "");
+}
+
+TEST(Run, DiagnoseFailsOnEnvironmentOverrides) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  *daemon.diagnose_response.add_checks() = check("daemon", true, "offloadd 0.1.0 (pid 1234)");
+  Harness h(dir.path());
+  h.env.docker_host = "tcp://10.0.0.1:2375";
+  h.env.docker_context = "desktop-linux";
+  EXPECT_EQ(h.run({"diagnose", "--format", "json"}), 1);
+  EXPECT_EQ(h.out.str(),
+            "[{\"name\":\"daemon\",\"ok\":true,\"detail\":\"offloadd 0.1.0 (pid 1234)\","
+            "\"fix\":\"\"},"
+            "{\"name\":\"DOCKER_HOST/DOCKER_CONTEXT\",\"ok\":false,\"detail\":\"DOCKER_HOST="
+            "tcp://10.0.0.1:2375 and DOCKER_CONTEXT=desktop-linux in this shell override the "
+            "docker-offload context\",\"fix\":\"unset DOCKER_HOST DOCKER_CONTEXT\"},"
+            "{\"name\":\"plugin\",\"ok\":true,\"detail\":\"docker-offload " OFFLOAD_VERSION
+            "\",\"fix\":\"\"}]\n");
+}
+
+TEST(Run, DiagnoseAcceptsOverridesThatPointAtTheSession) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  Harness h(dir.path());
+  h.env.docker_host = "unix://" + (dir.path() / "offload" / "docker.sock").string();
+  EXPECT_EQ(h.run({"diagnose"}), 0);
+  EXPECT_NE(h.out.str().find("\u2714 DOCKER_HOST/DOCKER_CONTEXT: DOCKER_HOST points at the "
+                             "offload session\n"),
+            std::string::npos)
+      << h.out.str();
+  Harness c(dir.path());
+  c.env.docker_context = "docker-offload";
+  EXPECT_EQ(c.run({"diagnose"}), 0);
+  EXPECT_NE(c.out.str().find("\u2714 DOCKER_HOST/DOCKER_CONTEXT: DOCKER_CONTEXT=docker-offload\n"),
+            std::string::npos);
+  Harness only_host(dir.path());
+  only_host.env.docker_host = "ssh://me@box";
+  EXPECT_EQ(only_host.run({"diagnose"}), 1);
+  EXPECT_NE(only_host.out.str().find(
+                "\u2718 DOCKER_HOST/DOCKER_CONTEXT: DOCKER_HOST=ssh://me@box in this shell "
+                "overrides the docker-offload context \u2014 try: unset DOCKER_HOST\n"),
+            std::string::npos)
+      << only_host.out.str();
+}
+
+TEST(Run, DiagnoseExitsOneWhenTheDaemonReportsAFailure) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  *daemon.diagnose_response.add_checks() =
+      check("runner reachable", false, "runner unreachable at 10.0.0.5:7443: connection refused",
+            "check that offload-runner runs on 10.0.0.5:7443");
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"diagnose"}), 1);
+  EXPECT_EQ(h.out.str().rfind("\u2718 runner reachable: runner unreachable at 10.0.0.5:7443: "
+                              "connection refused \u2014 try: check that offload-runner runs on "
+                              "10.0.0.5:7443\n",
+                              0),
+            0u)
+      << h.out.str();
+  EXPECT_NE(h.out.str().find("\n1 of 3 checks failed.\n"), std::string::npos) << h.out.str();
+}
+
+TEST(Run, DiagnoseWithoutADaemonStillReports) {
+  TempDir dir;
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"diagnose"}), 1);
+  const std::string out = h.out.str();
+  EXPECT_EQ(out.rfind("\u2718 daemon: daemon not running and could not be started: offloadd not "
+                      "found next to docker-offload or in PATH \u2014 try: see ",
+                      0),
+            0u)
+      << out;
+  EXPECT_NE(out.find("\u2714 plugin: docker-offload"), std::string::npos) << out;
+  EXPECT_EQ(h.err.str(), "");
+}
+
+TEST(Run, DiagnoseAgainstAnOlderDaemon) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.diagnose_status = grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unknown method");
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"diagnose"}), 1);
+  EXPECT_EQ(h.out.str().rfind("\u2718 daemon: the running offloadd is older than this "
+                              "docker-offload and cannot diagnose \u2014 try: stop offloadd (it "
+                              "starts again with the next command) and run this again\n",
+                              0),
+            0u)
+      << h.out.str();
+}

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 
 #include "offload/common/fs.h"
 #include "offload/common/token.h"
@@ -49,6 +50,32 @@ void expect_defaults(const OffloadConfig& c) {
   EXPECT_EQ(c.log_level, "info");
   EXPECT_EQ(c.local.address_pool, "10.213.0.0/16");
   EXPECT_FALSE(c.ports.bind_all_interfaces);
+  EXPECT_EQ(c.idle_timeout, 5min);
+  EXPECT_EQ(c.client_ttl, 10min);
+  EXPECT_EQ(c.max_session_duration, 8h);
+  EXPECT_TRUE(c.accounts.empty());
+}
+
+const std::string kFp = "sha256:" + std::string(64, 'a');
+
+// A remote account object with `field` replaced (or left out when `value` is empty).
+std::string account_json(const std::string& field = "", const std::string& value = "") {
+  std::map<std::string, std::string> fields = {
+      {"type", "\"remote\""},
+      {"address", "\"runner.example.com:7443\""},
+      {"tokenFile", "\"gpu.token\""},
+      {"fingerprint", "\"" + kFp + "\""}};
+  if (!field.empty()) {
+    if (value.empty()) fields.erase(field);
+    else fields[field] = value;
+  }
+  std::string out = "{";
+  for (const auto& [k, v] : fields) out += (out.size() > 1 ? ", \"" : "\"") + k + "\": " + v;
+  return out + "}";
+}
+
+std::string with_account(const std::string& name, const std::string& account) {
+  return R"({"accounts": {")" + name + "\": " + account + "}}";
 }
 
 }  // namespace
@@ -120,8 +147,29 @@ TEST(Config, RoundTripsThroughToJson) {
   EXPECT_EQ(back.ports.bind_all_interfaces, c.ports.bind_all_interfaces);
   EXPECT_EQ(to_json(OffloadConfig{}),
             "{\n  \"version\": 1,\n  \"defaultAccount\": \"local\",\n  \"startTimeout\": \"2m\",\n"
+            "  \"idleTimeout\": \"5m\",\n  \"clientTtl\": \"10m\",\n  \"maxSessionDuration\": \"8h\",\n"
             "  \"logLevel\": \"info\",\n  \"local\": {\n    \"addressPool\": \"10.213.0.0/16\"\n"
-            "  },\n  \"ports\": {\n    \"bindAllInterfaces\": false\n  }\n}\n");
+            "  },\n  \"ports\": {\n    \"bindAllInterfaces\": false\n  },\n  \"accounts\": {}\n}\n");
+}
+
+TEST(Config, RoundTripsLifecycleAndAccounts) {
+  OffloadConfig c;
+  c.idle_timeout = 0ms;
+  c.client_ttl = 90s;
+  c.max_session_duration = 0ms;
+  c.accounts["gpu"] = {"[fd00::1]:7443", "/etc/offload/gpu.token", kFp};
+  c.accounts["ci.build-2"] = {"10.0.0.5:443", "ci.token", kFp};
+  c.default_account = "gpu";
+  auto back = parse_config(to_json(c), kSource);
+  EXPECT_EQ(back.idle_timeout, 0ms);
+  EXPECT_EQ(back.client_ttl, 90s);
+  EXPECT_EQ(back.max_session_duration, 0ms);
+  EXPECT_EQ(back.default_account, "gpu");
+  ASSERT_EQ(back.accounts.size(), 2u);
+  EXPECT_EQ(back.accounts["gpu"].address, "[fd00::1]:7443");
+  EXPECT_EQ(back.accounts["gpu"].token_file, "/etc/offload/gpu.token");
+  EXPECT_EQ(back.accounts["ci.build-2"].fingerprint, kFp);
+  EXPECT_EQ(to_json(back), to_json(c));
 }
 
 // Exact messages: these are what users read, so they are part of the contract.
@@ -141,16 +189,17 @@ TEST(ConfigErrors, ZeroDuration) {
 }
 
 TEST(ConfigErrors, UnknownTopLevelKey) {
-  EXPECT_EQ(error_of(R"({"idleTimeout": "5m"})"),
-            "~/.docker/offload/config.json: \"idleTimeout\": unknown key (known keys: version, "
-            "defaultAccount, startTimeout, logLevel, local, ports)");
+  EXPECT_EQ(error_of(R"({"idle": "5m"})"),
+            "~/.docker/offload/config.json: \"idle\": unknown key (known keys: version, "
+            "defaultAccount, startTimeout, idleTimeout, clientTtl, maxSessionDuration, logLevel, "
+            "local, ports, accounts)");
 }
 
 TEST(ConfigErrors, UnknownKeySuggestsSpelling) {
   EXPECT_EQ(error_of(R"({"start_timeout": "5m"})"),
             "~/.docker/offload/config.json: \"start_timeout\": unknown key, did you mean "
-            "\"startTimeout\"? (known keys: version, defaultAccount, startTimeout, logLevel, "
-            "local, ports)");
+            "\"startTimeout\"? (known keys: version, defaultAccount, startTimeout, idleTimeout, "
+            "clientTtl, maxSessionDuration, logLevel, local, ports, accounts)");
   EXPECT_TRUE(contains(error_of(R"({"LogLevel": "info"})"), "did you mean \"logLevel\"?"));
 }
 
@@ -212,7 +261,7 @@ TEST(ConfigErrors, BadVersion) {
 TEST(ConfigErrors, UnknownAccount) {
   EXPECT_EQ(error_of(R"({"defaultAccount": "x"})"),
             "~/.docker/offload/config.json: \"defaultAccount\": unknown account \"x\" (accounts: "
-            "local)");
+            "local; remote accounts are defined under \"accounts\")");
 }
 
 TEST(ConfigErrors, BadLogLevel) {
@@ -313,5 +362,237 @@ TEST(LoadConfig, UnreadableFileNamesIt) {
     FAIL() << "no error";
   } catch (const ConfigError& e) {
     EXPECT_TRUE(contains(e.what(), "config.json: cannot be read")) << e.what();
+  }
+}
+
+// --- lifecycle limits ---
+
+TEST(ConfigLifecycle, ReadsDurations) {
+  auto c = parse_config(
+      R"({"idleTimeout": "2m", "clientTtl": "30s", "maxSessionDuration": "1h30m"})", kSource);
+  EXPECT_EQ(c.idle_timeout, 2min);
+  EXPECT_EQ(c.client_ttl, 30s);
+  EXPECT_EQ(c.max_session_duration, 90min);
+}
+
+TEST(ConfigLifecycle, ZeroMeansNeverForIdleAndMaximum) {
+  auto c = parse_config(R"({"idleTimeout": "0", "maxSessionDuration": "0s"})", kSource);
+  EXPECT_EQ(c.idle_timeout, 0ms);
+  EXPECT_EQ(c.max_session_duration, 0ms);
+}
+
+TEST(ConfigLifecycleErrors, ClientTtlMustBePositive) {
+  EXPECT_EQ(error_of(R"({"clientTtl": "0"})"),
+            "~/.docker/offload/config.json: \"clientTtl\": \"0\" must be longer than zero (use "
+            "e.g. 90s, 5m, 1h)");
+}
+
+TEST(ConfigLifecycleErrors, BadDurations) {
+  EXPECT_EQ(error_of(R"({"idleTimeout": "5 minutes"})"),
+            "~/.docker/offload/config.json: \"idleTimeout\": \"5 minutes\" is not a duration (use "
+            "e.g. 90s, 5m, 1h, or \"0\" to never end an idle session)");
+  EXPECT_EQ(error_of(R"({"maxSessionDuration": "-1h"})"),
+            "~/.docker/offload/config.json: \"maxSessionDuration\": \"-1h\" is not a duration "
+            "(use e.g. 90s, 5m, 1h, or \"0\" for no maximum)");
+  EXPECT_EQ(error_of(R"({"clientTtl": "10"})"),
+            "~/.docker/offload/config.json: \"clientTtl\": \"10\" is not a duration (use e.g. "
+            "90s, 5m, 1h)");
+  EXPECT_EQ(error_of(R"({"idleTimeout": 300})"),
+            "~/.docker/offload/config.json: \"idleTimeout\": expected a string like \"5m\", got "
+            "number 300");
+  EXPECT_TRUE(contains(error_of(R"({"maxSessionDuration": null})"),
+                       "\"maxSessionDuration\": expected a string like \"8h\", got null"));
+  EXPECT_TRUE(contains(error_of(R"({"clientTtl": true})"),
+                       "\"clientTtl\": expected a string like \"10m\", got boolean true"));
+  EXPECT_TRUE(contains(error_of(R"({"idle_timeout": "5m"})"), "did you mean \"idleTimeout\"?"));
+}
+
+// --- remote accounts ---
+
+TEST(ConfigAccounts, ReadsRemoteAccount) {
+  auto c = parse_config(R"({"defaultAccount": "gpu", "accounts": {"gpu": {
+      "type": "remote", "address": "runner.example.com:7443", "tokenFile": "gpu.token",
+      "fingerprint": "SHA256:AB:CD:)" +
+                            [] {
+                              std::string hex;
+                              for (int i = 0; i < 30; ++i) hex += i ? ":EF" : "EF";
+                              return hex;
+                            }() +
+                            R"("}}})",
+                        kSource);
+  EXPECT_EQ(c.default_account, "gpu");
+  ASSERT_EQ(c.accounts.count("gpu"), 1u);
+  const auto& a = c.accounts.at("gpu");
+  EXPECT_EQ(a.address, "runner.example.com:7443");
+  EXPECT_EQ(a.token_file, "gpu.token");
+  std::string want = "sha256:abcd";
+  for (int i = 0; i < 30; ++i) want += "ef";
+  EXPECT_EQ(a.fingerprint, want);
+}
+
+TEST(ConfigAccounts, DefaultAccountMayComeBeforeTheAccounts) {
+  // JSON objects have no order; the default is checked against the accounts wherever it is.
+  auto c = parse_config(R"({"defaultAccount": "build", "accounts": {"build": )" + account_json() +
+                            "}}",
+                        kSource);
+  EXPECT_EQ(c.default_account, "build");
+}
+
+TEST(ConfigAccounts, SeveralAccountsAndAddressForms) {
+  auto c = parse_config(R"({"accounts": {"a1": )" + account_json("address", "\"10.0.0.5:1\"") +
+                            R"(, "b.2_x+y-z": )" +
+                            account_json("address", "\"[fd00::1]:65535\"") +
+                            R"(, "c3": )" + account_json("address", "\"localhost:7443\"") + "}}",
+                        kSource);
+  ASSERT_EQ(c.accounts.size(), 3u);
+  EXPECT_EQ(c.accounts["a1"].address, "10.0.0.5:1");
+  EXPECT_EQ(c.accounts["b.2_x+y-z"].address, "[fd00::1]:65535");
+  EXPECT_EQ(c.accounts["c3"].address, "localhost:7443");
+  EXPECT_EQ(c.default_account, "local");
+}
+
+TEST(ConfigAccounts, TokenFileIsNotCheckedWhenParsing) {
+  auto c = parse_config(with_account("gpu", account_json("tokenFile", "\"/nonexistent/x\"")),
+                        kSource);
+  EXPECT_EQ(c.accounts["gpu"].token_file, "/nonexistent/x");
+}
+
+TEST(ConfigAccounts, ResolveTokenFile) {
+  RemoteAccountSettings a;
+  a.token_file = "gpu.token";
+  EXPECT_EQ(resolve_token_file(a, "/home/u/.docker/offload"),
+            fs::path("/home/u/.docker/offload/gpu.token"));
+  a.token_file = "tokens/gpu";
+  EXPECT_EQ(resolve_token_file(a, "/d"), fs::path("/d/tokens/gpu"));
+  a.token_file = "/etc/offload/gpu.token";
+  EXPECT_EQ(resolve_token_file(a, "/d"), fs::path("/etc/offload/gpu.token"));
+}
+
+TEST(ConfigAccounts, NormalizesFingerprintsLikeTls) {
+  const std::string hex(64, 'b');
+  EXPECT_EQ(normalize_config_fingerprint("sha256:" + hex), "sha256:" + hex);
+  EXPECT_EQ(normalize_config_fingerprint(std::string(64, 'B')), "sha256:" + hex);
+  std::string spaced;
+  for (int i = 0; i < 32; ++i) spaced += i ? " BB" : "BB";
+  EXPECT_EQ(normalize_config_fingerprint("SHA256:" + spaced), "sha256:" + hex);
+  EXPECT_EQ(normalize_config_fingerprint("sha256:" + std::string(63, 'b')), "");
+  EXPECT_EQ(normalize_config_fingerprint("sha256:" + std::string(65, 'b')), "");
+  EXPECT_EQ(normalize_config_fingerprint("sha1:" + hex), "");
+  EXPECT_EQ(normalize_config_fingerprint("sha256:" + std::string(63, 'b') + "g"), "");
+  EXPECT_EQ(normalize_config_fingerprint(""), "");
+}
+
+TEST(ConfigAccountErrors, ReservedAndInvalidNames) {
+  EXPECT_EQ(error_of(with_account("local", account_json())),
+            "~/.docker/offload/config.json: \"accounts.local\": \"local\" is the built-in "
+            "account's name (configure it under the top-level \"local\" key, or pick another "
+            "name)");
+  EXPECT_EQ(error_of(with_account("-gpu", account_json())),
+            "~/.docker/offload/config.json: \"accounts.-gpu\": \"-gpu\" is not a valid account "
+            "name (letters, digits and _ . + -, starting with a letter or digit, at least 2 "
+            "characters)");
+  for (const char* bad : {"g", "", "a b", "a/b", "_x", "gp\\u00fc", "a:b"})
+    EXPECT_TRUE(contains(error_of(with_account(bad, account_json())),
+                         "is not a valid account name"))
+        << bad;
+}
+
+TEST(ConfigAccountErrors, NotAnObject) {
+  EXPECT_EQ(error_of(R"({"accounts": []})"),
+            "~/.docker/offload/config.json: \"accounts\": expected an object of account name to "
+            "settings, like {\"gpu\": {\"type\": \"remote\", ...}}, got an array");
+  EXPECT_TRUE(contains(error_of(with_account("gpu", "\"runner:1\"")),
+                       "\"accounts.gpu\": expected an object like {\"type\": \"remote\""));
+}
+
+TEST(ConfigAccountErrors, Type) {
+  EXPECT_EQ(error_of(with_account("gpu", account_json("type"))),
+            "~/.docker/offload/config.json: \"accounts.gpu\": missing \"type\" (the account type "
+            "is \"remote\": a runner started with `offload-runner serve`)");
+  EXPECT_EQ(error_of(with_account("gpu", account_json("type", "\"cloud\""))),
+            "~/.docker/offload/config.json: \"accounts.gpu.type\": \"cloud\" is not an account "
+            "type (use \"remote\")");
+  EXPECT_EQ(error_of(with_account("gpu", account_json("type", "\"local\""))),
+            "~/.docker/offload/config.json: \"accounts.gpu.type\": there is one local account, "
+            "built in as \"local\" (configure it under the top-level \"local\" key)");
+  EXPECT_TRUE(contains(error_of(with_account("gpu", account_json("type", "1"))),
+                       "\"accounts.gpu.type\": expected a string like \"remote\", got number 1"));
+}
+
+TEST(ConfigAccountErrors, UnknownKey) {
+  EXPECT_EQ(error_of(with_account("gpu", account_json("token", "\"x\""))),
+            "~/.docker/offload/config.json: \"accounts.gpu.token\": unknown key (known keys in "
+            "\"accounts.gpu\": type, address, tokenFile, fingerprint)");
+  EXPECT_TRUE(contains(error_of(with_account("gpu", account_json("token_file", "\"x\""))),
+                       "did you mean \"tokenFile\"?"));
+}
+
+TEST(ConfigAccountErrors, MissingFields) {
+  EXPECT_EQ(error_of(with_account("gpu", account_json("address"))),
+            "~/.docker/offload/config.json: \"accounts.gpu\": missing \"address\" (the runner's "
+            "host:port, e.g. runner.example.com:7443)");
+  EXPECT_EQ(error_of(with_account("gpu", account_json("tokenFile"))),
+            "~/.docker/offload/config.json: \"accounts.gpu\": missing \"tokenFile\" (a file "
+            "holding the account token, absolute or relative to the offload directory)");
+  EXPECT_EQ(error_of(with_account("gpu", account_json("fingerprint"))),
+            "~/.docker/offload/config.json: \"accounts.gpu\": missing \"fingerprint\" (the "
+            "\"sha256:...\" fingerprint offload-runner prints when it starts)");
+}
+
+TEST(ConfigAccountErrors, Address) {
+  auto address = [](const std::string& v) {
+    return error_of(with_account("gpu", account_json("address", "\"" + v + "\"")));
+  };
+  EXPECT_EQ(address("runner.example.com"),
+            "~/.docker/offload/config.json: \"accounts.gpu.address\": \"runner.example.com\" is "
+            "not host:port (use e.g. runner.example.com:7443, or [fd00::1]:7443 for IPv6)");
+  EXPECT_EQ(address("https://runner:7443"),
+            "~/.docker/offload/config.json: \"accounts.gpu.address\": \"https://runner:7443\" is "
+            "not host:port (leave out the scheme: use e.g. runner.example.com:7443)");
+  for (const char* bad : {"", ":7443", "runner:", "runner:0", "runner:65536", "runner:99999999",
+                          "runner:+1", "runner:7443 ", "fd00::1:7443", "[fd00::1]", "[fd00::1]7443",
+                          "[nothex]:7443", "run ner:1", "runner:1/x", "runner:-1"})
+    EXPECT_TRUE(contains(address(bad), "is not host:port")) << bad << ": " << address(bad);
+  EXPECT_TRUE(contains(error_of(with_account("gpu", account_json("address", "7443"))),
+                       "expected a string like \"runner.example.com:7443\", got number 7443"));
+}
+
+TEST(ConfigAccountErrors, TokenFile) {
+  EXPECT_EQ(error_of(with_account("gpu", account_json("tokenFile", "\"\""))),
+            "~/.docker/offload/config.json: \"accounts.gpu.tokenFile\": must not be empty (a file "
+            "holding the account token, absolute or relative to the offload directory)");
+  EXPECT_TRUE(contains(error_of(with_account("gpu", account_json("tokenFile", "\"a\\u0000b\""))),
+                       "is not a file name"));
+  EXPECT_TRUE(contains(error_of(with_account("gpu", account_json("tokenFile", "[]"))),
+                       "\"accounts.gpu.tokenFile\": expected a string like \"gpu.token\""));
+}
+
+TEST(ConfigAccountErrors, Fingerprint) {
+  EXPECT_EQ(error_of(with_account("gpu", account_json("fingerprint", "\"sha256:abc\""))),
+            "~/.docker/offload/config.json: \"accounts.gpu.fingerprint\": \"sha256:abc\" is not a "
+            "SHA-256 fingerprint (use the \"sha256:...\" fingerprint offload-runner prints when "
+            "it starts)");
+  EXPECT_TRUE(contains(error_of(with_account("gpu", account_json("fingerprint", "\"sha1:" +
+                                                                                    std::string(
+                                                                                        64, 'a') +
+                                                                                    "\""))),
+                       "is not a SHA-256 fingerprint"));
+}
+
+TEST(ConfigAccountErrors, DefaultAccountListsAccounts) {
+  EXPECT_EQ(error_of(R"({"defaultAccount": "cpu", "accounts": {"gpu": )" + account_json() +
+                     "}}"),
+            "~/.docker/offload/config.json: \"defaultAccount\": unknown account \"cpu\" "
+            "(accounts: local, gpu; remote accounts are defined under \"accounts\")");
+}
+
+TEST(ConfigAccountErrors, MessagesAreOneLine) {
+  for (const std::string& bad :
+       {with_account("a\\nb", account_json()),
+        with_account("gpu", account_json("address", "\"a\\nb:1\"")),
+        with_account("gpu", account_json("fingerprint", "\"\\n\""))}) {
+    auto msg = error_of(bad);
+    ASSERT_FALSE(msg.empty()) << bad;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   }
 }

@@ -1,6 +1,6 @@
 // PortWatcher and its parsers, without docker: a fake engine on a unix socket answers
 // GET /containers/json from a string the test changes and serves /events as a chunked stream the
-// test writes into. Time only moves when the test advances the ManualClock.
+// test writes into. Time only moves when the test advances the ManualWaitClock.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -261,10 +261,10 @@ TEST(EventMayChangePorts, ContainerLifecycleActionsOnly) {
   EXPECT_FALSE(event_may_change_ports("{}"));
 }
 
-// --- ManualClock ---
+// --- ManualWaitClock ---
 
-TEST(ManualClock, AdvanceWakesAWaiterWhoseDeadlinePasses) {
-  ManualClock clock;
+TEST(ManualWaitClock, AdvanceWakesAWaiterWhoseDeadlinePasses) {
+  ManualWaitClock clock;
   const auto t0 = clock.now();
   std::mutex mutex;
   std::condition_variable cv;
@@ -491,7 +491,7 @@ class PortWatcherTest : public ::testing::Test {
     ASSERT_TRUE(eventually([&] { return watcher_->stats().events_applied > before; }));
   }
 
-  ManualClock clock_;
+  ManualWaitClock clock_;
   fs::path dir_, socket_;
   Recorder recorder_;
   std::unique_ptr<FakeEngine> engine_;
@@ -724,7 +724,7 @@ TEST_F(PortWatcherTest, StopsPromptlyDuringBackoff) {
 }
 
 TEST(PortWatcherConfig, SocketPathLongerThanSunPathIsRejected) {
-  ManualClock clock;
+  ManualWaitClock clock;
   EXPECT_THROW(PortWatcher(fs::path("/tmp") / std::string(200, 'x'), [](const auto&) {}, clock),
                std::invalid_argument);
 }
