@@ -108,6 +108,9 @@ class DockerSessionEngine final : public SessionEngine {
   boost::asio::ip::address published_address() const override {
     return engine_->spec().slot.engine_address;
   }
+  std::string network_namespace() const override {
+    return "/var/run/netns/" + engine_->spec().slot.netns;
+  }
   void watch(PortsCallback on_ports, RunningCallback on_running) override {
     watcher_ = std::make_unique<PortWatcher>(engine_->api_socket(), std::move(on_ports),
                                              clock_, std::chrono::seconds(5),

@@ -1,6 +1,9 @@
 #include "offload/runner/runner_service.h"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -13,6 +16,8 @@
 #include <boost/asio/strand.hpp>
 #include <algorithm>
 #include <deque>
+#include <optional>
+#include <thread>
 #include <sstream>
 
 #include "offload/common/duration.h"
@@ -177,10 +182,22 @@ class RunnerService::Session {
   }
   // Whether a container of the session publishes `host_port`/`protocol` right now.
   bool publishes(std::uint32_t host_port, const std::string& protocol) {
+    return published_host_ip(host_port, protocol).has_value();
+  }
+  // The HostIp the port is published on: an address the engine's own network answers on for
+  // it. Loopback only when no container publishes it more widely.
+  std::optional<std::string> published_host_ip(std::uint32_t host_port,
+                                               const std::string& protocol) {
     std::lock_guard lock(mu_);
-    return std::any_of(ports_.begin(), ports_.end(), [&](const v1::PublishedPort& p) {
-      return p.host_port() == host_port && p.protocol() == protocol;
-    });
+    std::optional<std::string> found;
+    for (const auto& p : ports_) {
+      if (p.host_port() != host_port || p.protocol() != protocol) continue;
+      boost::system::error_code ec;
+      auto ip = asio::ip::make_address(p.host_ip(), ec);
+      if (ec || !ip.is_loopback()) return p.host_ip();
+      found = p.host_ip();
+    }
+    return found;
   }
 
  private:
@@ -589,9 +606,56 @@ asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, st
   finish_splice(*stream, result, "the session engine");
 }
 
-asio::awaitable<void> tunnel_tcp_port(StreamPtr stream, SessionPtr session,
-                                      asio::ip::tcp::endpoint target) {
+// A published port to dial: an address, and the network namespace to dial it from ("" = ours).
+struct PortTarget {
+  asio::ip::address address;
+  unsigned short port = 0;
+  std::string netns;
+};
+
+// A socket created inside another network namespace stays there: setns on a short-lived thread
+// (it changes only that thread), create the socket, come back with its descriptor.
+int socket_in_netns(const std::string& netns, int domain, int type, std::error_code& ec) {
+  int fd = -1;
+  std::thread([&] {
+    int ns = ::open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
+      ec = std::error_code(errno, std::generic_category());
+      if (ns >= 0) ::close(ns);
+      return;
+    }
+    ::close(ns);
+    fd = ::socket(domain, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) ec = std::error_code(errno, std::generic_category());
+  }).join();
+  return fd;
+}
+
+// Opens `socket` for `target`, inside the target's network namespace when it has one.
+template <class Socket>
+boost::system::error_code open_for(Socket& socket, const PortTarget& target, int type) {
+  boost::system::error_code ec;
+  auto protocol = target.address.is_v4() ? Socket::protocol_type::v4() : Socket::protocol_type::v6();
+  if (target.netns.empty()) {
+    socket.open(protocol, ec);
+    return ec;
+  }
+  std::error_code sec;
+  int fd = socket_in_netns(target.netns, target.address.is_v4() ? AF_INET : AF_INET6, type, sec);
+  if (fd < 0) return boost::system::error_code(sec.value(), boost::system::generic_category());
+  socket.assign(protocol, fd, ec);
+  return ec;
+}
+
+asio::awaitable<void> tunnel_tcp_port(StreamPtr stream, SessionPtr session, PortTarget where) {
+  asio::ip::tcp::endpoint target(where.address, where.port);
   asio::ip::tcp::socket socket(co_await asio::this_coro::executor);
+  if (auto oec = open_for(socket, where, SOCK_STREAM)) {
+    stream->finish(Status(StatusCode::UNAVAILABLE, "cannot open a socket for port " +
+                                                       std::to_string(where.port) + ": " +
+                                                       oec.message()));
+    co_return;
+  }
   auto [ec] = co_await socket.async_connect(target, kToken);
   if (ec) {
     stream->finish(Status(StatusCode::UNAVAILABLE, "port " + std::to_string(target.port()) +
@@ -607,12 +671,11 @@ asio::awaitable<void> tunnel_tcp_port(StreamPtr stream, SessionPtr session,
 
 // One UDP flow: each frame from the client is one datagram to the container's port, each
 // datagram back is one frame. The client ends the flow with eof (it owns the idle expiry).
-asio::awaitable<void> tunnel_udp_port(StreamPtr stream, SessionPtr session,
-                                      asio::ip::udp::endpoint target) {
+asio::awaitable<void> tunnel_udp_port(StreamPtr stream, SessionPtr session, PortTarget where) {
   using namespace asio::experimental::awaitable_operators;
+  asio::ip::udp::endpoint target(where.address, where.port);
   asio::ip::udp::socket socket(co_await asio::this_coro::executor);
-  boost::system::error_code ec;
-  socket.open(target.protocol(), ec);
+  boost::system::error_code ec = open_for(socket, where, SOCK_DGRAM);
   if (!ec) socket.connect(target, ec);
   if (ec) {
     stream->finish(Status(StatusCode::UNAVAILABLE, "cannot reach udp port " +
@@ -683,9 +746,9 @@ grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* RunnerService::Tunnel
         const std::string& protocol = open.protocol();
         // The runner dials only what the session owns: a port one of its containers publishes
         // now, on the engine's own address. Nothing else, however the client asks.
+        auto published_ip = session->published_host_ip(open.host_port(), protocol);
         if (open.host_port() == 0 || open.host_port() > 65535 ||
-            (protocol != "tcp" && protocol != "udp") ||
-            !session->publishes(open.host_port(), protocol)) {
+            (protocol != "tcp" && protocol != "udp") || !published_ip) {
           spdlog::warn("session {}: refused a tunnel to {}/{}: no container publishes it",
                        short_id(session->id), open.host_port(), protocol);
           stream->finish(Status(StatusCode::PERMISSION_DENIED,
@@ -693,12 +756,22 @@ grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* RunnerService::Tunnel
                                     std::to_string(open.host_port()) + "/" + protocol));
           return;
         }
-        auto address = session->engine->published_address();
-        auto port = static_cast<unsigned short>(open.host_port());
+        // Published on the engine's loopback only: dial that loopback from inside the engine's
+        // network namespace. Otherwise the engine's end of its veth.
+        PortTarget target;
+        target.port = static_cast<unsigned short>(open.host_port());
+        boost::system::error_code ec;
+        auto host_ip = asio::ip::make_address(*published_ip, ec);
+        if (!ec && host_ip.is_loopback() && !session->engine->network_namespace().empty()) {
+          target.address = host_ip;
+          target.netns = session->engine->network_namespace();
+        } else {
+          target.address = session->engine->published_address();
+        }
         if (protocol == "tcp")
-          asio::co_spawn(strand, tunnel_tcp_port(stream, session, {address, port}), asio::detached);
+          asio::co_spawn(strand, tunnel_tcp_port(stream, session, target), asio::detached);
         else
-          asio::co_spawn(strand, tunnel_udp_port(stream, session, {address, port}), asio::detached);
+          asio::co_spawn(strand, tunnel_udp_port(stream, session, target), asio::detached);
         return;
       }
       default:

@@ -55,6 +55,12 @@ std::shared_ptr<ClientTunnelStream> ClientTunnelStream::open(
 }
 
 void ClientTunnelStream::cancel(const std::string& reason) {
+  {
+    // Once released, the call is finishing on its own and may already be torn down inside
+    // gRPC: leave it alone.
+    std::lock_guard lock(mu_);
+    if (released_ || done_) return;
+  }
   spdlog::debug("tunnel cancelled: {}", reason);
   context_.TryCancel();
 }

@@ -22,6 +22,10 @@ class SessionEngine {
   // Where the engine's published ports are reachable from the runner host (the engine's end of
   // its veth pair). Port tunnels dial this address and nothing else.
   virtual boost::asio::ip::address published_address() const = 0;
+  // The engine's network namespace (a path to open for setns), or "" when it shares the
+  // runner's. Ports published on the engine's loopback (-p 127.0.0.1:...) are reachable only
+  // from inside it.
+  virtual std::string network_namespace() const { return {}; }
   // Reports the ports published by the engine's containers (the full set) and how many
   // containers run: now, and again after every change, from any thread, until destroy().
   using PortsCallback = std::function<void(const std::vector<v1::PublishedPort>&)>;
