@@ -139,9 +139,18 @@ SessionManager::SessionManager(StatePaths paths, OffloadConfig config, Providers
     : paths_(std::move(paths)),
       config_(std::move(config)),
       providers_(std::move(providers)),
-      streams_(streams) {}
+      streams_(streams),
+      reconnect_thread_([this] { reconnect_loop(); }) {}
 
-SessionManager::~SessionManager() { detach(); }
+SessionManager::~SessionManager() {
+  detach();
+  {
+    std::lock_guard lock(mu_);
+    shutting_down_ = true;
+  }
+  reconnect_cv_.notify_all();
+  reconnect_thread_.join();
+}
 
 Provider& SessionManager::provider_for(const std::string& account) const {
   auto it = providers_.find(account);
@@ -317,11 +326,74 @@ void SessionManager::on_event_stream_lost(const std::string& why) {
   {
     std::lock_guard lock(mu_);
     if (state_ != v1::DAEMON_STATE_STARTED) return;
-    runner_.reset();
+    // Keep the session and its listeners: the runner keeps it for the client TTL, and we
+    // reconnect. New connections meanwhile get a clear error instead of a hang.
+    reconnect_client_ = std::move(runner_);
+    state_ = v1::DAEMON_STATE_RECONNECTING;
+    reconnect_error_ = why;
   }
-  spdlog::error("lost the connection to the runner: {}", why);
-  clear_ports();
-  set_state(v1::DAEMON_STATE_ENDED, "lost the connection to the runner: " + why);
+  spdlog::error("lost the connection to the runner: {}; reconnecting", why);
+  reconnect_cv_.notify_all();
+  notify();
+}
+
+// The reconnect worker: waits for a lost runner, then retries with backoff until the session is
+// back, is known to be gone, or the user starts/stops.
+void SessionManager::reconnect_loop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    reconnect_cv_.wait(lock, [this] { return shutting_down_ || reconnect_client_; });
+    if (shutting_down_) return;
+    auto client = std::move(reconnect_client_);
+    auto delay = milliseconds(250);
+    while (state_ == v1::DAEMON_STATE_RECONNECTING && !shutting_down_) {
+      reconnect_cv_.wait_for(lock, delay, [this] { return shutting_down_; });
+      if (shutting_down_ || state_ != v1::DAEMON_STATE_RECONNECTING) break;
+      lock.unlock();
+      std::string failure;
+      bool gone = false;
+      v1::SessionInfo info;
+      try {
+        info = client->get_session(seconds(5));
+      } catch (const RunnerError& e) {
+        failure = e.what();
+        gone = e.code == StatusCode::UNAUTHENTICATED;  // the runner no longer knows the session
+      }
+      if (failure.empty()) {
+        {
+          std::lock_guard relock(mu_);
+          if (state_ == v1::DAEMON_STATE_RECONNECTING) {
+            runner_ = client;
+            info_ = info;
+            state_ = v1::DAEMON_STATE_STARTED;
+            reconnect_error_.clear();
+          }
+        }
+        spdlog::info("reconnected to the runner at {}", client->address());
+        start_events();  // its first event re-applies the ports: the reconcile after reconnect
+        notify();
+      } else if (gone) {
+        spdlog::warn("the session is gone from the runner: {}", failure);
+        clear_ports();
+        std::string reason = "it ended while the runner was unreachable";
+        add_notice("the offload session ended (" + reason + "); run `docker offload start` for a new one");
+        bool was_reconnecting;
+        {
+          std::lock_guard relock(mu_);
+          was_reconnecting = state_ == v1::DAEMON_STATE_RECONNECTING;
+        }
+        if (was_reconnecting) set_state(v1::DAEMON_STATE_ENDED, reason);
+      } else {
+        {
+          std::lock_guard relock(mu_);
+          reconnect_error_ = failure;
+        }
+        notify();
+        delay = std::min<milliseconds>(delay * 2, seconds(30));
+      }
+      lock.lock();
+    }
+  }
 }
 
 void SessionManager::recover() {
@@ -560,7 +632,8 @@ v1::StopResponse SessionManager::stop() {
   std::string teardown_error;
   if (session) {
     set_state(v1::DAEMON_STATE_STOPPING);
-    if (!client && was == v1::DAEMON_STATE_ENDED) {
+    if (!client &&
+        (was == v1::DAEMON_STATE_ENDED || was == v1::DAEMON_STATE_RECONNECTING)) {
       // The session ended or could not be re-attached: still try to destroy it, in case the
       // runner is merely unreachable from here now.
       client = std::make_shared<RunnerClient>(session->endpoint, streams_);
@@ -571,7 +644,7 @@ v1::StopResponse SessionManager::stop() {
       spdlog::info("session {} destroyed ({} resources removed)", session->session_id.substr(0, 8),
                    destroyed.removed_size());
     } catch (const RunnerError& e) {
-      if (e.code != StatusCode::UNAUTHENTICATED || was != v1::DAEMON_STATE_ENDED)
+      if (e.code != StatusCode::UNAUTHENTICATED || was == v1::DAEMON_STATE_STARTED)
         teardown_error = e.what();
       spdlog::warn("destroying the session: {}", e.what());
     }
@@ -610,6 +683,7 @@ v1::SessionStatus SessionManager::status() const {
   s.set_active_streams(active_streams_.load());
   if (state_ == v1::DAEMON_STATE_STARTED) *s.mutable_lifecycle() = lifecycle_;
   s.set_idle_timeout_ms(info_.idle_timeout_ms());
+  if (state_ == v1::DAEMON_STATE_RECONNECTING) s.set_reconnect_error(reconnect_error_);
   if (ports_ && (state_ == v1::DAEMON_STATE_STARTED || state_ == v1::DAEMON_STATE_STARTING))
     for (auto& p : ports_->ports()) *s.add_ports() = p;
   return s;
@@ -627,6 +701,9 @@ std::string SessionManager::unavailable_message() const {
       return "the offload session is still starting; try again in a moment";
     case v1::DAEMON_STATE_STOPPING:
       return "the offload session is stopping; run `docker offload start` for a new one";
+    case v1::DAEMON_STATE_RECONNECTING:
+      return "the offload runner is unreachable (" + reconnect_error_ +
+             "); reconnecting, the session and its containers live on: try again shortly";
     case v1::DAEMON_STATE_ENDED:
       return "the offload session ended (" + ended_reason_ +
              "); run `docker offload start` for a new one, or `docker offload stop` to return "

@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "offload/common/duration.h"
 #include "offload/common/fs.h"
 #include "offload/common/log.h"
 #include "offload/engine/engine.h"
@@ -46,6 +47,9 @@ struct ServeOptions {
   fs::path ready_file;
   fs::path log_file;
   std::string log_level = "info";
+  std::string idle_timeout = "5m";
+  std::string client_ttl = "10m";
+  std::string max_session_duration = "8h";
 };
 
 // A start-up failure: its message is the one line the operator sees.
@@ -171,6 +175,15 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
 
   RunnerOptions runner_options;
   runner_options.account_tokens = load_tokens(o.token_file);
+  auto duration_flag = [](const std::string& flag, const std::string& text) {
+    auto d = parse_duration(text);
+    if (!d) throw StartupError(flag + " \"" + text + "\" is not a duration (use e.g. 90s, 5m, 8h)");
+    return *d;
+  };
+  runner_options.default_limits.idle_timeout = duration_flag("--idle-timeout", o.idle_timeout);
+  runner_options.default_limits.client_ttl = duration_flag("--client-ttl", o.client_ttl);
+  runner_options.default_limits.max_duration =
+      duration_flag("--max-session-duration", o.max_session_duration);
   const auto identity = load_tls(o);
 
   DockerSessionBackend backend({o.state_dir, o.run_dir, pool});
@@ -189,6 +202,10 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   // would answer those pings with GOAWAY (too_many_pings).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // And the runner pings its clients: a laptop that vanished (no FIN) is noticed within a
+  // minute, its Events stream ends, and the client TTL starts.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0)
     throw StartupError("cannot listen on " + o.listen +
@@ -290,6 +307,21 @@ int run_runner(int argc, char** argv) {
                    "Once listening, write {\"address\",\"fingerprint\",\"pid\"} JSON here "
                    "(mode 0600)")
       ->option_text("FILE");
+  serve_cmd
+      ->add_option("--idle-timeout", o.idle_timeout,
+                   "End a session after this long without activity, unless its client asks "
+                   "otherwise (default 5m)")
+      ->option_text("DUR");
+  serve_cmd
+      ->add_option("--client-ttl", o.client_ttl,
+                   "Keep a session this long after its client went away, unless the client "
+                   "asks otherwise (default 10m)")
+      ->option_text("DUR");
+  serve_cmd
+      ->add_option("--max-session-duration", o.max_session_duration,
+                   "End every session this long after it was created; also a cap on what "
+                   "clients ask for; 0 = unlimited (default 8h)")
+      ->option_text("DUR");
   serve_cmd->add_option("--log-file", o.log_file, "Log to this file (rotated; default stderr)")
       ->option_text("FILE");
   serve_cmd

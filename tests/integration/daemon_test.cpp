@@ -4,6 +4,9 @@
 
 #include <boost/asio.hpp>
 #include <future>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <thread>
 
 #include "offload/common/fs.h"
 #include "offload/common/token.h"
@@ -18,15 +21,110 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 constexpr auto tok = asio::as_tuple(asio::use_awaitable);
 
+// A TCP relay in front of the runner that the test can cut, like a network that goes away and
+// comes back: while cut, existing connections are closed and new ones refused. Plain blocking
+// sockets and threads: it must be obviously right, it is the test's instrument.
+class CuttableRelay {
+ public:
+  explicit CuttableRelay(const std::string& target) : target_(target) {
+    auto colon = target.rfind(':');
+    target_port_ = std::stoi(target.substr(colon + 1));
+    listen(0);
+  }
+  ~CuttableRelay() {
+    cut();
+    for (auto& t : threads_) t.join();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  void cut() {
+    std::lock_guard lock(mu_);
+    if (listener_ >= 0) {
+      ::shutdown(listener_, SHUT_RDWR);
+      ::close(listener_);
+      listener_ = -1;
+    }
+    for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);  // the pumps close them
+    fds_.clear();
+  }
+  void restore() { listen(port_); }
+
+ private:
+  static int connect_to(int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+  void listen(int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int on = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("bind");
+    ::listen(fd, 16);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    std::lock_guard lock(mu_);
+    listener_ = fd;
+    threads_.emplace_back([this, fd] { accept_loop(fd); });
+  }
+  void accept_loop(int listener) {
+    for (;;) {
+      int client = ::accept(listener, nullptr, nullptr);
+      if (client < 0) return;
+      int upstream = connect_to(target_port_);
+      if (upstream < 0) {
+        ::close(client);
+        continue;
+      }
+      std::lock_guard lock(mu_);
+      fds_.push_back(client);
+      fds_.push_back(upstream);
+      threads_.emplace_back([client, upstream] { pump(client, upstream); });
+      threads_.emplace_back([client, upstream] { pump(upstream, client); });
+    }
+  }
+  static void pump(int from, int to) {
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(from, buf, sizeof buf);
+      if (n <= 0) break;
+      if (::send(to, buf, static_cast<size_t>(n), MSG_NOSIGNAL) != n) break;
+    }
+    ::shutdown(to, SHUT_RDWR);
+    ::shutdown(from, SHUT_RDWR);
+  }
+
+  std::string target_;
+  int target_port_ = 0;
+  int port_ = 0;
+  std::mutex mu_;
+  int listener_ = -1;
+  std::vector<int> fds_;
+  std::vector<std::thread> threads_;
+};
+
 class TestProvider final : public daemon::Provider {
  public:
-  explicit TestProvider(InProcessRunner& runner, std::atomic<int>& released)
-      : runner_(runner), released_(released) {}
+  explicit TestProvider(InProcessRunner& runner, std::atomic<int>& released,
+                        std::string address = {})
+      : runner_(runner), released_(released), address_(std::move(address)) {}
   std::string type() const override { return "test"; }
   std::string description() const override { return "in-process runner"; }
   daemon::ProvisionedRunner provision(std::chrono::milliseconds) override {
     daemon::ProvisionedRunner p;
-    p.endpoint = {runner_.address(), runner_.identity.fingerprint, runner_.token};
+    p.endpoint = {address_.empty() ? runner_.address() : address_, runner_.identity.fingerprint,
+                  runner_.token};
     return p;
   }
   void release(const daemon::ProvisionedRunner&) override { ++released_; }
@@ -34,6 +132,7 @@ class TestProvider final : public daemon::Provider {
  private:
   InProcessRunner& runner_;
   std::atomic<int>& released_;
+  std::string address_;
 };
 
 // Reads one request head, then answers like the engine's attach: 101, then echoes what it
@@ -110,11 +209,11 @@ class DaemonTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  std::unique_ptr<daemon::Daemon> make_daemon() {
+  std::unique_ptr<daemon::Daemon> make_daemon(std::string runner_address = {}) {
     OffloadConfig config;
     config.default_account = "test";
     daemon::SessionManager::Providers providers;
-    providers["test"] = std::make_unique<TestProvider>(*runner_, released_);
+    providers["test"] = std::make_unique<TestProvider>(*runner_, released_, runner_address);
     return std::make_unique<daemon::Daemon>(*paths_, config, std::move(providers));
   }
 
@@ -271,6 +370,59 @@ TEST_F(DaemonTest, ARestartedDaemonReattachesToTheSession) {
   EXPECT_EQ(daemon_->sessions().status().state(), v1::DAEMON_STATE_STARTED);
   auto out = exchange("GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n");
   EXPECT_NE(out.find("GET /_ping"), std::string::npos) << out;
+  EXPECT_EQ(daemon_->sessions().stop().restored_context(), "mine");
+}
+
+bool wait_state(daemon::SessionManager& sessions, v1::DaemonState state) {
+  for (int i = 0; i < 1500; ++i) {  // bounded: 30 s
+    if (sessions.status().state() == state) return true;
+    std::this_thread::sleep_for(20ms);  // the state crosses real gRPC streams and TCP
+  }
+  return false;
+}
+
+TEST_F(DaemonTest, ANetworkCutIsSurvivedByReconnecting) {
+  runner_->target().set_behaviour(http_behaviour);
+  CuttableRelay relay(runner_->address());
+  daemon_.reset();
+  daemon_ = make_daemon(relay.address());
+  daemon_->start();
+  daemon_->sessions().start({});
+  EXPECT_NE(exchange("GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n").find("GET /_ping"),
+            std::string::npos);
+
+  relay.cut();
+  ASSERT_TRUE(wait_state(daemon_->sessions(), v1::DAEMON_STATE_RECONNECTING));
+  auto status = daemon_->sessions().status();
+  EXPECT_FALSE(status.reconnect_error().empty());
+  // Meanwhile a Docker client gets a clear answer, not a hang.
+  auto out = exchange("GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n");
+  EXPECT_NE(out.find("503"), std::string::npos) << out;
+  EXPECT_NE(out.find("reconnecting"), std::string::npos) << out;
+  EXPECT_EQ(runner_->service().session_count(), 1u);  // the session lives on
+
+  relay.restore();
+  ASSERT_TRUE(wait_state(daemon_->sessions(), v1::DAEMON_STATE_STARTED));
+  EXPECT_NE(exchange("GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n").find("GET /_ping"),
+            std::string::npos);
+  EXPECT_EQ(daemon_->sessions().stop().restored_context(), "mine");
+}
+
+TEST_F(DaemonTest, ASessionThatEndedWhileUnreachableIsReportedAsEnded) {
+  CuttableRelay relay(runner_->address());
+  daemon_.reset();
+  daemon_ = make_daemon(relay.address());
+  daemon_->start();
+  daemon_->sessions().start({});
+  relay.cut();
+  ASSERT_TRUE(wait_state(daemon_->sessions(), v1::DAEMON_STATE_RECONNECTING));
+  runner_->service().destroy_all("client TTL expired");
+  relay.restore();
+  ASSERT_TRUE(wait_state(daemon_->sessions(), v1::DAEMON_STATE_ENDED));
+  auto notices = daemon_->sessions().take_notices();
+  ASSERT_FALSE(notices.empty());
+  EXPECT_NE(notices.back().find("ended"), std::string::npos);
+  EXPECT_TRUE(daemon_->sessions().take_notices().empty());  // each notice once
   EXPECT_EQ(daemon_->sessions().stop().restored_context(), "mine");
 }
 

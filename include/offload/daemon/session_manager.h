@@ -5,6 +5,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <thread>
 #include <functional>
 #include <map>
 #include <memory>
@@ -111,6 +113,7 @@ class SessionManager final : public ActivitySink {
   void start_events();
   void clear_session();
   void clear_ports();
+  void reconnect_loop();
   std::string restore_context(const std::string& previous);
 
   StatePaths paths_;
@@ -132,7 +135,13 @@ class SessionManager final : public ActivitySink {
   std::map<int, Watcher> watchers_;
   v1::Lifecycle lifecycle_;             // the runner's view, mirrored
   std::vector<std::string> notices_;
+  // Reconnecting after the runner was lost (guarded by mu_).
+  std::shared_ptr<RunnerClient> reconnect_client_;
+  std::string reconnect_error_;
+  bool shutting_down_ = false;
+  std::condition_variable reconnect_cv_;
   int next_watcher_ = 1;
+  std::thread reconnect_thread_;  // last member: it starts in the constructor
 };
 
 }  // namespace offload::daemon

@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# Benchmarks of docker-offload against the direct engine and against SSH (issue 6).
+#
+#   sudo bench/run.sh            # ~5 minutes; rewrites the results part of docs/benchmarks.md
+#
+# Everything it needs it starts itself and removes at the end, whatever happens: a build of the
+# programs (BUILD_DIR, default build-bench, RelWithDebInfo), a "direct" dockerd of its own (own
+# data root, exec root, socket, pidfile, bridge), an offload session on the local account in a
+# DOCKER_CONFIG of its own (own address pool), and sshd on 127.0.0.1:2222 with a throwaway host
+# key, used by `docker -H ssh://` and `ssh -L`. Each comparison is measured in the same run, the
+# variants interleaved round by round. Not part of the test suite.
+#
+# Knobs (environment): RUNS_API (15), RUNS_RUN (7), STREAM_MIB (1024), RUNS_STREAM (3),
+# RR_CONNS (100), RR_ROUNDS (50), BULK_MIB (500; 0 skips the save|load scenario),
+# SSH_PORT (2222), OUT (docs/benchmarks.md).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build-bench}
+OUT=${OUT:-$ROOT/docs/benchmarks.md}
+RUNS_API=${RUNS_API:-15}
+RUNS_RUN=${RUNS_RUN:-7}
+STREAM_MIB=${STREAM_MIB:-1024}
+RUNS_STREAM=${RUNS_STREAM:-3}
+RR_CONNS=${RR_CONNS:-100}
+RR_ROUNDS=${RR_ROUNDS:-50}
+BULK_MIB=${BULK_MIB:-500}
+SSH_PORT=${SSH_PORT:-2222}
+IMAGE=offload-bench/busybox:latest
+BRIDGE=oflbench0
+BRIDGE_CIDR=172.30.97.1/24
+EXEC_ROOT=/run/offload-bench-direct
+
+say() { printf '\n== %s\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (the local runner and the direct dockerd need it)"
+command -v dockerd >/dev/null || die "dockerd is missing: apt-get install docker.io"
+[ -x /usr/bin/busybox ] || die "busybox-static is missing: apt-get install busybox-static"
+command -v jq >/dev/null || die "jq is missing: apt-get install jq"
+if [ ! -x /usr/sbin/sshd ]; then
+  say "installing openssh-server for the SSH baselines"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server >/dev/null
+fi
+
+# ---- build ---------------------------------------------------------------------------------
+say "building in $BUILD_DIR"
+[ -n "${SKIP_BUILD:-}" ] || [ -f "$BUILD_DIR/CMakeCache.txt" ] ||
+  cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+[ -n "${SKIP_BUILD:-}" ] ||
+  cmake --build "$BUILD_DIR" -j"${JOBS:-1}" --target docker-offload offloadd offload-runner \
+    offload-bench offload-bench-peer >/dev/null
+BIN=${BIN_DIR:-$BUILD_DIR/bin}
+BENCH=$BIN/offload-bench
+
+# ---- everything of this run lives in $W, and goes at the end ----------------------------------
+W=$(mktemp -d /tmp/offload-bench-XXXXXX)
+chmod 755 "$W"
+export DOCKER_CONFIG=$W/docker
+unset DOCKER_HOST DOCKER_CONTEXT
+DIRECT_PID= SSHD_PID= MADE_RUN_SSHD= STARTED= FORWARDS=()
+DIRECT_SOCK=$W/direct/docker.sock
+
+cleanup() {
+  set +e
+  say "cleaning up"
+  for p in "${FORWARDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  if [ -n "$STARTED" ]; then docker offload stop --force >/dev/null 2>&1; fi
+  if [ -f "$DOCKER_CONFIG/offload/offloadd.pid" ]; then
+    local p; p=$(cat "$DOCKER_CONFIG/offload/offloadd.pid")
+    kill "$p" 2>/dev/null; for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+  fi
+  if [ -n "$SSHD_PID" ]; then kill "$SSHD_PID" 2>/dev/null; wait "$SSHD_PID" 2>/dev/null; fi
+  [ -n "$MADE_RUN_SSHD" ] && rmdir /run/sshd 2>/dev/null
+  if [ -n "$DIRECT_PID" ]; then
+    docker -H "unix://$DIRECT_SOCK" rm -f $(docker -H "unix://$DIRECT_SOCK" ps -aq) >/dev/null 2>&1
+    kill "$DIRECT_PID" 2>/dev/null; wait "$DIRECT_PID" 2>/dev/null
+  fi
+  umount -R "$EXEC_ROOT" 2>/dev/null; rm -rf "$EXEC_ROOT"
+  ip link del "$BRIDGE" 2>/dev/null
+  rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+D="docker -H unix://$DIRECT_SOCK"
+O="docker --context docker-offload"
+S="docker -H ssh://root@127.0.0.1:$SSH_PORT"
+
+wait_until() {  # SECONDS command...
+  local limit=$1; shift
+  for _ in $(seq $((limit * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  "$@"
+}
+
+# ---- the direct engine -------------------------------------------------------------------
+say "starting the direct dockerd"
+mkdir -p "$W/direct"
+# A bridge of its own: the default docker0 may belong to another dockerd on this machine.
+ip link add "$BRIDGE" type bridge
+ip addr add "$BRIDGE_CIDR" dev "$BRIDGE"
+ip link set "$BRIDGE" up
+dockerd --data-root "$W/direct/data" --exec-root "$EXEC_ROOT" -H "unix://$DIRECT_SOCK" \
+  --pidfile "$W/direct/docker.pid" -b "$BRIDGE" >"$W/direct/dockerd.log" 2>&1 &
+DIRECT_PID=$!
+wait_until 60 $D version || die "the direct dockerd did not start: $(tail -5 "$W/direct/dockerd.log")"
+
+# ---- sshd on loopback ----------------------------------------------------------------------
+say "starting sshd on 127.0.0.1:$SSH_PORT"
+mkdir -p "$W/ssh" "$W/bin"
+ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/id"
+cp "$W/ssh/id.pub" "$W/ssh/authorized_keys"
+cat >"$W/ssh/sshd_config" <<EOF
+HostKey $W/ssh/host_key
+PidFile $W/ssh/sshd.pid
+AuthorizedKeysFile $W/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding yes
+# docker -H ssh:// runs "docker system dial-stdio" here: point it at the direct engine.
+SetEnv DOCKER_HOST=unix://$DIRECT_SOCK
+EOF
+cat >"$W/ssh/config" <<EOF
+Host 127.0.0.1
+  Port $SSH_PORT
+  User root
+  IdentityFile $W/ssh/id
+  IdentitiesOnly yes
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
+EOF
+# ssh reads ~/.ssh/config from the passwd home, not $HOME; the docker CLI runs `ssh` from PATH,
+# so a wrapper first in PATH gives it our config without touching root's.
+printf '#!/bin/sh\nexec /usr/bin/ssh -F %s "$@"\n' "$W/ssh/config" >"$W/bin/ssh"
+chmod 755 "$W/bin/ssh"
+export PATH=$W/bin:$PATH
+[ -d /run/sshd ] || { mkdir -p /run/sshd; MADE_RUN_SSHD=1; }
+/usr/sbin/sshd -D -e -f "$W/ssh/sshd_config" -p "$SSH_PORT" -o ListenAddress=127.0.0.1 \
+  2>"$W/ssh/sshd.log" &
+SSHD_PID=$!
+wait_until 20 $S version || die "docker over ssh does not work: $(tail -5 "$W/ssh/sshd.log")"
+
+# ---- the offload session -------------------------------------------------------------------
+say "starting the offload session"
+mkdir -p "$DOCKER_CONFIG/cli-plugins" "$DOCKER_CONFIG/offload"
+ln -s "$BIN/docker-offload" "$DOCKER_CONFIG/cli-plugins/docker-offload"
+echo '{}' >"$DOCKER_CONFIG/config.json"
+cat >"$DOCKER_CONFIG/offload/config.json" <<'EOF'
+{"version": 1, "idleTimeout": "0", "local": {"addressPool": "10.232.0.0/24"}}
+EOF
+STARTED=1
+docker offload start </dev/null >/dev/null || die "docker offload start failed"
+OFFLOADD_PID=$(cat "$DOCKER_CONFIG/offload/offloadd.pid")
+RUNNER_PID=$(pgrep -f "offload-runner serve .*$DOCKER_CONFIG/offload" | head -1)
+[ -n "$RUNNER_PID" ] || die "no offload-runner process found"
+
+say "importing the benchmark image into both engines"
+mkdir -p "$W/rootfs/bin" "$W/rootfs/tmp" "$W/rootfs/etc"
+cp /usr/bin/busybox "$W/rootfs/bin/busybox"
+cp "$BIN/offload-bench-peer" "$W/rootfs/bin/offload-bench-peer"
+for n in $(/usr/bin/busybox --list); do [ "$n" = busybox ] || ln -s busybox "$W/rootfs/bin/$n"; done
+tar -C "$W/rootfs" -c . >"$W/rootfs.tar"
+$D import - "$IMAGE" <"$W/rootfs.tar" >/dev/null
+$O import - "$IMAGE" <"$W/rootfs.tar" >/dev/null
+
+mkdir -p "$W/results"
+R=$W/results
+
+# /proc/<pid>/status VmRSS (KiB) and utime+stime (seconds).
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+cpu_s() {
+  local ticks; ticks=$(getconf CLK_TCK)
+  # Fields after the ")" of comm: utime and stime are the 12th and 13th.
+  sed 's/.*) //' "/proc/$1/stat" | awk -v t="$ticks" '{printf "%.3f", ($12 + $13) / t}'
+}
+# Samples the peak RSS of both processes every 100 ms until $R/$1.stop appears.
+sample_peak() {
+  local name=$1 po=0 pr=0 v
+  while [ ! -e "$R/$name.stop" ]; do
+    v=$(rss_kib "$OFFLOADD_PID"); [ "$v" -gt "$po" ] && po=$v
+    v=$(rss_kib "$RUNNER_PID"); [ "$v" -gt "$pr" ] && pr=$v
+    sleep 0.1
+  done
+  echo "{\"offloadd_peak_rss_kib\": $po, \"runner_peak_rss_kib\": $pr}" >"$R/$name.peak.json"
+}
+footprint_begin() {
+  echo "{\"offloadd_cpu_s\": $(cpu_s "$OFFLOADD_PID"), \"runner_cpu_s\": $(cpu_s "$RUNNER_PID")}" \
+    >"$R/$1.cpu0.json"
+  sample_peak "$1" &
+  SAMPLER=$!
+}
+footprint_end() {
+  touch "$R/$1.stop"; wait "$SAMPLER"
+  jq -n --slurpfile c0 "$R/$1.cpu0.json" --slurpfile p "$R/$1.peak.json" \
+    --argjson oc "$(cpu_s "$OFFLOADD_PID")" --argjson rc "$(cpu_s "$RUNNER_PID")" \
+    '$p[0] + {offloadd_cpu_s: ($oc - $c0[0].offloadd_cpu_s), runner_cpu_s: ($rc - $c0[0].runner_cpu_s)}' \
+    >"$R/footprint-$1.json"
+}
+
+# ---- 1. API latency ------------------------------------------------------------------------
+say "1. API latency"
+$O run --rm "$IMAGE" true && $D run --rm "$IMAGE" true   # first runs set up the engines' state
+sleep 2
+jq -n --argjson o "$(rss_kib "$OFFLOADD_PID")" --argjson r "$(rss_kib "$RUNNER_PID")" \
+  '{offloadd_rss_kib: $o, runner_rss_kib: $r}' >"$R/footprint-idle.json"
+for verb in version ps; do
+  $BENCH commands --runs "$RUNS_API" --warmup 2 direct "$D $verb" offload "$O $verb" \
+    ssh "$S $verb" >"$R/api-$verb.json"
+done
+$BENCH commands --runs "$RUNS_RUN" --warmup 1 direct "$D run --rm $IMAGE true" \
+  offload "$O run --rm $IMAGE true" ssh "$S run --rm $IMAGE true" >"$R/api-run.json"
+
+# ---- 2. port-forward throughput ------------------------------------------------------------
+say "2. port-forward throughput"
+$D run -d --name sink -p 127.0.0.1:19001:9000 "$IMAGE" offload-bench-peer sink 9000 >/dev/null
+$O run -d --name sink -p 19003:9000 "$IMAGE" offload-bench-peer sink 9000 >/dev/null
+ssh -N -L "127.0.0.1:19002:127.0.0.1:19001" 127.0.0.1 &
+FORWARDS+=($!)
+for p in 19001 19002 19003; do $BENCH wait sink $p --timeout 30 || die "sink on $p"; done
+footprint_begin stream
+$BENCH stream --bytes "${STREAM_MIB}M" --streams 1 --runs "$RUNS_STREAM" \
+  direct 19001 offload 19003 ssh 19002 >"$R/stream-1.json"
+$BENCH stream --bytes "${STREAM_MIB}M" --streams 16 --runs "$RUNS_STREAM" \
+  direct 19001 offload 19003 ssh 19002 >"$R/stream-16.json"
+footprint_end stream
+
+# ---- 3. request/response under concurrency (and the footprint with 100 streams) -------------
+say "3. $RR_CONNS concurrent request/response connections"
+$D run -d --name echo -p 127.0.0.1:19011:9000 "$IMAGE" offload-bench-peer echo 9000 >/dev/null
+$O run -d --name echo -p 19013:9000 "$IMAGE" offload-bench-peer echo 9000 >/dev/null
+ssh -N -L "127.0.0.1:19012:127.0.0.1:19011" 127.0.0.1 &
+FORWARDS+=($!)
+for p in 19011 19012 19013; do $BENCH wait echo $p --timeout 30 || die "echo on $p"; done
+footprint_begin rr
+$BENCH rr --conns "$RR_CONNS" --rounds "$RR_ROUNDS" --size 64 \
+  direct 19011 offload 19013 ssh 19012 >"$R/rr.json"
+footprint_end rr
+
+# ---- 4. bulk API transfer: docker save | docker load -----------------------------------------
+if [ "$BULK_MIB" -gt 0 ]; then
+  say "4. docker save | docker load of a ${BULK_MIB} MiB image"
+  mkdir -p "$W/bulk"
+  head -c "$((BULK_MIB * 1048576))" /dev/urandom >"$W/bulk/blob"
+  # The image is made locally and moved into each engine with one load, outside the clock.
+  printf 'FROM %s\nCOPY blob /blob\n' "$IMAGE" >"$W/bulk/Dockerfile"
+  $D build -q -t offload-bench/bulk "$W/bulk" >/dev/null
+  $D save -o "$W/bulk.tar" offload-bench/bulk
+  rm -f "$W/bulk/blob"
+  $O load -q -i "$W/bulk.tar" >/dev/null
+  # Each round: save to a file, remove, load it back (the load must store it again).
+  $BENCH commands --runs 3 --warmup 0 \
+    direct "$D save -o $W/d.tar offload-bench/bulk" \
+    offload "$O save -o $W/o.tar offload-bench/bulk" >"$R/bulk-save.json"
+  $BENCH commands --runs 3 --warmup 0 \
+    direct "$D rmi -f offload-bench/bulk && $D load -q -i $W/bulk.tar" \
+    offload "$O rmi -f offload-bench/bulk && $O load -q -i $W/bulk.tar" >"$R/bulk-load.json"
+  rm -f "$W/d.tar" "$W/o.tar" "$W/bulk.tar"
+fi
+
+# ---- report ----------------------------------------------------------------------------------
+say "writing $OUT"
+DOCKER_VERSION=$($D version --format '{{.Server.Version}}')
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git -C "$ROOT" status --porcelain -- src cmd proto 2>/dev/null | wc -l)
+jq -n \
+  --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$COMMIT" --argjson dirty "$DIRTY" \
+  --arg kernel "$(uname -r)" --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" \
+  --argjson cores "$(nproc)" --arg docker "$DOCKER_VERSION" --arg ssh "$(ssh -V 2>&1)" \
+  --argjson stream_mib "$STREAM_MIB" \
+  --slurpfile version "$R/api-version.json" --slurpfile ps "$R/api-ps.json" \
+  --slurpfile run "$R/api-run.json" --slurpfile s1 "$R/stream-1.json" \
+  --slurpfile s16 "$R/stream-16.json" --slurpfile rr "$R/rr.json" \
+  --slurpfile idle "$R/footprint-idle.json" --slurpfile fs "$R/footprint-stream.json" \
+  --slurpfile frr "$R/footprint-rr.json" \
+  --slurpfile bsave "$( [ -f "$R/bulk-save.json" ] && echo "$R/bulk-save.json" || echo /dev/null)" \
+  --slurpfile bload "$( [ -f "$R/bulk-load.json" ] && echo "$R/bulk-load.json" || echo /dev/null)" \
+  --argjson bulk_mib "$BULK_MIB" \
+  '{machine: {date: $date, commit: $commit, uncommitted_product_files: $dirty, kernel: $kernel,
+              cpu: $cpu, cores: $cores, docker: $docker, ssh: $ssh},
+    api_latency: {version: $version[0], ps: $ps[0], "run --rm img true": $run[0]},
+    port_forward_throughput: {one_stream: $s1[0], sixteen_streams: $s16[0]},
+    request_response: $rr[0],
+    footprint: {idle: $idle[0], during_throughput: $fs[0], during_request_response: $frr[0]},
+    bulk: (if ($bsave | length) > 0 then {image_mib: $bulk_mib, save: $bsave[0], load: $bload[0]} else null end)}' \
+  >"$R/all.json"
+
+"$ROOT/bench/report.sh" "$R/all.json" "$OUT"
+cat "$R/all.json" >&2
+say "done: $OUT"
