@@ -209,9 +209,11 @@ class DaemonTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  std::unique_ptr<daemon::Daemon> make_daemon(std::string runner_address = {}) {
+  std::unique_ptr<daemon::Daemon> make_daemon(std::string runner_address = {},
+                                              std::chrono::milliseconds client_ttl = {}) {
     OffloadConfig config;
     config.default_account = "test";
+    if (client_ttl.count() > 0) config.client_ttl = client_ttl;
     daemon::SessionManager::Providers providers;
     providers["test"] = std::make_unique<TestProvider>(*runner_, released_, runner_address);
     return std::make_unique<daemon::Daemon>(*paths_, config, std::move(providers));
@@ -423,6 +425,28 @@ TEST_F(DaemonTest, ASessionThatEndedWhileUnreachableIsReportedAsEnded) {
   ASSERT_FALSE(notices.empty());
   EXPECT_NE(notices.back().find("ended"), std::string::npos);
   EXPECT_TRUE(daemon_->sessions().take_notices().empty());  // each notice once
+  EXPECT_EQ(daemon_->sessions().stop().restored_context(), "mine");
+}
+
+TEST_F(DaemonTest, ACutLongerThanTheClientTtlEndsTheSessionOnTheRunner) {
+  // Sessions that outlive their client by one second only.
+  CuttableRelay relay(runner_->address());
+  daemon_.reset();
+  daemon_ = make_daemon(relay.address(), std::chrono::seconds(1));
+  daemon_->start();
+  daemon_->sessions().start({});
+  ASSERT_EQ(runner_->service().session_count(), 1u);
+  relay.cut();
+  // The runner notices its client is gone, waits out the TTL and tears the session down on its
+  // own: nothing is left even though the client never comes back.
+  bool gone = false;
+  for (int i = 0; i < 1500 && !gone; ++i) {  // bounded: 30 s
+    gone = runner_->service().session_count() == 0;
+    if (!gone) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(gone);
+  relay.restore();
+  ASSERT_TRUE(wait_state(daemon_->sessions(), v1::DAEMON_STATE_ENDED));
   EXPECT_EQ(daemon_->sessions().stop().restored_context(), "mine");
 }
 
