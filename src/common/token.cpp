@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include <cctype>
 #include <stdexcept>
 #include <vector>
 
@@ -32,6 +33,19 @@ bool secrets_equal(std::string_view a, std::string_view b) {
   SHA256(reinterpret_cast<const unsigned char*>(a.data()), a.size(), da);
   SHA256(reinterpret_cast<const unsigned char*>(b.data()), b.size(), db);
   return CRYPTO_memcmp(da, db, sizeof da) == 0;
+}
+
+std::string normalize_fingerprint(std::string_view text) {
+  std::string s(text);
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (s.rfind("sha256:", 0) == 0) s = s.substr(7);
+  std::string hex;
+  for (char c : s) {
+    if (std::isxdigit(static_cast<unsigned char>(c))) hex += c;
+    else if (c != ':' && c != ' ') return {};
+  }
+  if (hex.size() != 64) return {};
+  return "sha256:" + hex;
 }
 
 std::string sha256_hex(std::string_view data) {

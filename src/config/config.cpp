@@ -1,5 +1,7 @@
 #include "offload/config/config.h"
 
+#include "offload/common/token.h"
+
 #include <algorithm>
 #include <array>
 #include <boost/asio/ip/address_v6.hpp>
@@ -319,7 +321,7 @@ void parse_remote_account(const Validator& check, const std::string& name, const
   const std::string fp_hint = "the \"sha256:...\" fingerprint offload-runner prints when it starts";
   const auto& fp = check.string_at(required("fingerprint", fp_hint), prefix + ".fingerprint",
                                    "\"sha256:<64 hex digits>\"");
-  auto normalised = normalize_config_fingerprint(fp);
+  auto normalised = normalize_fingerprint(fp);
   if (normalised.empty())
     check.fail(prefix + ".fingerprint",
                quote(fp) + " is not a SHA-256 fingerprint (use " + fp_hint + ")");
@@ -350,19 +352,6 @@ std::filesystem::path resolve_token_file(const RemoteAccountSettings& account,
                                          const std::filesystem::path& offload_dir) {
   std::filesystem::path file(account.token_file);
   return file.is_absolute() ? file : offload_dir / file;
-}
-
-std::string normalize_config_fingerprint(std::string_view text) {
-  std::string s(text);
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (s.rfind("sha256:", 0) == 0) s = s.substr(7);
-  std::string hex;
-  for (char c : s) {
-    if (std::isxdigit(static_cast<unsigned char>(c))) hex += c;
-    else if (c != ':' && c != ' ') return {};
-  }
-  if (hex.size() != 64) return {};
-  return "sha256:" + hex;
 }
 
 OffloadConfig parse_config(std::string_view text, const std::string& source) {

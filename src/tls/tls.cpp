@@ -124,19 +124,6 @@ std::string certificate_fingerprint(std::string_view pem) {
   return fp;
 }
 
-std::string normalize_fingerprint(std::string_view text) {
-  std::string s(text);
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (s.rfind("sha256:", 0) == 0) s = s.substr(7);
-  std::string hex;
-  for (char c : s) {
-    if (std::isxdigit(static_cast<unsigned char>(c))) hex += c;
-    else if (c != ':' && c != ' ') return {};
-  }
-  if (hex.size() != 64) return {};
-  return "sha256:" + hex;
-}
-
 Identity load_identity(const fs::path& cert_file, const fs::path& key_file) {
   Identity id;
   if (auto ec = read_file(cert_file, id.certificate_pem))

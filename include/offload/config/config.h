@@ -61,11 +61,6 @@ struct OffloadConfig {
 std::filesystem::path resolve_token_file(const RemoteAccountSettings& account,
                                          const std::filesystem::path& offload_dir);
 
-// "sha256:<64 lowercase hex>" for a user-written SHA-256 fingerprint ("SHA256:AB:CD...",
-// "ab cd ...", bare hex), or "" when it is not one. Same rules as tls::normalize_fingerprint;
-// config does not link the TLS library for these few lines.
-std::string normalize_config_fingerprint(std::string_view text);
-
 // Parses and validates the JSON text; absent keys keep their defaults. `source` is the name to
 // show for the file in messages (e.g. "~/.docker/offload/config.json"). Throws ConfigError.
 OffloadConfig parse_config(std::string_view json, const std::string& source);

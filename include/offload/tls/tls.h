@@ -32,10 +32,6 @@ Identity load_identity(const std::filesystem::path& cert_file, const std::filesy
 // "sha256:<hex>" of the first certificate in `pem`; empty when it does not parse.
 std::string certificate_fingerprint(std::string_view pem);
 
-// Normalises a user-written fingerprint ("SHA256:AB:CD..." / "ab cd" / "abcd...") to
-// "sha256:<64 lowercase hex>"; empty when it is not a SHA-256 fingerprint.
-std::string normalize_fingerprint(std::string_view text);
-
 std::shared_ptr<grpc::ServerCredentials> server_credentials(const Identity& identity);
 
 // Filled in when a handshake met a certificate other than the pinned one, so the caller can say

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "offload/common/duration.h"
+#include "offload/common/token.h"
 #include "offload/daemon/session_manager.h"
 #include "offload/runner/runner_service.h"
 #include "offload/tls/tls.h"
@@ -32,8 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (d->count() < 0) std::abort();
     if (offload::parse_duration(offload::format_duration(*d)) != d) std::abort();
   }
-  auto fp = offload::tls::normalize_fingerprint(input);
-  if (!fp.empty() && (fp.size() != 71 || offload::tls::normalize_fingerprint(fp) != fp))
+  auto fp = offload::normalize_fingerprint(input);
+  if (!fp.empty() && (fp.size() != 71 || offload::normalize_fingerprint(fp) != fp))
     std::abort();
   return 0;
 }

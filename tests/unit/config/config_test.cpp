@@ -470,16 +470,16 @@ TEST(ConfigAccounts, ResolveTokenFile) {
 
 TEST(ConfigAccounts, NormalizesFingerprintsLikeTls) {
   const std::string hex(64, 'b');
-  EXPECT_EQ(normalize_config_fingerprint("sha256:" + hex), "sha256:" + hex);
-  EXPECT_EQ(normalize_config_fingerprint(std::string(64, 'B')), "sha256:" + hex);
+  EXPECT_EQ(normalize_fingerprint("sha256:" + hex), "sha256:" + hex);
+  EXPECT_EQ(normalize_fingerprint(std::string(64, 'B')), "sha256:" + hex);
   std::string spaced;
   for (int i = 0; i < 32; ++i) spaced += i ? " BB" : "BB";
-  EXPECT_EQ(normalize_config_fingerprint("SHA256:" + spaced), "sha256:" + hex);
-  EXPECT_EQ(normalize_config_fingerprint("sha256:" + std::string(63, 'b')), "");
-  EXPECT_EQ(normalize_config_fingerprint("sha256:" + std::string(65, 'b')), "");
-  EXPECT_EQ(normalize_config_fingerprint("sha1:" + hex), "");
-  EXPECT_EQ(normalize_config_fingerprint("sha256:" + std::string(63, 'b') + "g"), "");
-  EXPECT_EQ(normalize_config_fingerprint(""), "");
+  EXPECT_EQ(normalize_fingerprint("SHA256:" + spaced), "sha256:" + hex);
+  EXPECT_EQ(normalize_fingerprint("sha256:" + std::string(63, 'b')), "");
+  EXPECT_EQ(normalize_fingerprint("sha256:" + std::string(65, 'b')), "");
+  EXPECT_EQ(normalize_fingerprint("sha1:" + hex), "");
+  EXPECT_EQ(normalize_fingerprint("sha256:" + std::string(63, 'b') + "g"), "");
+  EXPECT_EQ(normalize_fingerprint(""), "");
 }
 
 TEST(ConfigAccountErrors, ReservedAndInvalidNames) {
