@@ -2,6 +2,10 @@
 
 #include "offload/engine/engine.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
 namespace offload::engine {
 namespace ip = boost::asio::ip;
 
@@ -49,7 +53,34 @@ bool AddressPool::prefix_in_use(const std::string& session_id) const {
   return false;
 }
 
+bool slot_conflicts(const NetworkSlot& slot,
+                    const std::vector<boost::asio::ip::address_v4>& host_addresses) {
+  // The slot's /30 starts one below its host side (.1).
+  auto base = slot.host_address.to_uint() - 1;
+  for (const auto& a : host_addresses)
+    if (a.to_uint() >= base && a.to_uint() < base + 4) return true;
+  return false;
+}
+
+std::vector<boost::asio::ip::address_v4> host_ipv4_addresses() {
+  std::vector<boost::asio::ip::address_v4> out;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return out;
+  for (ifaddrs* i = list; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    auto* in = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+    out.emplace_back(ntohl(in->sin_addr.s_addr));
+  }
+  ::freeifaddrs(list);
+  return out;
+}
+
 std::optional<NetworkSlot> AddressPool::allocate(const std::string& session_id) {
+  return allocate(session_id, [](const NetworkSlot&) { return false; });
+}
+
+std::optional<NetworkSlot> AddressPool::allocate(
+    const std::string& session_id, const std::function<bool(const NetworkSlot&)>& unusable) {
   if (!valid_session_id(session_id))
     throw std::invalid_argument("session id '" + session_id +
                                 "' is not lowercase hex of at least 8 characters");
@@ -57,15 +88,15 @@ std::optional<NetworkSlot> AddressPool::allocate(const std::string& session_id) 
   if (prefix_in_use(session_id))
     throw std::invalid_argument("session id " + session_id +
                                 " shares its first 8 characters with a live session");
-  // used_ is ordered, so the first gap is the lowest free index.
-  std::uint32_t index = 0;
-  for (const auto& [taken, id] : used_) {
-    if (taken != index) break;
-    ++index;
+  // The lowest free index whose addresses nobody else on this host uses.
+  for (std::uint32_t index = 0; index < capacity_; ++index) {
+    if (used_.count(index)) continue;
+    auto slot = make_slot(index, session_id);
+    if (unusable(slot)) continue;
+    used_.emplace(index, session_id);
+    return slot;
   }
-  if (index >= capacity_) return std::nullopt;
-  used_.emplace(index, session_id);
-  return make_slot(index, session_id);
+  return std::nullopt;
 }
 
 std::optional<NetworkSlot> AddressPool::reserve(std::uint32_t index,

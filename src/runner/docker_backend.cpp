@@ -210,11 +210,17 @@ engine::EngineSpec DockerSessionBackend::spec_for(const std::string& session_id,
 }
 
 std::unique_ptr<SessionEngine> DockerSessionBackend::create(const std::string& session_id) {
-  auto slot = pool_->allocate(session_id);
+  // Skip addresses already on this host's interfaces: another runner with the same pool (two
+  // users' local accounts) or any other program must not get a clashing route.
+  auto taken = engine::host_ipv4_addresses();
+  auto slot = pool_->allocate(session_id, [&taken](const engine::NetworkSlot& s) {
+    return engine::slot_conflicts(s, taken);
+  });
   if (!slot)
     throw std::runtime_error("the runner has no free network slot in " +
                              options_.address_pool.to_string() +
-                             ": too many sessions (give it a larger --address-pool)");
+                             ": too many sessions, or the range is in use on this host (give it "
+                             "a larger or another --address-pool)");
   const auto spec = spec_for(session_id, *slot);
   const fs::path record = record_path(session_id);
   try {

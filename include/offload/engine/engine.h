@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,6 +30,13 @@ struct NetworkSlot {
 
 // Hands out /30 slots of a pool. Thread-safe. Interface names come from the first 8 hex digits
 // of the session id, so two live sessions must differ there (random ids always do).
+// True when any of `host_addresses` lies inside the slot's /30: the slot would clash with an
+// interface that already exists on the runner host.
+bool slot_conflicts(const NetworkSlot& slot,
+                    const std::vector<boost::asio::ip::address_v4>& host_addresses);
+// The IPv4 addresses of this network namespace's interfaces.
+std::vector<boost::asio::ip::address_v4> host_ipv4_addresses();
+
 class AddressPool {
  public:
   // Throws std::invalid_argument if the pool is smaller than a /30.
@@ -37,6 +45,10 @@ class AddressPool {
   // Lowest free slot, or nullopt when the pool is exhausted. Throws std::invalid_argument for a
   // session id that is not lowercase hex of >= 8 chars or whose 8-char prefix is already live.
   std::optional<NetworkSlot> allocate(const std::string& session_id);
+  // Like allocate(), skipping slots `unusable` rejects (e.g. addresses another program already
+  // uses on this host: a second runner with the same pool, a VPN).
+  std::optional<NetworkSlot> allocate(const std::string& session_id,
+                                      const std::function<bool(const NetworkSlot&)>& unusable);
   // Claims a specific slot again, e.g. for an engine that survived a runner restart. nullopt if
   // the index is outside the pool or taken.
   std::optional<NetworkSlot> reserve(std::uint32_t index, const std::string& session_id);

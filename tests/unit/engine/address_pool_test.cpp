@@ -132,3 +132,22 @@ TEST(AddressPool, DistinctSessionsGetDistinctSlotsAcrossThreads) {
   EXPECT_EQ(names.size(), 400u);
   EXPECT_EQ(pool.in_use(), 200u);
 }
+
+TEST(AddressPool, SkipsSlotsWhoseAddressesTheHostAlreadyUses) {
+  offload::engine::AddressPool pool(boost::asio::ip::make_network_v4("10.213.0.0/28"));
+  // Another runner with the same pool already holds the first /30 (its host side .1).
+  std::vector<boost::asio::ip::address_v4> host = {boost::asio::ip::make_address_v4("10.213.0.1"),
+                                                   boost::asio::ip::make_address_v4("127.0.0.1")};
+  auto slot = pool.allocate("aaaaaaaa01", [&](const offload::engine::NetworkSlot& s) {
+    return offload::engine::slot_conflicts(s, host);
+  });
+  ASSERT_TRUE(slot);
+  EXPECT_EQ(slot->index, 1u);
+  EXPECT_EQ(slot->host_address.to_string(), "10.213.0.5");
+  EXPECT_FALSE(offload::engine::slot_conflicts(*slot, host));
+  // The skipped slot stays free for later, when the host no longer uses it.
+  auto next = pool.allocate("bbbbbbbb02");
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->index, 0u);
+  EXPECT_FALSE(offload::engine::host_ipv4_addresses().empty());  // at least loopback
+}
