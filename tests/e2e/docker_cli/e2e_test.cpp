@@ -22,6 +22,7 @@
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
 #include "offload/common/token.h"
+#include "e2e_support.h"
 
 namespace offload::e2e {
 namespace {
@@ -31,12 +32,6 @@ namespace fs = std::filesystem;
 
 const std::string kImage = "offload-e2e/busybox:latest";
 
-struct Shell {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
 fs::path g_dir;          // everything of this run
 fs::path g_docker_config;
 fs::path g_host_socket;  // the "system" dockerd's API socket
@@ -44,49 +39,12 @@ pid_t g_host_dockerd = -1;
 
 // Runs a shell command line with the suite's environment. stdout and stderr apart.
 Shell sh(const std::string& command, std::chrono::milliseconds timeout = 120s) {
-  fs::path err = g_dir / ("stderr-" + random_hex(4));
-  auto r = run_command({"sh", "-c", "exec 2>" + err.string() + "; " + command}, timeout);
-  Shell s;
-  s.exit_code = r.exit_code;
-  s.out = r.output;
-  read_file(err, s.err);
-  fs::remove(err);
-  if (!r.error.empty()) s.err += r.error;
-  return s;
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
+  return run_shell(g_dir, command, timeout);
 }
 
 // `docker` against the system engine, bypassing every context.
 std::string host_docker(const std::string& args) {
   return "docker -H unix://" + g_host_socket.string() + " " + args;
-}
-
-bool wait_for(const std::function<bool()>& condition, std::chrono::seconds limit) {
-  auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return condition();
-}
-
-// Command lines of live processes that contain `needle` (the engine's paths carry the id).
-std::vector<std::string> processes_mentioning(const std::string& needle) {
-  std::vector<std::string> found;
-  for (auto& e : fs::directory_iterator("/proc")) {
-    std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (std::stoi(name) == ::getpid()) continue;
-    std::string cmdline;
-    if (read_file(e.path() / "cmdline", cmdline)) continue;
-    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-    if (cmdline.find(needle) != std::string::npos) found.push_back(name + ": " + cmdline);
-  }
-  return found;
 }
 
 #define ASSERT_SH_OK(shell) ASSERT_EQ((shell).exit_code, 0) << (shell).err << (shell).out
@@ -115,7 +73,7 @@ class OffloadEnvironment : public ::testing::Environment {
                                    R"({"version": 1, "logLevel": "debug", "local": {"addressPool": "10.231.0.0/24"}})"));
 
     start_host_dockerd();
-    make_rootfs();
+    make_busybox_rootfs(g_dir / "rootfs", OFFLOAD_ECHO_SERVER);
 
     auto started = sh("docker offload start", 180s);
     ASSERT_SH_OK(started);
@@ -156,19 +114,6 @@ class OffloadEnvironment : public ::testing::Environment {
         << "the system dockerd did not start";
   }
 
-  void make_rootfs() {
-    fs::path rootfs = g_dir / "rootfs";
-    fs::create_directories(rootfs / "bin");
-    fs::create_directories(rootfs / "tmp");
-    fs::create_directories(rootfs / "etc");
-    fs::copy_file("/usr/bin/busybox", rootfs / "bin" / "busybox");
-    fs::copy_file(OFFLOAD_ECHO_SERVER, rootfs / "bin" / "echo-server");
-    auto list = run_command({"/usr/bin/busybox", "--list"});
-    std::istringstream names(list.output);
-    std::string name;
-    while (std::getline(names, name))
-      if (!name.empty() && name != "busybox") fs::create_symlink("busybox", rootfs / "bin" / name);
-  }
 };
 std::string OffloadEnvironment::skip_;
 

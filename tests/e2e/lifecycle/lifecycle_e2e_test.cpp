@@ -22,6 +22,7 @@
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
 #include "offload/common/token.h"
+#include "e2e_support.h"
 
 namespace offload::e2e {
 namespace {
@@ -35,41 +36,12 @@ const std::string kImage = "offload-life/busybox:latest";
 fs::path g_dir;  // everything of this run
 std::string g_skip;
 
-struct Shell {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
 // Runs a shell command line; stdout and stderr apart.
 Shell sh(const std::string& command, std::chrono::milliseconds timeout = 120s) {
-  fs::path err = g_dir / ("stderr-" + random_hex(4));
-  auto r = run_command({"sh", "-c", "exec 2>" + err.string() + "; " + command}, timeout);
-  Shell s;
-  s.exit_code = r.exit_code;
-  s.out = r.output;
-  read_file(err, s.err);
-  fs::remove(err);
-  if (!r.error.empty()) s.err += r.error;
-  return s;
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
+  return run_shell(g_dir, command, timeout);
 }
 
 std::string quoted(const std::string& s) { return "'" + s + "'"; }
-
-bool wait_for(const std::function<bool()>& condition, std::chrono::seconds limit,
-              std::chrono::milliseconds every = 200ms) {
-  auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(every);
-  }
-  return condition();
-}
 
 std::string tail(const fs::path& file, std::size_t lines) {
   std::string text;
@@ -78,22 +50,6 @@ std::string tail(const fs::path& file, std::size_t lines) {
   for (std::size_t n = 0; n <= lines && pos != std::string::npos && pos > 0; ++n)
     pos = text.rfind('\n', pos - 1);
   return pos == std::string::npos ? text : text.substr(pos + 1);
-}
-
-// Command lines of live processes that contain `needle`, except this test's own.
-std::vector<std::string> processes_mentioning(const std::string& needle) {
-  std::vector<std::string> found;
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator("/proc", ec)) {
-    std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (std::stoi(name) == ::getpid()) continue;
-    std::string cmdline;
-    if (read_file(e.path() / "cmdline", cmdline)) continue;
-    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-    if (cmdline.find(needle) != std::string::npos) found.push_back(name + ": " + cmdline);
-  }
-  return found;
 }
 
 std::string http_get(int port) {
@@ -250,27 +206,13 @@ class LifecycleEnvironment : public ::testing::Environment {
     ::unsetenv("DOCKER_CONTEXT");
     g_dir = fs::path("/tmp") / ("offload-life-" + random_hex(4));
     fs::create_directories(g_dir);
-    make_rootfs(g_dir / "rootfs");
+    make_busybox_rootfs(g_dir / "rootfs", OFFLOAD_ECHO_SERVER);
   }
 
   void TearDown() override {
     if (!g_skip.empty()) return;
     if (!::testing::UnitTest::GetInstance()->Failed()) fs::remove_all(g_dir);
     else std::cout << "kept " << g_dir << " for inspection\n";
-  }
-
- private:
-  static void make_rootfs(const fs::path& rootfs) {
-    fs::create_directories(rootfs / "bin");
-    fs::create_directories(rootfs / "tmp");
-    fs::create_directories(rootfs / "etc");
-    fs::copy_file("/usr/bin/busybox", rootfs / "bin" / "busybox");
-    fs::copy_file(OFFLOAD_ECHO_SERVER, rootfs / "bin" / "echo-server");
-    auto list = run_command({"/usr/bin/busybox", "--list"});
-    std::istringstream names(list.output);
-    std::string name;
-    while (std::getline(names, name))
-      if (!name.empty() && name != "busybox") fs::create_symlink("busybox", rootfs / "bin" / name);
   }
 };
 
