@@ -105,6 +105,8 @@ class DockerSessionEngine final : public SessionEngine {
   ~DockerSessionEngine() override = default;
 
   fs::path api_socket() const override { return engine_->api_socket(); }
+  // Inside the session's data directory: the engine's teardown deletes it with everything else.
+  fs::path sync_root() const override { return engine_->spec().data_dir / "sync"; }
   boost::asio::ip::address published_address() const override {
     return engine_->spec().slot.engine_address;
   }

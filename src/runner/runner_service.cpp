@@ -1,4 +1,5 @@
 #include "offload/runner/runner_service.h"
+#include "offload/runner/sync_call.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -61,6 +62,12 @@ class RejectedTunnel final : public grpc::ServerBidiReactor<v1::TunnelFrame, v1:
   void OnDone() override { delete this; }
 };
 
+class RejectedSync final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage> {
+ public:
+  explicit RejectedSync(const Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
 class RejectedEvents final : public grpc::ServerWriteReactor<v1::SessionEvent> {
  public:
   explicit RejectedEvents(const Status& status) { Finish(status); }
@@ -114,6 +121,8 @@ class RunnerService::Session {
   std::string client_label;
   std::int64_t created_ms = 0;
   std::unique_ptr<SessionEngine> engine;
+  // Bind-mount replicas; stopped before the engine (and with it the sync root) is destroyed.
+  SyncCalls syncs;
   const Clock* clock = nullptr;
   std::unique_ptr<SessionLifecycle> lifecycle;
   // Called after every lifecycle input: the service re-arms its timer.
@@ -496,6 +505,8 @@ std::shared_ptr<RunnerService::Session> RunnerService::remove_session(const std:
 std::vector<std::string> RunnerService::destroy_session(const std::shared_ptr<Session>& session,
                                                         const std::string& reason) {
   session->transition(v1::SESSION_STATE_STOPPING, reason);
+  if (!session->syncs.stop_all(std::chrono::seconds(10)))
+    spdlog::warn("session {}: a sync call did not stop in time", short_id(session->id));
   std::vector<std::string> removed;
   std::string failure;
   try {
@@ -781,6 +792,17 @@ grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* RunnerService::Tunnel
     }
   };
   return tunnel::ServerTunnelStream::create(ctx, std::move(on_open));
+}
+
+grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* RunnerService::Sync(
+    grpc::CallbackServerContext* ctx) {
+  std::shared_ptr<Session> session;
+  if (auto st = authenticate_session(ctx, session); !st.ok()) return new RejectedSync(st);
+  auto root = session->engine->sync_root();
+  if (root.empty())
+    return new RejectedSync(Status(StatusCode::UNIMPLEMENTED,
+                                   "this runner cannot synchronise bind mounts"));
+  return session->syncs.start(ctx, root, short_id(session->id));
 }
 
 grpc::ServerWriteReactor<v1::SessionEvent>* RunnerService::Events(grpc::CallbackServerContext* ctx,

@@ -71,6 +71,8 @@ class RunnerService final : public v1::Runner::CallbackService {
       grpc::CallbackServerContext*) override;
   grpc::ServerWriteReactor<v1::SessionEvent>* Events(grpc::CallbackServerContext*,
                                                      const v1::EventsRequest*) override;
+  grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* Sync(
+      grpc::CallbackServerContext*) override;
 
   class Session;
   class EventWriter;

@@ -26,6 +26,9 @@ class SessionEngine {
   // runner's. Ports published on the engine's loopback (-p 127.0.0.1:...) are reachable only
   // from inside it.
   virtual std::string network_namespace() const { return {}; }
+  // Where this session keeps the copies of its clients' bind-mounted trees (deleted with the
+  // session), or "" when the backend cannot synchronise (Sync calls are then refused).
+  virtual std::filesystem::path sync_root() const { return {}; }
   // Reports the ports published by the engine's containers (the full set) and how many
   // containers run: now, and again after every change, from any thread, until destroy().
   using PortsCallback = std::function<void(const std::vector<v1::PublishedPort>&)>;

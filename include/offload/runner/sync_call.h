@@ -1,0 +1,42 @@
+// The runner's end of Runner.Sync calls: each call is a replica (offload::sync) running on a
+// thread of its own, because it does blocking file I/O that must not hold up gRPC's threads or
+// the tunnels' io_context.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <set>
+
+#include "offload/v1/runner.grpc.pb.h"
+
+namespace offload::runner {
+
+class SyncCall;
+
+// The live Sync calls of one session. Teardown stops them all before the session's directories
+// are deleted, so no replica writes into a tree that is going away.
+class SyncCalls {
+ public:
+  // Starts serving a call whose trees live in `sync_root`/<mount id>.
+  grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* start(
+      grpc::CallbackServerContext* ctx, std::filesystem::path sync_root, std::string session_label);
+  // Cancels every call and waits (up to `timeout`) until they are all done. Later calls are
+  // refused.
+  bool stop_all(std::chrono::milliseconds timeout);
+  std::size_t size() const;
+
+ private:
+  friend class SyncCall;
+  void remove(SyncCall* call);
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<SyncCall*> calls_;
+  bool stopped_ = false;
+};
+
+}  // namespace offload::runner

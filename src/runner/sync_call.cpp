@@ -1,0 +1,152 @@
+#include "offload/runner/sync_call.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <optional>
+#include <thread>
+
+#include "offload/sync/replica.h"
+#include "offload/sync/wire.h"
+
+namespace offload::runner {
+
+namespace {
+class RefusedSync final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage> {
+ public:
+  explicit RefusedSync(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+}  // namespace
+
+// A gRPC callback reactor presented to the replica as a blocking Transport. Reads go into a
+// bounded inbox; when it is full the next read starts only once the replica takes a message, so
+// a fast client cannot make the runner buffer a whole tree in memory.
+class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>,
+                       public sync::Transport {
+ public:
+  SyncCall(grpc::CallbackServerContext* ctx, SyncCalls& owner, std::filesystem::path sync_root,
+           std::string label)
+      : ctx_(ctx), owner_(owner), label_(std::move(label)) {
+    options_.sync_root = std::move(sync_root);
+    inbox_.set_on_space([this] { resume_reading(); });
+    StartRead(&incoming_);
+    thread_ = std::thread([this] {
+      sync::serve_replica(*this, options_, stop_);
+      inbox_.close();
+      Finish(grpc::Status::OK);
+    });
+  }
+
+  // Transport
+  bool send(const v1::SyncMessage& message) override {
+    std::unique_lock lock(mu_);
+    if (broken_) return false;
+    outgoing_ = message;
+    writing_ = true;
+    StartWrite(&outgoing_);
+    cv_.wait(lock, [&] { return !writing_; });
+    return !broken_;
+  }
+  sync::Inbox& inbox() override { return inbox_; }
+  void cancel() override {
+    stop_.store(true);
+    ctx_->TryCancel();
+    inbox_.close();
+  }
+
+  // Reactions
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      inbox_.close();
+      return;
+    }
+    std::lock_guard lock(mu_);
+    if (inbox_.try_push(incoming_)) {
+      StartRead(&incoming_);
+    } else {
+      paused_ = true;
+    }
+  }
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mu_);
+    if (!ok) broken_ = true;
+    writing_ = false;
+    cv_.notify_all();
+  }
+  void OnCancel() override {
+    stop_.store(true);
+    inbox_.close();
+    std::lock_guard lock(mu_);
+    broken_ = true;
+    cv_.notify_all();
+  }
+  void OnDone() override {
+    if (thread_.joinable()) thread_.join();
+    owner_.remove(this);
+    delete this;
+  }
+
+ private:
+  void resume_reading() {
+    std::unique_lock lock(mu_);
+    if (!paused_) return;
+    paused_ = false;
+    if (!inbox_.try_push(incoming_)) {
+      paused_ = true;  // closed or (impossible with one producer) full again
+      return;
+    }
+    StartRead(&incoming_);
+  }
+
+  grpc::CallbackServerContext* ctx_;
+  SyncCalls& owner_;
+  std::string label_;
+  sync::ReplicaOptions options_;
+  sync::Inbox inbox_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  v1::SyncMessage incoming_, outgoing_;
+  bool paused_ = false;
+  bool writing_ = false;
+  bool broken_ = false;
+  std::thread thread_;
+
+  friend class SyncCalls;
+};
+
+grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* SyncCalls::start(
+    grpc::CallbackServerContext* ctx, std::filesystem::path sync_root, std::string label) {
+  std::lock_guard lock(mu_);
+  if (stopped_)
+    return new RefusedSync(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the session is ending"));
+  std::error_code ec;
+  std::filesystem::create_directories(sync_root, ec);
+  if (ec)
+    return new RefusedSync(grpc::Status(grpc::StatusCode::INTERNAL,
+                                        "cannot create the sync root: " + ec.message()));
+  auto* call = new SyncCall(ctx, *this, std::move(sync_root), std::move(label));
+  calls_.insert(call);
+  return call;
+}
+
+void SyncCalls::remove(SyncCall* call) {
+  std::lock_guard lock(mu_);
+  calls_.erase(call);
+  cv_.notify_all();
+}
+
+bool SyncCalls::stop_all(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  stopped_ = true;
+  for (auto* c : calls_) c->cancel();
+  return cv_.wait_for(lock, timeout, [&] { return calls_.empty(); });
+}
+
+std::size_t SyncCalls::size() const {
+  std::lock_guard lock(mu_);
+  return calls_.size();
+}
+
+}  // namespace offload::runner

@@ -1,0 +1,395 @@
+#include "offload/sync/replica.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <ctime>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "exchange.h"
+#include "offload/sync/reconcile.h"
+#include "offload/sync/scanner.h"
+#include "offload/sync/tree.h"
+#include "offload/sync/watcher.h"
+
+namespace offload::sync {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+bool valid_mount_id(const std::string& id) {
+  if (id.size() != 16) return false;
+  for (char c : id)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+std::string conflict_stamp_now() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+namespace {
+
+bool single_component(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         valid_relative_path(name);
+}
+
+// Erases `path` and everything below it from a manifest.
+void erase_subtree(Manifest& m, const std::string& path) {
+  if (path.empty()) {
+    m.clear();
+    return;
+  }
+  m.erase(path);
+  std::string prefix = path + "/";
+  for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix);)
+    it = m.erase(it);
+}
+
+// Moves `from` and everything below it to `to` in a manifest.
+void move_subtree(Manifest& m, const std::string& from, const std::string& to) {
+  std::vector<Entry> moved;
+  if (auto it = m.find(from); it != m.end()) moved.push_back(it->second);
+  std::string prefix = from + "/";
+  for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix); ++it)
+    moved.push_back(it->second);
+  erase_subtree(m, to);
+  erase_subtree(m, from);
+  for (auto& e : moved) {
+    e.path = to + e.path.substr(from.size());
+    m[e.path] = e;
+  }
+}
+
+class Replica {
+ public:
+  Replica(Transport& t, const ReplicaOptions& o, const std::atomic<bool>& stop)
+      : transport_(t), options_(o), stop_(stop) {}
+
+  void run() {
+    auto first = detail::next_message(transport_.inbox(), stop_);
+    if (!first) return;
+    if (first->kind_case() != v1::SyncMessage::kOpen) {
+      fail("", "the first message of a Sync call must be open");
+      return;
+    }
+    if (!open(first->open())) return;
+    loop();
+  }
+
+ private:
+  void fail(const std::string& path, const std::string& text) {
+    spdlog::warn("sync {}: {}{}", id_, path.empty() ? "" : path + ": ", text);
+    transport_.send(detail::error_message(path, text));
+  }
+
+  bool open(const v1::SyncOpen& open) {
+    id_ = open.mount_id();
+    if (!valid_mount_id(id_)) {
+      fail("", "invalid mount id");
+      return false;
+    }
+    single_file_ = open.single_file();
+    if (single_file_ && !single_component(open.file_name())) {
+      fail("", "invalid file name for a single-file mount");
+      return false;
+    }
+    file_name_ = single_file_ ? open.file_name() : "";
+    std::error_code ec;
+    auto root = options_.sync_root / id_;
+    std::filesystem::create_directories(root, ec);
+    if (ec) {
+      fail("", "cannot create the sync directory: " + ec.message());
+      return false;
+    }
+    Tree::Options topt;
+    topt.in_place_files = single_file_;
+    topt.uid = static_cast<int>(open.uid());
+    topt.gid = static_cast<int>(open.gid());
+    if (auto e = Tree::open(root, topt, tree_)) {
+      fail("", "cannot open the sync directory: " + e.message());
+      return false;
+    }
+    if (::geteuid() == 0 && ::chown(root.c_str(), open.uid(), open.gid()) != 0)
+      spdlog::debug("sync {}: cannot chown the root", id_);
+
+    // What is already there: a mount opened again in the same session finds its copy.
+    IgnoreRules none;
+    if (single_file_) {
+      if (auto e = stat_entry(root, file_name_, none)) known_[e->path] = *e;
+    } else {
+      try {
+        known_ = scan_tree(root, none).entries;
+      } catch (const std::exception& e) {
+        fail("", std::string("cannot scan the sync directory: ") + e.what());
+        return false;
+      }
+    }
+    watcher_ = std::make_unique<Watcher>(root, none, file_name_);
+    if (watcher_->error()) {
+      fail("", "cannot watch the sync directory: " + watcher_->error().message());
+      return false;
+    }
+
+    v1::SyncMessage ready;
+    ready.mutable_ready()->set_bind_source((single_file_ ? root / file_name_ : root).string());
+    if (!transport_.send(ready)) return false;
+    v1::SyncMessage batch;
+    for (const auto& [path, entry] : known_) {
+      *batch.mutable_manifest()->add_entries() = to_wire(entry);
+      if (batch.manifest().entries_size() >= 1000) {
+        if (!transport_.send(batch)) return false;
+        batch.Clear();
+      }
+    }
+    batch.mutable_manifest()->set_last(true);
+    spdlog::info("sync {}: opened ({} entries already present)", id_, known_.size());
+    return transport_.send(batch);
+  }
+
+  void loop() {
+    pollfd fds[2] = {{transport_.inbox().fd(), POLLIN, 0}, {watcher_->fd(), POLLIN, 0}};
+    while (!stop_.load() && !broken_) {
+      int timeout = 200;
+      if (first_dirty_) {
+        auto now = Clock::now();
+        auto due = std::min(last_dirty_ + options_.settle, *first_dirty_ + options_.max_delay);
+        if (due <= now) {
+          report_dirty();
+          continue;
+        }
+        timeout = static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(due - now).count() + 1);
+      }
+      fds[0].revents = fds[1].revents = 0;
+      ::poll(fds, 2, timeout);
+      if (fds[1].revents) collect();
+      while (auto m = transport_.inbox().try_pop()) {
+        handle(*m);
+        if (broken_) return;
+      }
+      if (transport_.inbox().finished()) return;
+    }
+  }
+
+  void collect() {
+    WatchBatch batch = watcher_->drain();
+    if (batch.rescan) rescan_ = true;
+    for (auto& [from, to] : batch.moves) moves_.emplace_back(from, to);
+    for (auto& p : batch.dirty) dirty_.insert(p);
+    if (!dirty_.empty() || !moves_.empty() || rescan_) {
+      last_dirty_ = Clock::now();
+      if (!first_dirty_) first_dirty_ = last_dirty_;
+    }
+  }
+
+  std::optional<Entry> stat_path(const std::string& path) {
+    std::error_code ec;
+    auto e = tree_->stat(path, ec);
+    return ec ? std::nullopt : e;
+  }
+
+  // Reports what changed on this side since the client last heard of it.
+  void report_dirty() {
+    first_dirty_.reset();
+    auto moves = std::move(moves_);
+    moves_.clear();
+    for (auto& [from, to] : moves) {
+      auto k = known_.find(from);
+      auto now_at_to = stat_path(to);
+      if (k != known_.end() && now_at_to && !stat_path(from)) {
+        Entry expect = k->second;
+        expect.path = to;
+        if (now_at_to->same_as(expect)) {
+          v1::SyncMessage m;
+          m.mutable_rename()->set_from(from);
+          m.mutable_rename()->set_to(to);
+          if (!transport_.send(m)) return mark_broken();
+          move_subtree(known_, from, to);
+          continue;
+        }
+      }
+      dirty_.insert(from);
+      dirty_.insert(to);
+    }
+    if (rescan_) {
+      rescan_ = false;
+      for (const auto& [p, e] : known_) dirty_.insert(p);
+      if (!single_file_) {
+        try {
+          for (const auto& [p, e] : scan_tree(tree_->root(), IgnoreRules{}).entries) dirty_.insert(p);
+        } catch (const std::exception&) {
+        }
+      }
+    }
+    auto dirty = std::move(dirty_);
+    dirty_.clear();
+    for (const auto& path : dirty) {
+      if (path.empty()) continue;  // the root's own attributes are the client's business
+      if (single_file_ && path != file_name_) continue;
+      if (!report(path)) return mark_broken();
+    }
+  }
+
+  // Sends the current state of `path` if it differs from what the client knows.
+  bool report(const std::string& path) {
+    auto now = stat_path(path);
+    auto k = known_.find(path);
+    if (!now) {
+      if (k == known_.end()) return true;
+      v1::SyncMessage m;
+      m.mutable_remove()->set_path(path);
+      erase_subtree(known_, path);
+      return transport_.send(m);
+    }
+    if (k != known_.end() && k->second.same_as(*now)) return true;
+    Entry sent;
+    switch (detail::send_entry(transport_, *tree_, *now, path, sent, bytes_out_)) {
+      case detail::SendResult::broken: return false;
+      case detail::SendResult::gone: dirty_.insert(path); return true;
+      case detail::SendResult::sent: known_[path] = sent; return true;
+    }
+    return true;
+  }
+
+  void mark_broken() { broken_ = true; }
+
+  void handle(const v1::SyncMessage& m) {
+    switch (m.kind_case()) {
+      case v1::SyncMessage::kChange: return handle_change(m.change());
+      case v1::SyncMessage::kRemove: return handle_remove(m.remove().path());
+      case v1::SyncMessage::kRename: return handle_rename(m.rename().from(), m.rename().to());
+      case v1::SyncMessage::kBarrier: {
+        collect();
+        report_dirty();
+        v1::SyncMessage ack;
+        ack.mutable_barrier_ack()->set_id(m.barrier().id());
+        if (!transport_.send(ack)) mark_broken();
+        return;
+      }
+      case v1::SyncMessage::kFetch: {
+        const auto& path = m.fetch().path();
+        if (!valid_relative_path(path)) return fail(path, "invalid path");
+        known_.erase(path);  // make report() send it whatever the client knew
+        auto now = stat_path(path);
+        if (!now) {
+          v1::SyncMessage r;
+          r.mutable_remove()->set_path(path);
+          if (!transport_.send(r)) mark_broken();
+          return;
+        }
+        if (!report(path)) mark_broken();
+        return;
+      }
+      default:
+        return fail("", "unexpected message");
+    }
+  }
+
+  // Our own version of `path` changed after the client last heard of it: keep it under a
+  // conflict name before the client's change replaces it.
+  void keep_conflicting(const std::string& path) {
+    auto now = stat_path(path);
+    if (!now) return;
+    auto k = known_.find(path);
+    if (k != known_.end() && k->second.same_as(*now)) return;
+    if (now->type == EntryType::directory) return;  // directories merge; their children decide
+    std::string stamp = options_.stamp ? options_.stamp() : conflict_stamp_now();
+    std::string copy = conflict_name(path, "remote", stamp);
+    if (auto ec = tree_->rename(path, copy)) return fail(path, "cannot keep a conflicting copy: " + ec.message());
+    v1::SyncMessage c;
+    c.mutable_conflict()->set_path(path);
+    c.mutable_conflict()->set_copy(copy);
+    if (!transport_.send(c)) return mark_broken();
+    known_.erase(path);
+    dirty_.insert(copy);
+    if (!first_dirty_) first_dirty_ = last_dirty_ = Clock::now();
+    spdlog::info("sync {}: conflict on {}: the runner's version is kept as {}", id_, path, copy);
+  }
+
+  void handle_change(const v1::SyncChange& change) {
+    auto entry = from_wire(change.entry());
+    std::error_code ec;
+    if (!entry || (single_file_ && entry->path != file_name_ && !entry->path.empty())) {
+      // Consume the content anyway so the call stays in step.
+      detail::receive_data(transport_.inbox(), change,
+                           [](std::string_view) { return std::error_code{}; }, ec, bytes_in_,
+                           stop_) ||
+          (mark_broken(), false);
+      return fail(change.entry().path(), "invalid entry");
+    }
+    collect();  // events that happened before this change belong to the old state
+    if (!entry->path.empty()) keep_conflicting(entry->path);
+    if (!detail::apply_change(*tree_, *entry, entry->path, change, transport_.inbox(), stop_, ec,
+                              bytes_in_))
+      return mark_broken();
+    if (ec) return fail(entry->path, ec.message());
+    if (auto now = stat_path(entry->path)) known_[entry->path] = *now;
+  }
+
+  void handle_remove(const std::string& path) {
+    if (!valid_relative_path(path) || path.empty()) return fail(path, "invalid path");
+    collect();
+    auto now = stat_path(path);
+    auto k = known_.find(path);
+    if (now && now->type != EntryType::directory &&
+        (k == known_.end() || !k->second.same_as(*now))) {
+      // Changed here since the client last heard of it: a modification beats a deletion.
+      dirty_.insert(path);
+      return;
+    }
+    if (auto ec = tree_->remove(path)) return fail(path, ec.message());
+    erase_subtree(known_, path);
+  }
+
+  void handle_rename(const std::string& from, const std::string& to) {
+    if (!valid_relative_path(from) || !valid_relative_path(to) || from.empty() || to.empty())
+      return fail(from, "invalid rename");
+    collect();
+    if (auto ec = tree_->rename(from, to)) {
+      // The client falls back to sending the content when it sees the error.
+      return fail(to, "cannot rename from " + from + ": " + ec.message());
+    }
+    move_subtree(known_, from, to);
+  }
+
+  Transport& transport_;
+  const ReplicaOptions& options_;
+  const std::atomic<bool>& stop_;
+  std::string id_;
+  bool single_file_ = false;
+  std::string file_name_;
+  std::unique_ptr<Tree> tree_;
+  std::unique_ptr<Watcher> watcher_;
+  Manifest known_;
+  std::set<std::string> dirty_;
+  std::vector<std::pair<std::string, std::string>> moves_;
+  bool rescan_ = false;
+  std::optional<Clock::time_point> first_dirty_;
+  Clock::time_point last_dirty_{};
+  bool broken_ = false;
+  std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
+};
+
+}  // namespace
+
+void serve_replica(Transport& transport, const ReplicaOptions& options,
+                   const std::atomic<bool>& stop) {
+  try {
+    Replica(transport, options, stop).run();
+  } catch (const std::exception& e) {
+    spdlog::error("sync: replica failed: {}", e.what());
+    transport.send(detail::error_message("", std::string("runner error: ") + e.what()));
+  }
+}
+
+}  // namespace offload::sync

@@ -1,0 +1,172 @@
+#include "offload/sync/wire.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <stdexcept>
+
+namespace offload::sync {
+
+namespace {
+// A symlink target longer than PATH_MAX cannot be created anyway; refuse it before it costs
+// memory on the other side.
+constexpr std::size_t kMaxLinkTarget = 4096;
+}  // namespace
+
+v1::SyncEntry to_wire(const Entry& entry) {
+  v1::SyncEntry out;
+  out.set_path(entry.path);
+  switch (entry.type) {
+    case EntryType::file: out.set_type(v1::SyncEntry::TYPE_FILE); break;
+    case EntryType::directory: out.set_type(v1::SyncEntry::TYPE_DIRECTORY); break;
+    case EntryType::symlink: out.set_type(v1::SyncEntry::TYPE_SYMLINK); break;
+  }
+  out.set_mode(entry.mode);
+  out.set_size(entry.size);
+  out.set_mtime_ns(entry.mtime_ns);
+  if (entry.type == EntryType::symlink) out.set_link_target(entry.link_target);
+  return out;
+}
+
+std::optional<Entry> from_wire(const v1::SyncEntry& in) {
+  if (!valid_relative_path(in.path())) return std::nullopt;
+  Entry e;
+  e.path = in.path();
+  switch (in.type()) {
+    case v1::SyncEntry::TYPE_FILE: e.type = EntryType::file; break;
+    case v1::SyncEntry::TYPE_DIRECTORY: e.type = EntryType::directory; break;
+    case v1::SyncEntry::TYPE_SYMLINK: e.type = EntryType::symlink; break;
+    default: return std::nullopt;
+  }
+  e.mode = in.mode() & 07777;
+  e.size = e.type == EntryType::file ? in.size() : 0;
+  e.mtime_ns = in.mtime_ns();
+  if (e.type == EntryType::symlink) {
+    if (in.link_target().empty() || in.link_target().size() > kMaxLinkTarget ||
+        in.link_target().find('\0') != std::string::npos)
+      return std::nullopt;
+    e.link_target = in.link_target();
+  }
+  return e;
+}
+
+Inbox::Inbox(std::size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {
+  fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd_ < 0) throw std::runtime_error("eventfd failed");
+}
+
+Inbox::~Inbox() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+// The eventfd is level-like: set while something is waiting (or closed), cleared when empty.
+void Inbox::update_signal_locked() {
+  bool want = !queue_.empty() || closed_;
+  if (want == signalled_) return;
+  if (want) {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(fd_, &one, sizeof one);
+  } else {
+    std::uint64_t value;
+    [[maybe_unused]] auto n = ::read(fd_, &value, sizeof value);
+  }
+  signalled_ = want;
+}
+
+bool Inbox::push(v1::SyncMessage message) {
+  std::unique_lock lock(mu_);
+  not_full_.wait(lock, [&] { return closed_ || queue_.size() < capacity_; });
+  if (closed_) return false;
+  queue_.push_back(std::move(message));
+  update_signal_locked();
+  not_empty_.notify_one();
+  return true;
+}
+
+bool Inbox::try_push(v1::SyncMessage& message) {
+  std::lock_guard lock(mu_);
+  if (closed_ || queue_.size() >= capacity_) return false;
+  queue_.push_back(std::move(message));
+  update_signal_locked();
+  not_empty_.notify_one();
+  return true;
+}
+
+void Inbox::set_on_space(std::function<void()> on_space) {
+  std::lock_guard lock(mu_);
+  on_space_ = std::move(on_space);
+}
+
+std::optional<v1::SyncMessage> Inbox::try_pop() {
+  std::function<void()> notify;
+  std::optional<v1::SyncMessage> m;
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.empty()) return std::nullopt;
+    bool was_full = queue_.size() >= capacity_;
+    m = std::move(queue_.front());
+    queue_.pop_front();
+    update_signal_locked();
+    not_full_.notify_one();
+    if (was_full) notify = on_space_;
+  }
+  if (notify) notify();
+  return m;
+}
+
+std::optional<v1::SyncMessage> Inbox::pop_wait(std::chrono::milliseconds timeout) {
+  {
+    std::unique_lock lock(mu_);
+    not_empty_.wait_for(lock, timeout, [&] { return closed_ || !queue_.empty(); });
+  }
+  return try_pop();
+}
+
+bool Inbox::finished() const {
+  std::lock_guard lock(mu_);
+  return closed_ && queue_.empty();
+}
+
+void Inbox::close() {
+  std::lock_guard lock(mu_);
+  closed_ = true;
+  update_signal_locked();
+  not_full_.notify_all();
+  not_empty_.notify_all();
+}
+
+namespace {
+
+class PairedTransport final : public Transport {
+ public:
+  // Each end shares its peer's inbox: either end may go away first.
+  bool send(const v1::SyncMessage& message) override {
+    if (broken_->load()) return false;
+    return peer_inbox_->push(message);
+  }
+  Inbox& inbox() override { return *inbox_; }
+  void cancel() override {
+    broken_->store(true);
+    inbox_->close();
+    peer_inbox_->close();
+  }
+
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
+  std::shared_ptr<Inbox> peer_inbox_;
+  std::shared_ptr<std::atomic<bool>> broken_;
+};
+
+}  // namespace
+
+std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_transport_pair() {
+  auto a = std::make_unique<PairedTransport>();
+  auto b = std::make_unique<PairedTransport>();
+  a->peer_inbox_ = b->inbox_;
+  b->peer_inbox_ = a->inbox_;
+  a->broken_ = b->broken_ = std::make_shared<std::atomic<bool>>(false);
+  return {std::move(a), std::move(b)};
+}
+
+}  // namespace offload::sync
