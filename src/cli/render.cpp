@@ -345,7 +345,48 @@ std::string render_status_pretty(const v1::SessionStatus& status, TimePoint now)
       first = false;
     }
   }
+  // Synchronised bind mounts, with anything the user must know: conflicts and skipped files.
+  if (status.mounts().empty()) {
+    add_line(out, "Mounts", "none");
+  } else {
+    bool first = true;
+    auto more = [&out](const std::string& line) { out += std::string(20, ' ') + line + "\n"; };
+    for (const auto& m : status.mounts()) {
+      std::string line = m.local_path() + (m.single_file() ? " (file)" : "") + "  " + m.state() +
+                         ", sent " + std::to_string(m.files_sent()) + " files (" +
+                         docker_human_size(static_cast<std::int64_t>(m.bytes_sent())) +
+                         "), received " + std::to_string(m.files_received()) + " files (" +
+                         docker_human_size(static_cast<std::int64_t>(m.bytes_received())) + ")";
+      if (first) add_line(out, "Mounts", line);
+      else out += std::string(18, ' ') + line + "\n";
+      first = false;
+      if (!m.error().empty()) more("error: " + m.error());
+      for (const auto& c : m.conflicts()) more("CONFLICT " + c);
+      for (const auto& k : m.skipped()) more("skipped " + k);
+    }
+  }
   return out;
+}
+
+static json mounts_json(const v1::SessionStatus& status) {
+  json mounts = json::array();
+  for (const auto& m : status.mounts()) {
+    mounts.push_back(json{
+        {"localPath", m.local_path()},
+        {"singleFile", m.single_file()},
+        {"state", m.state()},
+        {"error", m.error()},
+        {"filesSent", m.files_sent()},
+        {"bytesSent", m.bytes_sent()},
+        {"filesReceived", m.files_received()},
+        {"bytesReceived", m.bytes_received()},
+        {"entries", m.entries()},
+        {"conflicts", std::vector<std::string>(m.conflicts().begin(), m.conflicts().end())},
+        {"skipped", std::vector<std::string>(m.skipped().begin(), m.skipped().end())},
+        {"lastChange", m.last_change_unix_ms() ? format_rfc3339(m.last_change_unix_ms()) : ""},
+    });
+  }
+  return mounts;
 }
 
 static json ports_json(const v1::SessionStatus& status) {
@@ -385,6 +426,7 @@ json status_json(const v1::SessionStatus& status) {
       {"endedReason", status.ended_reason()},
       {"sessionId", info.session_id()},
       {"ports", ports_json(status)},
+      {"mounts", mounts_json(status)},
       {"activity", session_running(status) && status.has_lifecycle()
                        ? (status.lifecycle().active() ? "active" : "idle")
                        : ""},

@@ -23,9 +23,10 @@ constexpr int kSupportedVersion = 1;
 constexpr std::array kTopLevelKeys = {"version",     "defaultAccount", "startTimeout",
                                       "idleTimeout", "clientTtl",      "maxSessionDuration",
                                       "logLevel",    "local",          "ports",
-                                      "accounts"};
+                                      "sync",        "accounts"};
 constexpr std::array kLocalKeys = {"addressPool"};
 constexpr std::array kPortsKeys = {"bindAllInterfaces"};
+constexpr std::array kSyncKeys = {"exclude"};
 constexpr std::array kRemoteKeys = {"type", "address", "tokenFile", "fingerprint"};
 constexpr std::array kLogLevels = {"trace", "debug", "info", "warn", "error"};
 // The pool must hold at least one per-session /30, and a /8 is already more than any machine
@@ -204,6 +205,24 @@ void parse_ports(const Validator& check, const json& v, PortSettings& ports) {
   }
 }
 
+void parse_sync(const Validator& check, const json& v, SyncSettings& sync) {
+  if (!v.is_object())
+    check.fail("sync", "expected an object like {\"exclude\": [\".env\", \"secrets/\"]}, got " +
+                           describe(v));
+  check.reject_unknown_keys(v, "sync", kSyncKeys);
+  if (auto it = v.find("exclude"); it != v.end()) {
+    if (!it->is_array())
+      check.fail("sync.exclude", "expected a list of patterns like [\".env\", \"*.pem\"], got " +
+                                     describe(*it));
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      const auto& p = (*it)[i];
+      if (!p.is_string() || p.get<std::string>().empty())
+        check.fail("sync.exclude[" + std::to_string(i) + "]",
+                   "expected a non-empty pattern string, got " + describe(p));
+      sync.exclude.push_back(p.get<std::string>());
+    }
+  }
+}
 
 // A duration key. `zero_meaning` empty: zero is refused; otherwise zero is allowed and the hint
 // says what it means.
@@ -401,6 +420,7 @@ OffloadConfig parse_config(std::string_view text, const std::string& source) {
   }
   if (auto it = doc.find("local"); it != doc.end()) parse_local(check, *it, config.local);
   if (auto it = doc.find("ports"); it != doc.end()) parse_ports(check, *it, config.ports);
+  if (auto it = doc.find("sync"); it != doc.end()) parse_sync(check, *it, config.sync);
   return config;
 }
 
@@ -424,6 +444,7 @@ std::string to_json(const OffloadConfig& config) {
   doc["logLevel"] = config.log_level;
   doc["local"]["addressPool"] = config.local.address_pool;
   doc["ports"]["bindAllInterfaces"] = config.ports.bind_all_interfaces;
+  doc["sync"]["exclude"] = config.sync.exclude;
   doc["accounts"] = nlohmann::ordered_json::object();
   for (const auto& [name, account] : config.accounts) {
     auto& a = doc["accounts"][name];

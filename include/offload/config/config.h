@@ -8,6 +8,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
 #include <string_view>
 
 namespace offload {
@@ -26,6 +27,12 @@ struct PortSettings {
   // Published ports on 0.0.0.0/:: listen on every interface of this machine, as Docker does,
   // instead of on loopback only.
   bool bind_all_interfaces = false;
+};
+
+struct SyncSettings {
+  // Paths that never leave this machine, in .dockerignore syntax, applied to every synchronised
+  // bind mount (each mount's own .offloadignore adds to them).
+  std::vector<std::string> exclude;
 };
 
 // An `offload-runner serve` elsewhere, reached over TLS with a pinned certificate.
@@ -53,6 +60,7 @@ struct OffloadConfig {
   std::chrono::milliseconds max_session_duration = std::chrono::hours(8);
   LocalAccountSettings local;
   PortSettings ports;
+  SyncSettings sync;
   std::map<std::string, RemoteAccountSettings> accounts;  // by name; never "local"
 };
 

@@ -140,7 +140,8 @@ TEST(Status, PrettyStarted) {
             "GPU:              No\n"
             "Context:          docker-offload (unix:///root/.docker/offload/docker.sock)\n"
             "Active streams:   2\n"
-            "Ports:            none\n");
+            "Ports:            none\n"
+            "Mounts:           none\n");
 }
 
 TEST(Status, PrettyListsForwardedAndUnforwardablePorts) {
@@ -168,6 +169,44 @@ TEST(Status, PrettyListsForwardedAndUnforwardablePorts) {
   EXPECT_EQ(j["ports"][0]["localAddress"], "127.0.0.1:8081");
   EXPECT_EQ(j["ports"][0]["listening"], true);
   EXPECT_EQ(j["ports"][1]["error"], "127.0.0.1:8082 already in use by another program");
+}
+
+TEST(Status, MountsWithConflictsAndSkippedFiles) {
+  v1::SessionStatus s;
+  s.set_state(v1::DAEMON_STATE_STARTED);
+  s.set_account("local");
+  auto* m = s.add_mounts();
+  m->set_local_path("/home/me/app");
+  m->set_state("in sync");
+  m->set_files_sent(12);
+  m->set_bytes_sent(2048);
+  m->set_files_received(1);
+  m->set_bytes_received(4);
+  m->add_conflicts("notes.txt: changed on both sides; the runner's version is kept as x");
+  m->add_skipped("app.sock (socket)");
+  auto* f = s.add_mounts();
+  f->set_local_path("/home/me/config.yml");
+  f->set_single_file(true);
+  f->set_state("reconnecting");
+  f->set_error("the sync call ended");
+  auto out = render_status_pretty(s, std::chrono::system_clock::now());
+  EXPECT_NE(out.find("Mounts:           /home/me/app  in sync, sent 12 files (2.05kB), received 1 "
+                     "files (4B)\n"
+                     "                    CONFLICT notes.txt: changed on both sides; the runner's "
+                     "version is kept as x\n"
+                     "                    skipped app.sock (socket)\n"
+                     "                  /home/me/config.yml (file)  reconnecting, sent 0 files "
+                     "(0B), received 0 files (0B)\n"
+                     "                    error: the sync call ended\n"),
+            std::string::npos)
+      << out;
+  auto j = status_json(s);
+  ASSERT_EQ(j["mounts"].size(), 2u);
+  EXPECT_EQ(j["mounts"][0]["localPath"], "/home/me/app");
+  EXPECT_EQ(j["mounts"][0]["bytesSent"], 2048);
+  EXPECT_EQ(j["mounts"][0]["conflicts"].size(), 1u);
+  EXPECT_EQ(j["mounts"][1]["singleFile"], true);
+  EXPECT_EQ(j["mounts"][1]["state"], "reconnecting");
 }
 
 TEST(Status, PrettyStopped) {
@@ -206,7 +245,8 @@ TEST(Status, PrettyEndedAndStarting) {
             "State:            Starting\n"
             "GPU:              No\n"
             "Active streams:   0\n"
-            "Ports:            none\n");
+            "Ports:            none\n"
+            "Mounts:           none\n");
   EXPECT_EQ(state_label(starting), "Starting");
   starting.set_state(v1::DAEMON_STATE_STOPPING);
   EXPECT_EQ(state_label(starting), "Stopping");
@@ -219,7 +259,7 @@ TEST(Status, Json) {
             "\"engineVersion\":\"20.10.24\",\"engineApiVersion\":\"1.41\",\"engineOs\":\"linux/amd64\","
             "\"gpu\":false,\"context\":\"docker-offload\","
             "\"dockerHost\":\"unix:///root/.docker/offload/docker.sock\",\"activeStreams\":2,"
-            "\"endedReason\":\"\",\"sessionId\":\"s-42\",\"ports\":[],\"activity\":\"\","
+            "\"endedReason\":\"\",\"sessionId\":\"s-42\",\"ports\":[],\"mounts\":[],\"activity\":\"\","
             "\"idleDeadline\":\"\",\"idleWarning\":false,\"idleTimeout\":\"0s\","
             "\"reconnectError\":\"\"}");
   v1::SessionStatus stopped;
@@ -227,7 +267,7 @@ TEST(Status, Json) {
   auto j = status_json(stopped);
   EXPECT_EQ(j["state"], "stopped");
   EXPECT_EQ(j["sessionStarted"], "");
-  EXPECT_EQ(j.size(), 21u);  // the same keys whatever the state
+  EXPECT_EQ(j.size(), 22u);  // the same keys whatever the state
   EXPECT_EQ(j["activity"], "");
   EXPECT_EQ(j["idleTimeout"], "");
 }
@@ -366,7 +406,8 @@ TEST(Status, PrettyStartedActive) {
             "GPU:              No\n"
             "Context:          docker-offload (unix:///root/.docker/offload/docker.sock)\n"
             "Active streams:   2\n"
-            "Ports:            none\n");
+            "Ports:            none\n"
+            "Mounts:           none\n");
 }
 
 TEST(Status, PrettyStartedIdleCountsDown) {
@@ -380,7 +421,8 @@ TEST(Status, PrettyStartedIdleCountsDown) {
             "GPU:              No\n"
             "Context:          docker-offload (unix:///root/.docker/offload/docker.sock)\n"
             "Active streams:   2\n"
-            "Ports:            none\n");
+            "Ports:            none\n"
+            "Mounts:           none\n");
   // The same status a minute later: the countdown is computed from the clock.
   auto later = render_status_pretty(with_lifecycle(false, (4 * 60 + 12) * 1000), now + 60s);
   EXPECT_NE(later.find("Time until idle:  3m 12s\n"), std::string::npos) << later;
@@ -443,7 +485,7 @@ TEST(Status, JsonLifecycle) {
   EXPECT_EQ(active["activity"], "active");
   EXPECT_EQ(active["idleDeadline"], "");
   EXPECT_EQ(active["idleWarning"], false);
-  EXPECT_EQ(active.size(), 21u);
+  EXPECT_EQ(active.size(), 22u);
 }
 
 // --- diagnose ---

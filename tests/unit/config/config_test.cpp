@@ -149,7 +149,22 @@ TEST(Config, RoundTripsThroughToJson) {
             "{\n  \"version\": 1,\n  \"defaultAccount\": \"local\",\n  \"startTimeout\": \"2m\",\n"
             "  \"idleTimeout\": \"5m\",\n  \"clientTtl\": \"10m\",\n  \"maxSessionDuration\": \"8h\",\n"
             "  \"logLevel\": \"info\",\n  \"local\": {\n    \"addressPool\": \"10.213.0.0/16\"\n"
-            "  },\n  \"ports\": {\n    \"bindAllInterfaces\": false\n  },\n  \"accounts\": {}\n}\n");
+            "  },\n  \"ports\": {\n    \"bindAllInterfaces\": false\n  },\n"
+            "  \"sync\": {\n    \"exclude\": []\n  },\n  \"accounts\": {}\n}\n");
+}
+
+TEST(Config, SyncExcludes) {
+  auto c = parse_config(R"({"sync": {"exclude": [".env", "secrets/", "**/*.pem"]}})", kSource);
+  EXPECT_EQ(c.sync.exclude, (std::vector<std::string>{".env", "secrets/", "**/*.pem"}));
+  auto back = parse_config(to_json(c), kSource);
+  EXPECT_EQ(back.sync.exclude, c.sync.exclude);
+  EXPECT_TRUE(parse_config(R"({"sync": {}})", kSource).sync.exclude.empty());
+  EXPECT_EQ(error_of(R"({"sync": {"exclude": ".env"}})"),
+            "~/.docker/offload/config.json: \"sync.exclude\": expected a list of patterns like "
+            "[\".env\", \"*.pem\"], got string \".env\"");
+  EXPECT_TRUE(contains(error_of(R"({"sync": {"exclude": [".env", 3]}})"), "\"sync.exclude[1]\""));
+  EXPECT_TRUE(contains(error_of(R"({"sync": {"exclude": [""]}})"), "non-empty pattern"));
+  EXPECT_TRUE(contains(error_of(R"({"sync": {"excludes": []}})"), "exclude"));
 }
 
 TEST(Config, RoundTripsLifecycleAndAccounts) {
@@ -192,14 +207,14 @@ TEST(ConfigErrors, UnknownTopLevelKey) {
   EXPECT_EQ(error_of(R"({"idle": "5m"})"),
             "~/.docker/offload/config.json: \"idle\": unknown key (known keys: version, "
             "defaultAccount, startTimeout, idleTimeout, clientTtl, maxSessionDuration, logLevel, "
-            "local, ports, accounts)");
+            "local, ports, sync, accounts)");
 }
 
 TEST(ConfigErrors, UnknownKeySuggestsSpelling) {
   EXPECT_EQ(error_of(R"({"start_timeout": "5m"})"),
             "~/.docker/offload/config.json: \"start_timeout\": unknown key, did you mean "
             "\"startTimeout\"? (known keys: version, defaultAccount, startTimeout, idleTimeout, "
-            "clientTtl, maxSessionDuration, logLevel, local, ports, accounts)");
+            "clientTtl, maxSessionDuration, logLevel, local, ports, sync, accounts)");
   EXPECT_TRUE(contains(error_of(R"({"LogLevel": "info"})"), "did you mean \"logLevel\"?"));
 }
 
