@@ -1,12 +1,13 @@
 #include "offload/sync/ignore.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 namespace offload::sync {
 namespace {
 
-// One element of a compiled pattern. Matching is a dynamic programme over (token, path offset)
+// One element of a compiled pattern. Matching simulates all positions in the pattern at once
 // rather than backtracking, so no pattern (however many '*') can take more than
 // O(tokens × path) steps: the rules come from user files and the fuzzer.
 struct Token {
@@ -106,45 +107,97 @@ bool class_matches(const Token& t, unsigned char c) {
   return in != t.negated;
 }
 
-// Whether `tokens` match all of `path`; with `prefix_only`, whether they match `path` followed by
-// some further text (used to ask "could this pattern match anything below this directory?").
-bool run(const std::vector<Token>& tokens, std::string_view path, bool prefix_only) {
-  const std::size_t n = path.size();
-  // next[j]: tokens[i+1..] match path[j..]; cur[j]: tokens[i..] match path[j..].
-  std::vector<char> next(n + 1, 0), cur(n + 1, 0);
-  next[n] = 1;
-  if (prefix_only)
-    for (std::size_t j = 0; j <= n; ++j) next[j] = j == n;
-  for (std::size_t ti = tokens.size(); ti-- > 0;) {
-    const Token& t = tokens[ti];
-    cur[n] = 0;
-    // At the end of the path: with prefix_only the remaining tokens can always consume the
-    // imagined continuation; otherwise only tokens that may match nothing pass.
-    if (prefix_only) {
-      cur[n] = 1;
-    } else {
-      cur[n] = (t.kind == Token::star || t.kind == Token::any_dirs || t.kind == Token::any_rest)
-                   ? next[n]
-                   : 0;
-    }
-    bool slash_then_next = false;  // any_dirs: some k >= j with path[k]=='/' && next[k+1]
-    for (std::size_t j = n; j-- > 0;) {
-      unsigned char c = static_cast<unsigned char>(path[j]);
-      if (c == '/' && next[j + 1]) slash_then_next = true;
-      bool m = false;
-      switch (t.kind) {
-        case Token::literal: m = c == static_cast<unsigned char>(t.ch) && next[j + 1]; break;
-        case Token::one: m = c != '/' && next[j + 1]; break;
-        case Token::char_class: m = c != '/' && class_matches(t, c) && next[j + 1]; break;
-        case Token::star: m = next[j] || (c != '/' && cur[j + 1]); break;
-        case Token::any_rest: m = next[j] || cur[j + 1]; break;
-        case Token::any_dirs: m = next[j] || slash_then_next || prefix_only; break;
-      }
-      cur[j] = m;
-    }
-    std::swap(cur, next);
+// Runs the pattern over `path` left to right as a set of states (the tokens matched so far), so
+// that one pass answers for the path and for every parent directory on the way.
+class Matcher {
+ public:
+  explicit Matcher(const std::vector<Token>& tokens)
+      : tokens_(tokens), at_(tokens.size() + 1, 0), in_dirs_(tokens.size(), 0),
+        next_at_(tokens.size() + 1, 0), next_in_dirs_(tokens.size(), 0) {
+    at_[0] = 1;
+    close();
   }
-  return next[0];
+
+  // The text consumed so far is matched by the whole pattern.
+  bool accepting() const { return at_[tokens_.size()]; }
+  // Some continuation of the text consumed so far could still match.
+  bool alive() const {
+    for (auto a : at_)
+      if (a) return true;
+    for (auto d : in_dirs_)
+      if (d) return true;
+    return false;
+  }
+
+  void feed(unsigned char c) {
+    std::fill(next_at_.begin(), next_at_.end(), 0);
+    std::fill(next_in_dirs_.begin(), next_in_dirs_.end(), 0);
+    for (std::size_t i = 0; i < tokens_.size(); ++i) {
+      const Token& t = tokens_[i];
+      if (t.kind == Token::any_dirs && (at_[i] || in_dirs_[i])) {
+        next_in_dirs_[i] = 1;              // still inside the ".*"
+        if (c == '/') next_at_[i + 1] = 1;  // the '/' that ends it
+        continue;
+      }
+      if (!at_[i]) continue;
+      switch (t.kind) {
+        case Token::literal:
+          if (c == static_cast<unsigned char>(t.ch)) next_at_[i + 1] = 1;
+          break;
+        case Token::one:
+          if (c != '/') next_at_[i + 1] = 1;
+          break;
+        case Token::char_class:
+          if (c != '/' && class_matches(t, c)) next_at_[i + 1] = 1;
+          break;
+        case Token::star:
+          if (c != '/') next_at_[i] = 1;
+          break;
+        case Token::any_rest: next_at_[i] = 1; break;
+        case Token::any_dirs: break;
+      }
+    }
+    std::swap(at_, next_at_);
+    std::swap(in_dirs_, next_in_dirs_);
+    close();
+  }
+
+ private:
+  // Tokens that may match nothing can be skipped.
+  void close() {
+    for (std::size_t i = 0; i < tokens_.size(); ++i) {
+      auto k = tokens_[i].kind;
+      if (at_[i] && (k == Token::star || k == Token::any_rest || k == Token::any_dirs))
+        at_[i + 1] = 1;
+    }
+  }
+
+  const std::vector<Token>& tokens_;
+  std::vector<char> at_, in_dirs_, next_at_, next_in_dirs_;
+};
+
+bool matches(const std::vector<Token>& tokens, std::string_view path) {
+  Matcher m(tokens);
+  for (char c : path) m.feed(static_cast<unsigned char>(c));
+  return m.accepting();
+}
+
+// The path itself or one of its parent directories matches.
+bool matches_self_or_parent(const std::vector<Token>& tokens, std::string_view path) {
+  Matcher m(tokens);
+  for (char c : path) {
+    if (c == '/' && m.accepting()) return true;
+    m.feed(static_cast<unsigned char>(c));
+  }
+  return m.accepting();
+}
+
+// The pattern could match something strictly below directory `dir` ("" is the root).
+bool could_match_below(const std::vector<Token>& tokens, std::string_view dir) {
+  Matcher m(tokens);
+  for (char c : dir) m.feed(static_cast<unsigned char>(c));
+  if (!dir.empty()) m.feed('/');
+  return m.alive();
 }
 
 // filepath.Clean, as Docker applies it to every pattern: no empty or "." components, ".."
@@ -200,7 +253,7 @@ std::string_view clean_path(std::string_view path) {
 }  // namespace
 
 bool ignore_pattern_matches(std::string_view pattern, std::string_view path) {
-  return run(compile(pattern).tokens, path, false);
+  return matches(compile(pattern).tokens, path);
 }
 
 IgnoreRules IgnoreRules::parse(std::string_view text) {
@@ -249,22 +302,16 @@ bool IgnoreRules::excluded(std::string_view raw_path) const {
   for (const auto& pattern : patterns_) {
     // A pattern that could not change the outcome need not be evaluated (as in Docker).
     if (pattern.negated != matched) continue;
-    auto tokens = compile(pattern.text).tokens;
-    bool m = run(tokens, path, false);
     // A pattern matching a parent directory applies to everything below it.
-    for (std::size_t slash = path.find('/'); !m && slash != std::string_view::npos;
-         slash = path.find('/', slash + 1))
-      m = run(tokens, path.substr(0, slash), false);
-    if (m) matched = !pattern.negated;
+    if (matches_self_or_parent(compile(pattern.text).tokens, path)) matched = !pattern.negated;
   }
   return matched;
 }
 
 bool IgnoreRules::may_reinclude_below(std::string_view raw_dir) const {
-  std::string dir(clean_path(raw_dir));
-  if (!dir.empty()) dir += '/';
+  std::string_view dir = clean_path(raw_dir);
   for (const auto& pattern : patterns_)
-    if (pattern.negated && run(compile(pattern.text).tokens, dir, true)) return true;
+    if (pattern.negated && could_match_below(compile(pattern.text).tokens, dir)) return true;
   return false;
 }
 
