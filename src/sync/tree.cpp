@@ -88,6 +88,9 @@ std::error_code remove_at(int dir_fd, const std::string& name) {
     if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT) return last_error();
     return {};
   }
+  // Read-only directories (Go's module cache, for one) must be opened up to be emptied; as
+  // root this is unnecessary, as their owner it is allowed, otherwise the unlinks report it.
+  if ((st.st_mode & 0700) != 0700) chmod_at(dir_fd, name.c_str(), (st.st_mode & 07777) | 0700);
   {
     UniqueFd sub(::openat(dir_fd, name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!sub.valid()) return last_error();

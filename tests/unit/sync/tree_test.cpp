@@ -298,7 +298,8 @@ TEST(Tree, RemoveIsRecursiveAndNeverFollows) {
   write_file(t / "d/a/b/f", "x");
   write_file(t / "d/g", "y");
   fs::create_symlink(outside.path(), t / "d/a/link-to-outside");
-  ::chmod((t / "d/a/b").c_str(), 0500);  // read-only directories are emptied too (as root)
+  ::chmod((t / "d/a/b").c_str(), 0500);  // read-only directories are emptied too
+  ::chmod((t / "d/a").c_str(), 0);
 
   ASSERT_FALSE(tree->remove("d"));
   EXPECT_FALSE(fs::exists(fs::symlink_status(t / "d")));
