@@ -1,0 +1,645 @@
+// End to end: bind mounts through `docker offload` (issue 5). The real docker CLI (and
+// docker-compose v1) mount directories and files of this machine; offloadd synchronises them with
+// the session's replica on a real offload-runner, whose real dockerd runs the containers.
+//
+// One session serves the whole suite (starting engines costs seconds, and a mount stays
+// synchronised for the session's life, which the "second run sends nothing" test relies on); the
+// environment starts it with `docker offload start`, and the last test stops it and looks for
+// leftovers. Every test mounts a directory of its own under the suite's directory: a directory
+// inside one that is already synchronised would share its replica. Waits poll with an upper
+// bound; no assertion is about how long something took.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "offload/common/fs.h"
+#include "offload/common/process.h"
+#include "offload/common/token.h"
+#include "e2e_support.h"
+
+namespace offload::e2e {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+const std::string kImage = "offload-bind/busybox:latest";
+
+fs::path g_dir;  // everything of this run
+fs::path g_docker_config;
+
+Shell sh(const std::string& command, std::chrono::milliseconds timeout = 120s) {
+  return run_shell(g_dir, command, timeout);
+}
+
+// One shell word, whatever `s` holds.
+std::string q(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+std::string q(const fs::path& p) { return q(p.string()); }
+
+#define ASSERT_SH_OK(shell) ASSERT_EQ((shell).exit_code, 0) << (shell).err << (shell).out
+#define EXPECT_SH_OK(shell) EXPECT_EQ((shell).exit_code, 0) << (shell).err << (shell).out
+
+fs::path offload_dir() { return g_docker_config / "offload"; }
+
+// The last `lines` lines of the daemon's log, for failure messages.
+std::string daemon_log_tail(std::size_t lines = 30) {
+  return "\n--- offloadd.log (tail) ---\n" +
+         sh("tail -n " + std::to_string(lines) + " " + q(offload_dir() / "offloadd.log")).out;
+}
+
+// A file's content, or "<absent>".
+std::string slurp(const fs::path& file) {
+  std::string text;
+  if (read_file(file, text)) return "<absent>";
+  return text;
+}
+
+// Writes in place (same inode), as `echo > file` would.
+void put(const fs::path& file, const std::string& text) {
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  ASSERT_TRUE(out.good()) << "cannot write " << file;
+}
+
+// A fresh directory for one test's mount (canonical: status reports canonical paths).
+fs::path fresh_dir(const std::string& name) {
+  fs::path dir = fs::canonical(g_dir) / "mounts" / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// `script` run by sh inside a running container; stdout.
+Shell in(const std::string& container, const std::string& script) {
+  return sh("docker exec " + container + " sh -c " + q(script), 60s);
+}
+
+json status_json() {
+  auto s = sh("docker offload status --format json");
+  auto doc = json::parse(s.out, nullptr, /*allow_exceptions=*/false);
+  return doc.is_object() ? doc : json::object();
+}
+
+// The status of the mount of `local`, if offloadd reports one.
+std::optional<json> mount_status(const fs::path& local) {
+  auto doc = status_json();
+  if (!doc.contains("mounts") || !doc["mounts"].is_array()) return std::nullopt;
+  for (const auto& m : doc["mounts"])
+    if (m.value("localPath", "") == local.string()) return m;
+  return std::nullopt;
+}
+
+pid_t offloadd_pid() {
+  std::string pid;
+  if (read_file(offload_dir() / "offloadd.pid", pid)) return -1;
+  try {
+    return std::stoi(pid);
+  } catch (...) {
+    return -1;
+  }
+}
+
+// A field of /proc/<pid>/status in KiB ("VmHWM", "VmRSS"); -1 when unreadable.
+long proc_status_kib(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  return -1;
+}
+
+// Removes a container whatever happens to the test that started it.
+struct ContainerGuard {
+  std::string name;
+  ~ContainerGuard() { sh("docker rm -f " + name); }
+};
+
+class OffloadEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (::geteuid() != 0 || !find_program("dockerd") || !fs::exists("/usr/bin/busybox")) {
+      skip_ = "needs root, dockerd and busybox-static";
+      return;
+    }
+    g_dir = fs::path("/tmp") / ("offload-bind-e2e-" + random_hex(4));
+    g_docker_config = g_dir / "docker";
+    fs::create_directories(g_docker_config / "cli-plugins");
+    fs::create_directories(g_dir / "mounts");
+    fs::create_symlink(fs::path(OFFLOAD_BIN_DIR) / "docker-offload",
+                       g_docker_config / "cli-plugins" / "docker-offload");
+    ::setenv("DOCKER_CONFIG", g_docker_config.c_str(), 1);
+    ::unsetenv("DOCKER_HOST");
+    ::unsetenv("DOCKER_CONTEXT");
+    ASSERT_FALSE(write_file_atomic(g_docker_config / "config.json", "{\n\t\"auths\": {}\n}"));
+    // The suite's own address pool; "*.pem" is excluded from every mount (the config's half of
+    // the exclusion rules, set before the session starts).
+    fs::create_directories(offload_dir());
+    ASSERT_FALSE(write_file_atomic(
+        offload_dir() / "config.json",
+        R"({"version": 1, "logLevel": "debug", "local": {"addressPool": "10.233.0.0/24"},)"
+        R"( "sync": {"exclude": ["*.pem"]}})"));
+
+    make_busybox_rootfs(g_dir / "rootfs", OFFLOAD_ECHO_SERVER);
+    auto started = sh("docker offload start", 180s);
+    ASSERT_SH_OK(started);
+    auto ctx = sh("docker context show");
+    ASSERT_EQ(trim(ctx.out), "docker-offload") << ctx.err;
+    auto import = sh("tar -C " + q(g_dir / "rootfs") + " -c . | docker import - " + kImage);
+    ASSERT_SH_OK(import);
+  }
+
+  void TearDown() override {
+    if (!skip_.empty()) return;
+    sh("docker offload stop --force", 180s);
+    pid_t pid = offloadd_pid();
+    if (pid > 0) terminate_process(pid, 10s);
+    run_command({"rm", "-rf", g_dir.string()});
+  }
+
+  static std::string skip_;
+};
+std::string OffloadEnvironment::skip_;
+
+class BindMounts : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!OffloadEnvironment::skip_.empty()) GTEST_SKIP() << OffloadEnvironment::skip_;
+  }
+};
+
+// ---- 1. A run reads local files; its output files are local when it returns -------------------
+
+TEST_F(BindMounts, RunSeesLocalFilesAndItsOutputIsLocalWhenItReturns) {
+  auto dir = fresh_dir("run");
+  put(dir / "input.txt", "hello from this machine\n");
+  auto r = sh("docker run --rm -v " + q(dir) + ":/src -w /src " + kImage +
+              " sh -c 'cat input.txt; echo out > result.txt'");
+  // Read at once: `docker run` must not return before the container's writes are here.
+  std::string result = slurp(dir / "result.txt");
+  ASSERT_SH_OK(r);
+  EXPECT_EQ(r.out, "hello from this machine\n");
+  EXPECT_EQ(result, "out\n") << daemon_log_tail();
+}
+
+// ---- 2. Changes flow both ways while a container runs ----------------------------------------
+
+TEST_F(BindMounts, LiveChangesFlowBothWaysWhileAContainerRuns) {
+  auto dir = fresh_dir("live");
+  put(dir / "live.txt", "first\n");
+  ContainerGuard guard{"live"};
+  ASSERT_SH_OK(sh("docker run -d --name live -v " + q(dir) + ":/src " + kImage +
+                  " sh -c 'while true; do cat /src/live.txt > /src/seen.txt 2>/dev/null; "
+                  "sleep 0.2; done'"));
+  EXPECT_TRUE(wait_for([&] { return slurp(dir / "seen.txt") == "first\n"; }, 10s))
+      << slurp(dir / "seen.txt") << daemon_log_tail();
+
+  put(dir / "live.txt", "edited here\n");
+  EXPECT_TRUE(wait_for([&] { return slurp(dir / "seen.txt") == "edited here\n"; }, 10s))
+      << "seen.txt: " << slurp(dir / "seen.txt") << daemon_log_tail();
+
+  ASSERT_SH_OK(in("live", "echo written by exec > /src/from-exec.txt"));
+  EXPECT_TRUE(wait_for([&] { return slurp(dir / "from-exec.txt") == "written by exec\n"; }, 10s))
+      << slurp(dir / "from-exec.txt") << daemon_log_tail();
+}
+
+// ---- 3. A single-file bind follows edits, in place and by rename ------------------------------
+
+TEST_F(BindMounts, ASingleFileBindFollowsInPlaceEditsAndReplaceByRename) {
+  auto dir = fresh_dir("single");
+  auto config = dir / "config.yml";
+  put(config, "version: 1\n");
+  ContainerGuard guard{"single"};
+  ASSERT_SH_OK(sh("docker run -d --name single -v " + q(config) + ":/etc/app.yml " + kImage +
+                  " sleep 600"));
+  EXPECT_EQ(in("single", "cat /etc/app.yml").out, "version: 1\n");
+
+  put(config, "version: 2\n");
+  std::string seen;
+  EXPECT_TRUE(wait_for([&] { return (seen = in("single", "cat /etc/app.yml").out) == "version: 2\n"; },
+                       10s))
+      << "after an in-place edit the container sees: " << seen << daemon_log_tail();
+
+  // What editors do: write a temporary file next to it, then rename it over the original.
+  ASSERT_SH_OK(sh("cd " + q(dir) + " && printf 'version: 3\\n' > .config.yml.swp && "
+                  "mv .config.yml.swp config.yml"));
+  EXPECT_TRUE(wait_for([&] { return (seen = in("single", "cat /etc/app.yml").out) == "version: 3\n"; },
+                       10s))
+      << "after replace-by-rename the container sees: " << seen << daemon_log_tail();
+
+  // And a second time: the file now has yet another inode.
+  ASSERT_SH_OK(sh("cd " + q(dir) + " && printf 'version: 4\\n' > config.yml.new && "
+                  "mv config.yml.new config.yml"));
+  EXPECT_TRUE(wait_for([&] { return (seen = in("single", "cat /etc/app.yml").out) == "version: 4\n"; },
+                       10s))
+      << "after a second rename the container sees: " << seen << daemon_log_tail();
+}
+
+// ---- 4. --mount, read-only binds, missing sources --------------------------------------------
+
+TEST_F(BindMounts, MountFlagTypeBindWorksLikeDashV) {
+  auto dir = fresh_dir("mount-flag");
+  put(dir / "m.txt", "via --mount\n");
+  auto r = sh("docker run --rm --mount type=bind,source=" + dir.string() + ",target=/src " + kImage +
+              " sh -c 'cat /src/m.txt; echo back > /src/back.txt'");
+  std::string back = slurp(dir / "back.txt");
+  ASSERT_SH_OK(r);
+  EXPECT_EQ(r.out, "via --mount\n");
+  EXPECT_EQ(back, "back\n") << daemon_log_tail();
+}
+
+TEST_F(BindMounts, AReadOnlyBindRejectsWritesAndTheLocalDirStaysUnchanged) {
+  auto dir = fresh_dir("read-only");
+  put(dir / "keep.txt", "untouchable\n");
+  auto before = sh("cd " + q(dir) + " && ls -la --time-style=full-iso . | sort").out;
+
+  auto v = sh("docker run --rm -v " + q(dir) + ":/src:ro " + kImage +
+              " sh -c 'cat /src/keep.txt; echo x > /src/new.txt'");
+  EXPECT_NE(v.exit_code, 0) << v.out;
+  EXPECT_EQ(v.out, "untouchable\n") << v.err;
+  EXPECT_NE(v.err.find("Read-only file system"), std::string::npos) << v.err;
+
+  auto m = sh("docker run --rm --mount type=bind,source=" + dir.string() +
+              ",target=/src,readonly " + kImage + " rm /src/keep.txt");
+  EXPECT_NE(m.exit_code, 0) << m.out;
+  EXPECT_NE(m.err.find("Read-only file system"), std::string::npos) << m.err;
+
+  EXPECT_FALSE(fs::exists(dir / "new.txt"));
+  EXPECT_EQ(slurp(dir / "keep.txt"), "untouchable\n");
+  EXPECT_EQ(sh("cd " + q(dir) + " && ls -la --time-style=full-iso . | sort").out, before);
+}
+
+TEST_F(BindMounts, AMissingMountSourceFailsWithDockersError) {
+  fs::path missing = fs::canonical(g_dir) / "mounts" / "no-such-dir";
+  auto r = sh("docker run --rm --mount type=bind,source=" + missing.string() + ",target=/x " +
+              kImage + " true");
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.err.find("bind source path does not exist"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(missing)) << "--mount must not create its source";
+}
+
+TEST_F(BindMounts, AMissingDashVSourceIsCreatedLocallyLikeDockerDoes) {
+  fs::path created = fs::canonical(g_dir) / "mounts" / "created-by-run" / "deeper";
+  ASSERT_FALSE(fs::exists(created));
+  auto r = sh("docker run --rm -v " + q(created) + ":/x " + kImage +
+              " sh -c 'echo made > /x/made.txt'");
+  std::string made = slurp(created / "made.txt");
+  ASSERT_SH_OK(r);
+  EXPECT_TRUE(fs::is_directory(created));
+  EXPECT_EQ(made, "made\n") << daemon_log_tail();
+}
+
+// ---- 5. docker-compose with a relative bind ----------------------------------------------------
+
+TEST_F(BindMounts, DockerComposeRunWithARelativeBind) {
+  if (!find_program("docker-compose")) GTEST_SKIP() << "docker-compose is not installed";
+  auto project = fresh_dir("compose");
+  fs::create_directories(project / "app" / "lib");
+  put(project / "app" / "in.txt", "compose input\n");
+  put(project / "app" / "lib" / "deep.txt", "deep\n");
+  put(project / "compose.yml",
+      "version: \"2.4\"\n"
+      "services:\n"
+      "  svc:\n"
+      "    image: " + kImage + "\n"
+      "    volumes:\n"
+      "      - ./app:/app\n");
+  std::string compose = "cd " + q(project) + " && DOCKER_HOST=unix://" +
+                        (offload_dir() / "docker.sock").string() +
+                        " docker-compose -p offloadbind -f compose.yml ";
+  auto r = sh(compose + "run --rm -T svc sh -c 'cat /app/in.txt /app/lib/deep.txt; "
+                        "echo from-compose > /app/out.txt'",
+              180s);
+  std::string out = slurp(project / "app" / "out.txt");
+  sh(compose + "down", 120s);
+  ASSERT_SH_OK(r);
+  EXPECT_EQ(r.out, "compose input\ndeep\n") << r.err;
+  EXPECT_EQ(out, "from-compose\n") << daemon_log_tail();
+}
+
+// ---- 6. Deletes and renames, symlinks, modes, mtimes -----------------------------------------
+
+TEST_F(BindMounts, DeletesAndRenamesFlowBothWays) {
+  auto dir = fresh_dir("moves");
+  put(dir / "a.txt", "a\n");
+  put(dir / "b.txt", "b\n");
+  put(dir / "gone.txt", "gone\n");
+  fs::create_directories(dir / "sub");
+  put(dir / "sub" / "c.txt", "c\n");
+  ContainerGuard guard{"moves"};
+  ASSERT_SH_OK(sh("docker run -d --name moves -v " + q(dir) + ":/src " + kImage + " sleep 600"));
+  ASSERT_EQ(in("moves", "cat /src/a.txt /src/sub/c.txt").out, "a\nc\n");
+
+  // This machine to the container.
+  fs::remove(dir / "gone.txt");
+  fs::rename(dir / "a.txt", dir / "a-renamed.txt");
+  fs::rename(dir / "sub", dir / "sub-renamed");
+  const std::string check_in =
+      "cd /src && for p in gone.txt a.txt sub; do test -e $p && echo still-there:$p; done; "
+      "cat a-renamed.txt sub-renamed/c.txt";
+  std::string seen;
+  EXPECT_TRUE(wait_for([&] { return (seen = in("moves", check_in).out) == "a\nc\n"; }, 10s))
+      << seen << daemon_log_tail();
+
+  // The container to this machine.
+  ASSERT_SH_OK(in("moves", "cd /src && rm b.txt && mv a-renamed.txt a-back.txt && mkdir made && "
+                           "mv sub-renamed made/sub"));
+  auto local_done = [&] {
+    return !fs::exists(dir / "b.txt") && !fs::exists(dir / "a-renamed.txt") &&
+           !fs::exists(dir / "sub-renamed") && slurp(dir / "a-back.txt") == "a\n" &&
+           slurp(dir / "made" / "sub" / "c.txt") == "c\n";
+  };
+  EXPECT_TRUE(wait_for(local_done, 10s))
+      << sh("cd " + q(dir) + " && find . | sort").out << daemon_log_tail();
+}
+
+TEST_F(BindMounts, SymlinksModesAndMtimesSurviveBothWays) {
+  auto dir = fresh_dir("meta");
+  put(dir / "target.txt", "target\n");
+  fs::create_symlink("target.txt", dir / "link");
+  put(dir / "script.sh", "#!/bin/sh\necho script-ran\n");
+  fs::permissions(dir / "script.sh", fs::perms(0755));
+  put(dir / "stamped.txt", "old\n");
+  ASSERT_SH_OK(sh("touch -d '2001-02-03 04:05:06' " + q(dir / "stamped.txt")));
+  std::string local_mtime = trim(sh("stat -c %Y " + q(dir / "stamped.txt")).out);
+
+  auto r = sh("docker run --rm -v " + q(dir) + ":/src " + kImage +
+              " sh -c 'test -L /src/link && echo is-a-link; readlink /src/link; /src/script.sh; "
+              "stat -c %a /src/script.sh; stat -c %Y /src/stamped.txt; "
+              "ln -s target.txt /src/made-link; echo tool > /src/tool.sh; chmod 750 /src/tool.sh; "
+              "echo new > /src/new-stamp.txt; touch -d \"2002-03-04 05:06:07\" /src/new-stamp.txt; "
+              "stat -c %Y /src/new-stamp.txt'");
+  ASSERT_SH_OK(r);
+  std::istringstream lines(r.out);
+  std::string is_link, target, ran, mode, mtime, remote_mtime;
+  std::getline(lines, is_link);
+  std::getline(lines, target);
+  std::getline(lines, ran);
+  std::getline(lines, mode);
+  std::getline(lines, mtime);
+  std::getline(lines, remote_mtime);
+  EXPECT_EQ(is_link, "is-a-link") << r.out;
+  EXPECT_EQ(target, "target.txt") << r.out;
+  EXPECT_EQ(ran, "script-ran") << r.out << r.err;
+  EXPECT_EQ(mode, "755") << r.out;
+  EXPECT_EQ(mtime, local_mtime) << r.out;
+
+  // What the container made is here, as it made it, when `docker run` returns.
+  std::error_code ec;
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dir / "made-link", ec)));
+  EXPECT_EQ(fs::read_symlink(dir / "made-link", ec).string(), "target.txt") << ec.message();
+  struct stat st {};
+  ASSERT_EQ(::stat((dir / "tool.sh").c_str(), &st), 0) << daemon_log_tail();
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  EXPECT_EQ(trim(sh("stat -c %Y " + q(dir / "new-stamp.txt")).out), remote_mtime) << r.out;
+}
+
+// ---- 7. A large tree: sent once, memory bounded -----------------------------------------------
+
+TEST_F(BindMounts, ALargeTreeIsSentOnceWithBoundedMemory) {
+  auto dir = fresh_dir("large");
+  // 10,000 small files in 100 nested directories and 5 files of 100 MiB.
+  auto made = sh("cd " + q(dir) +
+                     " && for i in 1 2 3 4 5; do head -c 100M /dev/urandom > big$i.bin; done"
+                     " && for i in $(seq 0 99); do mkdir -p d$i/n; for j in $(seq 0 99); do"
+                     " echo $i.$j > d$i/n/f$j.txt; done; done",
+                 300s);
+  ASSERT_SH_OK(made);
+  const std::string expected_count = "10005";
+  std::string local_sum = sh("md5sum < " + q(dir / "big3.bin") + " | cut -c1-32").out;
+
+  pid_t daemon = offloadd_pid();
+  ASSERT_GT(daemon, 0);
+  // Resets the peak resident set size, so VmHWM below is this synchronisation's peak.
+  { std::ofstream("/proc/" + std::to_string(daemon) + "/clear_refs") << "5"; }
+  const std::string run = "docker run --rm -v " + q(dir) + ":/src " + kImage +
+                          " sh -c 'find /src -type f | wc -l; md5sum /src/big3.bin | cut -c1-32'";
+  auto first = sh(run, 900s);
+  long peak_kib = proc_status_kib(daemon, "VmHWM");
+  ASSERT_SH_OK(first);
+  EXPECT_EQ(first.out, expected_count + "\n" + local_sum);
+  EXPECT_GT(peak_kib, 0);
+  EXPECT_LT(peak_kib, 200L * 1024) << "offloadd's peak RSS during the first sync: " << peak_kib
+                                   << " KiB";
+  std::cout << "[ info     ] offloadd peak RSS during the first sync: " << peak_kib / 1024
+            << " MiB\n";
+
+  auto after_first = mount_status(dir);
+  ASSERT_TRUE(after_first) << status_json().dump(2);
+  auto files_sent = (*after_first)["filesSent"].get<std::uint64_t>();
+  auto bytes_sent = (*after_first)["bytesSent"].get<std::uint64_t>();
+  EXPECT_GE(files_sent, 10005u);
+  EXPECT_GE(bytes_sent, 500ull * 1024 * 1024);
+
+  auto second = sh(run, 900s);
+  ASSERT_SH_OK(second);
+  EXPECT_EQ(second.out, first.out);
+  auto after_second = mount_status(dir);
+  ASSERT_TRUE(after_second) << status_json().dump(2);
+  EXPECT_EQ((*after_second)["filesSent"].get<std::uint64_t>(), files_sent)
+      << "the second run sent files again: " << after_second->dump(2);
+  EXPECT_EQ((*after_second)["bytesSent"].get<std::uint64_t>(), bytes_sent)
+      << after_second->dump(2);
+
+  // Frees the space here and, through the live mount, in the replica.
+  sh("find " + q(dir) + " -mindepth 1 -delete", 300s);
+}
+
+// ---- 8. A change on both sides: a conflict, and both versions kept ----------------------------
+
+// The engine's own socket, bypassing offloadd: the container can then change a file while
+// offloadd is stopped (SIGSTOP), which makes the two changes concurrent deterministically.
+std::string engine_socket() {
+  auto id = status_json().value("sessionId", "");
+  if (id.size() < 8) return "";
+  return trim(sh("ls /run/docker-offload/*/" + id.substr(0, 8) + "/docker.sock 2>/dev/null | head -1").out);
+}
+
+TEST_F(BindMounts, ChangesOnBothSidesBecomeAConflictAndBothVersionsAreKept) {
+  auto dir = fresh_dir("conflict");
+  put(dir / "conflict.txt", "base\n");
+  ContainerGuard guard{"conflicted"};
+  auto run = sh("docker run -d --name conflicted -v " + q(dir) + ":/src " + kImage + " sleep 600");
+  ASSERT_SH_OK(run);
+  std::string id = trim(run.out);
+  ASSERT_EQ(in("conflicted", "cat /src/conflict.txt").out, "base\n");
+  std::string engine = engine_socket();
+  ASSERT_FALSE(engine.empty()) << "no engine socket for the session under /run/docker-offload";
+  pid_t daemon = offloadd_pid();
+  ASSERT_GT(daemon, 0);
+
+  ASSERT_EQ(::kill(daemon, SIGSTOP), 0);
+  put(dir / "conflict.txt", "local\n");
+  auto remote = sh("docker -H unix://" + engine + " exec " + id +
+                       " sh -c 'echo container > /src/conflict.txt'",
+                   30s);
+  ::kill(daemon, SIGCONT);
+  ASSERT_SH_OK(remote);
+
+  std::optional<json> mount;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        mount = mount_status(dir);
+        return mount && !(*mount)["conflicts"].empty();
+      },
+      10s))
+      << (mount ? mount->dump(2) : "no mount") << daemon_log_tail();
+  if (mount && !(*mount)["conflicts"].empty()) {
+    EXPECT_NE((*mount)["conflicts"][0].get<std::string>().find("conflict.txt"), std::string::npos);
+  }
+
+  // Ours stays under the name; theirs is a copy next to it, on both sides.
+  auto local_copy = [&]() -> std::string {
+    for (auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().rfind("conflict.offload-conflict-", 0) == 0)
+        return slurp(e.path());
+    return "<none>";
+  };
+  EXPECT_TRUE(wait_for(
+      [&] { return slurp(dir / "conflict.txt") == "local\n" && local_copy() == "container\n"; },
+      10s))
+      << "conflict.txt: " << slurp(dir / "conflict.txt") << " copy: " << local_copy()
+      << daemon_log_tail();
+  std::string inside;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        inside = in("conflicted", "cat /src/conflict.txt; cat /src/conflict.offload-conflict-*").out;
+        return inside == "local\ncontainer\n";
+      },
+      10s))
+      << inside;
+  auto pretty = sh("docker offload status").out;
+  EXPECT_NE(pretty.find("CONFLICT conflict.txt"), std::string::npos) << pretty;
+}
+
+// ---- 9. Excluded files and special files stay here -------------------------------------------
+
+TEST_F(BindMounts, ExcludedAndSpecialFilesStayLocal) {
+  auto dir = fresh_dir("excludes");
+  put(dir / ".offloadignore", "secret.txt\nprivate/\n");
+  put(dir / "secret.txt", "s3cret\n");
+  fs::create_directories(dir / "private");
+  put(dir / "private" / "p.txt", "private\n");
+  put(dir / "key.pem", "-----BEGIN KEY-----\n");
+  put(dir / "keep.txt", "keep\n");
+  fs::create_directories(dir / "sub");
+  put(dir / "sub" / "keep2.txt", "keep2\n");
+  ASSERT_SH_OK(sh("cd " + q(dir) +
+                  " && python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.bind(\"x.sock\")'"));
+  ASSERT_TRUE(fs::is_socket(dir / "x.sock"));
+
+  auto r = sh("docker run --rm -v " + q(dir) + ":/src " + kImage + " sh -c 'cd /src && find . | sort'");
+  ASSERT_SH_OK(r);
+  std::set<std::string> seen;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) seen.insert(line);
+  for (const char* wanted : {"./keep.txt", "./sub", "./sub/keep2.txt"})
+    EXPECT_TRUE(seen.count(wanted)) << wanted << " missing in the container:\n" << r.out;
+  for (const char* unwanted : {"./secret.txt", "./private", "./private/p.txt", "./key.pem", "./x.sock"})
+    EXPECT_FALSE(seen.count(unwanted)) << unwanted << " reached the container:\n" << r.out;
+  // Left out is not deleted.
+  EXPECT_EQ(slurp(dir / "secret.txt"), "s3cret\n");
+  EXPECT_EQ(slurp(dir / "key.pem"), "-----BEGIN KEY-----\n");
+
+  auto mount = mount_status(dir);
+  ASSERT_TRUE(mount) << status_json().dump(2);
+  bool listed = false;
+  for (const auto& s : (*mount)["skipped"]) listed |= s.get<std::string>().find("x.sock") != std::string::npos;
+  EXPECT_TRUE(listed) << mount->dump(2);
+  auto pretty = sh("docker offload status").out;
+  EXPECT_NE(pretty.find("skipped x.sock"), std::string::npos) << pretty;
+}
+
+// ---- 10. Status ------------------------------------------------------------------------------
+
+TEST_F(BindMounts, StatusListsTheMountInSyncWithItsCounters) {
+  auto dir = fresh_dir("status");
+  put(dir / "s.txt", "status input\n");
+  auto r = sh("docker run --rm -v " + q(dir) + ":/src " + kImage +
+              " sh -c 'cat /src/s.txt; echo received > /src/r.txt'");
+  ASSERT_SH_OK(r);
+  EXPECT_EQ(r.out, "status input\n");
+
+  std::string line;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto pretty = sh("docker offload status").out;
+        auto at = pretty.find(dir.string() + "  ");
+        if (at == std::string::npos) return false;
+        line = pretty.substr(at, pretty.find('\n', at) - at);
+        return line.find("in sync") != std::string::npos;
+      },
+      10s))
+      << "status line: " << line << "\n" << sh("docker offload status").out;
+
+  auto mount = mount_status(dir);
+  ASSERT_TRUE(mount) << status_json().dump(2);
+  EXPECT_EQ((*mount)["state"], "in sync");
+  EXPECT_EQ((*mount)["singleFile"], false);
+  EXPECT_EQ((*mount)["error"], "");
+  EXPECT_GE((*mount)["filesSent"].get<std::uint64_t>(), 1u) << mount->dump(2);
+  EXPECT_GE((*mount)["bytesSent"].get<std::uint64_t>(), 13u) << mount->dump(2);
+  EXPECT_GE((*mount)["filesReceived"].get<std::uint64_t>(), 1u) << mount->dump(2);
+  EXPECT_GE((*mount)["bytesReceived"].get<std::uint64_t>(), 9u) << mount->dump(2);
+  EXPECT_TRUE((*mount)["conflicts"].is_array() && (*mount)["conflicts"].empty()) << mount->dump(2);
+  EXPECT_TRUE((*mount)["skipped"].is_array()) << mount->dump(2);
+  EXPECT_GE((*mount)["entries"].get<std::uint64_t>(), 3u) << mount->dump(2);  // ., s.txt, r.txt
+}
+
+// ---- Last: stop, and nothing is left ---------------------------------------------------------
+
+// Runs last (gtest keeps declaration order): stop, then look for anything left behind.
+TEST_F(BindMounts, ZzStopEndsTheMountsAndLeavesNothingBehind) {
+  auto runner_state = offload_dir() / "local-runner" / "state";
+  std::string session_id = status_json().value("sessionId", "");
+  ASSERT_GE(session_id.size(), 8u) << status_json().dump(2);
+  std::string engine = engine_socket();
+  ASSERT_FALSE(engine.empty());
+
+  auto stopped = sh("docker offload stop --force", 180s);
+  ASSERT_SH_OK(stopped);
+  EXPECT_EQ(trim(sh("docker context show").out), "default");
+
+  // offloadd lives on, with no mount left to synchronise.
+  auto doc = status_json();
+  EXPECT_TRUE(doc.contains("mounts") && doc["mounts"].empty()) << doc.dump(2);
+
+  // The local side of every mount is untouched by the end of the session.
+  auto mounts = fs::canonical(g_dir) / "mounts";
+  EXPECT_EQ(slurp(mounts / "run" / "input.txt"), "hello from this machine\n");
+  EXPECT_EQ(slurp(mounts / "run" / "result.txt"), "out\n");
+  EXPECT_EQ(slurp(mounts / "excludes" / "secret.txt"), "s3cret\n");
+
+  // Nothing of the session on the runner host: engine, network, replicas, processes.
+  EXPECT_FALSE(fs::exists(fs::path(engine).parent_path())) << engine;
+  EXPECT_EQ(sh("ip netns list").out.find(session_id), std::string::npos);
+  EXPECT_EQ(sh("ip -o link show").out.find("ofl" + session_id.substr(0, 8)), std::string::npos);
+  EXPECT_EQ(sh("iptables-save").out.find("offload:" + session_id), std::string::npos);
+  EXPECT_FALSE(fs::exists(runner_state / "sessions" / session_id));
+  EXPECT_EQ(processes_mentioning(session_id.substr(0, 8)), std::vector<std::string>{});
+  EXPECT_EQ(sh("grep -c ' " + fs::path(engine).parent_path().string() + "' /proc/mounts").out, "0\n");
+}
+
+}  // namespace
+}  // namespace offload::e2e
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::AddGlobalTestEnvironment(new offload::e2e::OffloadEnvironment);
+  return RUN_ALL_TESTS();
+}
