@@ -25,10 +25,13 @@ namespace asio = boost::asio;
 Daemon::Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers providers,
                PortPolicy port_policy, UdpFlowSettings udp)
     : paths_(paths),
+      sync_excludes_(config.sync.exclude),
       sessions_(paths, std::move(config), std::move(providers), &streams_),
       control_(sessions_, paths),
-      ports_(std::make_shared<PortForwarder>(io_, port_policy, sessions_, std::move(udp))) {
+      ports_(std::make_shared<PortForwarder>(io_, port_policy, sessions_, std::move(udp))),
+      sync_(std::make_shared<SyncManager>(sessions_, sync_excludes_)) {
   sessions_.attach_ports(ports_);
+  sessions_.attach_sync(sync_);
 }
 
 Daemon::~Daemon() { stop(); }
@@ -52,6 +55,7 @@ void Daemon::start() {
 
   work_.emplace(io_.get_executor());
   endpoint_ = std::make_unique<DockerEndpoint>(io_, paths_.docker_socket, sessions_);
+  endpoint_->set_bind_sync(sync_.get());
   endpoint_->start();
   asio::co_spawn(io_, reconcile_ports(), asio::detached);
   for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });

@@ -11,78 +11,13 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include "offload/daemon/api_proxy.h"
 #include "offload/http/request_framer.h"
-#include "offload/tunnel/pump.h"
 
 namespace offload::daemon {
 namespace asio = boost::asio;
 using asio::local::stream_protocol;
 constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
-
-namespace {
-
-// Watches the request direction of one connection: logs each request head and notices the
-// switch to raw bytes after an Upgrade. Heads split across reads are reassembled in a small
-// side buffer; body bytes are only counted by the framer, never copied.
-class RequestWatcher {
- public:
-  explicit RequestWatcher(std::uint64_t id) : id_(id) {}
-
-  void observe(std::string_view chunk) {
-    if (done_) return;
-    std::string_view input = chunk;
-    if (!pending_.empty()) {
-      pending_.append(chunk);
-      input = pending_;
-    }
-    std::size_t offset = 0;
-    // Bounded: every event but need_more either consumes bytes or ends a message.
-    for (int step = 0; step < 1'000'000; ++step) {
-      auto r = framer_.next(input.substr(offset));
-      offset += r.consumed;
-      switch (r.event) {
-        case http::RequestFramer::Event::need_more: {
-          std::string rest(input.substr(offset));
-          pending_ = std::move(rest);
-          return;
-        }
-        case http::RequestFramer::Event::head:
-          ++requests_;
-          spdlog::debug("[C{}] {} {}", id_, framer_.head().method, framer_.head().target);
-          break;
-        case http::RequestFramer::Event::body:
-        case http::RequestFramer::Event::message_end:
-          break;
-        case http::RequestFramer::Event::upgraded:
-          spdlog::debug("[C{}] upgraded to {}", id_, framer_.head().upgrade_protocol);
-          stop_watching();
-          return;
-        case http::RequestFramer::Event::error:
-          // The engine answers the malformed request itself; we only stop watching.
-          spdlog::debug("[C{}] unparseable request: {}", id_, framer_.error_message());
-          stop_watching();
-          return;
-      }
-    }
-    stop_watching();
-  }
-
-  std::uint64_t requests() const { return requests_; }
-
- private:
-  void stop_watching() {
-    done_ = true;
-    pending_.clear();
-  }
-
-  std::uint64_t id_;
-  http::RequestFramer framer_;
-  std::string pending_;
-  bool done_ = false;
-  std::uint64_t requests_ = 0;
-};
-
-}  // namespace
 
 DockerEndpoint::DockerEndpoint(asio::io_context& io, std::filesystem::path socket_path,
                                SessionManager& sessions)
@@ -100,6 +35,8 @@ void DockerEndpoint::start() {
   acceptor_.listen(asio::socket_base::max_listen_connections);
   asio::co_spawn(io_, accept_loop(), asio::detached);
 }
+
+void DockerEndpoint::set_bind_sync(BindSync* bind_sync) { bind_sync_.store(bind_sync); }
 
 void DockerEndpoint::stop() {
   boost::system::error_code ec;
@@ -165,19 +102,18 @@ asio::awaitable<void> DockerEndpoint::serve(stream_protocol::socket client, std:
   }
   auto stream = runner->open_engine_tunnel("docker api");
   sessions_.stream_opened();
-  RequestWatcher watcher(id);
-  auto result = co_await tunnel::splice(client, *stream,
-                                        [&watcher](std::string_view c) { watcher.observe(c); });
+  ApiProxy proxy(client, *stream, bind_sync_.load(), id);
+  auto result = co_await proxy.run();
   sessions_.stream_closed();
   stream->release();
   grpc::Status status = co_await stream->async_wait_done(asio::use_awaitable);
   if (!result.clean() || !status.ok()) {
     spdlog::info("[C{}] closed: up {}, down {}, {} requests, {} B out, {} B in: {}", id,
-                 tunnel::to_string(result.up), tunnel::to_string(result.down), watcher.requests(),
+                 tunnel::to_string(result.up), tunnel::to_string(result.down), proxy.requests(),
                  stream->bytes_out(), stream->bytes_in(),
                  status.ok() ? "ok" : status.error_message());
   } else {
-    spdlog::debug("[C{}] closed: {} requests, {} B out, {} B in", id, watcher.requests(),
+    spdlog::debug("[C{}] closed: {} requests, {} B out, {} B in", id, proxy.requests(),
                   stream->bytes_out(), stream->bytes_in());
   }
 }

@@ -1,4 +1,5 @@
 #include "offload/daemon/session_manager.h"
+#include "offload/daemon/sync_manager.h"
 
 #include <pwd.h>
 #include <spdlog/spdlog.h>
@@ -262,13 +263,23 @@ void SessionManager::detach() {
   ports_.reset();
 }
 
+void SessionManager::attach_sync(std::shared_ptr<SyncManager> sync) {
+  std::lock_guard lock(mu_);
+  sync_ = std::move(sync);
+}
+
+// The session is over (or no longer ours to follow): its forwarded ports close and its bind
+// mounts stop synchronising.
 void SessionManager::clear_ports() {
   std::shared_ptr<PortForwarder> ports;
+  std::shared_ptr<SyncManager> sync;
   {
     std::lock_guard lock(mu_);
     ports = ports_;
+    sync = sync_;
   }
   if (ports) ports->clear();
+  if (sync) sync->stop_all();
 }
 
 void SessionManager::on_session_event(const v1::SessionEvent& event) {
@@ -668,6 +679,28 @@ v1::StopResponse SessionManager::stop() {
 
 v1::SessionStatus SessionManager::status() const {
   v1::SessionStatus s;
+  std::shared_ptr<SyncManager> sync;
+  {
+    std::lock_guard lock(mu_);
+    sync = sync_;
+  }
+  if (sync) {
+    for (const auto& m : sync->status()) {
+      auto* out = s.add_mounts();
+      out->set_local_path(m.local_path);
+      out->set_single_file(m.single_file);
+      out->set_state(sync::to_string(m.state));
+      out->set_error(m.error);
+      out->set_files_sent(m.files_sent);
+      out->set_bytes_sent(m.bytes_sent);
+      out->set_files_received(m.files_received);
+      out->set_bytes_received(m.bytes_received);
+      out->set_entries(m.entries);
+      for (const auto& c : m.conflicts) out->add_conflicts(c);
+      for (const auto& k : m.skipped) out->add_skipped(k.path + " (" + k.reason + ")");
+      out->set_last_change_unix_ms(m.last_change_unix_ms);
+    }
+  }
   std::lock_guard lock(mu_);
   s.set_state(state_);
   s.set_account(session_ ? session_->account : config_.default_account);

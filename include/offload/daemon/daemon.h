@@ -14,6 +14,7 @@
 #include "offload/daemon/control_service.h"
 #include "offload/daemon/docker_endpoint.h"
 #include "offload/daemon/session_manager.h"
+#include "offload/daemon/sync_manager.h"
 
 namespace offload::daemon {
 
@@ -36,6 +37,7 @@ class Daemon {
   boost::asio::awaitable<void> reconcile_ports();
 
   StatePaths paths_;
+  std::vector<std::string> sync_excludes_;  // config's sync.exclude (config moves into sessions_)
   // Before sessions_ and io_: it must outlive every stream, including those destroyed with io_.
   tunnel::StreamRegistry streams_;
   SessionManager sessions_;
@@ -45,6 +47,9 @@ class Daemon {
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::unique_ptr<DockerEndpoint> endpoint_;
   std::shared_ptr<PortForwarder> ports_;
+  // Bind mounts: the Docker API proxy asks it to rewrite container creates. Declared after
+  // endpoint_ is irrelevant: stop() ends every connection before anything here is destroyed.
+  std::shared_ptr<SyncManager> sync_;
   std::vector<std::thread> threads_;
 };
 

@@ -2,8 +2,9 @@
 //
 // Each client connection becomes one tunnel stream to the session engine. The proxy reads the
 // request direction's HTTP/1.1 framing (to count and log requests, and to see Upgrade requests
-// after which the bytes are opaque) but forwards every byte unchanged and never buffers a body or
-// a response. Without a session it answers every request itself with a JSON error (503) that
+// after which the bytes are opaque) and forwards bytes unchanged without buffering, except for
+// the requests bind-mount synchronisation must see (container create, start and wait; see
+// api_proxy.h). Without a session it answers every request itself with a JSON error (503) that
 // says what to do.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <filesystem>
 
+#include "offload/daemon/bind_sync.h"
 #include "offload/daemon/session_manager.h"
 
 namespace offload::daemon {
@@ -28,6 +30,10 @@ class DockerEndpoint {
   void start();
   void stop();
 
+  // Bind-mount synchronisation for connections accepted from now on (null: none, the default).
+  // `bind_sync` must outlive every connection, i.e. until the endpoint's io_context has stopped.
+  void set_bind_sync(BindSync* bind_sync);
+
  private:
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> serve(boost::asio::local::stream_protocol::socket client,
@@ -40,6 +46,7 @@ class DockerEndpoint {
   SessionManager& sessions_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<BindSync*> bind_sync_{nullptr};
 };
 
 }  // namespace offload::daemon

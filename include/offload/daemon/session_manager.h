@@ -24,6 +24,8 @@
 
 namespace offload::daemon {
 
+class SyncManager;
+
 // A control request failed; `what()` is the one line to show the user.
 struct ControlError : std::runtime_error {
   ControlError(grpc::StatusCode code, const std::string& what)
@@ -58,6 +60,9 @@ class SessionManager final : public ActivitySink {
 
   // Published ports of the session are forwarded by `ports` (may be null: no forwarding).
   void attach_ports(std::shared_ptr<PortForwarder> ports);
+  // Bind mounts of the session are synchronised by `sync`: its mounts end with the session and
+  // show in status().
+  void attach_sync(std::shared_ptr<SyncManager> sync);
   // Stops following the runner (events, ports) without touching the session: the daemon is
   // shutting down and a restarted one re-attaches.
   void detach();
@@ -131,6 +136,7 @@ class SessionManager final : public ActivitySink {
   v1::SessionInfo info_;
   std::unique_ptr<EventsReader> events_;
   std::shared_ptr<PortForwarder> ports_;
+  std::shared_ptr<SyncManager> sync_;
   std::atomic<std::int64_t> active_streams_{0};
   std::map<int, Watcher> watchers_;
   v1::Lifecycle lifecycle_;             // the runner's view, mirrored

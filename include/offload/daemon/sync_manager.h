@@ -1,0 +1,67 @@
+// Bind-mount synchronisation for the session: one MountSync per local path that containers
+// mount, created on the first `POST /containers/create` that names it and kept (watching) until
+// the session ends, so the next `docker run` with the same mount sends nothing but changes.
+#pragma once
+
+#include <boost/asio/thread_pool.hpp>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "offload/daemon/bind_sync.h"
+#include "offload/sync/ignore.h"
+#include "offload/sync/mount.h"
+
+namespace offload::daemon {
+
+class SessionManager;
+
+class SyncManager final : public BindSync {
+ public:
+  // `excludes`: patterns from the config (sync.exclude), applied to every mount in addition to
+  // the mount's own .offloadignore.
+  SyncManager(SessionManager& sessions, std::vector<std::string> excludes);
+  ~SyncManager() override;
+
+  void prepare_create(std::string body, std::function<void(Prepared)> done) override;
+  void flush(std::function<void()> done) override;
+  bool has_mounts() const override { return has_mounts_.load(); }
+
+  std::vector<sync::MountStatus> status() const;
+  // The session ended (or the daemon detaches): stop every mount. Their replicas go with the
+  // session on the runner.
+  void stop_all();
+
+  // For tests: how a mount's transport is opened (default: a Sync call on the session's runner).
+  using Connect = sync::MountSync::Connect;
+  void set_connect(Connect connect) { connect_override_ = std::move(connect); }
+  // For tests: timings of new mounts.
+  void set_mount_timing(std::chrono::milliseconds settle, std::chrono::milliseconds max_delay,
+                        std::chrono::milliseconds reconnect_delay);
+
+ private:
+  Prepared prepare_blocking(const std::string& body);
+  // The synchronised path for a local source: a mount of its own or, when it lies inside a
+  // directory that is already synchronised, a path inside that one's replica. Throws
+  // std::runtime_error with a user-facing message (status in `status`).
+  std::string remote_path_for(const std::string& source, bool must_exist, int& status);
+  std::shared_ptr<sync::MountSync> mount_for(const std::filesystem::path& canonical,
+                                             bool single_file);
+
+  SessionManager& sessions_;
+  std::vector<std::string> excludes_;
+  Connect connect_override_;
+  std::chrono::milliseconds settle_{50}, max_delay_{300}, reconnect_delay_{1000};
+  mutable std::mutex mu_;
+  std::map<std::filesystem::path, std::shared_ptr<sync::MountSync>> mounts_;
+  std::atomic<bool> has_mounts_{false};
+  // prepare_create and flush wait for mounts; they do it here, never on the proxy's threads.
+  boost::asio::thread_pool pool_{4};
+};
+
+}  // namespace offload::daemon

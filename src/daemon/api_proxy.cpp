@@ -1,0 +1,603 @@
+#include "offload/daemon/api_proxy.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/execution.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <algorithm>
+#include <array>
+
+#include "offload/http/request_framer.h"
+
+namespace offload::daemon {
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using asio::local::stream_protocol;
+using tunnel::PumpEnd;
+using tunnel::TunnelFrame;
+constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+enum class Route { other, create, start, wait };
+
+Route route_of(const http::RequestHead& head) {
+  if (head.method != "POST") return Route::other;
+  const std::string path = head.path();
+  if (path == "/containers/create") return Route::create;
+  constexpr std::string_view prefix = "/containers/";
+  std::string_view rest(path);
+  if (!rest.starts_with(prefix)) return Route::other;
+  rest.remove_prefix(prefix.size());
+  const auto slash = rest.find('/');
+  if (slash == 0 || slash == std::string_view::npos) return Route::other;
+  const auto action = rest.substr(slash + 1);
+  if (action == "start") return Route::start;
+  if (action == "wait") return Route::wait;
+  return Route::other;
+}
+
+// A completion for the synchroniser's std::function callbacks (called on its own thread) that
+// resumes `handler` on the handler's executor, the connection's strand.
+template <class Handler>
+auto resume_on_own_executor(Handler handler) {
+  auto ex = asio::prefer(asio::get_associated_executor(handler),
+                         asio::execution::outstanding_work.tracked);
+  // Shared: std::function wants a copyable callable and the handler is move-only.
+  auto boxed = std::make_shared<Handler>(std::move(handler));
+  return [boxed = std::move(boxed), ex](auto... args) {
+    asio::post(ex, [boxed, ... args = std::move(args)]() mutable {
+      std::move(*boxed)(std::move(args)...);
+    });
+  };
+}
+
+asio::awaitable<BindSync::Prepared> async_prepare_create(BindSync& sync, std::string body) {
+  return asio::async_initiate<decltype(asio::use_awaitable), void(BindSync::Prepared)>(
+      [&sync](auto handler, std::string body) {
+        sync.prepare_create(std::move(body), resume_on_own_executor(std::move(handler)));
+      },
+      asio::use_awaitable, std::move(body));
+}
+
+asio::awaitable<void> async_flush(BindSync& sync) {
+  return asio::async_initiate<decltype(asio::use_awaitable), void()>(
+      [&sync](auto handler) { sync.flush(resume_on_own_executor(std::move(handler))); },
+      asio::use_awaitable);
+}
+
+// Finds the end of a response head ("\r\n\r\n") however the reads split it.
+class HeadEndScanner {
+ public:
+  // The offset just past the head's end within `data`, or npos if it does not end there.
+  std::size_t feed(std::string_view data) {
+    static constexpr std::string_view kEnd = "\r\n\r\n";
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      if (data[i] == kEnd[matched_]) {
+        if (++matched_ == kEnd.size()) return i + 1;
+      } else {
+        matched_ = data[i] == '\r' ? 1 : 0;
+      }
+    }
+    return std::string_view::npos;
+  }
+
+ private:
+  std::size_t matched_ = 0;
+};
+
+}  // namespace
+
+std::string head_with_content_length(std::string_view raw_head, std::size_t body_size) {
+  std::string out;
+  out.reserve(raw_head.size() + 32);
+  bool request_line = true;
+  for (std::size_t start = 0; start < raw_head.size();) {
+    auto end = raw_head.find("\r\n", start);
+    if (end == std::string_view::npos) end = raw_head.size();
+    const auto line = raw_head.substr(start, end - start);
+    start = end + 2;
+    if (line.empty()) break;  // the blank line that ends the head
+    if (!request_line) {
+      auto name = line.substr(0, line.find(':'));
+      while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+      using boost::beast::iequals;
+      if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") ||
+          iequals(name, "Trailer"))
+        continue;
+    }
+    request_line = false;
+    out.append(line);
+    out += "\r\n";
+  }
+  out += "Content-Length: ";
+  out += std::to_string(body_size);
+  out += "\r\n\r\n";
+  return out;
+}
+
+std::optional<std::string> request_body(std::string_view raw_message) {
+  bhttp::request_parser<bhttp::string_body> parser;
+  parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(raw_message.size(), 1u << 30)));
+  parser.body_limit(boost::none);
+  parser.eager(true);
+  boost::beast::error_code ec;
+  std::size_t used = 0;
+  while (!parser.is_done()) {
+    const std::size_t n =
+        parser.put(asio::buffer(raw_message.data() + used, raw_message.size() - used), ec);
+    used += n;
+    if (ec || n == 0) return std::nullopt;
+  }
+  return std::move(parser.get().body());
+}
+
+struct ApiProxy::Impl {
+  Impl(stream_protocol::socket& c, tunnel::FrameStream& s, BindSync* b, std::uint64_t i)
+      : client(c), stream(s), bind_sync(b), id(i), client_free(c.get_executor()) {
+    client_free.expires_at(asio::steady_timer::time_point::max());
+  }
+
+  asio::awaitable<tunnel::SpliceResult> run();
+  asio::awaitable<PumpEnd> upstream();
+  asio::awaitable<PumpEnd> downstream();
+
+  // --- client → stream -------------------------------------------------------------------
+  asio::awaitable<bool> send(TunnelFrame& frame);
+  asio::awaitable<bool> process(TunnelFrame& read);
+  void forward_to(std::size_t end);
+  void materialize();
+  asio::awaitable<bool> send_now(std::string_view extra = {});
+  asio::awaitable<bool> finish_create();
+  void request_forwarded(Route route);
+
+  // --- stream → client -------------------------------------------------------------------
+  asio::awaitable<std::error_code> write_to_client(std::string_view bytes);
+  asio::awaitable<std::error_code> deliver(std::string_view data);
+  asio::awaitable<void> flush_if_mounted(const char* why);
+
+  stream_protocol::socket& client;
+  tunnel::FrameStream& stream;
+  BindSync* bind_sync;
+  std::uint64_t id;
+  std::uint64_t requests = 0;
+
+  // Upstream state. The framer sees every byte until an Upgrade or a malformed request;
+  // `unparsed` keeps what it has not consumed yet across reads (usually nothing), of which the
+  // first `unparsed_sent` bytes were already forwarded (body bytes around a chunk boundary).
+  http::RequestFramer framer;
+  bool raw = false;
+  bool between_requests = true;  // the framer's next bytes are a request head
+  std::string unparsed;
+  std::size_t unparsed_sent = 0;
+  // The read being processed: `input` is the bytes the framer parses (unparsed + read),
+  // bytes before `sent` are dealt with, and [pending_begin, pending_end) of input are to be
+  // forwarded but not yet copied (kept uncopied so that a whole read can go out as it is).
+  std::string_view input;
+  std::size_t sent = 0;
+  std::size_t pending_begin = 0, pending_end = 0;
+  bool touched = false;  // something other than one pending range happened during this read
+  TunnelFrame out;       // bytes to forward that are not one whole read
+  // A create request held for the synchroniser: its raw head and body as received.
+  bool holding_create = false;
+  http::RequestHead create_head;
+  std::string create_raw;
+  std::optional<PumpEnd> up_failed;
+
+  // What the engine's next response answers, for the downstream. Requests are counted as they
+  // are forwarded and responses as downstream bytes arrive; the wait response is only held
+  // when nothing else was outstanding (HTTP/1.1 clients do not pipeline; if one does, no hold).
+  std::uint64_t requests_forwarded = 0;
+  std::uint64_t responses_started = 0;
+  bool next_response_is_wait = false;
+
+  // Downstream state for a wait response.
+  enum class Hold { none, head, body } hold = Hold::none;
+  HeadEndScanner head_end;
+  std::string status_line;  // the first bytes of the held response, to check for 200
+  std::size_t head_bytes = 0;
+
+  // Writes to the client are serialised: the upstream answers a refused create itself.
+  bool client_busy = false;
+  asio::steady_timer client_free;
+};
+
+// ---------------------------------------------------------------------------------------------
+// client → stream
+
+asio::awaitable<bool> ApiProxy::Impl::send(TunnelFrame& frame) {
+  stream.count_out(frame.data().size());
+  auto [ok] = co_await stream.async_write(frame, kToken);
+  if (!ok) {
+    boost::system::error_code ignored;
+    client.cancel(ignored);
+    up_failed = PumpEnd::stream_error;
+  }
+  co_return ok;
+}
+
+void ApiProxy::Impl::materialize() {
+  if (pending_end > pending_begin)
+    out.mutable_data()->append(input.substr(pending_begin, pending_end - pending_begin));
+  pending_begin = pending_end = sent;
+  touched = true;
+}
+
+// Everything of `input` before `end` is decided: into the held create, or out.
+void ApiProxy::Impl::forward_to(std::size_t end) {
+  if (end <= sent) return;
+  if (holding_create) {
+    create_raw.append(input.substr(sent, end - sent));
+    touched = true;
+  } else {
+    if (pending_end != sent) materialize();  // not contiguous with the pending range
+    if (pending_end == pending_begin) pending_begin = sent;
+    pending_end = end;
+  }
+  sent = end;
+}
+
+// Sends what is decided so far, then `extra`, in frames of at most kChunkSize (plus what one
+// read brought), before the proxy waits for the synchroniser.
+asio::awaitable<bool> ApiProxy::Impl::send_now(std::string_view extra) {
+  materialize();
+  for (;;) {
+    const std::size_t size = out.data().size();
+    const std::size_t room = size < tunnel::kChunkSize ? tunnel::kChunkSize - size : 0;
+    const std::size_t take = std::min(room, extra.size());
+    out.mutable_data()->append(extra.substr(0, take));
+    extra.remove_prefix(take);
+    if (out.data().empty()) co_return true;
+    if (!co_await send(out)) co_return false;
+    out.Clear();
+    if (extra.empty()) co_return true;
+  }
+}
+
+void ApiProxy::Impl::request_forwarded(Route route) {
+  const bool nothing_outstanding = responses_started == requests_forwarded;
+  ++requests_forwarded;
+  next_response_is_wait = route == Route::wait && nothing_outstanding;
+}
+
+asio::awaitable<bool> ApiProxy::Impl::finish_create() {
+  holding_create = false;
+  std::string held = std::move(create_raw);
+  create_raw.clear();
+  auto body = request_body(held);
+  if (!body) {
+    // The framer accepted it, so this does not happen; the engine judges it.
+    spdlog::warn("[C{}] cannot read the body of a create request; forwarded unchanged", id);
+    request_forwarded(Route::create);
+    co_return co_await send_now(held);
+  }
+  // Whatever was decided before the create goes first; then nothing moves until it is ready.
+  if (!co_await send_now()) co_return false;
+  auto prepared = co_await async_prepare_create(*bind_sync, std::move(*body));
+  if (!prepared.ok) {
+    spdlog::info("[C{}] container create refused ({}): {}", id, prepared.status,
+                 prepared.message);
+    // HTTP/1.1 clients wait for this answer before they send anything else, and the engine got
+    // nothing to answer, so the client connection has no other writer now but a stray one.
+    auto response = http::json_error_response(prepared.status, prepared.message, false,
+                                              create_head.keep_alive);
+    if (auto ec = co_await write_to_client(response)) {
+      stream.cancel("local write failed: " + ec.message());
+      up_failed = PumpEnd::local_error;
+      co_return false;
+    }
+    co_return true;
+  }
+  request_forwarded(Route::create);
+  if (!prepared.rewritten) co_return co_await send_now(held);
+  spdlog::debug("[C{}] create body rewritten for synchronised bind mounts", id);
+  std::string message = head_with_content_length(
+      std::string_view(held).substr(0, create_head.head_size), prepared.body.size());
+  message += prepared.body;
+  co_return co_await send_now(message);
+}
+
+// Decides what of one read goes out, waiting for the synchroniser where a request needs it.
+// True: the read goes out whole as it is (the common case, no copy); false: `out` holds what
+// goes out now (perhaps nothing).
+asio::awaitable<bool> ApiProxy::Impl::process(TunnelFrame& read) {
+  std::string_view chunk = read.data();
+  if (raw) co_return true;
+  const bool whole_possible = unparsed.empty() && !holding_create;
+  if (unparsed.empty()) {
+    input = chunk;
+    sent = 0;
+  } else {
+    unparsed.append(chunk);
+    input = unparsed;
+    sent = unparsed_sent;
+  }
+  pending_begin = pending_end = sent;
+  touched = false;
+
+  std::size_t offset = 0;
+  bool parsing = true;
+  // Bounded: every event but need_more either consumes bytes or ends a message.
+  for (int step = 0; parsing && step < 1'000'000; ++step) {
+    auto r = framer.next(input.substr(offset));
+    switch (r.event) {
+      case http::RequestFramer::Event::need_more:
+        parsing = false;
+        break;
+      case http::RequestFramer::Event::head: {
+        const auto& head = framer.head();
+        ++requests;
+        spdlog::debug("[C{}] {} {}", id, head.method, head.target);
+        between_requests = false;
+        forward_to(offset);
+        const Route route = route_of(head);
+        if (route == Route::create && bind_sync && !head.upgrade &&
+            head.content_length.value_or(0) <= kMaxCreateBodyBytes) {
+          holding_create = true;
+          create_head = head;
+          create_raw.clear();
+        } else {
+          if (route == Route::start && bind_sync && bind_sync->has_mounts()) {
+            if (!co_await send_now()) co_return false;
+            spdlog::debug("[C{}] start waits for the bind mounts to be in sync", id);
+            co_await async_flush(*bind_sync);
+          }
+          request_forwarded(route);
+        }
+        offset += r.consumed;
+        if (holding_create) forward_to(offset);
+        break;
+      }
+      case http::RequestFramer::Event::body:
+        offset += r.consumed;
+        if (holding_create) {
+          forward_to(offset);
+          if (create_raw.size() - create_head.head_size > kMaxCreateBodyBytes) {
+            spdlog::info("[C{}] create body over {} bytes: forwarded unchanged", id,
+                         kMaxCreateBodyBytes);
+            holding_create = false;
+            request_forwarded(Route::create);
+            std::string held = std::move(create_raw);
+            create_raw.clear();
+            if (!co_await send_now(held)) co_return false;
+          }
+        }
+        break;
+      case http::RequestFramer::Event::message_end:
+        between_requests = true;
+        if (holding_create) {
+          forward_to(offset);
+          if (!co_await finish_create()) co_return false;
+        }
+        break;
+      case http::RequestFramer::Event::upgraded:
+        spdlog::debug("[C{}] upgraded to {}", id, framer.head().upgrade_protocol);
+        raw = true;
+        parsing = false;
+        break;
+      case http::RequestFramer::Event::error:
+        // The engine answers the malformed request itself; from here on bytes only pass.
+        spdlog::debug("[C{}] unparseable request: {}", id, framer.error_message());
+        raw = true;
+        parsing = false;
+        break;
+    }
+  }
+  if (parsing) {
+    spdlog::warn("[C{}] request framing made no progress; passing bytes through", id);
+    raw = true;
+  }
+
+  if (raw) {
+    if (holding_create) {  // a malformed create body: the engine gets it as it came
+      holding_create = false;
+      request_forwarded(Route::create);
+      materialize();
+      out.mutable_data()->append(create_raw);
+      create_raw.clear();
+    }
+    forward_to(input.size());
+  } else if (!between_requests || holding_create) {
+    forward_to(input.size());  // body bytes the framer will see again with the next read
+  } else {
+    forward_to(offset);  // an incomplete head waits for the rest before it is judged
+  }
+
+  const bool whole = whole_possible && !touched && !holding_create && pending_begin == 0 &&
+                     pending_end == chunk.size();
+  if (!whole) materialize();
+
+  // Keep what the framer has not consumed yet for the next read.
+  if (raw) {
+    unparsed.clear();
+    unparsed_sent = 0;
+  } else {
+    std::string rest(input.substr(offset));
+    unparsed_sent = std::max(sent, offset) - offset;
+    unparsed = std::move(rest);
+  }
+  input = {};
+  co_return whole;
+}
+
+asio::awaitable<PumpEnd> ApiProxy::Impl::upstream() {
+  using namespace asio::experimental::awaitable_operators;
+  TunnelFrame frames[2];
+  TunnelFrame* current = &frames[0];
+  TunnelFrame* next = &frames[1];
+
+  auto read_into = [this](TunnelFrame* f) -> asio::awaitable<std::error_code> {
+    f->Clear();
+    std::string* data = f->mutable_data();
+    data->resize(tunnel::kChunkSize);
+    auto [ec, n] = co_await client.async_read_some(asio::buffer(data->data(), data->size()),
+                                                   kToken);
+    data->resize(n);
+    if (ec == asio::error::eof) {
+      f->set_eof(true);
+      co_return std::error_code{};
+    }
+    if (ec) stream.cancel("local read failed: " + ec.message());
+    co_return std::error_code(ec);
+  };
+
+  if (auto ec = co_await read_into(current)) co_return PumpEnd::local_error;
+  for (;;) {
+    const bool whole = co_await process(*current);
+    if (up_failed) co_return *up_failed;
+    TunnelFrame* outgoing = whole ? current : &out;
+    if (current->eof()) {
+      if (!whole) {
+        // The client is gone mid-request: the engine gets what there is and judges it.
+        out.mutable_data()->append(create_raw);
+        out.mutable_data()->append(std::string_view(unparsed).substr(unparsed_sent));
+        out.set_eof(true);
+      }
+      co_return (co_await send(*outgoing)) ? PumpEnd::eof : PumpEnd::stream_error;
+    }
+    if (outgoing->data().empty()) {
+      if (auto ec = co_await read_into(next)) co_return PumpEnd::local_error;
+    } else {
+      auto [ok, ec] = co_await (send(*outgoing) && read_into(next));
+      if (!ok) co_return PumpEnd::stream_error;
+      if (ec) co_return PumpEnd::local_error;
+    }
+    out.Clear();
+    std::swap(current, next);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// stream → client
+
+asio::awaitable<std::error_code> ApiProxy::Impl::write_to_client(std::string_view bytes) {
+  if (bytes.empty()) co_return std::error_code{};
+  while (client_busy) co_await client_free.async_wait(kToken);
+  client_busy = true;
+  auto [ec, n] = co_await asio::async_write(client, asio::buffer(bytes), kToken);
+  client_busy = false;
+  client_free.expires_at(asio::steady_timer::time_point::max());  // wakes a waiting writer
+  co_return std::error_code(ec);
+}
+
+asio::awaitable<void> ApiProxy::Impl::flush_if_mounted(const char* why) {
+  if (!bind_sync || !bind_sync->has_mounts()) co_return;
+  spdlog::debug("[C{}] {} waits for the bind mounts to be in sync", id, why);
+  co_await async_flush(*bind_sync);
+}
+
+asio::awaitable<std::error_code> ApiProxy::Impl::deliver(std::string_view data) {
+  if (data.empty()) co_return std::error_code{};
+  if (responses_started != requests_forwarded) {
+    // The first bytes after a request went out: the start of its response.
+    responses_started = requests_forwarded;
+    hold = next_response_is_wait && bind_sync ? Hold::head : Hold::none;
+    next_response_is_wait = false;
+    head_end = HeadEndScanner{};
+    status_line.clear();
+    head_bytes = 0;
+  }
+  if (hold == Hold::none) co_return co_await write_to_client(data);
+
+  if (hold == Hold::head) {
+    // Only a 200 means the container ran; an error answer has nothing to wait for.
+    constexpr std::size_t kStatusLine = 13;  // "HTTP/1.1 200 "
+    if (status_line.size() < kStatusLine)
+      status_line.append(data.substr(0, kStatusLine - status_line.size()));
+    if (status_line.size() >= kStatusLine &&
+        !(status_line.starts_with("HTTP/1.") && status_line.substr(8, 5) == " 200 ")) {
+      hold = Hold::none;
+      co_return co_await write_to_client(data);
+    }
+    const std::size_t end = head_end.feed(data);
+    if (end == std::string_view::npos) {
+      head_bytes += data.size();
+      if (head_bytes > 64 * 1024) hold = Hold::none;  // not a response head we understand
+      co_return co_await write_to_client(data);
+    }
+    if (auto ec = co_await write_to_client(data.substr(0, end))) co_return ec;
+    data.remove_prefix(end);
+    hold = Hold::body;
+    if (data.empty()) co_return std::error_code{};
+  }
+  // The first byte of the body: the container has exited.
+  hold = Hold::none;
+  co_await flush_if_mounted("wait response");
+  co_return co_await write_to_client(data);
+}
+
+asio::awaitable<PumpEnd> ApiProxy::Impl::downstream() {
+  using namespace asio::experimental::awaitable_operators;
+  TunnelFrame frames[2];
+  TunnelFrame* current = &frames[0];
+  TunnelFrame* next = &frames[1];
+
+  auto receive = [this](TunnelFrame* f) -> asio::awaitable<bool> {
+    f->Clear();
+    auto [ok] = co_await stream.async_read(*f, kToken);
+    co_return ok;
+  };
+  auto write_out = [this](TunnelFrame* f) -> asio::awaitable<std::error_code> {
+    auto ec = co_await deliver(f->data());
+    if (ec) stream.cancel("local write failed: " + ec.message());
+    co_return ec;
+  };
+
+  if (!co_await receive(current)) co_return PumpEnd::stream_error;
+  for (;;) {
+    stream.count_in(current->data().size());
+    if (current->eof()) {
+      if (auto ec = co_await write_out(current)) co_return PumpEnd::local_error;
+      boost::system::error_code ignored;
+      client.shutdown(stream_protocol::socket::shutdown_send, ignored);
+      co_return PumpEnd::eof;
+    }
+    auto [ec, ok] = co_await (write_out(current) && receive(next));
+    if (ec) co_return PumpEnd::local_error;
+    if (!ok) co_return PumpEnd::stream_error;
+    std::swap(current, next);
+  }
+}
+
+asio::awaitable<tunnel::SpliceResult> ApiProxy::Impl::run() {
+  using namespace asio::experimental::awaitable_operators;
+  auto up = [this]() -> asio::awaitable<PumpEnd> { co_return co_await upstream(); };
+  auto down = [this]() -> asio::awaitable<PumpEnd> {
+    PumpEnd end = co_await downstream();
+    if (end != PumpEnd::eof) {
+      // The upstream reader may be parked on an idle client: wake it.
+      boost::system::error_code ignored;
+      client.close(ignored);
+    }
+    co_return end;
+  };
+  auto [u, d] = co_await (up() && down());
+  tunnel::SpliceResult result{u, d};
+  if (!result.clean()) {
+    boost::system::error_code ignored;
+    client.close(ignored);
+  }
+  co_return result;
+}
+
+ApiProxy::ApiProxy(stream_protocol::socket& client, tunnel::FrameStream& stream,
+                   BindSync* bind_sync, std::uint64_t id)
+    : impl_(std::make_unique<Impl>(client, stream, bind_sync, id)) {}
+ApiProxy::~ApiProxy() = default;
+
+asio::awaitable<tunnel::SpliceResult> ApiProxy::run() { return impl_->run(); }
+std::uint64_t ApiProxy::requests() const { return impl_->requests; }
+
+}  // namespace offload::daemon

@@ -1,0 +1,238 @@
+#include "offload/daemon/sync_manager.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <future>
+
+#include "offload/common/fs.h"
+#include "offload/daemon/bind_rewrite.h"
+#include "offload/daemon/session_manager.h"
+#include "offload/daemon/sync_transport.h"
+
+namespace offload::daemon {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct UserError : std::runtime_error {
+  UserError(int status, const std::string& what) : std::runtime_error(what), status(status) {}
+  int status;
+};
+
+// `path` lies strictly inside `dir` (both canonical): the relative path, else nullopt.
+std::optional<std::string> inside(const fs::path& path, const fs::path& dir) {
+  auto rel = path.lexically_relative(dir);
+  if (rel.empty() || rel == "." || *rel.begin() == "..") return std::nullopt;
+  return rel.generic_string();
+}
+
+sync::IgnoreRules rules_for(const fs::path& dir, const std::vector<std::string>& excludes) {
+  sync::IgnoreRules rules;
+  for (const auto& e : excludes) rules.add(e);
+  std::string text;
+  if (!read_file(dir / std::string(sync::kIgnoreFileName), text)) {
+    auto own = sync::IgnoreRules::parse(text);
+    for (const auto& w : own.warnings())
+      spdlog::warn("{}: {}", (dir / std::string(sync::kIgnoreFileName)).string(), w);
+    rules.append(own);
+  }
+  return rules;
+}
+
+}  // namespace
+
+SyncManager::SyncManager(SessionManager& sessions, std::vector<std::string> excludes)
+    : sessions_(sessions), excludes_(std::move(excludes)) {}
+
+SyncManager::~SyncManager() {
+  stop_all();
+  pool_.join();
+}
+
+void SyncManager::set_mount_timing(std::chrono::milliseconds settle,
+                                   std::chrono::milliseconds max_delay,
+                                   std::chrono::milliseconds reconnect_delay) {
+  settle_ = settle;
+  max_delay_ = max_delay;
+  reconnect_delay_ = reconnect_delay;
+}
+
+void SyncManager::prepare_create(std::string body, std::function<void(Prepared)> done) {
+  boost::asio::post(pool_, [this, body = std::move(body), done = std::move(done)] {
+    done(prepare_blocking(body));
+  });
+}
+
+BindSync::Prepared SyncManager::prepare_blocking(const std::string& body) {
+  Prepared out;
+  auto doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  // Not JSON, or no object: the engine gives the proper error itself.
+  if (!doc.is_object()) return out;
+  std::vector<BindMount> binds;
+  try {
+    binds = find_bind_mounts(doc);
+  } catch (const std::invalid_argument& e) {
+    out.ok = false;
+    out.status = 400;
+    out.message = e.what();
+    return out;
+  }
+  if (binds.empty()) return out;
+  std::map<std::string, std::string> replacement;
+  try {
+    for (const auto& b : binds) {
+      if (replacement.count(b.source)) continue;
+      int status = 500;
+      replacement[b.source] = remote_path_for(b.source, b.from_mounts, status);
+    }
+  } catch (const UserError& e) {
+    out.ok = false;
+    out.status = e.status;
+    out.message = e.what();
+    return out;
+  }
+  replace_bind_sources(doc, replacement);
+  out.rewritten = true;
+  out.body = doc.dump();
+  return out;
+}
+
+std::string SyncManager::remote_path_for(const std::string& source, bool must_exist, int&) {
+  std::error_code ec;
+  fs::path path(source);
+  auto st = fs::status(path, ec);
+  if (!fs::exists(st)) {
+    if (must_exist)
+      throw UserError(400, "invalid mount config for type \"bind\": bind source path does not exist: " +
+                               source);
+    // Docker creates a missing bind source as a directory on its host; ours is this machine.
+    fs::create_directories(path, ec);
+    if (ec)
+      throw UserError(400, "cannot create the bind source " + source + ": " + ec.message());
+    st = fs::status(path, ec);
+  }
+  fs::path canonical = fs::canonical(path, ec);
+  if (ec) throw UserError(400, "cannot resolve the bind source " + source + ": " + ec.message());
+  bool single_file = fs::is_regular_file(st);
+  if (!single_file && !fs::is_directory(st))
+    throw UserError(400, "cannot bind " + source +
+                             " through docker offload: only directories and regular files are "
+                             "synchronised to the remote engine (this is a socket, device or fifo)");
+
+  // A directory inside a directory that is synchronised already: use the path inside its
+  // replica, so both mounts see the same files. Not for single files: the directory replica
+  // replaces files by renaming, and a container's single-file bind would keep the old inode; a
+  // file mount of its own rewrites the file in place.
+  std::shared_ptr<sync::MountSync> parent;
+  std::string rel;
+  if (!single_file) {
+    std::lock_guard lock(mu_);
+    for (const auto& [dir, mount] : mounts_) {
+      if (mount->status().single_file) continue;
+      if (auto r = inside(canonical, dir)) {
+        parent = mount;
+        rel = *r;
+        break;
+      }
+    }
+  }
+  if (parent) {
+    auto rules = rules_for(parent->status().local_path, excludes_);
+    if (rules.excluded(rel)) parent.reset();
+  }
+  auto mount = parent ? parent : mount_for(canonical, single_file);
+
+  std::promise<std::pair<bool, std::string>> ready;
+  auto ready_future = ready.get_future();
+  mount->when_ready([&ready](bool ok, const std::string& v) { ready.set_value({ok, v}); });
+  auto [ok, value] = ready_future.get();
+  if (!ok) throw UserError(503, "cannot synchronise " + source + " to the offload session: " + value);
+  // Changes made since the mount's last round go out before the container starts.
+  std::promise<bool> flushed;
+  mount->flush([&flushed](bool ok) { flushed.set_value(ok); });
+  flushed.get_future().wait();
+  return parent ? value + "/" + rel : value;
+}
+
+std::shared_ptr<sync::MountSync> SyncManager::mount_for(const fs::path& canonical,
+                                                        bool single_file) {
+  std::lock_guard lock(mu_);
+  if (auto it = mounts_.find(canonical); it != mounts_.end()) return it->second;
+  sync::MountSync::Options o;
+  o.local_path = canonical;
+  o.single_file = single_file;
+  o.rules = single_file ? sync::IgnoreRules{} : rules_for(canonical, excludes_);
+  o.uid = ::geteuid();
+  o.gid = ::getegid();
+  o.settle = settle_;
+  o.max_delay = max_delay_;
+  o.reconnect_delay = reconnect_delay_;
+  Connect connect = connect_override_;
+  if (!connect) {
+    connect = [this](std::string& why) -> std::unique_ptr<sync::Transport> {
+      auto runner = sessions_.runner();
+      if (!runner) {
+        why = sessions_.unavailable_message();
+        return nullptr;
+      }
+      return open_sync_transport(*runner);
+    };
+  }
+  auto mount = std::make_shared<sync::MountSync>(sync::MountSync::id_for(canonical), std::move(o),
+                                                 std::move(connect));
+  spdlog::info("synchronising {} ({}) with the session", canonical.string(),
+               single_file ? "file" : "directory");
+  mounts_.emplace(canonical, mount);
+  has_mounts_.store(true);
+  return mount;
+}
+
+void SyncManager::flush(std::function<void()> done) {
+  boost::asio::post(pool_, [this, done = std::move(done)] {
+    std::vector<std::shared_ptr<sync::MountSync>> mounts;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [p, m] : mounts_) mounts.push_back(m);
+    }
+    std::vector<std::future<bool>> pending;
+    std::vector<std::shared_ptr<std::promise<bool>>> promises;
+    for (auto& m : mounts) {
+      auto p = std::make_shared<std::promise<bool>>();
+      pending.push_back(p->get_future());
+      m->flush([p](bool ok) { p->set_value(ok); });
+    }
+    // A mount that does not answer in time must not hold a container's start or exit forever.
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    for (auto& f : pending) f.wait_until(deadline);
+    done();
+  });
+}
+
+std::vector<sync::MountStatus> SyncManager::status() const {
+  std::vector<std::shared_ptr<sync::MountSync>> mounts;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [p, m] : mounts_) mounts.push_back(m);
+  }
+  std::vector<sync::MountStatus> out;
+  for (auto& m : mounts) out.push_back(m->status());
+  return out;
+}
+
+void SyncManager::stop_all() {
+  std::map<fs::path, std::shared_ptr<sync::MountSync>> mounts;
+  {
+    std::lock_guard lock(mu_);
+    mounts.swap(mounts_);
+    has_mounts_.store(false);
+  }
+  for (auto& [p, m] : mounts) m->stop();
+}
+
+}  // namespace offload::daemon
