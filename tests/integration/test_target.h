@@ -53,6 +53,8 @@ class TestEngine final : public runner::SessionEngine {
  public:
   explicit TestEngine(std::filesystem::path socket) : socket_(std::move(socket)) {}
   std::filesystem::path api_socket() const override { return socket_; }
+  // Next to the test target's socket: the test's own directory, removed with it.
+  std::filesystem::path sync_root() const override { return socket_.parent_path() / "sync"; }
   boost::asio::ip::address published_address() const override {
     return boost::asio::ip::make_address("127.0.0.1");
   }

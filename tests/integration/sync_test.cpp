@@ -1,0 +1,144 @@
+// Bind-mount synchronisation over the real channel: offloadd's MountSync on a Runner.Sync call
+// (gRPC's synchronous client stream) ⇄ loopback TLS ⇄ RunnerService's SyncCall reactor and the
+// replica, on real directories.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "offload/common/token.h"
+#include "offload/daemon/runner_client.h"
+#include "offload/daemon/sync_transport.h"
+#include "offload/sync/mount.h"
+#include "offload/sync/scanner.h"
+#include "test_target.h"
+
+namespace offload::testing {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+void write(const fs::path& p, const std::string& text) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << text;
+}
+
+std::string read(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class SyncOverGrpcTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("offload-sync-" + random_hex(4));
+    local_ = dir_ / "project";
+    fs::create_directories(local_);
+    runner_ = std::make_unique<InProcessRunner>(dir_);
+    client_ = std::make_unique<daemon::RunnerClient>(
+        daemon::RunnerEndpoint{runner_->address(), runner_->identity.fingerprint, runner_->token});
+    client_->hello(5s);
+    auto created = client_->create_session("test", 10s);
+    client_->attach(created.session_id(), created.session_token());
+  }
+
+  void TearDown() override {
+    if (mount_) mount_->stop();
+    mount_.reset();
+    client_.reset();
+    runner_.reset();
+    fs::remove_all(dir_);
+  }
+
+  void start_mount() {
+    sync::MountSync::Options o;
+    o.local_path = local_;
+    o.uid = ::geteuid();
+    o.gid = ::getegid();
+    o.settle = 20ms;
+    o.max_delay = 100ms;
+    o.reconnect_delay = 100ms;
+    mount_ = std::make_unique<sync::MountSync>(
+        sync::MountSync::id_for(local_), std::move(o),
+        [this](std::string&) { return daemon::open_sync_transport(*client_); });
+  }
+
+  std::pair<bool, std::string> ready() {
+    std::promise<std::pair<bool, std::string>> p;
+    auto f = p.get_future();
+    mount_->when_ready([&p](bool ok, const std::string& v) { p.set_value({ok, v}); });
+    EXPECT_EQ(f.wait_for(60s), std::future_status::ready);
+    return f.get();
+  }
+
+  bool flush() {
+    std::promise<bool> p;
+    auto f = p.get_future();
+    mount_->flush([&p](bool ok) { p.set_value(ok); });
+    EXPECT_EQ(f.wait_for(60s), std::future_status::ready);
+    return f.get();
+  }
+
+  fs::path replica() const { return dir_ / "sync" / sync::MountSync::id_for(local_); }
+
+  fs::path dir_, local_;
+  std::unique_ptr<InProcessRunner> runner_;
+  std::unique_ptr<daemon::RunnerClient> client_;
+  std::unique_ptr<sync::MountSync> mount_;
+};
+
+TEST_F(SyncOverGrpcTest, ATreeWithALargeFileGoesBothWays) {
+  // Larger than the runner's inbox (16 messages × 256 KiB): the reactor must pause reading.
+  std::string big(24 * 1024 * 1024, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 2654435761u >> 24);
+  write(local_ / "data/big.bin", big);
+  for (int i = 0; i < 200; ++i) write(local_ / "src" / (std::to_string(i) + ".c"), "int x;\n");
+  start_mount();
+  auto [ok, source] = ready();
+  ASSERT_TRUE(ok) << source;
+  EXPECT_EQ(source, replica().string());
+  EXPECT_EQ(read(replica() / "data/big.bin"), big);
+  EXPECT_EQ(read(replica() / "src/7.c"), "int x;\n");
+
+  write(replica() / "out/report.txt", "from a container");
+  ASSERT_TRUE(flush());
+  EXPECT_EQ(read(local_ / "out/report.txt"), "from a container");
+  auto st = mount_->status();
+  EXPECT_EQ(st.files_sent, 201u);
+  EXPECT_EQ(st.files_received, 1u);
+  EXPECT_EQ(st.bytes_sent, big.size() + 200 * 7);
+}
+
+TEST_F(SyncOverGrpcTest, DestroyingTheSessionEndsItsSyncCalls) {
+  write(local_ / "a.txt", "a");
+  start_mount();
+  ASSERT_TRUE(ready().first);
+  auto t0 = std::chrono::steady_clock::now();
+  client_->destroy_session("test over");
+  // The runner stops its replicas before tearing down; nothing waits for a timeout.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
+  bool left = false;
+  for (int i = 0; i < 500 && !left; ++i) {
+    auto st = mount_->status().state;
+    left = st == sync::MountStatus::State::reconnecting || st == sync::MountStatus::State::failed;
+    if (!left) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(left) << sync::to_string(mount_->status().state);
+  EXPECT_FALSE(flush());  // a mount that is not connected does not hold anyone up
+}
+
+TEST_F(SyncOverGrpcTest, AWrongSessionTokenIsRefused) {
+  client_->attach(client_->session_id(), random_hex(32));
+  write(local_ / "a.txt", "a");
+  start_mount();
+  auto [ok, message] = ready();
+  EXPECT_FALSE(ok);
+  EXPECT_NE(message.find("did not complete"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(replica()));
+}
+
+}  // namespace
+}  // namespace offload::testing
