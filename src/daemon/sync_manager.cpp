@@ -153,6 +153,16 @@ std::string SyncManager::remote_path_for(const std::string& source, bool must_ex
   mount->when_ready([&ready](bool ok, const std::string& v) { ready.set_value({ok, v}); });
   auto [ok, value] = ready_future.get();
   if (!ok) throw UserError(503, "cannot synchronise " + source + " to the offload session: " + value);
+  auto ms = mount->status();
+  if (!ms.skipped.empty()) {
+    std::string list;
+    for (std::size_t i = 0; i < ms.skipped.size() && i < 3; ++i)
+      list += (i ? ", " : "") + ms.skipped[i].path + " (" + ms.skipped[i].reason + ")";
+    if (ms.skipped.size() > 3) list += ", ...";
+    sessions_.post_notice("bind mount " + ms.local_path + ": " + std::to_string(ms.skipped.size()) +
+                          " special file(s) not synchronised: " + list +
+                          " (see `docker offload status`)");
+  }
   // Changes made since the mount's last round go out before the container starts.
   std::promise<bool> flushed;
   mount->flush([&flushed](bool ok) { flushed.set_value(ok); });

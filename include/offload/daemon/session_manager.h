@@ -85,6 +85,8 @@ class SessionManager final : public ActivitySink {
 
   // Messages for the user not shown yet (idle warning, session ended, ...), each once.
   std::vector<std::string> take_notices();
+  // Queues a message for the next `docker offload` command to print (duplicates dropped).
+  void post_notice(std::string notice) { add_notice(std::move(notice)); }
   // The provider of an account, or nullptr.
   const Provider* provider(const std::string& account) const;
 
