@@ -5,6 +5,7 @@
 //   offload-bench commands --runs N [--warmup W] LABEL 'shell command' [LABEL 'command' ...]
 //   offload-bench stream --bytes B --streams S --runs N LABEL PORT [LABEL PORT ...]
 //   offload-bench rr --conns C --rounds K [--size Z] LABEL PORT [LABEL PORT ...]
+//   offload-bench ttfb --runs N [--warmup W] LABEL 'shell command' [LABEL 'command' ...]
 //   offload-bench wait sink|echo PORT [--timeout SECONDS]
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,6 +14,8 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -111,6 +114,67 @@ int commands(const Args& a) {
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
       if (code != 0) {
         std::cerr << "offload-bench: " << v.label << ": exit " << code << ": " << v.target << "\n";
+        return 1;
+      }
+      if (round >= warmup) samples[v.label].push_back(ms);
+    }
+  }
+  json out = json::object();
+  for (auto& v : a.variants) {
+    auto& s = samples[v.label];
+    out[v.label] = {{"median_ms", median(s)}, {"p90_ms", percentile(s, 90)},
+                    {"min_ms", *std::min_element(s.begin(), s.end())}, {"runs", s.size()}};
+  }
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
+// ---- time to first byte -----------------------------------------------------------------
+
+// Starts a shell command in a process group of its own and returns the milliseconds until its
+// first stdout byte (-1 if it exited or stayed silent for `timeout_seconds`), then kills the
+// group: commands like `docker logs -f` never end by themselves.
+double first_byte_ms(const std::string& command, int timeout_seconds) {
+  int out[2];
+  if (::pipe(out) != 0) return -1;
+  auto start = Clock::now();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0);
+    ::dup2(out[1], 1);
+    if (!::getenv("BENCH_SHOW_ERRORS")) ::dup2(null, 2);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);  // also here: the kill below must not race the child's own setpgid
+  ::close(out[1]);
+  double ms = -1;
+  pollfd p{out[0], POLLIN, 0};
+  if (::poll(&p, 1, timeout_seconds * 1000) == 1) {
+    char c;
+    if (::read(out[0], &c, 1) == 1)
+      ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  }
+  ::kill(-pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ::close(out[0]);
+  return ms;
+}
+
+int ttfb(const Args& a) {
+  long runs = option(a, "runs", 10), warmup = option(a, "warmup", 1);
+  int timeout = static_cast<int>(option(a, "timeout", 60));
+  std::map<std::string, std::vector<double>> samples;
+  for (long round = 0; round < warmup + runs; ++round) {
+    for (auto& v : a.variants) {
+      double ms = first_byte_ms(v.target, timeout);
+      if (ms < 0) {
+        std::cerr << "offload-bench: " << v.label << ": no output within " << timeout
+                  << " s: " << v.target << "\n";
         return 1;
       }
       if (round >= warmup) samples[v.label].push_back(ms);
@@ -308,6 +372,7 @@ int main(int argc, char** argv) {
     if (verb == "commands") return commands(parse(argc, argv, 2));
     if (verb == "stream") return stream(parse(argc, argv, 2));
     if (verb == "rr") return rr(parse(argc, argv, 2));
+    if (verb == "ttfb") return ttfb(parse(argc, argv, 2));
     if (verb == "wait" && argc >= 4) {
       int timeout = argc >= 6 && std::string(argv[4]) == "--timeout" ? std::stoi(argv[5]) : 60;
       return wait_ready(argv[2], std::stoi(argv[3]), timeout);
@@ -316,6 +381,6 @@ int main(int argc, char** argv) {
     std::cerr << "offload-bench: " << e.what() << "\n";
     return 2;
   }
-  std::cerr << "usage: offload-bench commands|stream|rr|wait ... (see bench/run.sh)\n";
+  std::cerr << "usage: offload-bench commands|stream|rr|ttfb|wait ... (see bench/run.sh)\n";
   return 2;
 }
