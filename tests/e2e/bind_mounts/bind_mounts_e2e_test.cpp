@@ -266,7 +266,8 @@ TEST_F(BindMounts, MountFlagTypeBindWorksLikeDashV) {
 TEST_F(BindMounts, AReadOnlyBindRejectsWritesAndTheLocalDirStaysUnchanged) {
   auto dir = fresh_dir("read-only");
   put(dir / "keep.txt", "untouchable\n");
-  auto before = sh("cd " + q(dir) + " && ls -la --time-style=full-iso . | sort").out;
+  // Names, sizes, mtimes (nanoseconds) and modes of everything in it, the directory included.
+  auto before = sh("cd " + q(dir) + " && find . -printf '%p %s %T@ %m\\n' | sort").out;
 
   auto v = sh("docker run --rm -v " + q(dir) + ":/src:ro " + kImage +
               " sh -c 'cat /src/keep.txt; echo x > /src/new.txt'");
@@ -281,7 +282,7 @@ TEST_F(BindMounts, AReadOnlyBindRejectsWritesAndTheLocalDirStaysUnchanged) {
 
   EXPECT_FALSE(fs::exists(dir / "new.txt"));
   EXPECT_EQ(slurp(dir / "keep.txt"), "untouchable\n");
-  EXPECT_EQ(sh("cd " + q(dir) + " && ls -la --time-style=full-iso . | sort").out, before);
+  EXPECT_EQ(sh("cd " + q(dir) + " && find . -printf '%p %s %T@ %m\\n' | sort").out, before);
 }
 
 TEST_F(BindMounts, AMissingMountSourceFailsWithDockersError) {
@@ -357,15 +358,57 @@ TEST_F(BindMounts, DeletesAndRenamesFlowBothWays) {
       << seen << daemon_log_tail();
 
   // The container to this machine.
-  ASSERT_SH_OK(in("moves", "cd /src && rm b.txt && mv a-renamed.txt a-back.txt && mkdir made && "
-                           "mv sub-renamed made/sub"));
+  ASSERT_SH_OK(in("moves", "cd /src && rm b.txt && mv a-renamed.txt a-back.txt && "
+                           "mv sub-renamed sub-back"));
   auto local_done = [&] {
     return !fs::exists(dir / "b.txt") && !fs::exists(dir / "a-renamed.txt") &&
            !fs::exists(dir / "sub-renamed") && slurp(dir / "a-back.txt") == "a\n" &&
-           slurp(dir / "made" / "sub" / "c.txt") == "c\n";
+           slurp(dir / "sub-back" / "c.txt") == "c\n";
   };
   EXPECT_TRUE(wait_for(local_done, 10s))
       << sh("cd " + q(dir) + " && find . | sort").out << daemon_log_tail();
+}
+
+// `mkdir new && mv old new/`: the move reaches the other side before the new directory does
+// unless the synchroniser orders them; the moved directory's files must arrive all the same.
+TEST_F(BindMounts, ADirectoryMovedIntoANewDirectoryKeepsItsFilesBothWays) {
+  auto dir = fresh_dir("moves-into-new");
+  fs::create_directories(dir / "here");
+  put(dir / "here" / "h.txt", "h\n");
+  fs::create_directories(dir / "there");
+  put(dir / "there" / "t.txt", "t\n");
+  ContainerGuard guard{"moves-into-new"};
+  ASSERT_SH_OK(sh("docker run -d --name moves-into-new -v " + q(dir) + ":/src " + kImage +
+                  " sleep 600"));
+  ASSERT_EQ(in("moves-into-new", "cat /src/here/h.txt /src/there/t.txt").out, "h\nt\n");
+  auto mount_info = [&] {
+    auto m = mount_status(dir);
+    return m ? m->dump(2) : std::string("no mount");
+  };
+
+  // This machine to the container.
+  ASSERT_SH_OK(sh("cd " + q(dir) + " && mkdir new-here && mv here new-here/here"));
+  std::string seen;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        seen = in("moves-into-new", "test -e /src/here && echo still-there:here; "
+                                    "cat /src/new-here/here/h.txt").out;
+        return seen == "h\n";
+      },
+      10s))
+      << "in the container: " << seen
+      << in("moves-into-new", "cd /src && find . | sort").out << mount_info();
+
+  // The container to this machine.
+  ASSERT_SH_OK(in("moves-into-new", "cd /src && mkdir new-there && mv there new-there/there"));
+  EXPECT_TRUE(wait_for(
+      [&] {
+        return !fs::exists(dir / "there") &&
+               slurp(dir / "new-there" / "there" / "t.txt") == "t\n";
+      },
+      10s))
+      << "here: " << sh("cd " + q(dir) + " && find . | sort").out << "in the container: "
+      << in("moves-into-new", "cd /src && find . | sort").out << mount_info();
 }
 
 TEST_F(BindMounts, SymlinksModesAndMtimesSurviveBothWays) {
