@@ -114,4 +114,24 @@ v1::SyncMessage error_message(const std::string& path, const std::string& text) 
   return m;
 }
 
+std::error_code ensure_parents(Tree& tree, const std::string& path) {
+  std::string parent = parent_path(path);
+  if (parent.empty()) return {};
+  std::size_t pos = 0;
+  for (;;) {
+    pos = parent.find('/', pos);
+    std::string prefix = pos == std::string::npos ? parent : parent.substr(0, pos);
+    std::error_code ec;
+    auto e = tree.stat(prefix, ec);
+    if (ec) return ec;
+    if (!e) {
+      if (auto mk = tree.make_directory(prefix, 0755)) return mk;
+    } else if (e->type != EntryType::directory) {
+      return std::make_error_code(std::errc::not_a_directory);
+    }
+    if (pos == std::string::npos) return {};
+    ++pos;
+  }
+}
+
 }  // namespace offload::sync::detail

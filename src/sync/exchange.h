@@ -40,4 +40,9 @@ std::optional<v1::SyncMessage> next_message(Inbox& inbox, const std::atomic<bool
 
 v1::SyncMessage error_message(const std::string& path, const std::string& text);
 
+// Creates the missing directories above `path` (mode 0755; the peer's own entries for them,
+// which follow, set the real modes). A rename into a directory created a moment ago must not
+// fail because that directory's own change has not been applied yet.
+std::error_code ensure_parents(Tree& tree, const std::string& path);
+
 }  // namespace offload::sync::detail

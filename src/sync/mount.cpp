@@ -271,6 +271,21 @@ class MountSync::Worker {
     return true;
   }
 
+  // Sends the directories above `path` that the replica does not have yet, top down.
+  bool push_parents(const std::string& path) {
+    std::string parent = parent_path(path);
+    std::vector<std::string> missing;
+    while (!parent.empty() && !base_.count(parent)) {
+      missing.push_back(parent);
+      parent = parent_path(parent);
+    }
+    for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+      auto l = local_entry(*it);
+      if (l && !push(*l)) return false;
+    }
+    return true;
+  }
+
   std::uint64_t send_barrier() {
     v1::SyncMessage b;
     b.mutable_barrier()->set_id(++barrier_id_);
@@ -352,6 +367,8 @@ class MountSync::Worker {
         Entry expect = b->second;
         expect.path = to;
         if (now && now->same_as(expect)) {
+          // The replica must have the new parent before it can move anything into it.
+          if (!push_parents(to)) return false;
           v1::SyncMessage r;
           r.mutable_rename()->set_from(from);
           r.mutable_rename()->set_to(to);
@@ -533,7 +550,7 @@ class MountSync::Worker {
     auto l = local_entry(from);
     if (wanted(from) && wanted(to) && b != base_.end() && l && b->second.same_as(*l) &&
         !local_entry(to) && (l->type != EntryType::directory || subtree_unchanged(from))) {
-      if (!tree_->rename(from, to)) {
+      if (!detail::ensure_parents(*tree_, to) && !tree_->rename(from, to)) {
         move_subtree(base_, from, to);
         m_.changed();
         return true;

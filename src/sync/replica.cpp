@@ -210,6 +210,8 @@ class Replica {
         Entry expect = k->second;
         expect.path = to;
         if (now_at_to->same_as(expect)) {
+          // The client must have the new parent before it can move anything into it.
+          if (!report_parents(to)) return mark_broken();
           v1::SyncMessage m;
           m.mutable_rename()->set_from(from);
           m.mutable_rename()->set_to(to);
@@ -238,6 +240,39 @@ class Replica {
       if (single_file_ && path != file_name_) continue;
       if (!report(path)) return mark_broken();
     }
+  }
+
+  // Reports the directories above `path` that the client does not know yet, top down.
+  bool report_parents(const std::string& path) {
+    std::string parent = parent_path(path);
+    std::vector<std::string> missing;
+    while (!parent.empty() && !known_.count(parent)) {
+      missing.push_back(parent);
+      parent = parent_path(parent);
+    }
+    for (auto it = missing.rbegin(); it != missing.rend(); ++it)
+      if (!report(*it)) return false;
+    return true;
+  }
+
+  // Sends `path` and, for a directory, everything below it, whatever the client knew.
+  bool report_subtree(const std::string& path) {
+    erase_subtree(known_, path);
+    auto now = stat_path(path);
+    if (!now) {
+      v1::SyncMessage r;
+      r.mutable_remove()->set_path(path);
+      return transport_.send(r);
+    }
+    if (!report(path)) return false;
+    if (now->type != EntryType::directory) return true;
+    try {
+      for (const auto& [rel, e] : scan_tree(tree_->root() / path, IgnoreRules{}).entries)
+        if (!rel.empty() && !report(path + "/" + rel)) return false;
+    } catch (const std::exception& e) {
+      fail(path, std::string("cannot list: ") + e.what());
+    }
+    return true;
   }
 
   // Sends the current state of `path` if it differs from what the client knows.
@@ -279,15 +314,7 @@ class Replica {
       case v1::SyncMessage::kFetch: {
         const auto& path = m.fetch().path();
         if (!valid_relative_path(path)) return fail(path, "invalid path");
-        known_.erase(path);  // make report() send it whatever the client knew
-        auto now = stat_path(path);
-        if (!now) {
-          v1::SyncMessage r;
-          r.mutable_remove()->set_path(path);
-          if (!transport_.send(r)) mark_broken();
-          return;
-        }
-        if (!report(path)) mark_broken();
+        if (!report_subtree(path)) mark_broken();
         return;
       }
       default:
@@ -355,6 +382,8 @@ class Replica {
     if (!valid_relative_path(from) || !valid_relative_path(to) || from.empty() || to.empty())
       return fail(from, "invalid rename");
     collect();
+    if (auto ec = detail::ensure_parents(*tree_, to))
+      return fail(to, "cannot create the parent directories: " + ec.message());
     if (auto ec = tree_->rename(from, to)) {
       // The client falls back to sending the content when it sees the error.
       return fail(to, "cannot rename from " + from + ": " + ec.message());

@@ -233,6 +233,29 @@ TEST_F(MountReplicaTest, ReplicaRenamesArriveAsRenames) {
   EXPECT_EQ(mount_->status().bytes_received, received);  // moved, not sent again
 }
 
+// `mkdir new && mv dir new/`: the move must not overtake the new directory (it used to, and the
+// files were lost on the other side).
+TEST_F(MountReplicaTest, ADirectoryMovedIntoANewDirectoryKeepsItsFilesBothWays) {
+  write(local_ / "here/h.txt", "local data");
+  write(local_ / "there/t.txt", "runner data");
+  start(local_);
+  ready();
+  fs::create_directories(local_ / "new-here");
+  fs::rename(local_ / "here", local_ / "new-here/here");
+  ASSERT_TRUE(flush());
+  EXPECT_TRUE(eventually([&] { return read(replica_dir() / "new-here/here/h.txt") == "local data"; }));
+  EXPECT_FALSE(fs::exists(replica_dir() / "here"));
+
+  fs::create_directories(replica_dir() / "new-there");
+  fs::rename(replica_dir() / "there", replica_dir() / "new-there/there");
+  ASSERT_TRUE(flush());
+  EXPECT_EQ(read(local_ / "new-there/there/t.txt"), "runner data");
+  EXPECT_FALSE(fs::exists(local_ / "there"));
+  ASSERT_TRUE(flush());
+  EXPECT_TRUE(same_trees(local_, replica_dir()));
+  EXPECT_TRUE(mount_->status().error.empty()) << mount_->status().error;
+}
+
 TEST_F(MountReplicaTest, ChangesOnBothSidesKeepBothVersions) {
   write(local_ / "notes.txt", "base");
   start(local_);
