@@ -15,6 +15,8 @@ namespace fs = std::filesystem;
 namespace {
 std::error_code last_error() { return {errno, std::generic_category()}; }
 
+}  // namespace
+
 std::error_code write_all(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
@@ -26,7 +28,6 @@ std::error_code write_all(int fd, std::string_view data) {
   }
   return {};
 }
-}  // namespace
 
 std::error_code write_file_atomic(const fs::path& path, std::string_view data, fs::perms mode) {
   fs::path dir = path.parent_path();

@@ -1,5 +1,7 @@
 #include "offload/sync/entry.h"
 
+#include <vector>
+
 namespace offload::sync {
 
 const char* to_string(EntryType type) {
@@ -46,5 +48,30 @@ std::string parent_path(std::string_view path) {
 }
 
 bool is_temp_name(std::string_view file_name) { return file_name.starts_with(kTempPrefix); }
+
+void erase_subtree(Manifest& m, const std::string& path) {
+  if (path.empty()) {
+    m.clear();
+    return;
+  }
+  m.erase(path);
+  std::string prefix = path + "/";
+  for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix);)
+    it = m.erase(it);
+}
+
+void move_subtree(Manifest& m, const std::string& from, const std::string& to) {
+  std::vector<Entry> moved;
+  if (auto it = m.find(from); it != m.end()) moved.push_back(it->second);
+  std::string prefix = from + "/";
+  for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix); ++it)
+    moved.push_back(it->second);
+  erase_subtree(m, to);
+  erase_subtree(m, from);
+  for (auto& e : moved) {
+    e.path = to + e.path.substr(from.size());
+    m[e.path] = e;
+  }
+}
 
 }  // namespace offload::sync

@@ -31,31 +31,6 @@ std::int64_t unix_ms() {
       .count();
 }
 
-void erase_subtree(Manifest& m, const std::string& path) {
-  if (path.empty()) {
-    m.clear();
-    return;
-  }
-  m.erase(path);
-  std::string prefix = path + "/";
-  for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix);)
-    it = m.erase(it);
-}
-
-void move_subtree(Manifest& m, const std::string& from, const std::string& to) {
-  std::vector<Entry> moved;
-  if (auto it = m.find(from); it != m.end()) moved.push_back(it->second);
-  std::string prefix = from + "/";
-  for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix); ++it)
-    moved.push_back(it->second);
-  erase_subtree(m, to);
-  erase_subtree(m, from);
-  for (auto& e : moved) {
-    e.path = to + e.path.substr(from.size());
-    m[e.path] = e;
-  }
-}
-
 template <class T>
 void push_bounded(std::vector<T>& v, T item) {
   if (v.size() >= kMaxReported) v.erase(v.begin());

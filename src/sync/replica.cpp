@@ -43,33 +43,6 @@ bool single_component(const std::string& name) {
          valid_relative_path(name);
 }
 
-// Erases `path` and everything below it from a manifest.
-void erase_subtree(Manifest& m, const std::string& path) {
-  if (path.empty()) {
-    m.clear();
-    return;
-  }
-  m.erase(path);
-  std::string prefix = path + "/";
-  for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix);)
-    it = m.erase(it);
-}
-
-// Moves `from` and everything below it to `to` in a manifest.
-void move_subtree(Manifest& m, const std::string& from, const std::string& to) {
-  std::vector<Entry> moved;
-  if (auto it = m.find(from); it != m.end()) moved.push_back(it->second);
-  std::string prefix = from + "/";
-  for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix); ++it)
-    moved.push_back(it->second);
-  erase_subtree(m, to);
-  erase_subtree(m, from);
-  for (auto& e : moved) {
-    e.path = to + e.path.substr(from.size());
-    m[e.path] = e;
-  }
-}
-
 class Replica {
  public:
   Replica(Transport& t, const ReplicaOptions& o, const std::atomic<bool>& stop)

@@ -1,5 +1,7 @@
 #include "offload/sync/tree.h"
 
+#include "offload/common/fs.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -66,17 +68,6 @@ std::error_code chown_at(int dir_fd, const char* name, const Tree::Options& o) {
   return {};
 }
 
-std::error_code write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return last_error();
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return {};
-}
 
 // Removes `name` in `dir_fd` and, if it is a directory, everything below it. Symlinks are
 // unlinked, never followed; subdirectories are opened with O_NOFOLLOW relative to their parent.

@@ -15,6 +15,9 @@ namespace offload {
 std::error_code write_file_atomic(const std::filesystem::path& path, std::string_view data,
                                   std::filesystem::perms mode = std::filesystem::perms(0600));
 
+// Writes all of `data` to `fd`, retrying short writes and EINTR.
+std::error_code write_all(int fd, std::string_view data);
+
 // Reads a whole file. Returns errc::no_such_file_or_directory when absent.
 std::error_code read_file(const std::filesystem::path& path, std::string& out);
 

@@ -29,6 +29,11 @@ struct Entry {
 // Sorted by path, so parents come before their children.
 using Manifest = std::map<std::string, Entry>;
 
+// Removes `path` and everything below it ("" clears the manifest).
+void erase_subtree(Manifest& manifest, const std::string& path);
+// Moves `from` and everything below it to `to` (replacing what was at `to`), fixing the paths.
+void move_subtree(Manifest& manifest, const std::string& from, const std::string& to);
+
 // A path as the peers exchange it: relative, '/'-separated, no empty, "." or ".." component, no
 // NUL, no leading or trailing '/'. "" (the root) is valid. Everything from the wire goes through
 // this before it touches a file system.
