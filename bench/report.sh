@@ -77,6 +77,51 @@ generated() {
     done
     echo
   fi
+  if [ "$(q .build)" != null ]; then
+    echo "### 4b. \`docker build\` with a $(q .build.context_mib) MiB context (s, median of $(q .build.direct.runs))"
+    echo
+    echo "Classic builder (\`DOCKER_BUILDKIT=0\`, the context goes as one tar in \`POST /build\`), \`--no-cache\`."
+    echo
+    echo "| | direct | offload | offload / direct |"
+    echo "|---|---:|---:|---:|"
+    local d o
+    d=$(q ".build.direct.median_ms / 1000")
+    o=$(q ".build.offload.median_ms / 1000")
+    echo "| \`docker build\` | $(f 2 "$d") | $(f 2 "$o") | $(f 2 "$(echo "$o / $d" | bc -l)")× |"
+    echo
+  fi
+  if [ "$(q .far_away)" != null ]; then
+    local link o s
+    link=$(q .far_away.link_mb_s)
+    echo "### 5. Far-away runner: $(q .far_away.delay_ms_each_way) ms each way ($(q '.far_away.delay_ms_each_way * 2') ms round trip), $(q .far_away.rate_mbit) Mbit/s ($(f 1 "$link") MB/s)"
+    echo
+    echo "The same emulated link (\`offload-bench-wan-relay\`) in front of a runner served by hand and"
+    echo "in front of sshd. ssh reaches the direct engine."
+    echo
+    echo "| | offload | ssh | ratio | target (issue 6) |"
+    echo "|---|---:|---:|---:|---|"
+    o=$(q '.far_away["run --rm img true"].offload.median_ms')
+    s=$(q '.far_away["run --rm img true"].ssh.median_ms')
+    local r met
+    r=$(echo "$s / $o" | bc -l)
+    met=$( [ "$(echo "$r >= 3" | bc -l)" = 1 ] && echo met || echo "**missed**")
+    echo "| \`docker run --rm img true\` (ms) | $(f 0 "$o") | $(f 0 "$s") | ssh / offload $(f 1 "$r")× | ≥ 3×: $met |"
+    o=$(q '.far_away["logs -f first byte"].offload.median_ms')
+    s=$(q '.far_away["logs -f first byte"].ssh.median_ms')
+    echo "| \`docker logs -f\`, time to first byte (ms) | $(f 0 "$o") | $(f 0 "$s") | ssh / offload $(f 1 "$(echo "$s / $o" | bc -l)")× | |"
+    o=$(q .far_away.one_stream.offload.median_mb_s)
+    s=$(q .far_away.one_stream.ssh.median_mb_s)
+    r=$(echo "$o / $link * 100" | bc -l)
+    met=$( [ "$(echo "$r >= 90" | bc -l)" = 1 ] && echo met || echo "**missed**")
+    echo "| one stream through a forwarded port (MB/s) | $(f 1 "$o") ($(f 0 "$r") % of the link) | $(f 1 "$s") ($(f 0 "$(echo "$s / $link * 100" | bc -l)") % of the link) | offload / ssh $(f 2 "$(echo "$o / $s" | bc -l)")× | ≥ 90 % of the link: $met |"
+    echo
+    echo "Medians of $(q '.far_away["run --rm img true"].offload.runs') runs (\`run\`, \`logs\`) and of $(q .far_away.one_stream.offload.runs) runs of $(q .far_away.one_stream.offload.bytes) bytes (stream)."
+    if [ "$(q .far_away.footprint_during_stream)" != null ]; then
+      echo "During the far offload stream runs: offloadd $(f 2 "$(q .far_away.footprint_during_stream.offloadd_cpu_s)") CPU s, peak $(f 1 "$(q '.far_away.footprint_during_stream.offloadd_peak_rss_kib / 1024')") MiB;"
+      echo "offload-runner $(f 2 "$(q .far_away.footprint_during_stream.runner_cpu_s)") CPU s, peak $(f 1 "$(q '.far_away.footprint_during_stream.runner_peak_rss_kib / 1024')") MiB."
+    fi
+    echo
+  fi
   echo "<details><summary>All figures (JSON)</summary>"
   echo
   echo '```json'

@@ -7,11 +7,17 @@
 # programs (BUILD_DIR, default build-bench, RelWithDebInfo), a "direct" dockerd of its own (own
 # data root, exec root, socket, pidfile, bridge), an offload session on the local account in a
 # DOCKER_CONFIG of its own (own address pool), and sshd on 127.0.0.1:2222 with a throwaway host
-# key, used by `docker -H ssh://` and `ssh -L`. Each comparison is measured in the same run, the
-# variants interleaved round by round. Not part of the test suite.
+# key, used by `docker -H ssh://` and `ssh -L`. For the far-away runner (scenario 5): a second
+# offload-runner served by hand, a second DOCKER_CONFIG with a remote account on it, and two
+# offload-bench-wan-relay links (one in front of that runner, one in front of sshd). Each
+# comparison is measured in the same run, the variants interleaved round by round. Not part of
+# the test suite.
 #
 # Knobs (environment): RUNS_API (15), RUNS_RUN (7), STREAM_MIB (1024), RUNS_STREAM (3),
 # RR_CONNS (100), RR_ROUNDS (50), BULK_MIB (500; 0 skips the save|load scenario),
+# BUILD_CTX_MIB (200; 0 skips docker build), RUNS_BUILD (3),
+# FAR (1; 0 skips the far-away runner), FAR_DELAY_MS (20, each way), FAR_RATE_MBIT (200),
+# FAR_STREAM_MIB (200), RUNS_FAR (7), RUNS_FAR_STREAM (3),
 # SSH_PORT (2222), OUT (docs/benchmarks.md).
 set -euo pipefail
 
@@ -25,11 +31,21 @@ RUNS_STREAM=${RUNS_STREAM:-3}
 RR_CONNS=${RR_CONNS:-100}
 RR_ROUNDS=${RR_ROUNDS:-50}
 BULK_MIB=${BULK_MIB:-500}
+BUILD_CTX_MIB=${BUILD_CTX_MIB:-200}
+RUNS_BUILD=${RUNS_BUILD:-3}
+FAR=${FAR:-1}
+FAR_DELAY_MS=${FAR_DELAY_MS:-20}
+FAR_RATE_MBIT=${FAR_RATE_MBIT:-200}
+FAR_STREAM_MIB=${FAR_STREAM_MIB:-200}
+RUNS_FAR=${RUNS_FAR:-7}
+RUNS_FAR_STREAM=${RUNS_FAR_STREAM:-3}
 SSH_PORT=${SSH_PORT:-2222}
 IMAGE=offload-bench/busybox:latest
 BRIDGE=oflbench0
 BRIDGE_CIDR=172.30.97.1/24
 EXEC_ROOT=/run/offload-bench-direct
+FAR_RUN_DIR=/run/offload-bench-far
+FAR_POOL=10.234.0.0/24
 
 say() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -49,7 +65,7 @@ say "building in $BUILD_DIR"
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 [ -n "${SKIP_BUILD:-}" ] ||
   cmake --build "$BUILD_DIR" -j"${JOBS:-1}" --target docker-offload offloadd offload-runner \
-    offload-bench offload-bench-peer >/dev/null
+    offload-bench offload-bench-peer offload-bench-wan-relay >/dev/null
 BIN=${BIN_DIR:-$BUILD_DIR/bin}
 BENCH=$BIN/offload-bench
 
@@ -59,17 +75,28 @@ chmod 755 "$W"
 export DOCKER_CONFIG=$W/docker
 unset DOCKER_HOST DOCKER_CONTEXT
 DIRECT_PID= SSHD_PID= MADE_RUN_SSHD= STARTED= FORWARDS=()
+FAR_CONFIG=$W/far/docker FAR_RUNNER_PID= FAR_STARTED= RELAYS=()
 DIRECT_SOCK=$W/direct/docker.sock
 
 cleanup() {
   set +e
   say "cleaning up"
   for p in "${FORWARDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  # The far session first, while its runner and the relay in front of it still answer.
+  if [ -n "$FAR_STARTED" ]; then DOCKER_CONFIG=$FAR_CONFIG docker offload stop --force >/dev/null 2>&1; fi
   if [ -n "$STARTED" ]; then docker offload stop --force >/dev/null 2>&1; fi
-  if [ -f "$DOCKER_CONFIG/offload/offloadd.pid" ]; then
-    local p; p=$(cat "$DOCKER_CONFIG/offload/offloadd.pid")
+  local p
+  for p in "$DOCKER_CONFIG/offload/offloadd.pid" "$FAR_CONFIG/offload/offloadd.pid"; do
+    [ -f "$p" ] || continue
+    p=$(cat "$p")
     kill "$p" 2>/dev/null; for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+  done
+  if [ -n "$FAR_RUNNER_PID" ]; then
+    # SIGTERM: the runner destroys its sessions (engines, namespaces) before it exits.
+    kill "$FAR_RUNNER_PID" 2>/dev/null; wait "$FAR_RUNNER_PID" 2>/dev/null
+    unmount_under "$FAR_RUN_DIR"; rm -rf "$FAR_RUN_DIR"
   fi
+  for p in "${RELAYS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   if [ -n "$SSHD_PID" ]; then kill "$SSHD_PID" 2>/dev/null; wait "$SSHD_PID" 2>/dev/null; fi
   [ -n "$MADE_RUN_SSHD" ] && rmdir /run/sshd 2>/dev/null
   if [ -n "$DIRECT_PID" ]; then
@@ -78,7 +105,13 @@ cleanup() {
   fi
   umount -R "$EXEC_ROOT" 2>/dev/null; rm -rf "$EXEC_ROOT"
   ip link del "$BRIDGE" 2>/dev/null
+  # Whatever a runner that did not stop cleanly left mounted must not be deleted through.
+  unmount_under "$W"
   rm -rf "$W"
+}
+unmount_under() {
+  awk -v d="$1/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -182,14 +215,16 @@ cpu_s() {
 sample_peak() {
   local name=$1 po=0 pr=0 v
   while [ ! -e "$R/$name.stop" ]; do
-    v=$(rss_kib "$OFFLOADD_PID"); [ "$v" -gt "$po" ] && po=$v
-    v=$(rss_kib "$RUNNER_PID"); [ "$v" -gt "$pr" ] && pr=$v
+    v=$(rss_kib "$FP_OFFLOADD"); [ "$v" -gt "$po" ] && po=$v
+    v=$(rss_kib "$FP_RUNNER"); [ "$v" -gt "$pr" ] && pr=$v
     sleep 0.1
   done
   echo "{\"offloadd_peak_rss_kib\": $po, \"runner_peak_rss_kib\": $pr}" >"$R/$name.peak.json"
 }
+# footprint_begin NAME [OFFLOADD_PID RUNNER_PID]: the local session's processes by default.
 footprint_begin() {
-  echo "{\"offloadd_cpu_s\": $(cpu_s "$OFFLOADD_PID"), \"runner_cpu_s\": $(cpu_s "$RUNNER_PID")}" \
+  FP_OFFLOADD=${2:-$OFFLOADD_PID} FP_RUNNER=${3:-$RUNNER_PID}
+  echo "{\"offloadd_cpu_s\": $(cpu_s "$FP_OFFLOADD"), \"runner_cpu_s\": $(cpu_s "$FP_RUNNER")}" \
     >"$R/$1.cpu0.json"
   sample_peak "$1" &
   SAMPLER=$!
@@ -197,7 +232,7 @@ footprint_begin() {
 footprint_end() {
   touch "$R/$1.stop"; wait "$SAMPLER"
   jq -n --slurpfile c0 "$R/$1.cpu0.json" --slurpfile p "$R/$1.peak.json" \
-    --argjson oc "$(cpu_s "$OFFLOADD_PID")" --argjson rc "$(cpu_s "$RUNNER_PID")" \
+    --argjson oc "$(cpu_s "$FP_OFFLOADD")" --argjson rc "$(cpu_s "$FP_RUNNER")" \
     '$p[0] + {offloadd_cpu_s: ($oc - $c0[0].offloadd_cpu_s), runner_cpu_s: ($rc - $c0[0].runner_cpu_s)}' \
     >"$R/footprint-$1.json"
 }
@@ -262,6 +297,92 @@ if [ "$BULK_MIB" -gt 0 ]; then
   rm -f "$W/d.tar" "$W/o.tar" "$W/bulk.tar"
 fi
 
+# ---- 4b. docker build with a large context -----------------------------------------------------
+if [ "$BUILD_CTX_MIB" -gt 0 ]; then
+  say "4b. docker build with a ${BUILD_CTX_MIB} MiB context"
+  mkdir -p "$W/ctx"
+  head -c "$((BUILD_CTX_MIB * 1048576))" /dev/urandom >"$W/ctx/blob"
+  printf 'FROM %s\nCOPY blob /blob\n' "$IMAGE" >"$W/ctx/Dockerfile"
+  # The classic builder (there is no buildx here, and dockerd 20.10 does not enable BuildKit):
+  # the CLI sends the whole context as one tar in the body of POST /build, which is the transfer
+  # to measure. --no-cache: every round transfers, unpacks and commits the layer again.
+  $BENCH commands --runs "$RUNS_BUILD" --warmup 0 \
+    direct "DOCKER_BUILDKIT=0 $D build -q --no-cache -t offload-bench/ctx $W/ctx" \
+    offload "DOCKER_BUILDKIT=0 $O build -q --no-cache -t offload-bench/ctx $W/ctx" \
+    >"$R/build.json"
+  rm -rf "$W/ctx"
+fi
+
+# ---- 5. a far-away runner: the same link in front of offload and of ssh -------------------------
+# start_relay NAME TARGET_PORT: a WAN link in front of 127.0.0.1:TARGET_PORT; its port goes to
+# RELAY_PORT (not printed: a $(...) subshell would lose the pid that the cleanup needs).
+start_relay() {
+  "$BIN/offload-bench-wan-relay" --listen 127.0.0.1:0 --target "127.0.0.1:$2" \
+    --delay-ms "$FAR_DELAY_MS" --rate-mbit "$FAR_RATE_MBIT" >"$W/far/$1.out" 2>&1 &
+  RELAYS+=($!)
+  wait_until 10 grep -q '^listening on' "$W/far/$1.out" ||
+    die "the $1 relay did not start: $(cat "$W/far/$1.out")"
+  RELAY_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\),.*/\1/p' "$W/far/$1.out")
+}
+
+if [ "$FAR" != 0 ]; then
+  say "5. far-away runner: ${FAR_DELAY_MS} ms each way, ${FAR_RATE_MBIT} Mbit/s"
+  mkdir -p "$W/far" "$FAR_CONFIG/cli-plugins" "$FAR_CONFIG/offload"
+  # A runner served by hand, as on a remote machine: its own state, run dir and address pool,
+  # so that nothing it does meets the local session's.
+  FAR_TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+  echo "far:$FAR_TOKEN" >"$W/far/tokens"
+  "$BIN/offload-runner" serve --listen 127.0.0.1:0 --token-file "$W/far/tokens" \
+    --state-dir "$W/far/state" --run-dir "$FAR_RUN_DIR" --address-pool "$FAR_POOL" \
+    --ready-file "$W/far/ready.json" --log-file "$W/far/runner.log" \
+    >"$W/far/runner.stderr" 2>&1 &
+  FAR_RUNNER_PID=$!
+  wait_until 30 test -s "$W/far/ready.json" >/dev/null ||
+    die "the far runner did not start: $(tail -5 "$W/far/runner.stderr" "$W/far/runner.log")"
+  FAR_RUNNER_PORT=$(jq -r .address "$W/far/ready.json" | sed 's/.*://')
+  FAR_FINGERPRINT=$(jq -r .fingerprint "$W/far/ready.json")
+  start_relay runner "$FAR_RUNNER_PORT"; RUNNER_RELAY=$RELAY_PORT
+  start_relay ssh "$SSH_PORT"; SSH_RELAY=$RELAY_PORT
+
+  ln -s "$BIN/docker-offload" "$FAR_CONFIG/cli-plugins/docker-offload"
+  echo '{}' >"$FAR_CONFIG/config.json"
+  (umask 077; echo "$FAR_TOKEN" >"$FAR_CONFIG/offload/far.token")
+  jq -n --arg address "127.0.0.1:$RUNNER_RELAY" --arg fp "$FAR_FINGERPRINT" \
+    '{version: 1, idleTimeout: "0", defaultAccount: "far",
+      accounts: {far: {type: "remote", address: $address, tokenFile: "far.token", fingerprint: $fp}}}' \
+    >"$FAR_CONFIG/offload/config.json"
+  FAR_STARTED=1
+  DOCKER_CONFIG=$FAR_CONFIG docker offload start </dev/null >/dev/null ||
+    die "docker offload start on the far runner failed: $(tail -5 "$W/far/runner.log")"
+  FAR_OFFLOADD_PID=$(cat "$FAR_CONFIG/offload/offloadd.pid")
+  F="env DOCKER_CONFIG=$FAR_CONFIG docker --context docker-offload"
+  FS="docker -H ssh://root@127.0.0.1:$SSH_RELAY"
+  $F import - "$IMAGE" <"$W/rootfs.tar" >/dev/null
+  $F run --rm "$IMAGE" true && $FS run --rm "$IMAGE" true
+
+  $BENCH commands --runs "$RUNS_FAR" --warmup 1 \
+    offload "$F run --rm $IMAGE true" ssh "$FS run --rm $IMAGE true" >"$R/far-run.json"
+
+  # Time to the first byte of `docker logs -f` on a container that printed its line already.
+  $D run -d --name talker "$IMAGE" sh -c 'echo ready; exec sleep 1000000' >/dev/null
+  $F run -d --name talker "$IMAGE" sh -c 'echo ready; exec sleep 1000000' >/dev/null
+  wait_until 30 sh -c "$D logs talker | grep -q ready && $F logs talker | grep -q ready" ||
+    die "the talker containers printed nothing"
+  $BENCH ttfb --runs "$RUNS_FAR" --warmup 1 \
+    offload "$F logs -f talker" ssh "$FS logs -f talker" >"$R/far-logs.json"
+
+  # One stream through a forwarded port: the far session's, and `ssh -L` over the ssh link to
+  # the direct engine's sink of scenario 2.
+  $F run -d --name sink -p 19023:9000 "$IMAGE" offload-bench-peer sink 9000 >/dev/null
+  ssh -N -p "$SSH_RELAY" -L "127.0.0.1:19022:127.0.0.1:19001" 127.0.0.1 &
+  FORWARDS+=($!)
+  for p in 19022 19023; do $BENCH wait sink $p --timeout 60 || die "far sink on $p"; done
+  footprint_begin far "$FAR_OFFLOADD_PID" "$FAR_RUNNER_PID"
+  $BENCH stream --bytes "${FAR_STREAM_MIB}M" --streams 1 --runs "$RUNS_FAR_STREAM" \
+    offload 19023 ssh 19022 >"$R/far-stream.json"
+  footprint_end far
+fi
+
 # ---- report ----------------------------------------------------------------------------------
 say "writing $OUT"
 DOCKER_VERSION=$($D version --format '{{.Server.Version}}')
@@ -280,13 +401,25 @@ jq -n \
   --slurpfile bsave "$( [ -f "$R/bulk-save.json" ] && echo "$R/bulk-save.json" || echo /dev/null)" \
   --slurpfile bload "$( [ -f "$R/bulk-load.json" ] && echo "$R/bulk-load.json" || echo /dev/null)" \
   --argjson bulk_mib "$BULK_MIB" \
+  --slurpfile build "$( [ -f "$R/build.json" ] && echo "$R/build.json" || echo /dev/null)" \
+  --argjson build_mib "$BUILD_CTX_MIB" \
+  --slurpfile frun "$( [ -f "$R/far-run.json" ] && echo "$R/far-run.json" || echo /dev/null)" \
+  --slurpfile flogs "$( [ -f "$R/far-logs.json" ] && echo "$R/far-logs.json" || echo /dev/null)" \
+  --slurpfile fstream "$( [ -f "$R/far-stream.json" ] && echo "$R/far-stream.json" || echo /dev/null)" \
+  --slurpfile ffp "$( [ -f "$R/footprint-far.json" ] && echo "$R/footprint-far.json" || echo /dev/null)" \
+  --argjson far_delay "$FAR_DELAY_MS" --argjson far_mbit "$FAR_RATE_MBIT" \
   '{machine: {date: $date, commit: $commit, uncommitted_product_files: $dirty, kernel: $kernel,
               cpu: $cpu, cores: $cores, docker: $docker, ssh: $ssh},
     api_latency: {version: $version[0], ps: $ps[0], "run --rm img true": $run[0]},
     port_forward_throughput: {one_stream: $s1[0], sixteen_streams: $s16[0]},
     request_response: $rr[0],
     footprint: {idle: $idle[0], during_throughput: $fs[0], during_request_response: $frr[0]},
-    bulk: (if ($bsave | length) > 0 then {image_mib: $bulk_mib, save: $bsave[0], load: $bload[0]} else null end)}' \
+    bulk: (if ($bsave | length) > 0 then {image_mib: $bulk_mib, save: $bsave[0], load: $bload[0]} else null end),
+    build: (if ($build | length) > 0 then {context_mib: $build_mib} + $build[0] else null end),
+    far_away: (if ($frun | length) > 0 then
+      {delay_ms_each_way: $far_delay, rate_mbit: $far_mbit, link_mb_s: ($far_mbit / 8),
+       "run --rm img true": $frun[0], "logs -f first byte": $flogs[0], one_stream: $fstream[0],
+       footprint_during_stream: $ffp[0]} else null end)}' \
   >"$R/all.json"
 
 "$ROOT/bench/report.sh" "$R/all.json" "$OUT"
