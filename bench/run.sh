@@ -75,12 +75,14 @@ chmod 755 "$W"
 export DOCKER_CONFIG=$W/docker
 unset DOCKER_HOST DOCKER_CONTEXT
 DIRECT_PID= SSHD_PID= MADE_RUN_SSHD= STARTED= FORWARDS=()
-FAR_CONFIG=$W/far/docker FAR_RUNNER_PID= FAR_STARTED= RELAYS=()
+FAR_CONFIG=$W/far/docker FAR_RUNNER_PID= FAR_STARTED= RELAYS=() SAMPLER=
 DIRECT_SOCK=$W/direct/docker.sock
 
 cleanup() {
   set +e
   say "cleaning up"
+  # An interrupted scenario leaves its footprint sampler polling processes that go away now.
+  if [ -n "$SAMPLER" ]; then kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; fi
   for p in "${FORWARDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   # The far session first, while its runner and the relay in front of it still answer.
   if [ -n "$FAR_STARTED" ]; then DOCKER_CONFIG=$FAR_CONFIG docker offload stop --force >/dev/null 2>&1; fi
@@ -100,7 +102,7 @@ cleanup() {
   if [ -n "$SSHD_PID" ]; then kill "$SSHD_PID" 2>/dev/null; wait "$SSHD_PID" 2>/dev/null; fi
   [ -n "$MADE_RUN_SSHD" ] && rmdir /run/sshd 2>/dev/null
   if [ -n "$DIRECT_PID" ]; then
-    docker -H "unix://$DIRECT_SOCK" rm -f $(docker -H "unix://$DIRECT_SOCK" ps -aq) >/dev/null 2>&1
+    docker -H "unix://$DIRECT_SOCK" rm -f $(docker -H "unix://$DIRECT_SOCK" ps -aq 2>/dev/null) >/dev/null 2>&1
     kill "$DIRECT_PID" 2>/dev/null; wait "$DIRECT_PID" 2>/dev/null
   fi
   umount -R "$EXEC_ROOT" 2>/dev/null; rm -rf "$EXEC_ROOT"
@@ -230,7 +232,7 @@ footprint_begin() {
   SAMPLER=$!
 }
 footprint_end() {
-  touch "$R/$1.stop"; wait "$SAMPLER"
+  touch "$R/$1.stop"; wait "$SAMPLER"; SAMPLER=
   jq -n --slurpfile c0 "$R/$1.cpu0.json" --slurpfile p "$R/$1.peak.json" \
     --argjson oc "$(cpu_s "$FP_OFFLOADD")" --argjson rc "$(cpu_s "$FP_RUNNER")" \
     '$p[0] + {offloadd_cpu_s: ($oc - $c0[0].offloadd_cpu_s), runner_cpu_s: ($rc - $c0[0].runner_cpu_s)}' \
