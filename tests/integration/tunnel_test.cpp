@@ -1,7 +1,9 @@
 // The tunnel end to end in one process: offloadd's RunnerClient ⇄ loopback TLS ⇄ RunnerService
 // ⇄ a test target on a unix socket. No docker involved.
 #include <gtest/gtest.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
+
+#include <memory>
 
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -200,16 +202,18 @@ TEST_F(TunnelTest, HundredConcurrentStreamsShareTheChannel) {
 TEST_F(TunnelTest, LargeTransferArrivesIntact) {
   auto app = open_tunnel(*client_);
   auto run = [](stream_protocol::socket s) -> asio::awaitable<std::pair<std::string, std::string>> {
-    SHA256_CTX sent_ctx, got_ctx;
-    SHA256_Init(&sent_ctx);
-    SHA256_Init(&got_ctx);
+    // EVP: the SHA256_* calls are deprecated in OpenSSL 3.
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sent_ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free),
+        got_ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    EVP_DigestInit_ex(sent_ctx.get(), EVP_sha256(), nullptr);
+    EVP_DigestInit_ex(got_ctx.get(), EVP_sha256(), nullptr);
     std::uint64_t got_bytes = 0;
     auto writer = [&]() -> asio::awaitable<void> {
       std::vector<std::uint32_t> block(64 * 1024);
       std::uint32_t x = 12345;
       for (std::size_t sent = 0; sent < kTotal; sent += block.size() * 4) {
         for (auto& w : block) w = x = x * 1664525u + 1013904223u;
-        SHA256_Update(&sent_ctx, block.data(), block.size() * 4);
+        EVP_DigestUpdate(sent_ctx.get(), block.data(), block.size() * 4);
         co_await asio::async_write(s, asio::buffer(block), tok);
       }
       s.shutdown(stream_protocol::socket::shutdown_send);
@@ -218,15 +222,15 @@ TEST_F(TunnelTest, LargeTransferArrivesIntact) {
       std::vector<char> buf(256 * 1024);
       for (;;) {
         auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), tok);
-        SHA256_Update(&got_ctx, buf.data(), n);
+        EVP_DigestUpdate(got_ctx.get(), buf.data(), n);
         got_bytes += n;
         if (ec) break;
       }
     };
     co_await (writer() && reader());
     unsigned char a[32], b[32];
-    SHA256_Final(a, &sent_ctx);
-    SHA256_Final(b, &got_ctx);
+    EVP_DigestFinal_ex(sent_ctx.get(), a, nullptr);
+    EVP_DigestFinal_ex(got_ctx.get(), b, nullptr);
     EXPECT_EQ(got_bytes, kTotal);
     co_return std::make_pair(std::string(reinterpret_cast<char*>(a), 32),
                              std::string(reinterpret_cast<char*>(b), 32));
