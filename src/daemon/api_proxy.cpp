@@ -438,12 +438,14 @@ asio::awaitable<PumpEnd> ApiProxy::Impl::upstream() {
   TunnelFrame* current = &frames[0];
   TunnelFrame* next = &frames[1];
 
-  auto read_into = [this](TunnelFrame* f) -> asio::awaitable<std::error_code> {
+  tunnel::ChunkSizer sizer;
+  auto read_into = [this, &sizer](TunnelFrame* f) -> asio::awaitable<std::error_code> {
     f->Clear();
     std::string* data = f->mutable_data();
-    data->resize(tunnel::kChunkSize);
+    data->resize(sizer.next());
     auto [ec, n] = co_await client.async_read_some(asio::buffer(data->data(), data->size()),
                                                    kToken);
+    sizer.filled(n);
     data->resize(n);
     if (ec == asio::error::eof) {
       f->set_eof(true);
