@@ -2,7 +2,9 @@
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
@@ -46,6 +48,32 @@ sync::IgnoreRules rules_for(const fs::path& dir, const std::vector<std::string>&
 }
 
 }  // namespace
+
+std::string unsyncable_reason(const fs::path& path) {
+  if (path == "/") return "it is the root of this machine's file system";
+  struct statfs st {};
+  if (::statfs(path.c_str(), &st) != 0) return {};  // the scan reports unreadable paths itself
+  switch (static_cast<unsigned long>(st.f_type)) {
+    case PROC_SUPER_MAGIC: return "it is on proc, a kernel pseudo-filesystem";
+    case SYSFS_MAGIC: return "it is on sysfs, a kernel pseudo-filesystem";
+    case DEVPTS_SUPER_MAGIC: return "it is on devpts, a kernel pseudo-filesystem";
+    case CGROUP_SUPER_MAGIC:
+    case CGROUP2_SUPER_MAGIC: return "it is on cgroupfs, a kernel pseudo-filesystem";
+    case DEBUGFS_MAGIC: return "it is on debugfs, a kernel pseudo-filesystem";
+    case TRACEFS_MAGIC: return "it is on tracefs, a kernel pseudo-filesystem";
+    case SECURITYFS_MAGIC: return "it is on securityfs, a kernel pseudo-filesystem";
+    case BPF_FS_MAGIC: return "it is on bpffs, a kernel pseudo-filesystem";
+    default: break;
+  }
+  // Mounted below the kernel's own trees, tmpfs too describes this machine (cgroup v1's
+  // /sys/fs/cgroup; /dev is a devtmpfs, whose magic is tmpfs's).
+  auto under = [&path](const char* top) {
+    return path == top || path.string().starts_with(std::string(top) + "/");
+  };
+  if (under("/dev")) return "it holds this machine's devices";
+  if (under("/proc") || under("/sys")) return "it is part of this machine's kernel interfaces";
+  return {};
+}
 
 SyncManager::SyncManager(SessionManager& sessions, std::vector<std::string> excludes)
     : sessions_(sessions), excludes_(std::move(excludes)) {}
@@ -119,6 +147,9 @@ std::string SyncManager::remote_path_for(const std::string& source, bool must_ex
   }
   fs::path canonical = fs::canonical(path, ec);
   if (ec) throw UserError(400, "cannot resolve the bind source " + source + ": " + ec.message());
+  if (auto why = unsyncable_reason(canonical); !why.empty())
+    throw UserError(400, "cannot bind " + source + " through docker offload: " + why +
+                             "; the container runs on the remote engine, which has its own");
   bool single_file = fs::is_regular_file(st);
   if (!single_file && !fs::is_directory(st))
     throw UserError(400, "cannot bind " + source +

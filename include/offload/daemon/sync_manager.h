@@ -21,6 +21,11 @@ namespace offload::daemon {
 
 class SessionManager;
 
+// Why `path` (canonical) must not be synchronised, or "" if it may: the root of the file system
+// (everything on this machine), or a path on a kernel pseudo-filesystem (proc, sysfs, devices,
+// cgroups, ...), which describes this machine and would be endless or harmful to copy.
+std::string unsyncable_reason(const std::filesystem::path& path);
+
 class SyncManager final : public BindSync {
  public:
   // `excludes`: patterns from the config (sync.exclude), applied to every mount in addition to

@@ -294,6 +294,18 @@ TEST_F(BindMounts, AMissingMountSourceFailsWithDockersError) {
   EXPECT_FALSE(fs::exists(missing)) << "--mount must not create its source";
 }
 
+// The machine's own kernel trees and its whole file system are never copied to the runner.
+TEST_F(BindMounts, KernelTreesAndTheRootAreRefusedWithAClearError) {
+  for (const std::string source : {"/proc", "/sys/fs/cgroup", "/dev", "/"}) {
+    auto r = sh("docker run --rm -v " + source + ":/host " + kImage + " true");
+    EXPECT_NE(r.exit_code, 0) << source << ": " << r.out;
+    EXPECT_NE(r.err.find("cannot bind " + source + " through docker offload"), std::string::npos)
+        << r.err;
+  }
+  auto st = sh("docker offload status --format json");
+  EXPECT_EQ(st.out.find("\"localPath\":\"/proc"), std::string::npos) << st.out;
+}
+
 TEST_F(BindMounts, AMissingDashVSourceIsCreatedLocallyLikeDockerDoes) {
   fs::path created = fs::canonical(g_dir) / "mounts" / "created-by-run" / "deeper";
   ASSERT_FALSE(fs::exists(created));
