@@ -31,6 +31,7 @@ Daemon::Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers
       ports_(std::make_shared<PortForwarder>(io_, port_policy, sessions_, std::move(udp))),
       sync_(std::make_shared<SyncManager>(sessions_, sync_excludes_)) {
   sessions_.attach_ports(ports_);
+  sync_->set_state_file(paths_.dir / "mounts.json");
   sessions_.attach_sync(sync_);
 }
 
@@ -40,6 +41,8 @@ void Daemon::start() {
   if (auto ec = ensure_private_dir(paths_.dir))
     throw std::runtime_error("cannot use " + paths_.dir.string() + ": " + ec.message());
   sessions_.recover();
+  // A recovered session's containers may still bind synchronised paths: keep them in sync.
+  sync_->restore();
 
   std::error_code ec;
   fs::remove(paths_.control_socket, ec);

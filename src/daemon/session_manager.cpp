@@ -258,7 +258,7 @@ void SessionManager::detach() {
     events = std::move(events_);
   }
   events.reset();  // waits until no event callback runs any more
-  clear_ports();
+  clear_ports(/*session_over=*/false);
   std::lock_guard lock(mu_);
   ports_.reset();
 }
@@ -270,7 +270,7 @@ void SessionManager::attach_sync(std::shared_ptr<SyncManager> sync) {
 
 // The session is over (or no longer ours to follow): its forwarded ports close and its bind
 // mounts stop synchronising.
-void SessionManager::clear_ports() {
+void SessionManager::clear_ports(bool session_over) {
   std::shared_ptr<PortForwarder> ports;
   std::shared_ptr<SyncManager> sync;
   {
@@ -279,7 +279,7 @@ void SessionManager::clear_ports() {
     sync = sync_;
   }
   if (ports) ports->clear();
-  if (sync) sync->stop_all();
+  if (sync) sync->stop_all(/*forget=*/session_over);
 }
 
 void SessionManager::on_session_event(const v1::SessionEvent& event) {

@@ -79,7 +79,7 @@ SyncManager::SyncManager(SessionManager& sessions, std::vector<std::string> excl
     : sessions_(sessions), excludes_(std::move(excludes)) {}
 
 SyncManager::~SyncManager() {
-  stop_all();
+  stop_all(/*forget=*/false);
   pool_.join();
 }
 
@@ -231,7 +231,47 @@ std::shared_ptr<sync::MountSync> SyncManager::mount_for(const fs::path& canonica
                single_file ? "file" : "directory");
   mounts_.emplace(canonical, mount);
   has_mounts_.store(true);
+  if (auto runner = sessions_.runner()) session_id_ = runner->session_id();
+  persist_locked();
   return mount;
+}
+
+void SyncManager::persist_locked() const {
+  if (state_file_.empty()) return;
+  // The session id keeps a restarted daemon from resuming mounts of an earlier session.
+  nlohmann::json doc = {{"session", session_id_}, {"mounts", nlohmann::json::array()}};
+  for (const auto& [path, mount] : mounts_)
+    doc["mounts"].push_back({{"path", path.string()}, {"singleFile", mount->status().single_file}});
+  if (auto ec = write_file_atomic(state_file_, doc.dump(2) + "\n"))
+    spdlog::warn("cannot write {}: {}", state_file_.string(), ec.message());
+}
+
+void SyncManager::restore() {
+  if (state_file_.empty()) return;
+  std::string text;
+  if (read_file(state_file_, text)) return;
+  auto doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object() || !doc.contains("mounts") || !doc["mounts"].is_array()) {
+    spdlog::warn("ignoring {}: not a list of mounts", state_file_.string());
+    return;
+  }
+  auto runner = sessions_.runner();
+  std::string session = runner ? runner->session_id() : std::string();
+  if (session.empty() || doc.value("session", "") != session) return;  // another session's
+  for (const auto& m : doc["mounts"]) {
+    if (!m.is_object() || !m.contains("path") || !m["path"].is_string()) continue;
+    fs::path path = m["path"].get<std::string>();
+    bool single_file = m.value("singleFile", false);
+    std::error_code ec;
+    auto st = fs::symlink_status(path, ec);
+    bool fits = single_file ? fs::is_regular_file(st) : fs::is_directory(st);
+    if (!path.is_absolute() || !fits || !unsyncable_reason(path).empty()) {
+      spdlog::info("not resuming the synchronisation of {}: it is gone or changed", path.string());
+      continue;
+    }
+    spdlog::info("resuming the synchronisation of {}", path.string());
+    mount_for(path, single_file);
+  }
 }
 
 void SyncManager::flush(std::function<void()> done) {
@@ -266,12 +306,16 @@ std::vector<sync::MountStatus> SyncManager::status() const {
   return out;
 }
 
-void SyncManager::stop_all() {
+void SyncManager::stop_all(bool forget) {
   std::map<fs::path, std::shared_ptr<sync::MountSync>> mounts;
   {
     std::lock_guard lock(mu_);
     mounts.swap(mounts_);
     has_mounts_.store(false);
+    if (forget && !state_file_.empty()) {
+      std::error_code ec;
+      fs::remove(state_file_, ec);
+    }
   }
   for (auto& [p, m] : mounts) m->stop();
 }

@@ -119,7 +119,9 @@ class SessionManager final : public ActivitySink {
   void persist();
   void start_events();
   void clear_session();
-  void clear_ports();
+  // `session_over`: the session ended (its mounts are forgotten); otherwise the daemon only
+  // detaches and a restarted one picks the mounts up again.
+  void clear_ports(bool session_over = true);
   void reconnect_loop();
   std::string restore_context(const std::string& previous);
 

@@ -38,9 +38,17 @@ class SyncManager final : public BindSync {
   bool has_mounts() const override { return has_mounts_.load(); }
 
   std::vector<sync::MountStatus> status() const;
-  // The session ended (or the daemon detaches): stop every mount. Their replicas go with the
-  // session on the runner.
-  void stop_all();
+  // Stops every mount. `forget`: the session ended (its replicas went with it on the runner), so
+  // the list of mounts is deleted too; otherwise (the daemon shuts down) it stays for restore().
+  void stop_all(bool forget = true);
+
+  // Keeps the list of synchronised paths in `file` (0600, atomic writes), so that a restarted
+  // offloadd resumes synchronising the mounts of running containers without waiting for the next
+  // `docker run` that names them.
+  void set_state_file(std::filesystem::path file) { state_file_ = std::move(file); }
+  // Starts synchronising every path of the state file again (the session was recovered). Paths
+  // that are gone or changed type are dropped. Never throws.
+  void restore();
 
   // For tests: how a mount's transport is opened (default: a Sync call on the session's runner).
   using Connect = sync::MountSync::Connect;
@@ -58,8 +66,12 @@ class SyncManager final : public BindSync {
   std::shared_ptr<sync::MountSync> mount_for(const std::filesystem::path& canonical,
                                              bool single_file);
 
+  void persist_locked() const;
+
   SessionManager& sessions_;
   std::vector<std::string> excludes_;
+  std::filesystem::path state_file_;
+  std::string session_id_;  // of the mounts in mounts_ (guarded by mu_)
   Connect connect_override_;
   std::chrono::milliseconds settle_{50}, max_delay_{300}, reconnect_delay_{1000};
   mutable std::mutex mu_;

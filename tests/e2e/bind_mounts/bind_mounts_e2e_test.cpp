@@ -218,6 +218,31 @@ TEST_F(BindMounts, LiveChangesFlowBothWaysWhileAContainerRuns) {
       << slurp(dir / "from-exec.txt") << daemon_log_tail();
 }
 
+// offloadd restarted (an upgrade, a crash) while a container binds a synchronised path: the new
+// daemon resumes the mount by itself, without waiting for a `docker run` that names it.
+TEST_F(BindMounts, ARestartedDaemonResumesTheMountsOfRunningContainers) {
+  auto dir = fresh_dir("resume");
+  put(dir / "live.txt", "before\n");
+  ContainerGuard guard{"resumed"};
+  ASSERT_SH_OK(sh("docker run -d --name resumed -v " + q(dir) + ":/src " + kImage +
+                  " sh -c 'while true; do cat /src/live.txt > /src/seen.txt 2>/dev/null; "
+                  "sleep 0.2; done'"));
+  ASSERT_TRUE(wait_for([&] { return slurp(dir / "seen.txt") == "before\n"; }, 10s))
+      << daemon_log_tail();
+
+  pid_t daemon = offloadd_pid();
+  ASSERT_GT(daemon, 0);
+  ASSERT_EQ(::kill(daemon, SIGTERM), 0);
+  ASSERT_TRUE(wait_for([&] { return ::kill(daemon, 0) != 0; }, 30s)) << "offloadd did not stop";
+  // Any `docker offload` command starts offloadd again; it re-attaches to the session.
+  ASSERT_SH_OK(sh("docker offload status", 60s));
+  EXPECT_NE(offloadd_pid(), daemon);
+
+  put(dir / "live.txt", "after the restart\n");
+  EXPECT_TRUE(wait_for([&] { return slurp(dir / "seen.txt") == "after the restart\n"; }, 15s))
+      << "seen.txt: " << slurp(dir / "seen.txt") << daemon_log_tail();
+}
+
 // ---- 3. A single-file bind follows edits, in place and by rename ------------------------------
 
 TEST_F(BindMounts, ASingleFileBindFollowsInPlaceEditsAndReplaceByRename) {
