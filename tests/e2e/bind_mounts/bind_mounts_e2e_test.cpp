@@ -139,21 +139,16 @@ class OffloadEnvironment : public ::testing::Environment {
     }
     g_dir = fs::path("/tmp") / ("offload-bind-e2e-" + random_hex(4));
     g_docker_config = g_dir / "docker";
-    fs::create_directories(g_docker_config / "cli-plugins");
     fs::create_directories(g_dir / "mounts");
-    fs::create_symlink(fs::path(OFFLOAD_BIN_DIR) / "docker-offload",
-                       g_docker_config / "cli-plugins" / "docker-offload");
+    // The suite's own address pool; "*.pem" is excluded from every mount (the config's half of
+    // the exclusion rules, set before the session starts).
+    make_docker_config(
+        g_docker_config, OFFLOAD_BIN_DIR, "{\n\t\"auths\": {}\n}",
+        R"({"version": 1, "logLevel": "debug", "local": {"addressPool": "10.233.0.0/24"},)"
+        R"( "sync": {"exclude": ["*.pem"]}})");
     ::setenv("DOCKER_CONFIG", g_docker_config.c_str(), 1);
     ::unsetenv("DOCKER_HOST");
     ::unsetenv("DOCKER_CONTEXT");
-    ASSERT_FALSE(write_file_atomic(g_docker_config / "config.json", "{\n\t\"auths\": {}\n}"));
-    // The suite's own address pool; "*.pem" is excluded from every mount (the config's half of
-    // the exclusion rules, set before the session starts).
-    fs::create_directories(offload_dir());
-    ASSERT_FALSE(write_file_atomic(
-        offload_dir() / "config.json",
-        R"({"version": 1, "logLevel": "debug", "local": {"addressPool": "10.233.0.0/24"},)"
-        R"( "sync": {"exclude": ["*.pem"]}})"));
 
     make_busybox_rootfs(g_dir / "rootfs", OFFLOAD_ECHO_SERVER);
     auto started = sh("docker offload start", 180s);

@@ -58,19 +58,14 @@ class OffloadEnvironment : public ::testing::Environment {
     }
     g_dir = fs::path("/tmp") / ("offload-e2e-" + random_hex(4));
     g_docker_config = g_dir / "docker";
-    fs::create_directories(g_docker_config / "cli-plugins");
-    fs::create_symlink(fs::path(OFFLOAD_BIN_DIR) / "docker-offload",
-                       g_docker_config / "cli-plugins" / "docker-offload");
+    // The user's own settings, which must survive the session untouched, and the offload config:
+    // the suite's own address pool, away from anything else on the machine.
+    make_docker_config(g_docker_config, OFFLOAD_BIN_DIR,
+                       "{\n\t\"auths\": {},\n\t\"detachKeys\": \"ctrl-e,e\"\n}",
+                       R"({"version": 1, "logLevel": "debug", "local": {"addressPool": "10.231.0.0/24"}})");
     ::setenv("DOCKER_CONFIG", g_docker_config.c_str(), 1);
     ::unsetenv("DOCKER_HOST");
     ::unsetenv("DOCKER_CONTEXT");
-    // The user's own settings, which must survive the session untouched.
-    ASSERT_FALSE(write_file_atomic(g_docker_config / "config.json",
-                                   "{\n\t\"auths\": {},\n\t\"detachKeys\": \"ctrl-e,e\"\n}"));
-    // The offload config: the suite's own address pool, away from anything else on the machine.
-    fs::create_directories(g_docker_config / "offload");
-    ASSERT_FALSE(write_file_atomic(g_docker_config / "offload" / "config.json",
-                                   R"({"version": 1, "logLevel": "debug", "local": {"addressPool": "10.231.0.0/24"}})"));
 
     start_host_dockerd();
     make_busybox_rootfs(g_dir / "rootfs", OFFLOAD_ECHO_SERVER);

@@ -100,15 +100,7 @@ std::string lines(const std::vector<std::string>& v) {
 class DockerConfig {
  public:
   DockerConfig(fs::path dir, const json& offload_config) : dir_(std::move(dir)) {
-    fs::create_directories(dir_ / "cli-plugins");
-    fs::create_symlink(fs::path(OFFLOAD_BIN_DIR) / "docker-offload",
-                       dir_ / "cli-plugins" / "docker-offload");
-    fs::create_directories(offload_dir());
-    fs::permissions(offload_dir(), fs::perms::owner_all);
-    for (auto& [file, text] : {std::pair{dir_ / "config.json", std::string("{\"auths\": {}}\n")},
-                               std::pair{offload_dir() / "config.json", offload_config.dump(2) + "\n"}})
-      if (auto ec = write_file_atomic(file, text))
-        throw std::runtime_error("cannot write " + file.string() + ": " + ec.message());
+    make_docker_config(dir_, OFFLOAD_BIN_DIR, "{\"auths\": {}}\n", offload_config.dump(2) + "\n");
   }
 
   Shell run(const std::string& command, std::chrono::milliseconds timeout = 120s) const {

@@ -69,4 +69,19 @@ void make_busybox_rootfs(const fs::path& rootfs, const fs::path& echo_server) {
     if (!name.empty() && name != "busybox") fs::create_symlink("busybox", rootfs / "bin" / name);
 }
 
+void make_docker_config(const fs::path& dir, const fs::path& bin_dir,
+                        const std::string& user_config, const std::string& offload_config) {
+  fs::create_directories(dir / "cli-plugins");
+  fs::create_symlink(bin_dir / "docker-offload", dir / "cli-plugins" / "docker-offload");
+  auto write = [](const fs::path& file, const std::string& text) {
+    if (auto ec = write_file_atomic(file, text))
+      throw std::runtime_error("cannot write " + file.string() + ": " + ec.message());
+  };
+  write(dir / "config.json", user_config);
+  if (offload_config.empty()) return;
+  fs::create_directories(dir / "offload");
+  fs::permissions(dir / "offload", fs::perms::owner_all);
+  write(dir / "offload" / "config.json", offload_config);
+}
+
 }  // namespace offload::e2e

@@ -35,4 +35,10 @@ std::vector<std::string> processes_mentioning(const std::string& needle);
 void make_busybox_rootfs(const std::filesystem::path& rootfs,
                          const std::filesystem::path& echo_server);
 
+// A user's docker configuration directory as the suites need it: the plugin from `bin_dir`
+// linked into cli-plugins/, the user's own config.json, and offload's config.json (when not
+// empty). Throws std::runtime_error naming the file that could not be written.
+void make_docker_config(const std::filesystem::path& dir, const std::filesystem::path& bin_dir,
+                        const std::string& user_config, const std::string& offload_config);
+
 }  // namespace offload::e2e
