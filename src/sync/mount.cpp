@@ -11,6 +11,7 @@
 #include <set>
 
 #include "exchange.h"
+#include "pending.h"
 #include "offload/sync/reconcile.h"
 #include "offload/sync/replica.h"
 #include "offload/sync/tree.h"
@@ -19,7 +20,6 @@
 namespace offload::sync {
 
 using namespace std::chrono_literals;
-using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
@@ -238,7 +238,7 @@ class MountSync::Worker {
     auto r = detail::send_entry(*transport_, *tree_, entry, entry.path, sent, bytes);
     if (r == detail::SendResult::broken) return false;
     if (r == detail::SendResult::gone) {
-      dirty_.insert(entry.path);  // changed while we looked: the watcher has it, or we re-stat
+      pending_.mark(entry.path);  // changed while we looked: look again next round
       return true;
     }
     base_[entry.path] = sent;
@@ -272,17 +272,11 @@ class MountSync::Worker {
                      {watcher_->fd(), POLLIN, 0},
                      {m_.wake_fd_, POLLIN, 0}};
     while (!m_.stop_.load()) {
-      int timeout = 200;
-      if (first_dirty_) {
-        auto now = SteadyClock::now();
-        auto due = std::min(last_dirty_ + o_.settle, *first_dirty_ + o_.max_delay);
-        if (due <= now) {
-          if (!process_local()) return;
-          continue;
-        }
-        timeout = static_cast<int>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(due - now).count() + 1);
+      if (pending_.due()) {
+        if (!process_local()) return;
+        continue;
       }
+      int timeout = pending_.wait_ms(200);
       for (auto& f : fds) f.revents = 0;
       ::poll(fds, 3, timeout);
       if (fds[2].revents) {
@@ -311,16 +305,7 @@ class MountSync::Worker {
     }
   }
 
-  void collect() {
-    WatchBatch batch = watcher_->drain();
-    if (batch.rescan) rescan_ = true;
-    for (auto& mv : batch.moves) moves_.push_back(mv);
-    for (auto& p : batch.dirty) dirty_.insert(p);
-    if (!dirty_.empty() || !moves_.empty() || rescan_) {
-      last_dirty_ = SteadyClock::now();
-      if (!first_dirty_) first_dirty_ = last_dirty_;
-    }
-  }
+  void collect() { pending_.add(watcher_->drain()); }
 
   std::optional<Entry> local_entry(const std::string& path) {
     Skipped skipped;
@@ -332,10 +317,9 @@ class MountSync::Worker {
 
   // Sends what changed locally since the last round.
   bool process_local() {
-    first_dirty_.reset();
-    auto moves = std::move(moves_);
-    moves_.clear();
-    for (auto& [from, to] : moves) {
+    WatchBatch batch = pending_.take();
+    auto& dirty = batch.dirty;
+    for (auto& [from, to] : batch.moves) {
       auto b = base_.find(from);
       if (b != base_.end() && wanted(from) && wanted(to) && !local_entry(from)) {
         auto now = local_entry(to);
@@ -353,21 +337,18 @@ class MountSync::Worker {
           continue;
         }
       }
-      dirty_.insert(from);
-      dirty_.insert(to);
+      dirty.insert(from);
+      dirty.insert(to);
     }
-    if (rescan_) {
-      rescan_ = false;
-      for (const auto& [p, e] : base_) dirty_.insert(p);
+    if (batch.rescan) {
+      for (const auto& [p, e] : base_) dirty.insert(p);
       if (!o_.single_file) {
         try {
-          for (const auto& [p, e] : scan_tree(root_, o_.rules).entries) dirty_.insert(p);
+          for (const auto& [p, e] : scan_tree(root_, o_.rules).entries) dirty.insert(p);
         } catch (const std::exception&) {
         }
       }
     }
-    auto dirty = std::move(dirty_);
-    dirty_.clear();
     for (const auto& path : dirty) {
       if (!wanted(path)) continue;
       auto l = local_entry(path);
@@ -480,13 +461,12 @@ class MountSync::Worker {
     } else {
       if (!apply(*r, copy, change)) return false;
       base_.erase(copy);  // unknown over there under this name: the next round sends it
-      dirty_.insert(copy);
+      pending_.mark(copy);
     }
     m_.note_conflict(p + ": changed on both sides; the runner's version is kept as " + copy);
     spdlog::info("sync {}: conflict on {}: the runner's version is kept as {}", m_.id_, p, copy);
     base_.erase(p);
-    dirty_.insert(p);
-    if (!first_dirty_) first_dirty_ = last_dirty_ = SteadyClock::now();
+    pending_.mark(p);
     return true;
   }
 
@@ -558,13 +538,12 @@ class MountSync::Worker {
   }
 
   void mark_subtree_dirty(const std::string& dir) {
-    dirty_.insert(dir);
+    pending_.mark(dir);
     try {
       for (const auto& [rel, e] : scan_tree(root_ / dir, IgnoreRules{}).entries)
-        if (!rel.empty()) dirty_.insert(dir + "/" + rel);
+        if (!rel.empty()) pending_.mark(dir + "/" + rel);
     } catch (const std::exception&) {
     }
-    if (!first_dirty_) first_dirty_ = last_dirty_ = SteadyClock::now();
   }
 
   void note_skipped(const Skipped& s) { m_.note_skipped(s); }
@@ -579,11 +558,7 @@ class MountSync::Worker {
   std::unique_ptr<Watcher> watcher_;
   std::string bind_source_;
   Manifest base_;
-  std::set<std::string> dirty_;
-  std::vector<std::pair<std::string, std::string>> moves_;
-  bool rescan_ = false;
-  std::optional<SteadyClock::time_point> first_dirty_;
-  SteadyClock::time_point last_dirty_{};
+  detail::PendingChanges pending_{o_.settle, o_.max_delay};
   std::uint64_t barrier_id_ = 0;
   std::uint64_t initial_barrier_ = 0;
   bool ready_sent_ = false;

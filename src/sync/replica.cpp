@@ -10,6 +10,7 @@
 #include <set>
 
 #include "exchange.h"
+#include "pending.h"
 #include "offload/sync/reconcile.h"
 #include "offload/sync/scanner.h"
 #include "offload/sync/tree.h"
@@ -18,7 +19,6 @@
 namespace offload::sync {
 
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
 
 bool valid_mount_id(const std::string& id) {
   if (id.size() != 16) return false;
@@ -132,17 +132,11 @@ class Replica {
   void loop() {
     pollfd fds[2] = {{transport_.inbox().fd(), POLLIN, 0}, {watcher_->fd(), POLLIN, 0}};
     while (!stop_.load() && !broken_) {
-      int timeout = 200;
-      if (first_dirty_) {
-        auto now = Clock::now();
-        auto due = std::min(last_dirty_ + options_.settle, *first_dirty_ + options_.max_delay);
-        if (due <= now) {
-          report_dirty();
-          continue;
-        }
-        timeout = static_cast<int>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(due - now).count() + 1);
+      if (pending_.due()) {
+        report_dirty();
+        continue;
       }
+      int timeout = pending_.wait_ms(200);
       fds[0].revents = fds[1].revents = 0;
       ::poll(fds, 2, timeout);
       if (fds[1].revents) collect();
@@ -154,16 +148,7 @@ class Replica {
     }
   }
 
-  void collect() {
-    WatchBatch batch = watcher_->drain();
-    if (batch.rescan) rescan_ = true;
-    for (auto& [from, to] : batch.moves) moves_.emplace_back(from, to);
-    for (auto& p : batch.dirty) dirty_.insert(p);
-    if (!dirty_.empty() || !moves_.empty() || rescan_) {
-      last_dirty_ = Clock::now();
-      if (!first_dirty_) first_dirty_ = last_dirty_;
-    }
-  }
+  void collect() { pending_.add(watcher_->drain()); }
 
   std::optional<Entry> stat_path(const std::string& path) {
     std::error_code ec;
@@ -173,10 +158,9 @@ class Replica {
 
   // Reports what changed on this side since the client last heard of it.
   void report_dirty() {
-    first_dirty_.reset();
-    auto moves = std::move(moves_);
-    moves_.clear();
-    for (auto& [from, to] : moves) {
+    WatchBatch batch = pending_.take();
+    auto& dirty = batch.dirty;
+    for (auto& [from, to] : batch.moves) {
       auto k = known_.find(from);
       auto now_at_to = stat_path(to);
       if (k != known_.end() && now_at_to && !stat_path(from)) {
@@ -193,21 +177,18 @@ class Replica {
           continue;
         }
       }
-      dirty_.insert(from);
-      dirty_.insert(to);
+      dirty.insert(from);
+      dirty.insert(to);
     }
-    if (rescan_) {
-      rescan_ = false;
-      for (const auto& [p, e] : known_) dirty_.insert(p);
+    if (batch.rescan) {
+      for (const auto& [p, e] : known_) dirty.insert(p);
       if (!single_file_) {
         try {
-          for (const auto& [p, e] : scan_tree(tree_->root(), IgnoreRules{}).entries) dirty_.insert(p);
+          for (const auto& [p, e] : scan_tree(tree_->root(), IgnoreRules{}).entries) dirty.insert(p);
         } catch (const std::exception&) {
         }
       }
     }
-    auto dirty = std::move(dirty_);
-    dirty_.clear();
     for (const auto& path : dirty) {
       if (path.empty()) continue;  // the root's own attributes are the client's business
       if (single_file_ && path != file_name_) continue;
@@ -263,7 +244,7 @@ class Replica {
     Entry sent;
     switch (detail::send_entry(transport_, *tree_, *now, path, sent, bytes_out_)) {
       case detail::SendResult::broken: return false;
-      case detail::SendResult::gone: dirty_.insert(path); return true;
+      case detail::SendResult::gone: pending_.mark(path); return true;
       case detail::SendResult::sent: known_[path] = sent; return true;
     }
     return true;
@@ -311,8 +292,7 @@ class Replica {
     c.mutable_conflict()->set_copy(copy);
     if (!transport_.send(c)) return mark_broken();
     known_.erase(path);
-    dirty_.insert(copy);
-    if (!first_dirty_) first_dirty_ = last_dirty_ = Clock::now();
+    pending_.mark(copy);
     spdlog::info("sync {}: conflict on {}: the runner's version is kept as {}", id_, path, copy);
   }
 
@@ -344,7 +324,7 @@ class Replica {
     if (now && now->type != EntryType::directory &&
         (k == known_.end() || !k->second.same_as(*now))) {
       // Changed here since the client last heard of it: a modification beats a deletion.
-      dirty_.insert(path);
+      pending_.mark(path);
       return;
     }
     if (auto ec = tree_->remove(path)) return fail(path, ec.message());
@@ -373,11 +353,7 @@ class Replica {
   std::unique_ptr<Tree> tree_;
   std::unique_ptr<Watcher> watcher_;
   Manifest known_;
-  std::set<std::string> dirty_;
-  std::vector<std::pair<std::string, std::string>> moves_;
-  bool rescan_ = false;
-  std::optional<Clock::time_point> first_dirty_;
-  Clock::time_point last_dirty_{};
+  detail::PendingChanges pending_{options_.settle, options_.max_delay};
   bool broken_ = false;
   std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
 };
