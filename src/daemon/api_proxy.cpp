@@ -439,20 +439,9 @@ asio::awaitable<PumpEnd> ApiProxy::Impl::upstream() {
   TunnelFrame* next = &frames[1];
 
   tunnel::ChunkSizer sizer;
-  auto read_into = [this, &sizer](TunnelFrame* f) -> asio::awaitable<std::error_code> {
+  auto read_into = [this, &sizer](TunnelFrame* f) {
     f->Clear();
-    std::string* data = f->mutable_data();
-    data->resize(sizer.next());
-    auto [ec, n] = co_await client.async_read_some(asio::buffer(data->data(), data->size()),
-                                                   kToken);
-    sizer.filled(n);
-    data->resize(n);
-    if (ec == asio::error::eof) {
-      f->set_eof(true);
-      co_return std::error_code{};
-    }
-    if (ec) stream.cancel("local read failed: " + ec.message());
-    co_return std::error_code(ec);
+    return tunnel::read_chunk(client, stream, sizer, *f);
   };
 
   if (auto ec = co_await read_into(current)) co_return PumpEnd::local_error;

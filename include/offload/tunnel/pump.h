@@ -53,6 +53,25 @@ enum class PumpEnd {
   stream_error, // the stream broke or ended without eof
 };
 
+// Reads the next chunk from `socket` straight into `frame` (sized by `sizer`); end-of-file
+// becomes frame.eof(). A read error cancels the stream and is returned.
+template <class Socket>
+asio::awaitable<std::error_code> read_chunk(Socket& socket, FrameStream& stream, ChunkSizer& sizer,
+                                            TunnelFrame& frame) {
+  std::string* data = frame.mutable_data();
+  data->resize(sizer.next());
+  auto [ec, n] = co_await socket.async_read_some(asio::buffer(data->data(), data->size()),
+                                                 asio::as_tuple(asio::use_awaitable));
+  sizer.filled(n);
+  data->resize(n);
+  if (ec == asio::error::eof) {
+    frame.set_eof(true);
+    co_return std::error_code{};
+  }
+  if (ec) stream.cancel("local read failed: " + ec.message());
+  co_return std::error_code(ec);
+}
+
 // Sees each chunk before it is sent (e.g. to parse HTTP request heads or count activity).
 using ChunkObserver = std::function<void(std::string_view)>;
 
@@ -68,18 +87,8 @@ asio::awaitable<PumpEnd> pump_socket_to_stream(Socket& socket, FrameStream& stre
 
   // Each half cancels the other's side on failure, so the pair never waits on a dead peer.
   ChunkSizer sizer;
-  auto read_into = [&socket, &stream, &sizer, token](TunnelFrame* f) -> asio::awaitable<std::error_code> {
-    std::string* data = f->mutable_data();
-    data->resize(sizer.next());
-    auto [ec, n] = co_await socket.async_read_some(asio::buffer(data->data(), data->size()), token);
-    sizer.filled(n);
-    data->resize(n);
-    if (ec == asio::error::eof) {
-      f->set_eof(true);
-      co_return std::error_code{};
-    }
-    if (ec) stream.cancel("local read failed: " + ec.message());
-    co_return std::error_code(ec);
+  auto read_into = [&socket, &stream, &sizer](TunnelFrame* f) {
+    return read_chunk(socket, stream, sizer, *f);
   };
   auto send = [&stream, &socket, token](TunnelFrame* f) -> asio::awaitable<bool> {
     auto [ok] = co_await stream.async_write(*f, token);
