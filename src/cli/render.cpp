@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "offload/common/duration.h"
+#include "offload/common/text.h"
 
 namespace offload::cli {
 namespace {
@@ -39,15 +40,6 @@ std::string format_time(std::int64_t unix_ms, const char* pattern) {
   char buf[64];
   std::strftime(buf, sizeof buf, pattern, &tm);
   return buf;
-}
-
-std::string join(const std::vector<std::string>& parts, std::string_view sep) {
-  std::string out;
-  for (std::size_t i = 0; i < parts.size(); ++i) {
-    if (i) out += sep;
-    out += parts[i];
-  }
-  return out;
 }
 
 // Go's net.JoinHostPort: IPv6 literals get brackets.

@@ -17,4 +17,10 @@ void ManualClock::advance(duration d) { ticks_.fetch_add(d.count()); }
 
 void ManualClock::set(time_point t) { ticks_.store(t.time_since_epoch().count()); }
 
+std::int64_t unix_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace offload

@@ -12,6 +12,7 @@
 #include "offload/common/duration.h"
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
+#include "offload/common/text.h"
 #include "offload/dockerctx/context_store.h"
 
 namespace offload::daemon {
@@ -20,10 +21,6 @@ using grpc::StatusCode;
 using namespace std::chrono;
 
 namespace {
-
-std::int64_t now_ms() {
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 std::string client_label() {
   char host[256] = {};
@@ -291,7 +288,7 @@ void SessionManager::on_session_event(const v1::SessionEvent& event) {
       lifecycle_ = event.lifecycle();
     }
     if (warn) {
-      auto left = std::chrono::milliseconds(event.lifecycle().idle_deadline_unix_ms() - now_ms());
+      auto left = std::chrono::milliseconds(event.lifecycle().idle_deadline_unix_ms() - unix_now_ms());
       std::string notice = "the offload session is idle and ends in about " +
                            format_duration(std::max<std::chrono::milliseconds>(
                                std::chrono::milliseconds(0),
@@ -420,7 +417,7 @@ void SessionManager::recover() {
   } catch (const std::exception& e) {
     // Keep the evidence, start clean: a corrupt file must not keep the daemon down.
     fs::path aside = paths_.state_file;
-    aside += ".corrupt-" + std::to_string(now_ms());
+    aside += ".corrupt-" + std::to_string(unix_now_ms());
     std::error_code ec;
     fs::rename(paths_.state_file, aside, ec);
     spdlog::error("{}; moved it to {}", e.what(), aside.string());
@@ -446,11 +443,11 @@ void SessionManager::recover() {
       runner_ = client;
       state_ = v1::DAEMON_STATE_STARTED;
     }
-    spdlog::info("re-attached to session {} on {}", saved.session_id.substr(0, 8),
+    spdlog::info("re-attached to session {} on {}", short_session_id(saved.session_id),
                  saved.endpoint.address);
     start_events();
   } catch (const RunnerError& e) {
-    spdlog::error("cannot re-attach to session {}: {}", saved.session_id.substr(0, 8), e.what());
+    spdlog::error("cannot re-attach to session {}: {}", short_session_id(saved.session_id), e.what());
     set_state(v1::DAEMON_STATE_ENDED, std::string("could not re-attach after a daemon restart: ") +
                                           e.what());
     return;
@@ -530,7 +527,7 @@ v1::StartResponse SessionManager::start(const v1::StartRequest& request,
     s.session_id = created.session_id();
     s.session_token = created.session_token();
     s.previous_context = previous;
-    s.started_unix_ms = now_ms();
+    s.started_unix_ms = unix_now_ms();
     s.runner_pid = provisioned.runner_pid;
     {
       std::lock_guard lock(mu_);
@@ -575,7 +572,7 @@ v1::StartResponse SessionManager::start(const v1::StartRequest& request,
   }
   start_events();
   notify();
-  spdlog::info("session {} started on account {} ({})", session_->session_id.substr(0, 8), account,
+  spdlog::info("session {} started on account {} ({})", short_session_id(session_->session_id), account,
                provisioned.endpoint.address);
   v1::StartResponse response;
   *response.mutable_status() = status();
@@ -652,7 +649,7 @@ v1::StopResponse SessionManager::stop() {
     }
     try {
       auto destroyed = client->destroy_session("stopped by user");
-      spdlog::info("session {} destroyed ({} resources removed)", session->session_id.substr(0, 8),
+      spdlog::info("session {} destroyed ({} resources removed)", short_session_id(session->session_id),
                    destroyed.removed_size());
     } catch (const RunnerError& e) {
       if (e.code != StatusCode::UNAUTHENTICATED || was == v1::DAEMON_STATE_STARTED)

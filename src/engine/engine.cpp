@@ -12,6 +12,7 @@
 #include "host_network.h"
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
+#include "offload/common/text.h"
 #include "offload/engine/host_state.h"
 #include "offload/engine/unix_http.h"
 
@@ -179,12 +180,6 @@ void verify_gone(const EngineSpec& spec, const detail::EngineMarks& marks,
   for (const auto& cg : detail::cgroup_dirs(spec.cgroup_parent()))
     report.leftovers.push_back("cgroup " + cg.string());
   detail::verify_session_network(spec, report);
-}
-
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
-  return out;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "offload/common/fs.h"
+#include "offload/common/text.h"
 #include "offload/engine/unix_http.h"
 #include "offload/runner/inventory.h"
 
@@ -21,20 +22,6 @@ using nlohmann::json;
 namespace {
 
 constexpr int kRecordVersion = 1;
-
-std::string short_id(const std::string& id) { return id.substr(0, 8); }
-
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
-  return out;
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // What a later runner process needs to find and destroy the engine.
 struct SessionRecord {
@@ -47,7 +34,7 @@ struct SessionRecord {
 std::string record_json(const engine::EngineSpec& spec) {
   json doc = {{"version", kRecordVersion},        {"session_id", spec.session_id},
               {"slot", spec.slot.index},          {"data_dir", spec.data_dir.string()},
-              {"run_dir", spec.run_dir.string()}, {"created_unix_ms", now_ms()}};
+              {"run_dir", spec.run_dir.string()}, {"created_unix_ms", unix_now_ms()}};
   return doc.dump(2) + "\n";
 }
 
@@ -127,7 +114,7 @@ class DockerSessionEngine final : public SessionEngine {
         version_ = engine_->version();
       } catch (const std::exception& e) {
         // Not cached: the next call asks again. Describing never fails a call.
-        spdlog::warn("session {}: {}", short_id(engine_->spec().session_id), e.what());
+        spdlog::warn("session {}: {}", short_session_id(engine_->spec().session_id), e.what());
         return;
       }
     }
@@ -159,7 +146,7 @@ class DockerSessionEngine final : public SessionEngine {
     if (!report.clean()) {
       // The record and the slot stay: the next runner start-up retries the teardown, and no new
       // engine is given addresses that the leftovers may still hold.
-      throw std::runtime_error("teardown of session " + short_id(engine_->spec().session_id) +
+      throw std::runtime_error("teardown of session " + short_session_id(engine_->spec().session_id) +
                                " left " + join(report.leftovers));
     }
     destroyed_ = true;
@@ -206,7 +193,7 @@ engine::EngineSpec DockerSessionBackend::spec_for(const std::string& session_id,
   engine::EngineSpec spec;
   spec.session_id = session_id;
   spec.data_dir = sessions_dir() / session_id;
-  spec.run_dir = options_.run_dir / short_id(session_id);
+  spec.run_dir = options_.run_dir / short_session_id(session_id);
   spec.slot = slot;
   return spec;
 }
@@ -280,7 +267,7 @@ std::vector<std::string> DockerSessionBackend::destroy_leftovers() {
     std::string problem;
     SessionRecord record = read_record(file, id, problem);
     if (!problem.empty())
-      spdlog::warn("session {}: record {}: {}; cleaning up what its name tells", short_id(id),
+      spdlog::warn("session {}: record {}: {}; cleaning up what its name tells", short_session_id(id),
                    file.string(), problem);
 
     // A slot of our own pool keeps its addresses reserved if teardown leaves something. Without
@@ -305,7 +292,7 @@ std::vector<std::string> DockerSessionBackend::destroy_leftovers() {
     auto spec = spec_for(id, *slot);
     // The run directory moves with --run-dir; teardown deletes it recursively, so only a path
     // of the shape we create is taken from the record.
-    if (!record.run_dir.empty() && record.run_dir.filename() == short_id(id))
+    if (!record.run_dir.empty() && record.run_dir.filename() == short_session_id(id))
       spec.run_dir = record.run_dir;
 
     std::string line = "session " + id + ": ";

@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "offload/common/duration.h"
+#include "offload/common/text.h"
 #include "offload/common/token.h"
 #include "offload/tunnel/grpc_streams.h"
 #include "offload/tunnel/pump.h"
@@ -46,14 +47,6 @@ std::string bearer_token(const grpc::CallbackServerContext* ctx) {
   if (value.rfind(kPrefix, 0) != 0) return {};
   return value.substr(kPrefix.size());
 }
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string short_id(const std::string& id) { return id.substr(0, 8); }
 
 // Answers a tunnel that failed authentication.
 class RejectedTunnel final : public grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame> {
@@ -216,7 +209,7 @@ class RunnerService::Session {
     v1::SessionEvent e;
     e.set_state(state_);
     e.set_reason(reason);
-    e.set_at_unix_ms(now_ms());
+    e.set_at_unix_ms(unix_now_ms());
     e.set_ports_snapshot(true);
     for (const auto& p : ports_) *e.add_ports() = p;
     if (lifecycle) *e.mutable_lifecycle() = lifecycle_locked();
@@ -229,7 +222,7 @@ class RunnerService::Session {
     // The lifecycle runs on the injected (steady) clock; clients get wall-clock deadlines.
     auto to_unix_ms = [&](SessionLifecycle::time_point t) -> std::int64_t {
       if (t == SessionLifecycle::time_point::max()) return 0;
-      return now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
+      return unix_now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
     };
     v1::Lifecycle l;
     l.set_active(view.active);
@@ -386,7 +379,7 @@ Status RunnerService::authenticate_session(grpc::CallbackServerContext* ctx,
     return Status::OK;
   session.reset();
   spdlog::warn("rejected a call from {} for session {}: unknown session or invalid token",
-               ctx->peer(), short_id(id));
+               ctx->peer(), short_session_id(id));
   return Status(StatusCode::UNAUTHENTICATED,
                 "the runner does not know this session or its token (it may have ended)");
 }
@@ -443,29 +436,29 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     session->token = random_hex(32);
     session->account = account;
     session->client_label = label;
-    session->created_ms = now_ms();
+    session->created_ms = unix_now_ms();
     session->clock = options_.clock;
     session->lifecycle = std::make_unique<SessionLifecycle>(limits, options_.clock->now());
     session->on_lifecycle_input = [this] { rearm_lifecycle_timer(); };
     spdlog::info("session {}: creating for account {} ({}); idle timeout {}, client TTL {}, "
                  "maximum duration {}",
-                 short_id(session->id), account, label, format_duration(limits.idle_timeout),
+                 short_session_id(session->id), account, label, format_duration(limits.idle_timeout),
                  format_duration(limits.client_ttl), format_duration(limits.max_duration));
     try {
       session->engine = backend_.create(session->id);
     } catch (const std::exception& e) {
-      spdlog::error("session {}: engine failed to start: {}", short_id(session->id), e.what());
+      spdlog::error("session {}: engine failed to start: {}", short_session_id(session->id), e.what());
       reactor->Finish(Status(StatusCode::FAILED_PRECONDITION, e.what()));
       return;
     }
     if (ctx->IsCancelled()) {
       // Nobody will ever learn this session's token: do not leave it running.
       spdlog::warn("session {}: client gave up while it was created; destroying it",
-                   short_id(session->id));
+                   short_session_id(session->id));
       try {
         session->engine->destroy("client gave up during creation");
       } catch (const std::exception& e) {
-        spdlog::error("session {}: {}", short_id(session->id), e.what());
+        spdlog::error("session {}: {}", short_session_id(session->id), e.what());
       }
       reactor->Finish(Status(StatusCode::CANCELLED, "cancelled"));
       return;
@@ -486,7 +479,7 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     response->set_session_id(session->id);
     response->set_session_token(session->token);
     *response->mutable_info() = session->info(options_);
-    spdlog::info("session {}: running (engine {})", short_id(session->id),
+    spdlog::info("session {}: running (engine {})", short_session_id(session->id),
                  response->info().engine_version());
     reactor->Finish(Status::OK);
   });
@@ -506,7 +499,7 @@ std::vector<std::string> RunnerService::destroy_session(const std::shared_ptr<Se
                                                         const std::string& reason) {
   session->transition(v1::SESSION_STATE_STOPPING, reason);
   if (!session->syncs.stop_all(std::chrono::seconds(10)))
-    spdlog::warn("session {}: a sync call did not stop in time", short_id(session->id));
+    spdlog::warn("session {}: a sync call did not stop in time", short_session_id(session->id));
   std::vector<std::string> removed;
   std::string failure;
   try {
@@ -516,10 +509,10 @@ std::vector<std::string> RunnerService::destroy_session(const std::shared_ptr<Se
   }
   session->transition(v1::SESSION_STATE_ENDED, reason);
   if (!failure.empty()) {
-    spdlog::error("session {}: teardown incomplete: {}", short_id(session->id), failure);
+    spdlog::error("session {}: teardown incomplete: {}", short_session_id(session->id), failure);
     throw std::runtime_error(failure);
   }
-  spdlog::info("session {}: destroyed ({}); removed {} resources", short_id(session->id), reason,
+  spdlog::info("session {}: destroyed ({}); removed {} resources", short_session_id(session->id), reason,
                removed.size());
   return removed;
 }
@@ -611,7 +604,7 @@ asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, st
   session->stream_opened();
   auto result = co_await tunnel::splice(engine, *stream);
   session->stream_closed();
-  spdlog::debug("session {}: tunnel {} closed: up {} ({} B), down {} ({} B)", short_id(session->id),
+  spdlog::debug("session {}: tunnel {} closed: up {} ({} B), down {} ({} B)", short_session_id(session->id),
                 label, tunnel::to_string(result.up), stream->bytes_out(),
                 tunnel::to_string(result.down), stream->bytes_in());
   finish_splice(*stream, result, "the session engine");
@@ -761,7 +754,7 @@ grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* RunnerService::Tunnel
         if (open.host_port() == 0 || open.host_port() > 65535 ||
             (protocol != "tcp" && protocol != "udp") || !published_ip) {
           spdlog::warn("session {}: refused a tunnel to {}/{}: no container publishes it",
-                       short_id(session->id), open.host_port(), protocol);
+                       short_session_id(session->id), open.host_port(), protocol);
           stream->finish(Status(StatusCode::PERMISSION_DENIED,
                                 "no container of the session publishes " +
                                     std::to_string(open.host_port()) + "/" + protocol));
@@ -786,7 +779,7 @@ grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* RunnerService::Tunnel
         return;
       }
       default:
-        spdlog::warn("session {}: refused a tunnel to unknown target {}", short_id(session->id),
+        spdlog::warn("session {}: refused a tunnel to unknown target {}", short_session_id(session->id),
                      static_cast<int>(open.target()));
         stream->finish(Status(StatusCode::PERMISSION_DENIED, "tunnel target not allowed"));
     }
@@ -802,7 +795,7 @@ grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* RunnerService::Sync(
   if (root.empty())
     return new RejectedSync(Status(StatusCode::UNIMPLEMENTED,
                                    "this runner cannot synchronise bind mounts"));
-  return session->syncs.start(ctx, root, short_id(session->id));
+  return session->syncs.start(ctx, root, short_session_id(session->id));
 }
 
 grpc::ServerWriteReactor<v1::SessionEvent>* RunnerService::Events(grpc::CallbackServerContext* ctx,
@@ -821,12 +814,12 @@ void RunnerService::advance_lifecycles() {
   for (auto& s : all) {
     auto tick = s->advance();
     if (tick.warning_started)
-      spdlog::info("session {}: idle; it ends in {} unless something runs", short_id(s->id),
+      spdlog::info("session {}: idle; it ends in {} unless something runs", short_session_id(s->id),
                    format_duration(s->lifecycle->limits().idle_warning));
     if (!tick.ended) continue;
     std::string reason = s->end_reason_text();
     if (!remove_session(s->id)) continue;  // destroyed meanwhile
-    spdlog::info("session {}: ending: {}", short_id(s->id), reason);
+    spdlog::info("session {}: ending: {}", short_session_id(s->id), reason);
     asio::post(blocking_, [this, s, reason] {
       try {
         destroy_session(s, reason);

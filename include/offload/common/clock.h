@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 
 namespace offload {
 
@@ -38,5 +39,9 @@ class ManualClock final : public Clock {
  private:
   std::atomic<duration::rep> ticks_;  // since the steady_clock epoch
 };
+
+// Wall-clock time in milliseconds since the Unix epoch: what the protocol and state files carry
+// for people to read. Deadlines are kept on a Clock, never on this.
+std::int64_t unix_now_ms();
 
 }  // namespace offload

@@ -1,11 +1,16 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <array>
 #include <filesystem>
+#include <string>
+#include <vector>
 
+#include "offload/common/clock.h"
 #include "offload/common/duration.h"
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
+#include "offload/common/text.h"
 #include "offload/common/token.h"
 
 using namespace offload;
@@ -74,4 +79,25 @@ TEST(Process, RunCommandCapturesOutputAndExitCode) {
   auto slow = run_command({"sleep", "5"}, 100ms);
   EXPECT_EQ(slow.exit_code, -1);
   EXPECT_NE(slow.error.find("timed out"), std::string::npos);
+}
+
+TEST(Text, JoinsAnyRangeOfStrings) {
+  EXPECT_EQ(join(std::vector<std::string>{}), "");
+  EXPECT_EQ(join(std::vector<std::string>{"a"}), "a");
+  EXPECT_EQ(join(std::vector<std::string>{"a", "b", "c"}), "a, b, c");
+  EXPECT_EQ(join(std::array<const char*, 2>{"x", "y"}, "|"), "x|y");
+}
+
+TEST(Text, ShortSessionIdIsTheFirstEightCharacters) {
+  EXPECT_EQ(short_session_id("0123456789abcdef0123456789abcdef"), "01234567");
+  EXPECT_EQ(short_session_id("abc"), "abc");
+}
+
+TEST(Clock, UnixNowIsWallClockMilliseconds) {
+  auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  auto now = unix_now_ms();
+  EXPECT_GE(now, before);
+  EXPECT_GT(now, 1'600'000'000'000);  // after 2020: milliseconds, not seconds
 }
