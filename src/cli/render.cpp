@@ -456,7 +456,7 @@ std::string render_containers_table(const v1::ListContainersResponse& list, Time
         break;
       }
     }
-    if (name.empty() && !c.names().empty()) name = join({c.names().begin(), c.names().end()}, ",");
+    if (name.empty() && !c.names().empty()) name = join(c.names(), ",");
     rows.push_back({short_id(c.id()), c.image(), go_quote(ellipsis(c.command(), 20)),
                     since(c.created_unix(), now), c.status(), format_ports(c.ports()), name});
   }

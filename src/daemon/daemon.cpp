@@ -26,7 +26,7 @@ Daemon::Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers
                PortPolicy port_policy, UdpFlowSettings udp)
     : paths_(paths),
       sync_excludes_(config.sync.exclude),
-      sessions_(paths, std::move(config), std::move(providers), &streams_),
+      sessions_(paths, std::move(config), std::move(providers), io_.get_executor(), &streams_),
       control_(sessions_, paths),
       ports_(std::make_shared<PortForwarder>(io_, port_policy, sessions_, std::move(udp))),
       sync_(std::make_shared<SyncManager>(sessions_, sync_excludes_)) {

@@ -20,8 +20,8 @@ using asio::local::stream_protocol;
 constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
 
 DockerEndpoint::DockerEndpoint(asio::io_context& io, std::filesystem::path socket_path,
-                               SessionManager& sessions)
-    : io_(io), socket_path_(std::move(socket_path)), sessions_(sessions), acceptor_(io) {}
+                               SessionAccess& session)
+    : io_(io), socket_path_(std::move(socket_path)), session_(session), acceptor_(io) {}
 
 DockerEndpoint::~DockerEndpoint() { stop(); }
 
@@ -85,7 +85,7 @@ asio::awaitable<void> DockerEndpoint::answer_without_session(stream_protocol::so
         r.event == http::RequestFramer::Event::upgraded) {
       const auto& head = framer.head();
       keep_alive = head.keep_alive && r.event == http::RequestFramer::Event::message_end;
-      std::string message = sessions_.unavailable_message();
+      std::string message = session_.unavailable_message();
       spdlog::debug("[C{}] {} {} answered without a session", id, head.method, head.target);
       auto resp = http::json_error_response(503, message, head.method == "HEAD", keep_alive);
       auto [ec, n] = co_await asio::async_write(client, asio::buffer(resp), kToken);
@@ -95,16 +95,16 @@ asio::awaitable<void> DockerEndpoint::answer_without_session(stream_protocol::so
 }
 
 asio::awaitable<void> DockerEndpoint::serve(stream_protocol::socket client, std::uint64_t id) {
-  auto runner = sessions_.runner();
+  auto runner = session_.runner();
   if (!runner) {
     co_await answer_without_session(client, id);
     co_return;
   }
   auto stream = runner->open_engine_tunnel("docker api");
-  sessions_.stream_opened();
+  session_.connection_opened();
   ApiProxy proxy(client, *stream, bind_sync_.load(), id);
   auto result = co_await proxy.run();
-  sessions_.stream_closed();
+  session_.connection_closed();
   stream->release();
   grpc::Status status = co_await stream->async_wait_done(asio::use_awaitable);
   if (!result.clean() || !status.ok()) {

@@ -42,25 +42,36 @@ void RunnerClient::authorize(grpc::ClientContext& ctx, bool account_call) const 
   }
 }
 
-RunnerError RunnerClient::error_from(const grpc::Status& status, const char* what) const {
+namespace {
+
+// A failed call as the user should read it: an unreachable runner or one that failed the pinned
+// certificate check says so and names the runner.
+RunnerError runner_error(const grpc::Status& status, const char* what, const std::string& address,
+                         tls::PinMismatch& pin_mismatch) {
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
-      if (auto mismatch = pin_mismatch_->get(); !mismatch.empty())
+      if (auto mismatch = pin_mismatch.get(); !mismatch.empty())
         return RunnerError(grpc::StatusCode::UNAUTHENTICATED,
-                           "refusing the runner at " + endpoint_.address + ": " + mismatch +
+                           "refusing the runner at " + address + ": " + mismatch +
                                " (is this the right runner? check the account's fingerprint)");
-      return RunnerError(status.error_code(), "runner unreachable at " + endpoint_.address + ": " +
-                                                  status.error_message());
+      return RunnerError(status.error_code(),
+                         "runner unreachable at " + address + ": " + status.error_message());
     case grpc::StatusCode::DEADLINE_EXCEEDED:
-      if (auto mismatch = pin_mismatch_->get(); !mismatch.empty())
+      if (auto mismatch = pin_mismatch.get(); !mismatch.empty())
         return RunnerError(grpc::StatusCode::UNAUTHENTICATED,
-                           "refusing the runner at " + endpoint_.address + ": " + mismatch +
+                           "refusing the runner at " + address + ": " + mismatch +
                                " (is this the right runner? check the account's fingerprint)");
-      return RunnerError(status.error_code(), std::string(what) + " timed out (runner " +
-                                                  endpoint_.address + ")");
+      return RunnerError(status.error_code(),
+                         std::string(what) + " timed out (runner " + address + ")");
     default:
       return RunnerError(status.error_code(), status.error_message());
   }
+}
+
+}  // namespace
+
+RunnerError RunnerClient::error_from(const grpc::Status& status, const char* what) const {
+  return runner_error(status, what, endpoint_.address, *pin_mismatch_);
 }
 
 v1::HelloResponse RunnerClient::hello(std::chrono::milliseconds timeout) {
@@ -141,6 +152,29 @@ v1::ListImagesResponse RunnerClient::list_images() {
   auto st = stub_->ListImages(&ctx, v1::ListImagesRequest{}, &resp);
   if (!st.ok()) throw error_from(st, "listing images");
   return resp;
+}
+
+std::function<void()> RunnerClient::async_get_session(std::chrono::milliseconds timeout,
+                                                      GetSessionDone done) {
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::GetSessionRequest request;
+    v1::SessionInfo response;
+  };
+  auto call = std::make_shared<Call>();
+  authorize(call->ctx);
+  set_deadline(call->ctx, timeout);
+  // The completion may outlive this client (its owner gave up waiting): it holds what it needs.
+  stub_->async()->GetSession(
+      &call->ctx, &call->request, &call->response,
+      [call, done = std::move(done), address = endpoint_.address,
+       mismatch = pin_mismatch_](grpc::Status status) {
+        if (status.ok())
+          done(std::nullopt, std::move(call->response));
+        else
+          done(runner_error(status, "querying the session", address, *mismatch), {});
+      });
+  return [call] { call->ctx.TryCancel(); };
 }
 
 std::shared_ptr<tunnel::ClientTunnelStream> RunnerClient::open_engine_tunnel(

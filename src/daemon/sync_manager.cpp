@@ -12,7 +12,6 @@
 
 #include "offload/common/fs.h"
 #include "offload/daemon/bind_rewrite.h"
-#include "offload/daemon/session_manager.h"
 #include "offload/daemon/sync_transport.h"
 
 namespace offload::daemon {
@@ -75,8 +74,8 @@ std::string unsyncable_reason(const fs::path& path) {
   return {};
 }
 
-SyncManager::SyncManager(SessionManager& sessions, std::vector<std::string> excludes)
-    : sessions_(sessions), excludes_(std::move(excludes)) {}
+SyncManager::SyncManager(SessionAccess& session, std::vector<std::string> excludes)
+    : session_(session), excludes_(std::move(excludes)) {}
 
 SyncManager::~SyncManager() {
   stop_all(/*forget=*/false);
@@ -190,7 +189,7 @@ std::string SyncManager::remote_path_for(const std::string& source, bool must_ex
     for (std::size_t i = 0; i < ms.skipped.size() && i < 3; ++i)
       list += (i ? ", " : "") + ms.skipped[i].path + " (" + ms.skipped[i].reason + ")";
     if (ms.skipped.size() > 3) list += ", ...";
-    sessions_.post_notice("bind mount " + ms.local_path + ": " + std::to_string(ms.skipped.size()) +
+    session_.post_notice("bind mount " + ms.local_path + ": " + std::to_string(ms.skipped.size()) +
                           " special file(s) not synchronised: " + list +
                           " (see `docker offload status`)");
   }
@@ -217,9 +216,9 @@ std::shared_ptr<sync::MountSync> SyncManager::mount_for(const fs::path& canonica
   Connect connect = connect_override_;
   if (!connect) {
     connect = [this](std::string& why) -> std::unique_ptr<sync::Transport> {
-      auto runner = sessions_.runner();
+      auto runner = session_.runner();
       if (!runner) {
-        why = sessions_.unavailable_message();
+        why = session_.unavailable_message();
         return nullptr;
       }
       return open_sync_transport(*runner);
@@ -231,7 +230,7 @@ std::shared_ptr<sync::MountSync> SyncManager::mount_for(const fs::path& canonica
                single_file ? "file" : "directory");
   mounts_.emplace(canonical, mount);
   has_mounts_.store(true);
-  if (auto runner = sessions_.runner()) session_id_ = runner->session_id();
+  if (auto runner = session_.runner()) session_id_ = runner->session_id();
   persist_locked();
   return mount;
 }
@@ -255,7 +254,7 @@ void SyncManager::restore() {
     spdlog::warn("ignoring {}: not a list of mounts", state_file_.string());
     return;
   }
-  auto runner = sessions_.runner();
+  auto runner = session_.runner();
   std::string session = runner ? runner->session_id() : std::string();
   if (session.empty() || doc.value("session", "") != session) return;  // another session's
   for (const auto& m : doc["mounts"]) {
@@ -293,6 +292,24 @@ void SyncManager::flush(std::function<void()> done) {
     for (auto& f : pending) f.wait_until(deadline);
     done();
   });
+}
+
+void describe_mounts(const std::vector<sync::MountStatus>& mounts, v1::SessionStatus& status) {
+  for (const auto& m : mounts) {
+    auto* out = status.add_mounts();
+    out->set_local_path(m.local_path);
+    out->set_single_file(m.single_file);
+    out->set_state(sync::to_string(m.state));
+    out->set_error(m.error);
+    out->set_files_sent(m.files_sent);
+    out->set_bytes_sent(m.bytes_sent);
+    out->set_files_received(m.files_received);
+    out->set_bytes_received(m.bytes_received);
+    out->set_entries(m.entries);
+    for (const auto& c : m.conflicts) out->add_conflicts(c);
+    for (const auto& k : m.skipped) out->add_skipped(k.path + " (" + k.reason + ")");
+    out->set_last_change_unix_ms(m.last_change_unix_ms);
+  }
 }
 
 std::vector<sync::MountStatus> SyncManager::status() const {

@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "offload/common/duration.h"
+#include "offload/common/clock.h"
 #include "offload/common/text.h"
 #include "offload/common/token.h"
 #include "offload/tunnel/grpc_streams.h"

@@ -335,7 +335,7 @@ class BindProxyTest : public ::testing::Test {
     daemon::SessionManager::Providers providers;
     providers["test"] = std::make_unique<TestProvider>(*runner_);
     sessions_ = std::make_unique<daemon::SessionManager>(*paths_, config, std::move(providers),
-                                                         &streams_);
+                                                         io_.get_executor(), &streams_);
     sessions_->start({});
     endpoint_ = std::make_unique<daemon::DockerEndpoint>(io_, paths_->docker_socket, *sessions_);
     endpoint_->set_bind_sync(&sync_);

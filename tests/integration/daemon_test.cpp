@@ -289,6 +289,28 @@ TEST_F(DaemonTest, StartSwitchesTheContextAndTunnelsRequests) {
   EXPECT_NE(out.find("GET /_ping HTTP/1.1"), std::string::npos) << out;
 }
 
+TEST_F(DaemonTest, AStartThatFailsAfterTheSessionWasCreatedRollsItBack) {
+  // state.json cannot be written (a directory is in its way): the session exists on the runner
+  // by then, and the failed start must destroy it and release the runner.
+  fs::create_directories(paths_->state_file / "in-the-way");
+  try {
+    daemon_->sessions().start({});
+    FAIL() << "start succeeded without its state file";
+  } catch (const daemon::ControlError& e) {
+    EXPECT_EQ(e.code, grpc::StatusCode::INTERNAL);
+    EXPECT_NE(std::string(e.what()).find("state.json"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(runner_->backend().created, 1);
+  EXPECT_EQ(runner_->service().session_count(), 0u);
+  EXPECT_EQ(released_, 1);
+  EXPECT_EQ(current_context(), "mine");
+  EXPECT_EQ(daemon_->sessions().status().state(), v1::DAEMON_STATE_STOPPED);
+  fs::remove_all(paths_->state_file);
+  // Nothing of the failed start stands in the way of the next one.
+  EXPECT_EQ(daemon_->sessions().start({}).status().state(), v1::DAEMON_STATE_STARTED);
+  EXPECT_EQ(daemon_->sessions().stop().restored_context(), "mine");
+}
+
 TEST_F(DaemonTest, StdinEndOfFileReachesTheEngineThroughAnUpgrade) {
   runner_->target().set_behaviour(attach_behaviour);
   daemon_->sessions().start({});

@@ -40,10 +40,11 @@ class Daemon {
   std::vector<std::string> sync_excludes_;  // config's sync.exclude (config moves into sessions_)
   // Before sessions_ and io_: it must outlive every stream, including those destroyed with io_.
   tunnel::StreamRegistry streams_;
+  // Before sessions_: the session's reconnect watchdog runs on it.
+  boost::asio::io_context io_;
   SessionManager sessions_;
   ControlService control_;
   std::unique_ptr<grpc::Server> server_;
-  boost::asio::io_context io_;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::unique_ptr<DockerEndpoint> endpoint_;
   std::shared_ptr<PortForwarder> ports_;

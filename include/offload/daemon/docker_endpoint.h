@@ -16,14 +16,14 @@
 #include <filesystem>
 
 #include "offload/daemon/bind_sync.h"
-#include "offload/daemon/session_manager.h"
+#include "offload/daemon/session_access.h"
 
 namespace offload::daemon {
 
 class DockerEndpoint {
  public:
   DockerEndpoint(boost::asio::io_context& io, std::filesystem::path socket_path,
-                 SessionManager& sessions);
+                 SessionAccess& session);
   ~DockerEndpoint();
 
   // Binds the socket (replacing a stale one), mode 0600, and starts accepting. Throws on error.
@@ -43,7 +43,7 @@ class DockerEndpoint {
 
   boost::asio::io_context& io_;
   std::filesystem::path socket_path_;
-  SessionManager& sessions_;
+  SessionAccess& session_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<BindSync*> bind_sync_{nullptr};

@@ -5,8 +5,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -45,6 +47,10 @@ class RunnerClient {
                                            std::chrono::milliseconds timeout);
   v1::DestroySessionResponse destroy_session(const std::string& reason);
   v1::SessionInfo get_session(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // GetSession without blocking: `done` runs once, on a gRPC thread, with the info or the error.
+  // Returns a function that cancels the call (then `done` gets CANCELLED).
+  using GetSessionDone = std::function<void(std::optional<RunnerError>, v1::SessionInfo)>;
+  std::function<void()> async_get_session(std::chrono::milliseconds timeout, GetSessionDone done);
   v1::ListContainersResponse list_containers(bool all);
   v1::ListImagesResponse list_images();
 

@@ -1,61 +1,36 @@
-// The daemon's session: provisioning, the docker context switch, state.json, and what the
-// Docker endpoint and the control service ask of it.
+// The daemon's session state: which session there is (a Session object, see session.h), in what
+// state, the accounts it can start on, the notices waiting for the user and the status watchers.
+// The control service asks it to start and stop; the data path sees it as a SessionAccess.
 #pragma once
 
-#include <grpcpp/grpcpp.h>
+#include <boost/asio/any_io_executor.hpp>
 
 #include <atomic>
-#include <condition_variable>
-#include <thread>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
-#include <stdexcept>
 #include <string>
+#include <vector>
 
-#include "offload/common/paths.h"
 #include "offload/config/config.h"
-#include "offload/daemon/port_forwarder.h"
+#include "offload/daemon/context_switch.h"
+#include "offload/daemon/control_error.h"
 #include "offload/daemon/provider.h"
-#include "offload/daemon/runner_client.h"
+#include "offload/daemon/session.h"
+#include "offload/daemon/session_access.h"
+#include "offload/daemon/state_file.h"
 #include "offload/v1/control.pb.h"
 
 namespace offload::daemon {
 
-class SyncManager;
-
-// A control request failed; `what()` is the one line to show the user.
-struct ControlError : std::runtime_error {
-  ControlError(grpc::StatusCode code, const std::string& what)
-      : std::runtime_error(what), code(code) {}
-  grpc::StatusCode code;
-};
-
-// What state.json holds: enough to re-attach after a daemon restart and to restore the
-// previous docker context even if the runner is gone.
-struct PersistedSession {
-  std::string account;
-  RunnerEndpoint endpoint;
-  std::string session_id;
-  std::string session_token;
-  std::string previous_context;
-  std::int64_t started_unix_ms = 0;
-  pid_t runner_pid = -1;
-};
-
-std::string to_json(const PersistedSession& s);
-// Throws std::runtime_error naming `source` on malformed input.
-PersistedSession parse_persisted_session(std::string_view json, const std::string& source);
-
-class SessionManager final : public ActivitySink {
+class SessionManager final : public SessionAccess, private SessionObserver {
  public:
   using Providers = std::map<std::string, std::unique_ptr<Provider>>;
   // Every tunnel of the session is registered in `streams` (may be null), so the owner can end
-  // them all before its io_context goes away.
+  // them all before its io_context goes away. `executor` runs the session's reconnect watchdog.
   SessionManager(StatePaths paths, OffloadConfig config, Providers providers,
-                 tunnel::StreamRegistry* streams = nullptr);
+                 boost::asio::any_io_executor executor, tunnel::StreamRegistry* streams = nullptr);
   ~SessionManager() override;
 
   // Published ports of the session are forwarded by `ports` (may be null: no forwarding).
@@ -85,73 +60,58 @@ class SessionManager final : public ActivitySink {
 
   // Messages for the user not shown yet (idle warning, session ended, ...), each once.
   std::vector<std::string> take_notices();
-  // Queues a message for the next `docker offload` command to print (duplicates dropped).
-  void post_notice(std::string notice) { add_notice(std::move(notice)); }
   // The provider of an account, or nullptr.
   const Provider* provider(const std::string& account) const;
 
-  // The live session's runner, or nullptr; then `unavailable_message()` says why, for the user.
-  std::shared_ptr<RunnerClient> runner() const;
-  std::string unavailable_message() const;
+  // SessionAccess: what the data path asks.
+  std::shared_ptr<RunnerClient> runner() const override;
+  std::string unavailable_message() const override;
+  void post_notice(std::string notice) override;
+  // Tunneled connections (Docker API and forwarded ports), counted for status.
+  void connection_opened() override { ++active_streams_; }
+  void connection_closed() override { --active_streams_; }
 
   // Status watchers get the status now and after every change.
   using Watcher = std::function<void(const v1::SessionStatus&)>;
   int watch(Watcher watcher);
   void unwatch(int id);
 
-  // Tunneled connections (Docker API and forwarded ports), counted for status (and the idle
-  // timer, later).
-  void stream_opened();
-  void stream_closed();
-  void connection_opened() override { stream_opened(); }
-  void connection_closed() override { stream_closed(); }
-
-  // Called by the runner's event stream (and tests).
-  void on_session_event(const v1::SessionEvent& event);
-  void on_event_stream_lost(const std::string& why);
-
  private:
-  class EventsReader;
+  // SessionObserver: what the live session reports.
+  void session_changed(Session& session) override;
+  void session_notice(Session& session, std::string notice) override;
+  void session_lost(Session& session, const std::string& why) override;
+  void session_back(Session& session) override;
+  void session_ended(Session& session, const std::string& reason) override;
+  bool is_current(const Session& session) const;  // needs mu_
+
   Provider& provider_for(const std::string& account) const;
+  SessionWiring wiring();
   void set_state(v1::DaemonState state, const std::string& ended_reason = {});
-  void add_notice(std::string notice);
   void notify();
-  void persist();
-  void start_events();
-  void clear_session();
-  // `session_over`: the session ended (its mounts are forgotten); otherwise the daemon only
-  // detaches and a restarted one picks the mounts up again.
-  void clear_ports(bool session_over = true);
-  void reconnect_loop();
-  std::string restore_context(const std::string& previous);
+  // Lets go of an ended or stopped session: its events, ports, mounts, runner, state.json.
+  void end_session();
 
   StatePaths paths_;
   OffloadConfig config_;
   Providers providers_;
+  boost::asio::any_io_executor executor_;
   tunnel::StreamRegistry* streams_ = nullptr;
+  StateFile state_file_;
+  ContextSwitch contexts_;
 
   std::mutex ops_mu_;  // serialises start/stop
   mutable std::mutex mu_;
   v1::DaemonState state_ = v1::DAEMON_STATE_STOPPED;
   std::string ended_reason_;
-  std::optional<PersistedSession> session_;
-  std::optional<ProvisionedRunner> provisioned_;
-  std::shared_ptr<RunnerClient> runner_;
-  v1::SessionInfo info_;
-  std::unique_ptr<EventsReader> events_;
+  // Shared only so that detach() can use it while a stop() replaces it; nothing else keeps it.
+  std::shared_ptr<Session> session_;
   std::shared_ptr<PortForwarder> ports_;
   std::shared_ptr<SyncManager> sync_;
   std::atomic<std::int64_t> active_streams_{0};
   std::map<int, Watcher> watchers_;
-  v1::Lifecycle lifecycle_;             // the runner's view, mirrored
-  std::vector<std::string> notices_;
-  // Reconnecting after the runner was lost (guarded by mu_).
-  std::shared_ptr<RunnerClient> reconnect_client_;
-  std::string reconnect_error_;
-  bool shutting_down_ = false;
-  std::condition_variable reconnect_cv_;
   int next_watcher_ = 1;
-  std::thread reconnect_thread_;  // last member: it starts in the constructor
+  std::vector<std::string> notices_;
 };
 
 }  // namespace offload::daemon

@@ -14,23 +14,26 @@
 #include <vector>
 
 #include "offload/daemon/bind_sync.h"
+#include "offload/daemon/session_access.h"
 #include "offload/sync/ignore.h"
 #include "offload/sync/mount.h"
+#include "offload/v1/control.pb.h"
 
 namespace offload::daemon {
-
-class SessionManager;
 
 // Why `path` (canonical) must not be synchronised, or "" if it may: the root of the file system
 // (everything on this machine), or a path on a kernel pseudo-filesystem (proc, sysfs, devices,
 // cgroups, ...), which describes this machine and would be endless or harmful to copy.
 std::string unsyncable_reason(const std::filesystem::path& path);
 
+// The mounts' part of `docker offload status`.
+void describe_mounts(const std::vector<sync::MountStatus>& mounts, v1::SessionStatus& status);
+
 class SyncManager final : public BindSync {
  public:
   // `excludes`: patterns from the config (sync.exclude), applied to every mount in addition to
   // the mount's own .offloadignore.
-  SyncManager(SessionManager& sessions, std::vector<std::string> excludes);
+  SyncManager(SessionAccess& session, std::vector<std::string> excludes);
   ~SyncManager() override;
 
   void prepare_create(std::string body, std::function<void(Prepared)> done) override;
@@ -68,7 +71,7 @@ class SyncManager final : public BindSync {
 
   void persist_locked() const;
 
-  SessionManager& sessions_;
+  SessionAccess& session_;
   std::vector<std::string> excludes_;
   std::filesystem::path state_file_;
   std::string session_id_;  // of the mounts in mounts_ (guarded by mu_)

@@ -7,7 +7,7 @@
 
 #include "offload/common/duration.h"
 #include "offload/common/token.h"
-#include "offload/daemon/session_manager.h"
+#include "offload/daemon/state_file.h"
 #include "offload/runner/runner_service.h"
 #include "offload/tls/tls.h"
 

@@ -3,6 +3,8 @@
 #include "offload/daemon/diagnose.h"
 
 #include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -66,7 +68,8 @@ struct Machine {
   }
 
   v1::DiagnoseResponse run() {
-    SessionManager sessions(paths, config, providers());
+    boost::asio::io_context io;  // the session's reconnect watchdog would run here; none does
+    SessionManager sessions(paths, config, providers(), io.get_executor());
     return diagnose(sessions, paths, DiagnoseOptions{std::chrono::seconds(3)});
   }
 
