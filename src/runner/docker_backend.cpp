@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "offload/common/fs.h"
+#include "offload/common/clock.h"
 #include "offload/common/text.h"
 #include "offload/engine/unix_http.h"
 #include "offload/runner/inventory.h"
