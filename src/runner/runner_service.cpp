@@ -19,7 +19,6 @@
 #include <deque>
 #include <optional>
 #include <thread>
-#include <sstream>
 
 #include "offload/common/duration.h"
 #include "offload/common/text.h"
@@ -68,42 +67,6 @@ class RejectedEvents final : public grpc::ServerWriteReactor<v1::SessionEvent> {
 };
 
 }  // namespace
-
-std::map<std::string, std::string> parse_token_file(const std::string& text,
-                                                    const std::string& source) {
-  std::map<std::string, std::string> tokens;
-  std::istringstream in(text);
-  std::string line;
-  int number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    std::size_t start = line.find_first_not_of(' ');
-    if (start == std::string::npos || line[start] == '#') continue;
-    line = line.substr(start);
-    auto colon = line.find(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == line.size())
-      throw std::runtime_error(source + ":" + std::to_string(number) +
-                               ": expected NAME:TOKEN (the token itself is not shown)");
-    auto trim = [](std::string v) {
-      v.erase(0, v.find_first_not_of(" \t"));
-      v.erase(v.find_last_not_of(" \t") + 1);
-      return v;
-    };
-    std::string name = trim(line.substr(0, colon)), token = trim(line.substr(colon + 1));
-    if (name.empty() || token.empty())
-      throw std::runtime_error(source + ":" + std::to_string(number) +
-                               ": expected NAME:TOKEN (the token itself is not shown)");
-    if (token.size() < 16)
-      throw std::runtime_error(source + ":" + std::to_string(number) + ": the token of account \"" +
-                               name + "\" is shorter than 16 characters");
-    if (!tokens.emplace(name, token).second)
-      throw std::runtime_error(source + ":" + std::to_string(number) + ": account \"" + name +
-                               "\" appears twice");
-  }
-  if (tokens.empty()) throw std::runtime_error(source + ": no account tokens");
-  return tokens;
-}
 
 // One session: its engine, credentials and event subscribers.
 class RunnerService::Session {
@@ -332,7 +295,7 @@ void RunnerService::Session::set_ports(const std::vector<v1::PublishedPort>& por
 }
 
 RunnerService::RunnerService(asio::io_context& io, SessionBackend& backend, RunnerOptions options)
-    : io_(io), backend_(backend), options_(std::move(options)) {
+    : io_(io), backend_(backend), options_(std::move(options)), accounts_(options_.account_tokens) {
   if (options_.hostname.empty()) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
@@ -349,17 +312,9 @@ std::size_t RunnerService::session_count() const {
 
 Status RunnerService::authenticate_account(grpc::CallbackServerContext* ctx,
                                            std::string& account) const {
-  std::string presented = bearer_token(ctx);
-  if (!presented.empty()) {
-    // Compare against every account so the time taken does not reveal which one matched.
-    bool found = false;
-    for (const auto& [name, token] : options_.account_tokens) {
-      if (secrets_equal(presented, token) && !found) {
-        found = true;
-        account = name;
-      }
-    }
-    if (found) return Status::OK;
+  if (auto name = accounts_.authenticate(bearer_token(ctx))) {
+    account = std::move(*name);
+    return Status::OK;
   }
   spdlog::warn("rejected a call from {}: invalid account token", ctx->peer());
   return Status(StatusCode::UNAUTHENTICATED,
