@@ -1,4 +1,5 @@
-// The offload.v1.Runner service: authentication, the session registry, tunnels and events.
+// The offload.v1.Runner service: authenticates each call, keeps the table of sessions and hands
+// every RPC to the part that does the work (Session, tunnel_targets, SyncCalls).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -32,6 +33,8 @@ struct RunnerOptions {
   // The time every lifecycle decision is made with (tests inject a ManualClock).
   const Clock* clock = &SystemClock::instance();
 };
+
+class Session;
 
 class RunnerService final : public v1::Runner::CallbackService {
  public:
@@ -69,9 +72,6 @@ class RunnerService final : public v1::Runner::CallbackService {
                                                      const v1::EventsRequest*) override;
   grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* Sync(
       grpc::CallbackServerContext*) override;
-
-  class Session;
-  class EventWriter;
 
  private:
   // OK with the account's name in `account`, or UNAUTHENTICATED.
