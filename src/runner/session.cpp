@@ -1,6 +1,5 @@
 #include "offload/runner/session.h"
 
-#include <boost/asio/ip/address.hpp>
 #include <chrono>
 
 namespace offload::runner {
@@ -79,18 +78,9 @@ void Session::set_ports(const std::vector<v1::PublishedPort>& ports) {
   publish_locked(event_locked({}));
 }
 
-std::optional<std::string> Session::published_host_ip(std::uint32_t host_port,
-                                                      const std::string& protocol) const {
+std::vector<v1::PublishedPort> Session::published_ports() const {
   std::lock_guard lock(mu_);
-  std::optional<std::string> found;
-  for (const auto& p : ports_) {
-    if (p.host_port() != host_port || p.protocol() != protocol) continue;
-    boost::system::error_code ec;
-    auto ip = boost::asio::ip::make_address(p.host_ip(), ec);
-    if (ec || !ip.is_loopback()) return p.host_ip();
-    found = p.host_ip();
-  }
-  return found;
+  return ports_;
 }
 
 v1::SessionEvent Session::event_locked(const std::string& reason) const {

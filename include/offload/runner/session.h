@@ -12,7 +12,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,10 +72,8 @@ class Session {
   void transition(v1::SessionState state, const std::string& reason);
   // A new set of published ports from the engine: tell every subscriber.
   void set_ports(const std::vector<v1::PublishedPort>& ports);
-  // The HostIp the port is published on: an address the engine's own network answers on for
-  // it. Loopback only when no container publishes it more widely.
-  std::optional<std::string> published_host_ip(std::uint32_t host_port,
-                                               const std::string& protocol) const;
+  // The ports the session's containers publish right now (empty once the session has ended).
+  std::vector<v1::PublishedPort> published_ports() const;
 
  private:
   template <class Input>
