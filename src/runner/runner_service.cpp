@@ -1,32 +1,19 @@
 #include "offload/runner/runner_service.h"
-#include "offload/runner/sync_call.h"
 
-#include <fcntl.h>
-#include <sched.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ip/udp.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 #include <algorithm>
-#include <deque>
-#include <optional>
-#include <thread>
-#include <sstream>
 
 #include "offload/common/duration.h"
 #include "offload/common/clock.h"
 #include "offload/common/text.h"
 #include "offload/common/token.h"
+#include "offload/runner/session.h"
+#include "offload/runner/sync_call.h"
+#include "offload/runner/tunnel_targets.h"
 #include "offload/tunnel/grpc_streams.h"
-#include "offload/tunnel/pump.h"
 
 namespace offload::runner {
 namespace asio = boost::asio;
@@ -70,270 +57,8 @@ class RejectedEvents final : public grpc::ServerWriteReactor<v1::SessionEvent> {
 
 }  // namespace
 
-std::map<std::string, std::string> parse_token_file(const std::string& text,
-                                                    const std::string& source) {
-  std::map<std::string, std::string> tokens;
-  std::istringstream in(text);
-  std::string line;
-  int number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    std::size_t start = line.find_first_not_of(' ');
-    if (start == std::string::npos || line[start] == '#') continue;
-    line = line.substr(start);
-    auto colon = line.find(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == line.size())
-      throw std::runtime_error(source + ":" + std::to_string(number) +
-                               ": expected NAME:TOKEN (the token itself is not shown)");
-    auto trim = [](std::string v) {
-      v.erase(0, v.find_first_not_of(" \t"));
-      v.erase(v.find_last_not_of(" \t") + 1);
-      return v;
-    };
-    std::string name = trim(line.substr(0, colon)), token = trim(line.substr(colon + 1));
-    if (name.empty() || token.empty())
-      throw std::runtime_error(source + ":" + std::to_string(number) +
-                               ": expected NAME:TOKEN (the token itself is not shown)");
-    if (token.size() < 16)
-      throw std::runtime_error(source + ":" + std::to_string(number) + ": the token of account \"" +
-                               name + "\" is shorter than 16 characters");
-    if (!tokens.emplace(name, token).second)
-      throw std::runtime_error(source + ":" + std::to_string(number) + ": account \"" + name +
-                               "\" appears twice");
-  }
-  if (tokens.empty()) throw std::runtime_error(source + ": no account tokens");
-  return tokens;
-}
-
-// One session: its engine, credentials and event subscribers.
-class RunnerService::Session {
- public:
-  std::string id;
-  std::string token;
-  std::string account;
-  std::string client_label;
-  std::int64_t created_ms = 0;
-  std::unique_ptr<SessionEngine> engine;
-  // Bind-mount replicas; stopped before the engine (and with it the sync root) is destroyed.
-  SyncCalls syncs;
-  const Clock* clock = nullptr;
-  std::unique_ptr<SessionLifecycle> lifecycle;
-  // Called after every lifecycle input: the service re-arms its timer.
-  std::function<void()> on_lifecycle_input;
-
-  // Activity and lease inputs. Each publishes an event when the session turns active or idle.
-  void stream_opened() { lifecycle_input([&](auto now) { lifecycle->stream_opened(now); }, +1); }
-  void stream_closed() { lifecycle_input([&](auto now) { lifecycle->stream_closed(now); }, -1); }
-  void client_attached() { lifecycle_input([&](auto now) { lifecycle->client_attached(now); }); }
-  void client_detached() { lifecycle_input([&](auto now) { lifecycle->client_detached(now); }); }
-  void set_running_containers(std::size_t n) {
-    running_containers_ = static_cast<std::int64_t>(n);
-    lifecycle_input([&](auto now) { lifecycle->set_running_containers(n, now); });
-  }
-  // Advances the lifecycle to now; publishes a warning when it starts.
-  SessionLifecycle::Tick advance() {
-    std::lock_guard lock(mu_);
-    auto tick = lifecycle->advance(clock->now());
-    if (tick.warning_started && state_ == v1::SESSION_STATE_RUNNING)
-      publish_locked(event_locked({}));
-    return tick;
-  }
-  std::string end_reason_text() const { return lifecycle->view(clock->now()).reason_text; }
-
-  v1::SessionInfo info(const RunnerOptions& options) {
-    v1::SessionInfo info;
-    info.set_session_id(id);
-    info.set_created_unix_ms(created_ms);
-    info.set_runner_version(options.version);
-    info.set_runner_hostname(options.hostname);
-    if (lifecycle) {
-      const auto& limits = lifecycle->limits();
-      info.set_idle_timeout_ms(limits.idle_timeout.count());
-      info.set_client_ttl_ms(limits.client_ttl.count());
-      info.set_max_duration_ms(limits.max_duration.count());
-    }
-    std::lock_guard lock(mu_);
-    info.set_state(state_);
-    if (engine && state_ == v1::SESSION_STATE_RUNNING) engine->describe(info);
-    return info;
-  }
-
-  void subscribe(EventWriter* w);
-  void unsubscribe(EventWriter* w) {
-    std::lock_guard lock(mu_);
-    std::erase(subscribers_, w);
-  }
-  // Moves to `state` and tells every subscriber; ENDED closes their streams.
-  void transition(v1::SessionState state, const std::string& reason);
-  // A new set of published ports from the engine: tell every subscriber.
-  void set_ports(const std::vector<v1::PublishedPort>& ports);
-
-  template <class Input>
-  void lifecycle_input(Input input, int stream_delta = 0) {
-    {
-      std::lock_guard lock(mu_);
-      active_streams_ += stream_delta;
-      input(clock->now());
-      bool active = lifecycle->view(clock->now()).active;
-      if (active != last_active_ && state_ == v1::SESSION_STATE_RUNNING) {
-        last_active_ = active;
-        publish_locked(event_locked({}));
-      }
-    }
-    if (on_lifecycle_input) on_lifecycle_input();
-  }
-  // Whether a container of the session publishes `host_port`/`protocol` right now.
-  bool publishes(std::uint32_t host_port, const std::string& protocol) {
-    return published_host_ip(host_port, protocol).has_value();
-  }
-  // The HostIp the port is published on: an address the engine's own network answers on for
-  // it. Loopback only when no container publishes it more widely.
-  std::optional<std::string> published_host_ip(std::uint32_t host_port,
-                                               const std::string& protocol) {
-    std::lock_guard lock(mu_);
-    std::optional<std::string> found;
-    for (const auto& p : ports_) {
-      if (p.host_port() != host_port || p.protocol() != protocol) continue;
-      boost::system::error_code ec;
-      auto ip = asio::ip::make_address(p.host_ip(), ec);
-      if (ec || !ip.is_loopback()) return p.host_ip();
-      found = p.host_ip();
-    }
-    return found;
-  }
-
- private:
-  // Every event carries the whole state: the session state, the complete port set and the
-  // lifecycle view.
-  v1::SessionEvent event_locked(const std::string& reason) const {
-    v1::SessionEvent e;
-    e.set_state(state_);
-    e.set_reason(reason);
-    e.set_at_unix_ms(unix_now_ms());
-    e.set_ports_snapshot(true);
-    for (const auto& p : ports_) *e.add_ports() = p;
-    if (lifecycle) *e.mutable_lifecycle() = lifecycle_locked();
-    return e;
-  }
-
-  v1::Lifecycle lifecycle_locked() const {
-    auto now = clock->now();
-    auto view = lifecycle->view(now);
-    // The lifecycle runs on the injected (steady) clock; clients get wall-clock deadlines.
-    auto to_unix_ms = [&](SessionLifecycle::time_point t) -> std::int64_t {
-      if (t == SessionLifecycle::time_point::max()) return 0;
-      return unix_now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
-    };
-    v1::Lifecycle l;
-    l.set_active(view.active);
-    if (!view.active) l.set_idle_deadline_unix_ms(to_unix_ms(view.idle_deadline));
-    l.set_idle_warning(view.warning);
-    l.set_max_deadline_unix_ms(to_unix_ms(view.max_deadline));
-    l.set_running_containers(running_containers_);
-    l.set_active_streams(active_streams_);
-    return l;
-  }
-  void publish_locked(const v1::SessionEvent& e);
-
-  mutable std::mutex mu_;
-  v1::SessionState state_ = v1::SESSION_STATE_RUNNING;
-  std::string end_reason_;
-  std::vector<v1::PublishedPort> ports_;
-  bool last_active_ = false;
-  std::int64_t active_streams_ = 0;
-  std::atomic<std::int64_t> running_containers_{0};
-  std::vector<EventWriter*> subscribers_;
-};
-
-// Writes session events to one client, one write in flight, and ends the stream after ENDED.
-class RunnerService::EventWriter final : public grpc::ServerWriteReactor<v1::SessionEvent> {
- public:
-  explicit EventWriter(std::shared_ptr<Session> session) : session_(std::move(session)) {
-    session_->subscribe(this);
-    session_->client_attached();  // an open Events stream is the client's lease
-  }
-
-  void push(const v1::SessionEvent& event) {
-    std::lock_guard lock(mu_);
-    if (finished_) return;
-    queue_.push_back(event);
-    if (event.state() == v1::SESSION_STATE_ENDED) closing_ = true;
-    if (!writing_) write_next_locked();
-  }
-
-  void OnWriteDone(bool ok) override {
-    std::lock_guard lock(mu_);
-    writing_ = false;
-    queue_.pop_front();
-    if (!ok) {
-      finish_locked(Status(StatusCode::CANCELLED, "event stream broken"));
-      return;
-    }
-    if (!queue_.empty()) write_next_locked();
-    else if (closing_) finish_locked(Status::OK);
-  }
-
-  void OnCancel() override {
-    std::lock_guard lock(mu_);
-    if (!writing_) finish_locked(Status(StatusCode::CANCELLED, "client went away"));
-    else closing_ = true;  // finished once the in-flight write completes (it fails)
-  }
-
-  void OnDone() override {
-    session_->unsubscribe(this);
-    session_->client_detached();
-    delete this;
-  }
-
- private:
-  void write_next_locked() {
-    writing_ = true;
-    StartWrite(&queue_.front());
-  }
-  void finish_locked(const Status& status) {
-    if (finished_) return;
-    finished_ = true;
-    Finish(status);
-  }
-
-  std::shared_ptr<Session> session_;
-  std::mutex mu_;
-  std::deque<v1::SessionEvent> queue_;
-  bool writing_ = false;
-  bool closing_ = false;
-  bool finished_ = false;
-};
-
-void RunnerService::Session::subscribe(EventWriter* w) {
-  std::lock_guard lock(mu_);
-  subscribers_.push_back(w);
-  w->push(event_locked(end_reason_));  // the current state first: no separate query needed
-}
-
-void RunnerService::Session::publish_locked(const v1::SessionEvent& e) {
-  for (auto* w : subscribers_) w->push(e);
-}
-
-void RunnerService::Session::transition(v1::SessionState state, const std::string& reason) {
-  std::lock_guard lock(mu_);
-  state_ = state;
-  if (state == v1::SESSION_STATE_ENDED) {
-    end_reason_ = reason;
-    ports_.clear();
-  }
-  publish_locked(event_locked(reason));
-}
-
-void RunnerService::Session::set_ports(const std::vector<v1::PublishedPort>& ports) {
-  std::lock_guard lock(mu_);
-  if (state_ != v1::SESSION_STATE_RUNNING) return;
-  ports_ = ports;
-  publish_locked(event_locked({}));
-}
-
 RunnerService::RunnerService(asio::io_context& io, SessionBackend& backend, RunnerOptions options)
-    : io_(io), backend_(backend), options_(std::move(options)) {
+    : io_(io), backend_(backend), options_(std::move(options)), accounts_(options_.account_tokens) {
   if (options_.hostname.empty()) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
@@ -350,17 +75,9 @@ std::size_t RunnerService::session_count() const {
 
 Status RunnerService::authenticate_account(grpc::CallbackServerContext* ctx,
                                            std::string& account) const {
-  std::string presented = bearer_token(ctx);
-  if (!presented.empty()) {
-    // Compare against every account so the time taken does not reveal which one matched.
-    bool found = false;
-    for (const auto& [name, token] : options_.account_tokens) {
-      if (secrets_equal(presented, token) && !found) {
-        found = true;
-        account = name;
-      }
-    }
-    if (found) return Status::OK;
+  if (auto name = accounts_.authenticate(bearer_token(ctx))) {
+    account = std::move(*name);
+    return Status::OK;
   }
   spdlog::warn("rejected a call from {}: invalid account token", ctx->peer());
   return Status(StatusCode::UNAUTHENTICATED,
@@ -376,7 +93,7 @@ Status RunnerService::authenticate_session(grpc::CallbackServerContext* ctx,
     auto it = sessions_.find(id);
     if (it != sessions_.end()) session = it->second;
   }
-  if (session && !presented.empty() && secrets_equal(presented, session->token))
+  if (session && !presented.empty() && secrets_equal(presented, session->token()))
     return Status::OK;
   session.reset();
   spdlog::warn("rejected a call from {} for session {}: unknown session or invalid token",
@@ -432,44 +149,39 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
   // Starting an engine takes seconds: never on a gRPC thread.
   asio::post(blocking_, [this, ctx, reactor, response, account, limits,
                          label = request->client_label()] {
-    auto session = std::make_shared<Session>();
-    session->id = random_hex(16);
-    session->token = random_hex(32);
-    session->account = account;
-    session->client_label = label;
-    session->created_ms = unix_now_ms();
-    session->clock = options_.clock;
-    session->lifecycle = std::make_unique<SessionLifecycle>(limits, options_.clock->now());
-    session->on_lifecycle_input = [this] { rearm_lifecycle_timer(); };
+    auto session = std::make_shared<Session>(random_hex(16), random_hex(32), account, label, limits,
+                                             *options_.clock, [this] { rearm_lifecycle_timer(); });
     spdlog::info("session {}: creating for account {} ({}); idle timeout {}, client TTL {}, "
                  "maximum duration {}",
-                 short_session_id(session->id), account, label, format_duration(limits.idle_timeout),
-                 format_duration(limits.client_ttl), format_duration(limits.max_duration));
+                 short_session_id(session->id()), account, label,
+                 format_duration(limits.idle_timeout), format_duration(limits.client_ttl),
+                 format_duration(limits.max_duration));
     try {
-      session->engine = backend_.create(session->id);
+      session->attach_engine(backend_.create(session->id()));
     } catch (const std::exception& e) {
-      spdlog::error("session {}: engine failed to start: {}", short_session_id(session->id), e.what());
+      spdlog::error("session {}: engine failed to start: {}", short_session_id(session->id()),
+                    e.what());
       reactor->Finish(Status(StatusCode::FAILED_PRECONDITION, e.what()));
       return;
     }
     if (ctx->IsCancelled()) {
       // Nobody will ever learn this session's token: do not leave it running.
       spdlog::warn("session {}: client gave up while it was created; destroying it",
-                   short_session_id(session->id));
+                   short_session_id(session->id()));
       try {
-        session->engine->destroy("client gave up during creation");
+        session->engine().destroy("client gave up during creation");
       } catch (const std::exception& e) {
-        spdlog::error("session {}: {}", short_session_id(session->id), e.what());
+        spdlog::error("session {}: {}", short_session_id(session->id()), e.what());
       }
       reactor->Finish(Status(StatusCode::CANCELLED, "cancelled"));
       return;
     }
     {
       std::lock_guard lock(mu_);
-      sessions_[session->id] = session;
+      sessions_[session->id()] = session;
     }
     std::weak_ptr<Session> weak = session;
-    session->engine->watch(
+    session->engine().watch(
         [weak](const std::vector<v1::PublishedPort>& ports) {
           if (auto s = weak.lock()) s->set_ports(ports);
         },
@@ -477,17 +189,17 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
           if (auto s = weak.lock()) s->set_running_containers(running);
         });
     rearm_lifecycle_timer();
-    response->set_session_id(session->id);
-    response->set_session_token(session->token);
-    *response->mutable_info() = session->info(options_);
-    spdlog::info("session {}: running (engine {})", short_session_id(session->id),
+    response->set_session_id(session->id());
+    response->set_session_token(session->token());
+    *response->mutable_info() = session->info(options_.version, options_.hostname);
+    spdlog::info("session {}: running (engine {})", short_session_id(session->id()),
                  response->info().engine_version());
     reactor->Finish(Status::OK);
   });
   return reactor;
 }
 
-std::shared_ptr<RunnerService::Session> RunnerService::remove_session(const std::string& id) {
+std::shared_ptr<Session> RunnerService::remove_session(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return nullptr;
@@ -499,22 +211,22 @@ std::shared_ptr<RunnerService::Session> RunnerService::remove_session(const std:
 std::vector<std::string> RunnerService::destroy_session(const std::shared_ptr<Session>& session,
                                                         const std::string& reason) {
   session->transition(v1::SESSION_STATE_STOPPING, reason);
-  if (!session->syncs.stop_all(std::chrono::seconds(10)))
-    spdlog::warn("session {}: a sync call did not stop in time", short_session_id(session->id));
+  if (!session->syncs().stop_all(std::chrono::seconds(10)))
+    spdlog::warn("session {}: a sync call did not stop in time", short_session_id(session->id()));
   std::vector<std::string> removed;
   std::string failure;
   try {
-    removed = session->engine->destroy(reason);
+    removed = session->engine().destroy(reason);
   } catch (const std::exception& e) {
     failure = e.what();
   }
   session->transition(v1::SESSION_STATE_ENDED, reason);
   if (!failure.empty()) {
-    spdlog::error("session {}: teardown incomplete: {}", short_session_id(session->id), failure);
+    spdlog::error("session {}: teardown incomplete: {}", short_session_id(session->id()), failure);
     throw std::runtime_error(failure);
   }
-  spdlog::info("session {}: destroyed ({}); removed {} resources", short_session_id(session->id), reason,
-               removed.size());
+  spdlog::info("session {}: destroyed ({}); removed {} resources",
+               short_session_id(session->id()), reason, removed.size());
   return removed;
 }
 
@@ -543,7 +255,7 @@ grpc::ServerUnaryReactor* RunnerService::DestroySession(grpc::CallbackServerCont
                                                         v1::DestroySessionResponse* response) {
   std::string reason = request->reason().empty() ? "destroyed by client" : request->reason();
   return with_session(ctx, [this, response, reason](const std::shared_ptr<Session>& session) {
-    if (!remove_session(session->id)) return Status::OK;  // a concurrent destroy won
+    if (!remove_session(session->id())) return Status::OK;  // a concurrent destroy won
     try {
       for (auto& r : destroy_session(session, reason)) response->add_removed(r);
       return Status::OK;
@@ -557,7 +269,7 @@ grpc::ServerUnaryReactor* RunnerService::GetSession(grpc::CallbackServerContext*
                                                     const v1::GetSessionRequest*,
                                                     v1::SessionInfo* response) {
   return with_session(ctx, [this, response](const std::shared_ptr<Session>& session) {
-    *response = session->info(options_);
+    *response = session->info(options_.version, options_.hostname);
     return Status::OK;
   });
 }
@@ -566,7 +278,7 @@ grpc::ServerUnaryReactor* RunnerService::ListContainers(grpc::CallbackServerCont
                                                         const v1::ListContainersRequest* request,
                                                         v1::ListContainersResponse* response) {
   return with_session(ctx, [response, all = request->all()](const std::shared_ptr<Session>& s) {
-    for (auto& c : s->engine->list_containers(all)) *response->add_containers() = c;
+    for (auto& c : s->engine().list_containers(all)) *response->add_containers() = c;
     return Status::OK;
   });
 }
@@ -575,215 +287,20 @@ grpc::ServerUnaryReactor* RunnerService::ListImages(grpc::CallbackServerContext*
                                                     const v1::ListImagesRequest*,
                                                     v1::ListImagesResponse* response) {
   return with_session(ctx, [response](const std::shared_ptr<Session>& s) {
-    for (auto& i : s->engine->list_images()) *response->add_images() = i;
+    for (auto& i : s->engine().list_images()) *response->add_images() = i;
     return Status::OK;
   });
 }
-
-namespace {
-
-using StreamPtr = std::shared_ptr<tunnel::ServerTunnelStream>;
-using SessionPtr = std::shared_ptr<RunnerService::Session>;
-constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
-
-void finish_splice(tunnel::ServerTunnelStream& stream, const tunnel::SpliceResult& result,
-                   const char* what) {
-  if (result.clean())
-    stream.finish(Status::OK);
-  else
-    stream.finish(Status(StatusCode::UNAVAILABLE, std::string(what) + " connection failed"));
-}
-
-asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, std::string label) {
-  asio::local::stream_protocol::socket engine(co_await asio::this_coro::executor);
-  auto [ec] = co_await engine.async_connect(session->engine->api_socket().string(), kToken);
-  if (ec) {
-    stream->finish(Status(StatusCode::UNAVAILABLE,
-                          "the session engine is not answering: " + ec.message()));
-    co_return;
-  }
-  session->stream_opened();
-  auto result = co_await tunnel::splice(engine, *stream);
-  session->stream_closed();
-  spdlog::debug("session {}: tunnel {} closed: up {} ({} B), down {} ({} B)", short_session_id(session->id),
-                label, tunnel::to_string(result.up), stream->bytes_out(),
-                tunnel::to_string(result.down), stream->bytes_in());
-  finish_splice(*stream, result, "the session engine");
-}
-
-// A published port to dial: an address, and the network namespace to dial it from ("" = ours).
-struct PortTarget {
-  asio::ip::address address;
-  unsigned short port = 0;
-  std::string netns;
-};
-
-// A socket created inside another network namespace stays there: setns on a short-lived thread
-// (it changes only that thread), create the socket, come back with its descriptor.
-int socket_in_netns(const std::string& netns, int domain, int type, std::error_code& ec) {
-  int fd = -1;
-  std::thread([&] {
-    int ns = ::open(netns.c_str(), O_RDONLY | O_CLOEXEC);
-    if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
-      ec = std::error_code(errno, std::generic_category());
-      if (ns >= 0) ::close(ns);
-      return;
-    }
-    ::close(ns);
-    fd = ::socket(domain, type | SOCK_CLOEXEC, 0);
-    if (fd < 0) ec = std::error_code(errno, std::generic_category());
-  }).join();
-  return fd;
-}
-
-// Opens `socket` for `target`, inside the target's network namespace when it has one.
-template <class Socket>
-boost::system::error_code open_for(Socket& socket, const PortTarget& target, int type) {
-  boost::system::error_code ec;
-  auto protocol = target.address.is_v4() ? Socket::protocol_type::v4() : Socket::protocol_type::v6();
-  if (target.netns.empty()) {
-    socket.open(protocol, ec);
-    return ec;
-  }
-  std::error_code sec;
-  int fd = socket_in_netns(target.netns, target.address.is_v4() ? AF_INET : AF_INET6, type, sec);
-  if (fd < 0) return boost::system::error_code(sec.value(), boost::system::generic_category());
-  socket.assign(protocol, fd, ec);
-  return ec;
-}
-
-asio::awaitable<void> tunnel_tcp_port(StreamPtr stream, SessionPtr session, PortTarget where) {
-  asio::ip::tcp::endpoint target(where.address, where.port);
-  asio::ip::tcp::socket socket(co_await asio::this_coro::executor);
-  if (auto oec = open_for(socket, where, SOCK_STREAM)) {
-    stream->finish(Status(StatusCode::UNAVAILABLE, "cannot open a socket for port " +
-                                                       std::to_string(where.port) + ": " +
-                                                       oec.message()));
-    co_return;
-  }
-  auto [ec] = co_await socket.async_connect(target, kToken);
-  if (ec) {
-    stream->finish(Status(StatusCode::UNAVAILABLE, "port " + std::to_string(target.port()) +
-                                                       " of the session refused: " + ec.message()));
-    co_return;
-  }
-  socket.set_option(asio::ip::tcp::no_delay(true));
-  session->stream_opened();
-  auto result = co_await tunnel::splice(socket, *stream);
-  session->stream_closed();
-  finish_splice(*stream, result, "the published port");
-}
-
-// One UDP flow: each frame from the client is one datagram to the container's port, each
-// datagram back is one frame. The client ends the flow with eof (it owns the idle expiry).
-asio::awaitable<void> tunnel_udp_port(StreamPtr stream, SessionPtr session, PortTarget where) {
-  using namespace asio::experimental::awaitable_operators;
-  asio::ip::udp::endpoint target(where.address, where.port);
-  asio::ip::udp::socket socket(co_await asio::this_coro::executor);
-  boost::system::error_code ec = open_for(socket, where, SOCK_DGRAM);
-  if (!ec) socket.connect(target, ec);
-  if (ec) {
-    stream->finish(Status(StatusCode::UNAVAILABLE, "cannot reach udp port " +
-                                                       std::to_string(target.port()) + ": " +
-                                                       ec.message()));
-    co_return;
-  }
-  session->stream_opened();
-  auto to_port = [&]() -> asio::awaitable<bool> {
-    v1::TunnelFrame frame;
-    for (;;) {
-      frame.Clear();
-      auto [ok] = co_await stream->async_read(frame, kToken);
-      if (!ok || frame.eof()) {
-        boost::system::error_code ignored;
-        socket.close(ignored);  // wakes the receiving half
-        co_return ok;
-      }
-      stream->count_in(frame.data().size());
-      // A datagram the container's port does not take (ICMP unreachable) is lost, as in UDP.
-      co_await socket.async_send(asio::buffer(frame.data()), kToken);
-    }
-  };
-  auto from_port = [&]() -> asio::awaitable<void> {
-    v1::TunnelFrame frame;
-    for (;;) {
-      std::string* data = frame.mutable_data();
-      data->resize(65536);
-      auto [rec, n] = co_await socket.async_receive(asio::buffer(data->data(), data->size()), kToken);
-      if (rec == asio::error::connection_refused) continue;  // nobody listens (yet): keep the flow
-      if (rec) co_return;
-      data->resize(n);
-      stream->count_out(n);
-      auto [ok] = co_await stream->async_write(frame, kToken);
-      if (!ok) {
-        boost::system::error_code ignored;
-        socket.close(ignored);
-        co_return;
-      }
-    }
-  };
-  bool clean = co_await (to_port() && from_port());
-  session->stream_closed();
-  if (clean) {
-    v1::TunnelFrame eof;
-    eof.set_eof(true);
-    auto [ok] = co_await stream->async_write(eof, kToken);
-    stream->finish(ok ? Status::OK : Status(StatusCode::UNAVAILABLE, "udp flow broken"));
-  } else {
-    stream->finish(Status(StatusCode::UNAVAILABLE, "udp flow broken"));
-  }
-}
-
-}  // namespace
 
 grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* RunnerService::Tunnel(
     grpc::CallbackServerContext* ctx) {
   std::shared_ptr<Session> session;
   if (auto st = authenticate_session(ctx, session); !st.ok()) return new RejectedTunnel(st);
 
-  auto on_open = [this, session](StreamPtr stream, const v1::TunnelOpen& open) {
-    auto strand = asio::make_strand(io_);
-    switch (open.target()) {
-      case v1::TunnelOpen::TARGET_ENGINE_API:
-        asio::co_spawn(strand, tunnel_engine_api(stream, session, open.label()), asio::detached);
-        return;
-      case v1::TunnelOpen::TARGET_PUBLISHED_PORT: {
-        const std::string& protocol = open.protocol();
-        // The runner dials only what the session owns: a port one of its containers publishes
-        // now, on the engine's own address. Nothing else, however the client asks.
-        auto published_ip = session->published_host_ip(open.host_port(), protocol);
-        if (open.host_port() == 0 || open.host_port() > 65535 ||
-            (protocol != "tcp" && protocol != "udp") || !published_ip) {
-          spdlog::warn("session {}: refused a tunnel to {}/{}: no container publishes it",
-                       short_session_id(session->id), open.host_port(), protocol);
-          stream->finish(Status(StatusCode::PERMISSION_DENIED,
-                                "no container of the session publishes " +
-                                    std::to_string(open.host_port()) + "/" + protocol));
-          return;
-        }
-        // Published on the engine's loopback only: dial that loopback from inside the engine's
-        // network namespace. Otherwise the engine's end of its veth.
-        PortTarget target;
-        target.port = static_cast<unsigned short>(open.host_port());
-        boost::system::error_code ec;
-        auto host_ip = asio::ip::make_address(*published_ip, ec);
-        if (!ec && host_ip.is_loopback() && !session->engine->network_namespace().empty()) {
-          target.address = host_ip;
-          target.netns = session->engine->network_namespace();
-        } else {
-          target.address = session->engine->published_address();
-        }
-        if (protocol == "tcp")
-          asio::co_spawn(strand, tunnel_tcp_port(stream, session, target), asio::detached);
-        else
-          asio::co_spawn(strand, tunnel_udp_port(stream, session, target), asio::detached);
-        return;
-      }
-      default:
-        spdlog::warn("session {}: refused a tunnel to unknown target {}", short_session_id(session->id),
-                     static_cast<int>(open.target()));
-        stream->finish(Status(StatusCode::PERMISSION_DENIED, "tunnel target not allowed"));
-    }
+  // The target comes with the tunnel's first frame; tunnel_targets decides what it may dial.
+  auto on_open = [this, session](std::shared_ptr<tunnel::ServerTunnelStream> stream,
+                                 const v1::TunnelOpen& open) {
+    start_tunnel(io_, std::move(stream), session, open);
   };
   return tunnel::ServerTunnelStream::create(ctx, std::move(on_open));
 }
@@ -792,18 +309,18 @@ grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* RunnerService::Sync(
     grpc::CallbackServerContext* ctx) {
   std::shared_ptr<Session> session;
   if (auto st = authenticate_session(ctx, session); !st.ok()) return new RejectedSync(st);
-  auto root = session->engine->sync_root();
+  auto root = session->engine().sync_root();
   if (root.empty())
     return new RejectedSync(Status(StatusCode::UNIMPLEMENTED,
                                    "this runner cannot synchronise bind mounts"));
-  return session->syncs.start(ctx, root, short_session_id(session->id));
+  return session->syncs().start(ctx, root, short_session_id(session->id()));
 }
 
 grpc::ServerWriteReactor<v1::SessionEvent>* RunnerService::Events(grpc::CallbackServerContext* ctx,
                                                                   const v1::EventsRequest*) {
   std::shared_ptr<Session> session;
   if (auto st = authenticate_session(ctx, session); !st.ok()) return new RejectedEvents(st);
-  return new EventWriter(session);
+  return new SessionEventWriter(session);
 }
 
 void RunnerService::advance_lifecycles() {
@@ -815,12 +332,13 @@ void RunnerService::advance_lifecycles() {
   for (auto& s : all) {
     auto tick = s->advance();
     if (tick.warning_started)
-      spdlog::info("session {}: idle; it ends in {} unless something runs", short_session_id(s->id),
-                   format_duration(s->lifecycle->limits().idle_warning));
+      spdlog::info("session {}: idle; it ends in {} unless something runs",
+                   short_session_id(s->id()),
+                   format_duration(s->lifecycle().limits().idle_warning));
     if (!tick.ended) continue;
     std::string reason = s->end_reason_text();
-    if (!remove_session(s->id)) continue;  // destroyed meanwhile
-    spdlog::info("session {}: ending: {}", short_session_id(s->id), reason);
+    if (!remove_session(s->id())) continue;  // destroyed meanwhile
+    spdlog::info("session {}: ending: {}", short_session_id(s->id()), reason);
     asio::post(blocking_, [this, s, reason] {
       try {
         destroy_session(s, reason);
@@ -835,7 +353,7 @@ void RunnerService::advance_lifecycles() {
 void RunnerService::rearm_lifecycle_timer() {
   std::lock_guard lock(mu_);
   auto next = SessionLifecycle::time_point::max();
-  for (auto& [id, s] : sessions_) next = std::min(next, s->lifecycle->next_deadline());
+  for (auto& [id, s] : sessions_) next = std::min(next, s->lifecycle().next_deadline());
   if (!lifecycle_timer_) lifecycle_timer_ = std::make_unique<asio::steady_timer>(io_);
   if (next == SessionLifecycle::time_point::max()) {
     lifecycle_timer_->cancel();

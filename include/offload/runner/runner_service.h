@@ -1,4 +1,5 @@
-// The offload.v1.Runner service: authentication, the session registry, tunnels and events.
+// The offload.v1.Runner service: authenticates each call, keeps the table of sessions and hands
+// every RPC to the part that does the work (Session, tunnel_targets, SyncCalls).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "offload/common/clock.h"
+#include "offload/runner/account_tokens.h"  // parse_token_file, for the runner's start-up
 #include "offload/runner/lifecycle.h"
 #include "offload/runner/session_backend.h"
 #include "offload/v1/runner.grpc.pb.h"
@@ -32,10 +34,7 @@ struct RunnerOptions {
   const Clock* clock = &SystemClock::instance();
 };
 
-// Parses a token file: one `NAME:TOKEN` per line, `#` comments and blank lines ignored.
-// Throws std::runtime_error naming the file and line on malformed input.
-std::map<std::string, std::string> parse_token_file(const std::string& text,
-                                                    const std::string& source);
+class Session;
 
 class RunnerService final : public v1::Runner::CallbackService {
  public:
@@ -74,11 +73,8 @@ class RunnerService final : public v1::Runner::CallbackService {
   grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* Sync(
       grpc::CallbackServerContext*) override;
 
-  class Session;
-  class EventWriter;
-
  private:
-  // Empty string = authorised; otherwise the account name is returned via `account`.
+  // OK with the account's name in `account`, or UNAUTHENTICATED.
   grpc::Status authenticate_account(grpc::CallbackServerContext* ctx, std::string& account) const;
   grpc::Status authenticate_session(grpc::CallbackServerContext* ctx,
                                     std::shared_ptr<Session>& session) const;
@@ -94,6 +90,7 @@ class RunnerService final : public v1::Runner::CallbackService {
   boost::asio::io_context& io_;
   SessionBackend& backend_;
   RunnerOptions options_;
+  AccountTokens accounts_;
   boost::asio::thread_pool blocking_{4};
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;

@@ -1,0 +1,170 @@
+#include "offload/runner/session.h"
+
+#include <chrono>
+
+namespace offload::runner {
+
+using grpc::Status;
+using grpc::StatusCode;
+
+// --- Session ---
+
+Session::Session(std::string id, std::string token, std::string account, std::string client_label,
+                 LifecycleLimits limits, const Clock& clock,
+                 std::function<void()> on_lifecycle_input)
+    : id_(std::move(id)),
+      token_(std::move(token)),
+      account_(std::move(account)),
+      client_label_(std::move(client_label)),
+      created_ms_(unix_now_ms()),
+      clock_(clock),
+      lifecycle_(limits, clock.now()),
+      on_lifecycle_input_(std::move(on_lifecycle_input)) {}
+
+void Session::set_running_containers(std::size_t n) {
+  running_containers_ = static_cast<std::int64_t>(n);
+  lifecycle_input([&](auto now) { lifecycle_.set_running_containers(n, now); });
+}
+
+SessionLifecycle::Tick Session::advance() {
+  std::lock_guard lock(mu_);
+  auto tick = lifecycle_.advance(clock_.now());
+  if (tick.warning_started && state_ == v1::SESSION_STATE_RUNNING) publish_locked(event_locked({}));
+  return tick;
+}
+
+v1::SessionInfo Session::info(const std::string& runner_version,
+                              const std::string& runner_hostname) {
+  v1::SessionInfo info;
+  info.set_session_id(id_);
+  info.set_created_unix_ms(created_ms_);
+  info.set_runner_version(runner_version);
+  info.set_runner_hostname(runner_hostname);
+  const auto& limits = lifecycle_.limits();
+  info.set_idle_timeout_ms(limits.idle_timeout.count());
+  info.set_client_ttl_ms(limits.client_ttl.count());
+  info.set_max_duration_ms(limits.max_duration.count());
+  std::lock_guard lock(mu_);
+  info.set_state(state_);
+  if (engine_ && state_ == v1::SESSION_STATE_RUNNING) engine_->describe(info);
+  return info;
+}
+
+void Session::subscribe(SessionEventWriter* w) {
+  std::lock_guard lock(mu_);
+  subscribers_.push_back(w);
+  w->push(event_locked(end_reason_));  // the current state first: no separate query needed
+}
+
+void Session::unsubscribe(SessionEventWriter* w) {
+  std::lock_guard lock(mu_);
+  std::erase(subscribers_, w);
+}
+
+void Session::transition(v1::SessionState state, const std::string& reason) {
+  std::lock_guard lock(mu_);
+  state_ = state;
+  if (state == v1::SESSION_STATE_ENDED) {
+    end_reason_ = reason;
+    ports_.clear();
+  }
+  publish_locked(event_locked(reason));
+}
+
+void Session::set_ports(const std::vector<v1::PublishedPort>& ports) {
+  std::lock_guard lock(mu_);
+  if (state_ != v1::SESSION_STATE_RUNNING) return;
+  ports_ = ports;
+  publish_locked(event_locked({}));
+}
+
+std::vector<v1::PublishedPort> Session::published_ports() const {
+  std::lock_guard lock(mu_);
+  return ports_;
+}
+
+v1::SessionEvent Session::event_locked(const std::string& reason) const {
+  v1::SessionEvent e;
+  e.set_state(state_);
+  e.set_reason(reason);
+  e.set_at_unix_ms(unix_now_ms());
+  e.set_ports_snapshot(true);
+  for (const auto& p : ports_) *e.add_ports() = p;
+  *e.mutable_lifecycle() = lifecycle_locked();
+  return e;
+}
+
+v1::Lifecycle Session::lifecycle_locked() const {
+  auto now = clock_.now();
+  auto view = lifecycle_.view(now);
+  // The lifecycle runs on the injected (steady) clock; clients get wall-clock deadlines.
+  auto to_unix_ms = [&](SessionLifecycle::time_point t) -> std::int64_t {
+    if (t == SessionLifecycle::time_point::max()) return 0;
+    return unix_now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
+  };
+  v1::Lifecycle l;
+  l.set_active(view.active);
+  if (!view.active) l.set_idle_deadline_unix_ms(to_unix_ms(view.idle_deadline));
+  l.set_idle_warning(view.warning);
+  l.set_max_deadline_unix_ms(to_unix_ms(view.max_deadline));
+  l.set_running_containers(running_containers_);
+  l.set_active_streams(active_streams_);
+  return l;
+}
+
+void Session::publish_locked(const v1::SessionEvent& e) {
+  for (auto* w : subscribers_) w->push(e);
+}
+
+// --- SessionEventWriter ---
+
+SessionEventWriter::SessionEventWriter(std::shared_ptr<Session> session)
+    : session_(std::move(session)) {
+  session_->subscribe(this);
+  session_->client_attached();  // an open Events stream is the client's lease
+}
+
+void SessionEventWriter::push(const v1::SessionEvent& event) {
+  std::lock_guard lock(mu_);
+  if (finished_) return;
+  queue_.push_back(event);
+  if (event.state() == v1::SESSION_STATE_ENDED) closing_ = true;
+  if (!writing_) write_next_locked();
+}
+
+void SessionEventWriter::OnWriteDone(bool ok) {
+  std::lock_guard lock(mu_);
+  writing_ = false;
+  queue_.pop_front();
+  if (!ok) {
+    finish_locked(Status(StatusCode::CANCELLED, "event stream broken"));
+    return;
+  }
+  if (!queue_.empty()) write_next_locked();
+  else if (closing_) finish_locked(Status::OK);
+}
+
+void SessionEventWriter::OnCancel() {
+  std::lock_guard lock(mu_);
+  if (!writing_) finish_locked(Status(StatusCode::CANCELLED, "client went away"));
+  else closing_ = true;  // finished once the in-flight write completes (it fails)
+}
+
+void SessionEventWriter::OnDone() {
+  session_->unsubscribe(this);
+  session_->client_detached();
+  delete this;
+}
+
+void SessionEventWriter::write_next_locked() {
+  writing_ = true;
+  StartWrite(&queue_.front());
+}
+
+void SessionEventWriter::finish_locked(const Status& status) {
+  if (finished_) return;
+  finished_ = true;
+  Finish(status);
+}
+
+}  // namespace offload::runner
