@@ -153,7 +153,7 @@ TEST(ParseImages, MalformedAnswersThrowTheDocumentedError) {
   EXPECT_THAT(parse_images("[]"), IsEmpty());
 }
 
-// --- token file (parse_token_file, runner_service.cpp) ---
+// --- token file (parse_token_file, account_tokens.cpp) ---
 
 TEST(TokenFile, ParsesAccountsCommentsAndBlankLines) {
   auto tokens = parse_token_file(
