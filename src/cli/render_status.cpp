@@ -161,7 +161,9 @@ std::string render_status_pretty(const v1::SessionStatus& status, TimePoint now)
   return out;
 }
 
-static json mounts_json(const v1::SessionStatus& status) {
+namespace {
+
+json mounts_json(const v1::SessionStatus& status) {
   json mounts = json::array();
   for (const auto& m : status.mounts()) {
     mounts.push_back(json{
@@ -182,7 +184,7 @@ static json mounts_json(const v1::SessionStatus& status) {
   return mounts;
 }
 
-static json ports_json(const v1::SessionStatus& status) {
+json ports_json(const v1::SessionStatus& status) {
   json ports = json::array();
   for (const auto& p : status.ports()) {
     ports.push_back(json{
@@ -199,6 +201,8 @@ static json ports_json(const v1::SessionStatus& status) {
   }
   return ports;
 }
+
+}  // namespace
 
 json status_json(const v1::SessionStatus& status) {
   const v1::SessionInfo& info = status.session();

@@ -10,7 +10,6 @@
 
 namespace offload::sync {
 
-using namespace std::chrono_literals;
 
 namespace {
 
