@@ -102,11 +102,6 @@ struct Received {
   bool failed = false;  // the stream read failed, or the socket read an error
   boost::system::error_code error;
   bool done() const { return eof || failed; }
-  static Received hash_only() {
-    Received r;
-    r.keep = false;
-    return r;
-  }
   void add(std::string_view bytes_read) {
     hash.add(bytes_read);
     bytes += bytes_read.size();

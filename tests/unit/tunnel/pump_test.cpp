@@ -33,6 +33,32 @@ using offload::testing::write_socket;
 using tunnel::testing::MemoryFrameStream;
 constexpr auto tok = asio::as_tuple(asio::use_awaitable);
 
+// For the hook tests: a filter that forwards whole lines only: a read of whole lines
+// goes out as it is, a partial line is held until its end arrives, and end-of-file flushes it.
+struct LineFilter {
+  struct State {
+    std::string partial;
+    TunnelFrame out;
+    int as_read = 0;  // reads sent as they are
+  };
+  State* state;
+  Outgoing operator()(const TunnelFrame& read) {
+    auto& s = *state;
+    const std::string& data = read.data();
+    if (s.partial.empty() && (data.empty() || data.back() == '\n')) {
+      ++s.as_read;
+      return Outgoing::as_read();
+    }
+    s.out.Clear();
+    s.partial += data;
+    const auto end = read.eof() ? s.partial.size() : s.partial.rfind('\n') + 1;  // npos + 1 = 0
+    s.out.set_data(s.partial.substr(0, end));
+    s.partial.erase(0, end);
+    return Outgoing::instead(s.out);
+  }
+};
+static_assert(UpstreamFilter<LineFilter>);
+
 // `local` is spliced to `near`; the test plays the client on `app` (the other end of the socket
 // pair) and the runner on `far` (the other end of the stream).
 class PumpTest : public ::testing::Test {
@@ -43,11 +69,16 @@ class PumpTest : public ::testing::Test {
   }
 
   ~PumpTest() override {
-    // Whatever a test left running ends with the call.
+    // Whatever a test left running ends with the call, or else (a test that failed) with the
+    // socket: nothing may still wait when the streams and the io_context go.
     boost::system::error_code ignored;
     app.close(ignored);
-    if (far) far->cancel("test over");
-    run_until(io, [&] { return !spliced || result.has_value(); }, std::chrono::seconds(5));
+    far->cancel("test over");
+    auto ended = [&] { return !spliced || result.has_value(); };
+    if (!run_until(io, ended, std::chrono::seconds(5))) {
+      local.close(ignored);
+      run_until(io, ended, std::chrono::seconds(5));
+    }
   }
 
   void start_splice() {
@@ -69,23 +100,27 @@ class PumpTest : public ::testing::Test {
   std::unique_ptr<MemoryFrameStream> near, far;
   bool spliced = false;
   std::optional<SpliceResult> result;
+  // What the coroutines record lives here, not in a test's body: it must outlive every
+  // coroutine, also those of a test that failed half-way (the destructor runs them to the end).
+  Received at_far, at_app;
+  bool written = false, sent = false;
+  std::optional<PumpEnd> pump_end;  // a test running one pump alone
+  LineFilter::State line;
+  std::vector<std::string> writer_saw;
 };
 
 TEST_F(PumpTest, BytesCrossBothWaysInOrderAndTheSpliceEndsCleanly) {
   start_splice();
-  Received at_far, at_app;
   spawn(receive_frames(*far, at_far));
   spawn(read_socket(app, at_app));
 
   const std::string request = "GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n";
-  bool written = false;
   spawn(write_socket(app, request, /*half_close=*/true, written));
   ASSERT_TRUE(run_until(io, [&] { return at_far.done(); }));
   EXPECT_TRUE(at_far.eof);
   EXPECT_EQ(at_far.data, request);
   EXPECT_FALSE(result) << "the response direction is still open";
 
-  bool sent = false;
   spawn(send_frames(*far, {frame_of("HTTP/1.1 200 OK\r\n"), frame_of(""), frame_of("\r\nOK"),
                            frame_of("", /*eof=*/true)},
                     sent));
@@ -108,10 +143,9 @@ TEST_F(PumpTest, MegabytesArriveWholeBothWaysInChunksThatGrow) {
   up_hash.add(up);
   down_hash.add(down);
 
-  Received at_far = Received::hash_only(), at_app = Received::hash_only();
+  at_far.keep = at_app.keep = false;  // only hashed
   spawn(receive_frames(*far, at_far));
   spawn(read_socket(app, at_app));
-  bool written = false, sent = false;
   spawn(write_socket(app, up, /*half_close=*/true, written));
   // Frames of every size the runner may send, empty ones included.
   std::vector<TunnelFrame> frames;
@@ -148,10 +182,8 @@ TEST_F(PumpTest, MegabytesArriveWholeBothWaysInChunksThatGrow) {
 
 TEST_F(PumpTest, TheStreamsEofShutsTheSocketsSendingSideOnly) {
   start_splice();
-  Received at_far, at_app;
   spawn(receive_frames(*far, at_far));
   spawn(read_socket(app, at_app));
-  bool sent = false;
   spawn(send_frames(*far, {frame_of("bye"), frame_of("", /*eof=*/true)}, sent));
   ASSERT_TRUE(run_until(io, [&] { return at_app.done(); }));
   EXPECT_TRUE(at_app.eof);
@@ -159,7 +191,6 @@ TEST_F(PumpTest, TheStreamsEofShutsTheSocketsSendingSideOnly) {
   EXPECT_FALSE(result);
 
   // The client still talks, and it all arrives.
-  bool written = false;
   spawn(write_socket(app, "still talking", /*half_close=*/false, written));
   ASSERT_TRUE(run_until(io, [&] { return at_far.data == "still talking"; }));
   EXPECT_FALSE(at_far.done());
@@ -171,9 +202,7 @@ TEST_F(PumpTest, TheStreamsEofShutsTheSocketsSendingSideOnly) {
 
 TEST_F(PumpTest, ASocketReadErrorCancelsTheStream) {
   start_splice();
-  Received at_far;
   spawn(receive_frames(*far, at_far));
-  bool sent = false;
   spawn(send_frames(*far, {frame_of("never read")}, sent));
   ASSERT_TRUE(run_until(io, [&] { return app.available() == 10; }));
   // Closed with unread data: the spliced end's next read fails with a reset, not eof.
@@ -190,10 +219,8 @@ TEST_F(PumpTest, ASocketReadErrorCancelsTheStream) {
 
 TEST_F(PumpTest, ASocketWriteErrorCancelsTheStreamAndEndsBothDirections) {
   start_splice();
-  Received at_far;
   spawn(receive_frames(*far, at_far));
   app.shutdown(stream_protocol::socket::shutdown_receive);  // writes to it now fail
-  bool sent = false;
   spawn(send_frames(*far, {frame_of("nobody listens")}, sent));
   ASSERT_TRUE(wait_for_splice());
   EXPECT_EQ(result->down, PumpEnd::local_error);
@@ -211,7 +238,6 @@ TEST_F(PumpTest, ASocketWriteErrorCancelsTheStreamAndEndsBothDirections) {
 // the socket (the client sees end-of-file) and report a stream error for the direction it hit.
 TEST_F(PumpTest, CancelledFromTheRunnerSideWhileTheClientIsIdle) {
   start_splice();
-  Received at_app;
   spawn(read_socket(app, at_app));
   ASSERT_TRUE(settle(io));
   far->cancel("runner gone");
@@ -225,9 +251,7 @@ TEST_F(PumpTest, CancelledFromTheRunnerSideWhileTheClientIsIdle) {
 
 TEST_F(PumpTest, PeerFinishedWithoutEofEndsTheSplice) {
   start_splice();
-  Received at_app;
   spawn(read_socket(app, at_app));
-  bool sent = false;
   spawn(send_frames(*far, {frame_of("partial")}, sent));
   ASSERT_TRUE(run_until(io, [&] { return sent; }));
   far->finish();
@@ -241,10 +265,8 @@ TEST_F(PumpTest, PeerFinishedWithoutEofEndsTheSplice) {
 TEST_F(PumpTest, AFailedStreamReadClosesTheSocket) {
   near->fail_reads_after(2);
   start_splice();
-  Received at_app, at_far;
   spawn(read_socket(app, at_app));
   spawn(receive_frames(*far, at_far));
-  bool sent = false;
   spawn(send_frames(*far, {frame_of("a"), frame_of("b"), frame_of("c")}, sent));
   ASSERT_TRUE(wait_for_splice());
   EXPECT_EQ(result->down, PumpEnd::stream_error);
@@ -259,10 +281,8 @@ TEST_F(PumpTest, AFailedStreamReadClosesTheSocket) {
 TEST_F(PumpTest, AFailedStreamWriteEndsTheSpliceWithoutWaitingForTheClient) {
   near->fail_nth_write(2);
   start_splice();
-  Received at_app, at_far;
   spawn(read_socket(app, at_app));
   spawn(receive_frames(*far, at_far));
-  bool written = false;
   spawn(write_socket(app, "one", false, written));
   ASSERT_TRUE(run_until(io, [&] { return at_far.data == "one"; }));
   written = false;
@@ -283,7 +303,6 @@ TEST_F(PumpTest, ASlowStreamReaderStallsTheClient) {
   start_splice();
   constexpr std::size_t kSize = 32 * 1024 * 1024;
   const std::string up = random_bytes(kSize, 3);
-  bool written = false;
   spawn(write_socket(app, up, /*half_close=*/true, written));
   ASSERT_TRUE(run_until(io, [&] { return near->write_waiting(); }));
   ASSERT_TRUE(settle(io));
@@ -293,7 +312,7 @@ TEST_F(PumpTest, ASlowStreamReaderStallsTheClient) {
   // Two frames queued and one waiting for room; the next read waits for that write.
   EXPECT_LE(near->bytes_out(), 3 * kChunkSize);
 
-  Received at_far = Received::hash_only();
+  at_far.keep = false;
   spawn(receive_frames(*far, at_far));
   ASSERT_TRUE(run_until(io, [&] { return at_far.done(); }));
   EXPECT_TRUE(written);
@@ -312,7 +331,6 @@ TEST_F(PumpTest, ASlowClientStallsTheStream) {
   for (std::size_t at = 0; at < kSize; at += kChunkSize)
     frames.push_back(frame_of(std::string_view(down).substr(at, kChunkSize)));
   frames.push_back(frame_of("", /*eof=*/true));
-  bool sent = false;
   spawn(send_frames(*far, std::move(frames), sent));
   ASSERT_TRUE(run_until(io, [&] { return far->write_waiting(); }));
   ASSERT_TRUE(settle(io));
@@ -322,7 +340,7 @@ TEST_F(PumpTest, ASlowClientStallsTheStream) {
   EXPECT_LT(near->bytes_in(), 4u * 1024 * 1024);
   EXPECT_LT(far->frames_written(), 16u);
 
-  Received at_app = Received::hash_only();
+  at_app.keep = false;
   spawn(read_socket(app, at_app));
   ASSERT_TRUE(run_until(io, [&] { return at_app.done(); }));
   EXPECT_TRUE(sent);
@@ -333,53 +351,24 @@ TEST_F(PumpTest, ASlowClientStallsTheStream) {
   EXPECT_EQ(at_app.hash.value(), expected.value());
 }
 
-// The hooks the API proxy uses. This filter forwards whole lines only: a read of whole lines
-// goes out as it is, a partial line is held until its end arrives, and end-of-file flushes it.
-struct LineFilter {
-  struct State {
-    std::string partial;
-    TunnelFrame out;
-    int as_read = 0;  // reads sent as they are
-  };
-  State* state;
-  Outgoing operator()(const TunnelFrame& read) {
-    auto& s = *state;
-    const std::string& data = read.data();
-    if (s.partial.empty() && (data.empty() || data.back() == '\n')) {
-      ++s.as_read;
-      return Outgoing::as_read();
-    }
-    s.out.Clear();
-    s.partial += data;
-    const auto end = read.eof() ? s.partial.size() : s.partial.rfind('\n') + 1;  // npos + 1 = 0
-    s.out.set_data(s.partial.substr(0, end));
-    s.partial.erase(0, end);
-    return Outgoing::instead(s.out);
-  }
-};
-static_assert(UpstreamFilter<LineFilter>);
-
 TEST_F(PumpTest, AFilterSendsReadsAsTheyAreOrHoldsThemOrSendsItsOwnFrame) {
-  LineFilter::State state;
   spliced = true;
-  std::optional<PumpEnd> up;
-  asio::co_spawn(io, pump_socket_to_stream(local, *near, LineFilter{&state}),
+  asio::co_spawn(io, pump_socket_to_stream(local, *near, LineFilter{&line}),
                  [&](std::exception_ptr e, PumpEnd end) {
                    if (e) std::rethrow_exception(e);
-                   up = end;
+                   pump_end = end;
                    result = SpliceResult{end, PumpEnd::eof};
                  });
-  Received at_far;
   spawn(receive_frames(*far, at_far));
 
   auto client_writes = [&](std::string bytes) {
-    bool written = false;
+    written = false;
     spawn(write_socket(app, std::move(bytes), false, written));
     return run_until(io, [&] { return written; }) && settle(io);
   };
   ASSERT_TRUE(client_writes("one\ntwo\n"));
   EXPECT_EQ(at_far.frame_sizes.size(), 1u);
-  EXPECT_EQ(state.as_read, 1);
+  EXPECT_EQ(line.as_read, 1);
   ASSERT_TRUE(client_writes("thr"));
   EXPECT_EQ(at_far.frame_sizes.size(), 1u) << "a held read sends nothing";
   ASSERT_TRUE(client_writes("ee\nfo"));
@@ -390,14 +379,13 @@ TEST_F(PumpTest, AFilterSendsReadsAsTheyAreOrHoldsThemOrSendsItsOwnFrame) {
   EXPECT_TRUE(at_far.eof);
   EXPECT_EQ(at_far.data, "one\ntwo\nthree\nfour") << "end-of-file flushes what was held";
   EXPECT_EQ(at_far.frame_sizes.back(), 4u) << "the filter's frame carries the eof";
-  ASSERT_TRUE(run_until(io, [&] { return up.has_value(); }));
-  EXPECT_EQ(*up, PumpEnd::eof);
+  ASSERT_TRUE(run_until(io, [&] { return pump_end.has_value(); }));
+  EXPECT_EQ(*pump_end, PumpEnd::eof);
   EXPECT_EQ(near->bytes_out(), at_far.data.size()) << "what went out is counted, not what was read";
 }
 
 TEST_F(PumpTest, AnAwaitableFilterMaySendFramesOfItsOwnAndEndTheDirection) {
   spliced = true;
-  std::optional<PumpEnd> up;
   auto filter = [&](const TunnelFrame& read) -> asio::awaitable<Outgoing> {
     if (read.data() == "quit") {
       near->cancel("the filter gave up");
@@ -411,26 +399,22 @@ TEST_F(PumpTest, AnAwaitableFilterMaySendFramesOfItsOwnAndEndTheDirection) {
   asio::co_spawn(io, pump_socket_to_stream(local, *near, filter),
                  [&](std::exception_ptr e, PumpEnd end) {
                    if (e) std::rethrow_exception(e);
-                   up = end;
+                   pump_end = end;
                    result = SpliceResult{end, PumpEnd::eof};
                  });
-  Received at_far;
   spawn(receive_frames(*far, at_far));
-  bool written = false;
   spawn(write_socket(app, "abc", false, written));
   ASSERT_TRUE(run_until(io, [&] { return at_far.data == "<3>abc"; }));
   spawn(write_socket(app, "quit", false, written));
-  ASSERT_TRUE(run_until(io, [&] { return up.has_value(); }));
-  EXPECT_EQ(*up, PumpEnd::local_error);
+  ASSERT_TRUE(run_until(io, [&] { return pump_end.has_value(); }));
+  EXPECT_EQ(*pump_end, PumpEnd::local_error);
   EXPECT_EQ(near->cancel_reason(), "the filter gave up");
 }
 
 TEST_F(PumpTest, AWriterGetsEveryFrameWithDataAndItsFailureCancelsTheStream) {
   spliced = true;
-  std::optional<PumpEnd> down;
-  std::vector<std::string> seen;
   auto writer = [&](std::string_view data) -> asio::awaitable<std::error_code> {
-    seen.emplace_back(data);
+    writer_saw.emplace_back(data);
     if (data == "fail") co_return std::make_error_code(std::errc::io_error);
     std::string framed = "[" + std::string(data) + "]";
     auto [ec, n] = co_await asio::async_write(local, asio::buffer(framed), tok);
@@ -440,16 +424,14 @@ TEST_F(PumpTest, AWriterGetsEveryFrameWithDataAndItsFailureCancelsTheStream) {
   asio::co_spawn(io, pump_stream_to_socket(*near, local, writer),
                  [&](std::exception_ptr e, PumpEnd end) {
                    if (e) std::rethrow_exception(e);
-                   down = end;
+                   pump_end = end;
                    result = SpliceResult{PumpEnd::eof, end};
                  });
-  Received at_app;
   spawn(read_socket(app, at_app));
-  bool sent = false;
   spawn(send_frames(*far, {frame_of("a"), frame_of(""), frame_of("bc"), frame_of("fail")}, sent));
-  ASSERT_TRUE(run_until(io, [&] { return down.has_value(); }));
-  EXPECT_EQ(*down, PumpEnd::local_error);
-  EXPECT_EQ(seen, (std::vector<std::string>{"a", "bc", "fail"}));
+  ASSERT_TRUE(run_until(io, [&] { return pump_end.has_value(); }));
+  EXPECT_EQ(*pump_end, PumpEnd::local_error);
+  EXPECT_EQ(writer_saw, (std::vector<std::string>{"a", "bc", "fail"}));
   ASSERT_TRUE(near->cancel_reason());
   EXPECT_TRUE(near->cancel_reason()->starts_with("local write failed: "));
   ASSERT_TRUE(run_until(io, [&] { return at_app.data == "[a][bc]"; }));
