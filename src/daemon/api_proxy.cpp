@@ -3,12 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/execution.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/prefer.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -17,14 +11,16 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include <algorithm>
-#include <array>
+#include <utility>
 
+#include "offload/daemon/bind_sync_await.h"
 #include "offload/http/request_framer.h"
 
 namespace offload::daemon {
 namespace asio = boost::asio;
 namespace bhttp = boost::beast::http;
 using asio::local::stream_protocol;
+using tunnel::Outgoing;
 using tunnel::PumpEnd;
 using tunnel::TunnelFrame;
 constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
@@ -47,35 +43,6 @@ Route route_of(const http::RequestHead& head) {
   if (action == "start") return Route::start;
   if (action == "wait") return Route::wait;
   return Route::other;
-}
-
-// A completion for the synchroniser's std::function callbacks (called on its own thread) that
-// resumes `handler` on the handler's executor, the connection's strand.
-template <class Handler>
-auto resume_on_own_executor(Handler handler) {
-  auto ex = asio::prefer(asio::get_associated_executor(handler),
-                         asio::execution::outstanding_work.tracked);
-  // Shared: std::function wants a copyable callable and the handler is move-only.
-  auto boxed = std::make_shared<Handler>(std::move(handler));
-  return [boxed = std::move(boxed), ex](auto... args) {
-    asio::post(ex, [boxed, ... args = std::move(args)]() mutable {
-      std::move(*boxed)(std::move(args)...);
-    });
-  };
-}
-
-asio::awaitable<BindSync::Prepared> async_prepare_create(BindSync& sync, std::string body) {
-  return asio::async_initiate<decltype(asio::use_awaitable), void(BindSync::Prepared)>(
-      [&sync](auto handler, std::string body) {
-        sync.prepare_create(std::move(body), resume_on_own_executor(std::move(handler)));
-      },
-      asio::use_awaitable, std::move(body));
-}
-
-asio::awaitable<void> async_flush(BindSync& sync) {
-  return asio::async_initiate<decltype(asio::use_awaitable), void()>(
-      [&sync](auto handler) { sync.flush(resume_on_own_executor(std::move(handler))); },
-      asio::use_awaitable);
 }
 
 // Finds the end of a response head ("\r\n\r\n") however the reads split it.
@@ -150,22 +117,20 @@ struct ApiProxy::Impl {
     client_free.expires_at(asio::steady_timer::time_point::max());
   }
 
-  asio::awaitable<tunnel::SpliceResult> run();
-  asio::awaitable<PumpEnd> upstream();
-  asio::awaitable<PumpEnd> downstream();
-
-  // --- client → stream -------------------------------------------------------------------
+  // --- client → stream: tunnel::splice's upstream filter ----------------------------------
+  asio::awaitable<Outgoing> filter(const TunnelFrame& read);
+  Outgoing failed() const { return Outgoing::end(*up_failed); }
   asio::awaitable<bool> send(TunnelFrame& frame);
-  asio::awaitable<bool> process(TunnelFrame& read);
   void forward_to(std::size_t end);
   void materialize();
   asio::awaitable<bool> send_now(std::string_view extra = {});
   asio::awaitable<bool> finish_create();
+  std::string release_create();
   void request_forwarded(Route route);
 
-  // --- stream → client -------------------------------------------------------------------
-  asio::awaitable<std::error_code> write_to_client(std::string_view bytes);
+  // --- stream → client: tunnel::splice's downstream writer -------------------------------
   asio::awaitable<std::error_code> deliver(std::string_view data);
+  asio::awaitable<std::error_code> write_to_client(std::string_view bytes);
   asio::awaitable<void> flush_if_mounted(const char* why);
 
   stream_protocol::socket& client;
@@ -189,12 +154,12 @@ struct ApiProxy::Impl {
   std::size_t sent = 0;
   std::size_t pending_begin = 0, pending_end = 0;
   bool touched = false;  // something other than one pending range happened during this read
-  TunnelFrame out;       // bytes to forward that are not one whole read
+  TunnelFrame out;       // bytes to forward that are not one whole read; the pump sends it
   // A create request held for the synchroniser: its raw head and body as received.
   bool holding_create = false;
   http::RequestHead create_head;
   std::string create_raw;
-  std::optional<PumpEnd> up_failed;
+  std::optional<PumpEnd> up_failed;  // why the filter ended the upstream
 
   // What the engine's next response answers, for the downstream. Requests are counted as they
   // are forwarded and responses as downstream bytes arrive; the wait response is only held
@@ -218,13 +183,8 @@ struct ApiProxy::Impl {
 // client → stream
 
 asio::awaitable<bool> ApiProxy::Impl::send(TunnelFrame& frame) {
-  stream.count_out(frame.data().size());
-  auto [ok] = co_await stream.async_write(frame, kToken);
-  if (!ok) {
-    boost::system::error_code ignored;
-    client.cancel(ignored);
-    up_failed = PumpEnd::stream_error;
-  }
+  const bool ok = co_await tunnel::send_frame(client, stream, frame);
+  if (!ok) up_failed = PumpEnd::stream_error;
   co_return ok;
 }
 
@@ -272,10 +232,14 @@ void ApiProxy::Impl::request_forwarded(Route route) {
   next_response_is_wait = route == Route::wait && nothing_outstanding;
 }
 
-asio::awaitable<bool> ApiProxy::Impl::finish_create() {
+// The held create's bytes, as received; the proxy holds nothing from here on.
+std::string ApiProxy::Impl::release_create() {
   holding_create = false;
-  std::string held = std::move(create_raw);
-  create_raw.clear();
+  return std::exchange(create_raw, {});
+}
+
+asio::awaitable<bool> ApiProxy::Impl::finish_create() {
+  std::string held = release_create();
   auto body = request_body(held);
   if (!body) {
     // The framer accepted it, so this does not happen; the engine judges it.
@@ -309,12 +273,13 @@ asio::awaitable<bool> ApiProxy::Impl::finish_create() {
   co_return co_await send_now(message);
 }
 
-// Decides what of one read goes out, waiting for the synchroniser where a request needs it.
-// True: the read goes out whole as it is (the common case, no copy); false: `out` holds what
-// goes out now (perhaps nothing).
-asio::awaitable<bool> ApiProxy::Impl::process(TunnelFrame& read) {
+// Decides what of one read goes out, waiting for the synchroniser where a request needs it:
+// the read as it is (the common case, no copy) or `out` (perhaps nothing). Frames that must
+// go before the wait are sent from here; the pump has sent the previous decision already.
+asio::awaitable<Outgoing> ApiProxy::Impl::filter(const TunnelFrame& read) {
+  out.Clear();
   std::string_view chunk = read.data();
-  if (raw) co_return true;
+  if (raw) co_return Outgoing::as_read();
   const bool whole_possible = unparsed.empty() && !holding_create;
   if (unparsed.empty()) {
     input = chunk;
@@ -350,7 +315,7 @@ asio::awaitable<bool> ApiProxy::Impl::process(TunnelFrame& read) {
           create_raw.clear();
         } else {
           if (route == Route::start && bind_sync && bind_sync->has_mounts()) {
-            if (!co_await send_now()) co_return false;
+            if (!co_await send_now()) co_return failed();
             spdlog::debug("[C{}] start waits for the bind mounts to be in sync", id);
             co_await async_flush(*bind_sync);
           }
@@ -367,11 +332,8 @@ asio::awaitable<bool> ApiProxy::Impl::process(TunnelFrame& read) {
           if (create_raw.size() - create_head.head_size > kMaxCreateBodyBytes) {
             spdlog::info("[C{}] create body over {} bytes: forwarded unchanged", id,
                          kMaxCreateBodyBytes);
-            holding_create = false;
             request_forwarded(Route::create);
-            std::string held = std::move(create_raw);
-            create_raw.clear();
-            if (!co_await send_now(held)) co_return false;
+            if (!co_await send_now(release_create())) co_return failed();
           }
         }
         break;
@@ -379,7 +341,7 @@ asio::awaitable<bool> ApiProxy::Impl::process(TunnelFrame& read) {
         between_requests = true;
         if (holding_create) {
           forward_to(offset);
-          if (!co_await finish_create()) co_return false;
+          if (!co_await finish_create()) co_return failed();
         }
         break;
       case http::RequestFramer::Event::upgraded:
@@ -402,11 +364,9 @@ asio::awaitable<bool> ApiProxy::Impl::process(TunnelFrame& read) {
 
   if (raw) {
     if (holding_create) {  // a malformed create body: the engine gets it as it came
-      holding_create = false;
       request_forwarded(Route::create);
       materialize();
-      out.mutable_data()->append(create_raw);
-      create_raw.clear();
+      out.mutable_data()->append(release_create());
     }
     forward_to(input.size());
   } else if (!between_requests || holding_create) {
@@ -429,45 +389,13 @@ asio::awaitable<bool> ApiProxy::Impl::process(TunnelFrame& read) {
     unparsed = std::move(rest);
   }
   input = {};
-  co_return whole;
-}
-
-asio::awaitable<PumpEnd> ApiProxy::Impl::upstream() {
-  using namespace asio::experimental::awaitable_operators;
-  TunnelFrame frames[2];
-  TunnelFrame* current = &frames[0];
-  TunnelFrame* next = &frames[1];
-
-  tunnel::ChunkSizer sizer;
-  auto read_into = [this, &sizer](TunnelFrame* f) {
-    f->Clear();
-    return tunnel::read_chunk(client, stream, sizer, *f);
-  };
-
-  if (auto ec = co_await read_into(current)) co_return PumpEnd::local_error;
-  for (;;) {
-    const bool whole = co_await process(*current);
-    if (up_failed) co_return *up_failed;
-    TunnelFrame* outgoing = whole ? current : &out;
-    if (current->eof()) {
-      if (!whole) {
-        // The client is gone mid-request: the engine gets what there is and judges it.
-        out.mutable_data()->append(create_raw);
-        out.mutable_data()->append(std::string_view(unparsed).substr(unparsed_sent));
-        out.set_eof(true);
-      }
-      co_return (co_await send(*outgoing)) ? PumpEnd::eof : PumpEnd::stream_error;
-    }
-    if (outgoing->data().empty()) {
-      if (auto ec = co_await read_into(next)) co_return PumpEnd::local_error;
-    } else {
-      auto [ok, ec] = co_await (send(*outgoing) && read_into(next));
-      if (!ok) co_return PumpEnd::stream_error;
-      if (ec) co_return PumpEnd::local_error;
-    }
-    out.Clear();
-    std::swap(current, next);
+  if (whole) co_return Outgoing::as_read();
+  if (read.eof()) {
+    // The client is gone mid-request: the engine gets what there is and judges it.
+    out.mutable_data()->append(create_raw);
+    out.mutable_data()->append(std::string_view(unparsed).substr(unparsed_sent));
   }
+  co_return Outgoing::instead(out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -529,66 +457,17 @@ asio::awaitable<std::error_code> ApiProxy::Impl::deliver(std::string_view data) 
   co_return co_await write_to_client(data);
 }
 
-asio::awaitable<PumpEnd> ApiProxy::Impl::downstream() {
-  using namespace asio::experimental::awaitable_operators;
-  TunnelFrame frames[2];
-  TunnelFrame* current = &frames[0];
-  TunnelFrame* next = &frames[1];
-
-  auto receive = [this](TunnelFrame* f) -> asio::awaitable<bool> {
-    f->Clear();
-    auto [ok] = co_await stream.async_read(*f, kToken);
-    co_return ok;
-  };
-  auto write_out = [this](TunnelFrame* f) -> asio::awaitable<std::error_code> {
-    auto ec = co_await deliver(f->data());
-    if (ec) stream.cancel("local write failed: " + ec.message());
-    co_return ec;
-  };
-
-  if (!co_await receive(current)) co_return PumpEnd::stream_error;
-  for (;;) {
-    stream.count_in(current->data().size());
-    if (current->eof()) {
-      if (auto ec = co_await write_out(current)) co_return PumpEnd::local_error;
-      boost::system::error_code ignored;
-      client.shutdown(stream_protocol::socket::shutdown_send, ignored);
-      co_return PumpEnd::eof;
-    }
-    auto [ec, ok] = co_await (write_out(current) && receive(next));
-    if (ec) co_return PumpEnd::local_error;
-    if (!ok) co_return PumpEnd::stream_error;
-    std::swap(current, next);
-  }
-}
-
-asio::awaitable<tunnel::SpliceResult> ApiProxy::Impl::run() {
-  using namespace asio::experimental::awaitable_operators;
-  auto up = [this]() -> asio::awaitable<PumpEnd> { co_return co_await upstream(); };
-  auto down = [this]() -> asio::awaitable<PumpEnd> {
-    PumpEnd end = co_await downstream();
-    if (end != PumpEnd::eof) {
-      // The upstream reader may be parked on an idle client: wake it.
-      boost::system::error_code ignored;
-      client.close(ignored);
-    }
-    co_return end;
-  };
-  auto [u, d] = co_await (up() && down());
-  tunnel::SpliceResult result{u, d};
-  if (!result.clean()) {
-    boost::system::error_code ignored;
-    client.close(ignored);
-  }
-  co_return result;
-}
-
 ApiProxy::ApiProxy(stream_protocol::socket& client, tunnel::FrameStream& stream,
                    BindSync* bind_sync, std::uint64_t id)
     : impl_(std::make_unique<Impl>(client, stream, bind_sync, id)) {}
 ApiProxy::~ApiProxy() = default;
 
-asio::awaitable<tunnel::SpliceResult> ApiProxy::run() { return impl_->run(); }
+asio::awaitable<tunnel::SpliceResult> ApiProxy::run() {
+  return tunnel::splice(
+      impl_->client, impl_->stream,
+      [impl = impl_.get()](const TunnelFrame& read) { return impl->filter(read); },
+      [impl = impl_.get()](std::string_view data) { return impl->deliver(data); });
+}
 std::uint64_t ApiProxy::requests() const { return impl_->requests; }
 
 }  // namespace offload::daemon

@@ -8,8 +8,9 @@
 //  - the response to `POST /containers/{id}/wait` goes out head first, but its body (the exit
 //    status, sent when the container exits) only after a flush, so that `docker run` returns
 //    once the container's output files are local.
-// Everything else is spliced like tunnel::splice does: both directions double-buffered, every
-// read forwarded whole, request heads only parsed; after an Upgrade both directions are raw.
+// The connection runs on tunnel::splice itself, with the proxy as its upstream filter and
+// downstream writer: both directions double-buffered, every other read forwarded whole (request
+// heads only parsed), and after an Upgrade both directions are raw.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -41,8 +42,8 @@ class ApiProxy {
   ApiProxy(const ApiProxy&) = delete;
   ApiProxy& operator=(const ApiProxy&) = delete;
 
-  // Runs both directions until each has ended, with tunnel::splice's half-close and teardown
-  // semantics. Must run on the client socket's strand. Call once.
+  // Runs both directions until each has ended (tunnel::splice: its half-close and teardown).
+  // Must run on the client socket's strand. Call once.
   boost::asio::awaitable<tunnel::SpliceResult> run();
 
   // Request heads seen so far (also those answered by the proxy itself).

@@ -5,6 +5,9 @@
 // read straight into the frame that gRPC serialises, with no copy of our own.
 // Half-close is per direction: end-of-file on the socket becomes an eof frame, an eof frame
 // becomes shutdown(send) on the socket, and the other direction keeps flowing.
+// The Docker API proxy runs these same loops with two hooks: an upstream filter that decides
+// what of each read goes out, and a downstream writer that delivers each frame's bytes. The
+// plain tunnel's defaults are resolved at compile time, so they cost nothing per chunk.
 #pragma once
 
 #include <boost/asio/as_tuple.hpp>
@@ -14,9 +17,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
-#include <functional>
+#include <concepts>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <type_traits>
 #include <utility>
 
 #include "offload/tunnel/frame_stream.h"
@@ -72,15 +78,72 @@ asio::awaitable<std::error_code> read_chunk(Socket& socket, FrameStream& stream,
   co_return std::error_code(ec);
 }
 
-// Sees each chunk before it is sent (e.g. to parse HTTP request heads or count activity).
-using ChunkObserver = std::function<void(std::string_view)>;
+// Sends `frame`, counted as outgoing bytes. If the stream broke, the socket's pending read is
+// cancelled: the direction ends instead of waiting on an idle client.
+template <class Socket>
+asio::awaitable<bool> send_frame(Socket& socket, FrameStream& stream, const TunnelFrame& frame) {
+  stream.count_out(frame.data().size());
+  auto [ok] = co_await stream.async_write(frame, asio::as_tuple(asio::use_awaitable));
+  if (!ok) {
+    boost::system::error_code ignored;
+    socket.cancel(ignored);
+  }
+  co_return ok;
+}
+
+// What an upstream filter makes of one read from the socket.
+class Outgoing {
+ public:
+  // The read goes out as it is: the common case, with no copy.
+  static Outgoing as_read() { return Outgoing(nullptr, std::nullopt); }
+  // `frame` goes out instead (the filter's own; it may have sent other frames already). An
+  // empty one sends nothing, unless the read was end-of-file: the pump marks it eof and sends it.
+  static Outgoing instead(TunnelFrame& frame) { return Outgoing(&frame, std::nullopt); }
+  // The direction is over: the filter failed to send or to answer, and already cancelled the
+  // socket or the stream as the pumps do.
+  static Outgoing end(PumpEnd end) { return Outgoing(nullptr, end); }
+
+  TunnelFrame* frame() const { return frame_; }
+  const std::optional<PumpEnd>& ended() const { return end_; }
+
+ private:
+  Outgoing(TunnelFrame* frame, std::optional<PumpEnd> end) : frame_(frame), end_(end) {}
+  TunnelFrame* frame_;
+  std::optional<PumpEnd> end_;
+};
+
+// Sees each read before it goes out (the API proxy parses request heads and holds some
+// requests). Called with the read frame once the previous frame has been sent, so it may send
+// frames of its own in between (with send_frame). Returns its decision at once, or as an
+// awaitable when it may have to wait.
+template <class F>
+concept UpstreamFilter =
+    std::invocable<F&, const TunnelFrame&> &&
+    (std::same_as<std::invoke_result_t<F&, const TunnelFrame&>, Outgoing> ||
+     std::same_as<std::invoke_result_t<F&, const TunnelFrame&>, asio::awaitable<Outgoing>>);
+
+// The plain tunnel's filter: every read goes out as it is, decided without a coroutine.
+struct SendAsRead {
+  Outgoing operator()(const TunnelFrame&) const { return Outgoing::as_read(); }
+};
+
+// The plain tunnel's writer: each frame's bytes to the socket as they are. The pump writes them
+// itself, so the plain path has no coroutine per chunk beyond the write's own.
+struct WriteAsIs {};
+
+// Writes the bytes of each frame from the stream to the socket (the API proxy holds some
+// response bodies back); the pump cancels the stream if it fails. Only called with data.
+template <class W>
+concept DownstreamWriter =
+    std::same_as<W, WriteAsIs> || requires(W& writer, std::string_view data) {
+      { writer(data) } -> std::same_as<asio::awaitable<std::error_code>>;
+    };
 
 // socket → stream, until end-of-file (sends an eof frame) or an error (cancels the stream).
-template <class Socket>
+template <class Socket, UpstreamFilter Filter = SendAsRead>
 asio::awaitable<PumpEnd> pump_socket_to_stream(Socket& socket, FrameStream& stream,
-                                               ChunkObserver observe = {}) {
+                                               Filter filter = {}) {
   using namespace asio::experimental::awaitable_operators;
-  constexpr auto token = asio::as_tuple(asio::use_awaitable);
   TunnelFrame frames[2];
   TunnelFrame* current = &frames[0];
   TunnelFrame* next = &frames[1];
@@ -90,32 +153,37 @@ asio::awaitable<PumpEnd> pump_socket_to_stream(Socket& socket, FrameStream& stre
   auto read_into = [&socket, &stream, &sizer](TunnelFrame* f) {
     return read_chunk(socket, stream, sizer, *f);
   };
-  auto send = [&stream, &socket, token](TunnelFrame* f) -> asio::awaitable<bool> {
-    auto [ok] = co_await stream.async_write(*f, token);
-    if (!ok) {
-      boost::system::error_code ignored;
-      socket.cancel(ignored);
-    }
-    co_return ok;
-  };
+  auto send = [&socket, &stream](TunnelFrame* f) { return send_frame(socket, stream, *f); };
 
   if (auto ec = co_await read_into(current)) co_return PumpEnd::local_error;
   for (;;) {
-    if (observe && !current->data().empty()) observe(current->data());
-    stream.count_out(current->data().size());
+    Outgoing decision = Outgoing::as_read();
+    if constexpr (std::same_as<std::invoke_result_t<Filter&, const TunnelFrame&>, Outgoing>)
+      decision = filter(std::as_const(*current));
+    else
+      decision = co_await filter(std::as_const(*current));
+    if (decision.ended()) co_return *decision.ended();
+    TunnelFrame* outgoing = decision.frame() ? decision.frame() : current;
     if (current->eof()) {
-      co_return (co_await send(current)) ? PumpEnd::eof : PumpEnd::stream_error;
+      outgoing->set_eof(true);
+      co_return (co_await send(outgoing)) ? PumpEnd::eof : PumpEnd::stream_error;
     }
-    auto [ok, ec] = co_await (send(current) && read_into(next));
-    if (!ok) co_return PumpEnd::stream_error;
-    if (ec) co_return PumpEnd::local_error;
+    if (outgoing->data().empty()) {
+      // The filter keeps this read for now (a request it holds): only read on.
+      if (auto ec = co_await read_into(next)) co_return PumpEnd::local_error;
+    } else {
+      auto [ok, ec] = co_await (send(outgoing) && read_into(next));
+      if (!ok) co_return PumpEnd::stream_error;
+      if (ec) co_return PumpEnd::local_error;
+    }
     std::swap(current, next);
   }
 }
 
 // stream → socket, until an eof frame (then shutdown(send)) or an error.
-template <class Socket>
-asio::awaitable<PumpEnd> pump_stream_to_socket(FrameStream& stream, Socket& socket) {
+template <class Socket, DownstreamWriter Writer = WriteAsIs>
+asio::awaitable<PumpEnd> pump_stream_to_socket(FrameStream& stream, Socket& socket,
+                                               Writer writer = {}) {
   using namespace asio::experimental::awaitable_operators;
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
   TunnelFrame frames[2];
@@ -127,11 +195,18 @@ asio::awaitable<PumpEnd> pump_stream_to_socket(FrameStream& stream, Socket& sock
     auto [ok] = co_await stream.async_read(*f, token);
     co_return ok;
   };
-  auto write_out = [&socket, &stream, token](TunnelFrame* f) -> asio::awaitable<std::error_code> {
+  auto write_out = [&socket, &stream, &writer,
+                    token](TunnelFrame* f) -> asio::awaitable<std::error_code> {
     if (f->data().empty()) co_return std::error_code{};
-    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(f->data()), token);
+    std::error_code ec;
+    if constexpr (std::same_as<Writer, WriteAsIs>) {
+      auto [write_ec, n] = co_await asio::async_write(socket, asio::buffer(f->data()), token);
+      ec = write_ec;
+    } else {
+      ec = co_await writer(std::string_view(f->data()));
+    }
     if (ec) stream.cancel("local write failed: " + ec.message());
-    co_return std::error_code(ec);
+    co_return ec;
   };
 
   if (!co_await receive(current)) co_return PumpEnd::stream_error;
@@ -162,15 +237,15 @@ struct SpliceResult {
 
 // Runs both directions until each has ended. A failure in one tears the other down too, so a
 // splice never outlives a dead peer; the socket is closed unless both ended cleanly.
-template <class Socket>
-asio::awaitable<SpliceResult> splice(Socket& socket, FrameStream& stream,
-                                     ChunkObserver observe = {}) {
+template <class Socket, UpstreamFilter Filter = SendAsRead, DownstreamWriter Writer = WriteAsIs>
+asio::awaitable<SpliceResult> splice(Socket& socket, FrameStream& stream, Filter filter = {},
+                                     Writer writer = {}) {
   using namespace asio::experimental::awaitable_operators;
   auto up = [&]() -> asio::awaitable<PumpEnd> {
-    co_return co_await pump_socket_to_stream(socket, stream, std::move(observe));
+    co_return co_await pump_socket_to_stream(socket, stream, std::move(filter));
   };
   auto down = [&]() -> asio::awaitable<PumpEnd> {
-    PumpEnd end = co_await pump_stream_to_socket(stream, socket);
+    PumpEnd end = co_await pump_stream_to_socket(stream, socket, std::move(writer));
     if (end != PumpEnd::eof) {
       // The upstream reader may be parked on an idle client: wake it.
       boost::system::error_code ignored;
