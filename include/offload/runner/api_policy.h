@@ -1,0 +1,74 @@
+// The runner's Docker API policy: which requests a session may send to its engine. The runner,
+// not offloadd, is the trust boundary (a hostile client talks to the tunnel directly), so every
+// request that could reach the runner host through the engine is judged here before the engine
+// sees it: privileged containers, host namespaces, devices, dangerous capabilities, unconfined
+// security profiles, bind sources outside the session's own sync root, host-path volumes,
+// non-bridge networks, plugins.
+//
+// The judge reads requests the way dockerd does, so that no spelling slips past it: JSON keys
+// match case-insensitively with Go's folding (encoding/json), duplicate keys count all (a
+// refusal wins), paths are percent-decoded and cleaned (gorilla/mux), the /vX.Y prefix is
+// optional, capability names may carry CAP_ and any case.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+
+namespace offload::runner {
+
+// What an operator may allow an account beyond the default policy (accounts file).
+struct ApiAllowances {
+  bool privileged = false;        // --privileged, unconfined profiles, all capabilities
+  bool host_namespaces = false;   // --pid/--ipc/--uts/--userns/--cgroupns host, --network host
+  bool devices = false;           // --device, device cgroup rules, --gpus
+  std::set<std::string> capabilities;  // extra --cap-add names (upper case, without CAP_)
+};
+
+struct ApiPolicy {
+  // The session's sync root on the runner: bind sources must lie inside it.
+  std::filesystem::path sync_root;
+  ApiAllowances allow;
+  // Resolves a bind source the way the kernel will when dockerd mounts it (symlinks followed);
+  // nullopt when it does not exist. Default: std::filesystem::weakly_canonical.
+  std::function<std::optional<std::filesystem::path>(const std::filesystem::path&)> resolve;
+};
+
+// Which requests the judge needs to see whole: their body (or query) decides.
+enum class Judged {
+  no,           // forwarded as it is
+  query,        // decided by the request line alone
+  body,         // decided by the JSON body
+};
+
+// A request's route as dockerd's router sees it.
+struct ApiRoute {
+  std::string method;  // upper case
+  std::string path;    // percent-decoded, cleaned, without /vX.Y and query: "/containers/create"
+  std::string query;   // raw query string without '?'
+};
+ApiRoute api_route(std::string_view method, std::string_view target);
+
+Judged judged(const ApiRoute& route);
+
+// A refusal: the Docker-style JSON error to answer with (HTTP 403) instead of the engine.
+struct ApiRefusal {
+  int status = 403;
+  std::string message;
+};
+
+// Judges one request. `body` is the complete, de-chunked body for Judged::body routes (ignored
+// otherwise). Never throws; an unparseable body is left to the engine to refuse (it decodes
+// the same bytes and fails the same way), except where a partial reading could hide a refusal.
+std::optional<ApiRefusal> judge_request(const ApiRoute& route, std::string_view body,
+                                        const ApiPolicy& policy);
+
+// Go's encoding/json key match: ASCII case-insensitive plus the two non-ASCII letters that fold
+// to ASCII ones (U+017F ſ ~ s, U+212A K ~ k). Exposed for tests.
+std::string fold_json_key(std::string_view key);
+
+}  // namespace offload::runner

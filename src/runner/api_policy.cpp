@@ -1,0 +1,472 @@
+#include "offload/runner/api_policy.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+namespace offload::runner {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string fold_json_key(std::string_view key) {
+  std::string out;
+  out.reserve(key.size());
+  for (std::size_t i = 0; i < key.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(key[i]);
+    if (c == 0xC5 && i + 1 < key.size() && static_cast<unsigned char>(key[i + 1]) == 0xBF) {
+      out += 's';  // U+017F LATIN SMALL LETTER LONG S
+      ++i;
+    } else if (c == 0xE2 && i + 2 < key.size() &&
+               static_cast<unsigned char>(key[i + 1]) == 0x84 &&
+               static_cast<unsigned char>(key[i + 2]) == 0xAA) {
+      out += 'k';  // U+212A KELVIN SIGN
+      i += 2;
+    } else {
+      out += static_cast<char>(std::tolower(c));
+    }
+  }
+  return out;
+}
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Go's url.PathUnescape / QueryUnescape (plus_is_space): a malformed escape stays as it is
+// (Go refuses the request then, so what we judge does not matter).
+std::string percent_decode(std::string_view in, bool plus_is_space) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '%' && i + 2 < in.size()) {
+      int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+      if (hi >= 0 && lo >= 0) {
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+        continue;
+      }
+    }
+    out += (plus_is_space && in[i] == '+') ? ' ' : in[i];
+  }
+  return out;
+}
+
+// Go's path.Clean for an absolute path, as gorilla/mux applies it before routing.
+std::string clean_path(std::string_view p) {
+  std::vector<std::string_view> parts;
+  std::size_t i = 0;
+  while (i <= p.size()) {
+    std::size_t j = p.find('/', i);
+    if (j == std::string_view::npos) j = p.size();
+    std::string_view part = p.substr(i, j - i);
+    if (part.empty() || part == ".") {
+    } else if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else {
+      parts.push_back(part);
+    }
+    i = j + 1;
+  }
+  std::string out;
+  for (auto part : parts) {
+    out += '/';
+    out += part;
+  }
+  return out.empty() ? "/" : out;
+}
+
+// "HostConfig.Privileged", or "Privileged" at the top of the body.
+std::string field_name(const std::string& at, std::string_view name) {
+  return at.empty() ? std::string(name) : at + "." + std::string(name);
+}
+
+bool starts_with(std::string_view s, std::string_view prefix) { return s.starts_with(prefix); }
+bool ends_with(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
+
+// "/containers/{name:.*}/exec": Docker's container routes take names with slashes too.
+bool container_action(std::string_view path, std::string_view action) {
+  constexpr std::string_view kPrefix = "/containers/";
+  std::string tail = "/" + std::string(action);
+  return starts_with(path, kPrefix) && ends_with(path, tail) &&
+         path.size() > kPrefix.size() + tail.size();
+}
+
+bool plugin_action(std::string_view path) {
+  if (path == "/plugins/pull" || path == "/plugins/create") return true;
+  constexpr std::string_view kPrefix = "/plugins/";
+  if (!starts_with(path, kPrefix)) return false;
+  for (std::string_view action : {"/enable", "/upgrade", "/set", "/push"})
+    if (ends_with(path, action) && path.size() > kPrefix.size() + action.size()) return true;
+  return false;
+}
+
+// Every member of `object` whose key matches `name` as Go's encoding/json matches it. Go keeps
+// the last of several; the judge looks at all of them, so a refusal wins whatever the order.
+std::vector<const json*> members(const json& object, std::string_view name) {
+  std::vector<const json*> out;
+  if (!object.is_object()) return out;
+  const std::string folded = fold_json_key(name);
+  for (auto it = object.begin(); it != object.end(); ++it)
+    if (fold_json_key(it.key()) == folded) out.push_back(&it.value());
+  return out;
+}
+
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Docker's default capabilities, and a few more that act only within the container's own
+// namespaces and cgroup. Everything else reaches the kernel as a whole (SYS_ADMIN, SYS_MODULE,
+// NET_ADMIN in a shared namespace, BPF, ...).
+constexpr std::array kAllowedCapabilities = {
+    "AUDIT_WRITE", "CHOWN",   "DAC_OVERRIDE", "FOWNER",          "FSETID",  "KILL",
+    "MKNOD",       "NET_BIND_SERVICE",        "NET_RAW",         "SETFCAP", "SETGID",
+    "SETPCAP",     "SETUID",  "SYS_CHROOT",   "SYS_NICE",        "IPC_LOCK", "NET_BROADCAST",
+    "LEASE",
+};
+
+class Judge {
+ public:
+  explicit Judge(const ApiPolicy& policy) : policy_(policy) {}
+
+  std::optional<ApiRefusal> refusal() const { return refusal_; }
+
+  void refuse(const std::string& option, const std::string& field, const std::string& why = {}) {
+    if (refusal_) return;  // the first reason is the one the user sees
+    std::string message = "this offload runner does not allow " + option;
+    if (!field.empty()) message += " (" + field + ")";
+    message += why.empty() ? ": the runner is shared, and this would reach beyond your session; "
+                             "ask the runner's operator for an allowance if you need it"
+                           : ": " + why;
+    refusal_ = ApiRefusal{403, std::move(message)};
+  }
+
+  void bad_body(const std::string& what) {
+    if (!refusal_)
+      refusal_ = ApiRefusal{400, "the offload runner cannot read the " + what +
+                                     " request body (it must be one valid JSON object)"};
+  }
+
+  // --- container create / update / exec ---------------------------------------------------
+
+  void host_config(const json& hc, const std::string& at) {
+    if (!hc.is_object()) return;
+    flag(hc, "Privileged", "--privileged", at, policy_.allow.privileged);
+    mode(hc, "PidMode", "--pid=host", at);
+    mode(hc, "IpcMode", "--ipc=host", at);
+    mode(hc, "NetworkMode", "--network=host", at);
+    mode(hc, "UTSMode", "--uts=host", at);
+    mode(hc, "UsernsMode", "--userns=host", at);
+    mode(hc, "CgroupnsMode", "--cgroupns=host", at);
+    resources(hc, at);
+    for (const auto* caps : members(hc, "CapAdd")) capabilities(*caps, at + ".CapAdd", "--cap-add");
+    for (const auto* caps : members(hc, "Capabilities"))
+      capabilities(*caps, at + ".Capabilities", "--cap-add");
+    for (const auto* opts : members(hc, "SecurityOpt")) security_options(*opts, at);
+    for (const char* name : {"MaskedPaths", "ReadonlyPaths"})
+      for (const auto* v : members(hc, name))
+        if (!v->is_null() && !policy_.allow.privileged)
+          refuse("--security-opt systempaths=unconfined", field_name(at, name));
+    for (const auto* v : members(hc, "Runtime")) {
+      std::string runtime = v->is_string() ? v->get<std::string>() : std::string();
+      if (!runtime.empty() && runtime != "runc" && runtime != "io.containerd.runc.v2")
+        refuse("--runtime " + runtime, at + ".Runtime");
+    }
+    for (const auto* v : members(hc, "VolumeDriver"))
+      if (v->is_string() && !v->get<std::string>().empty() && v->get<std::string>() != "local")
+        refuse("--volume-driver " + v->get<std::string>(), at + ".VolumeDriver");
+    for (const auto* v : members(hc, "OomScoreAdj"))
+      if (v->is_number() && v->get<double>() < 0)
+        refuse("a negative --oom-score-adj", at + ".OomScoreAdj",
+               "it would make other sessions' containers die first when memory runs out");
+    for (const auto* binds : members(hc, "Binds")) bind_list(*binds, at + ".Binds");
+    for (const auto* mounts : members(hc, "Mounts")) mount_list(*mounts, at + ".Mounts");
+  }
+
+  // The resource fields container create and update share.
+  void resources(const json& r, const std::string& at) {
+    for (const char* name : {"Devices", "DeviceCgroupRules", "DeviceRequests"})
+      for (const auto* v : members(r, name))
+        if (v->is_array() && !v->empty() && !policy_.allow.devices)
+          refuse(std::string(name) == "DeviceRequests" ? "--gpus" : "--device",
+                 field_name(at, name), "this runner gives sessions no host devices");
+    for (const auto* v : members(r, "CgroupParent"))
+      if (v->is_string() && !v->get<std::string>().empty())
+        refuse("--cgroup-parent", field_name(at, "CgroupParent"),
+               "a session's containers stay in the session's own cgroup and its limits");
+  }
+
+  void exec_config(const json& body) {
+    flag(body, "Privileged", "docker exec --privileged", "", policy_.allow.privileged);
+  }
+
+  // --- volumes and networks -----------------------------------------------------------------
+
+  void volume_create(const json& body) {
+    for (const auto* v : members(body, "Driver")) driver(*v, "Driver");
+    for (const auto* opts : members(body, "DriverOpts")) volume_options(*opts, "DriverOpts");
+  }
+
+  void network_create(const json& body) {
+    for (const auto* v : members(body, "Driver")) {
+      std::string name = v->is_string() ? v->get<std::string>() : std::string();
+      if (!name.empty() && name != "bridge")
+        refuse("network driver " + name, "Driver", "sessions have bridge networks only");
+    }
+  }
+
+  // --- build --------------------------------------------------------------------------------
+
+  void build_query(std::string_view query) {
+    std::size_t i = 0;
+    while (i <= query.size()) {
+      std::size_t j = query.find('&', i);
+      if (j == std::string_view::npos) j = query.size();
+      std::string_view pair = query.substr(i, j - i);
+      i = j + 1;
+      auto eq = pair.find('=');
+      std::string key = percent_decode(pair.substr(0, eq), true);
+      std::string value = eq == std::string_view::npos ? std::string()
+                                                         : percent_decode(pair.substr(eq + 1), true);
+      if (key == "networkmode" && value == "host" && !policy_.allow.host_namespaces)
+        refuse("docker build --network=host", "networkmode");
+      if (key == "cgroupparent" && !value.empty())
+        refuse("docker build --cgroup-parent", "cgroupparent",
+               "a session's builds stay in the session's own cgroup and its limits");
+    }
+  }
+
+ private:
+  void flag(const json& object, const char* name, const std::string& option,
+            const std::string& at, bool allowed) {
+    if (allowed) return;
+    for (const auto* v : members(object, name))
+      if (v->is_boolean() && v->get<bool>()) refuse(option, field_name(at, name));
+  }
+
+  void mode(const json& hc, const char* name, const std::string& option, const std::string& at) {
+    if (policy_.allow.host_namespaces) return;
+    for (const auto* v : members(hc, name))
+      if (v->is_string() && v->get<std::string>() == "host") refuse(option, field_name(at, name));
+  }
+
+  void capabilities(const json& list, const std::string& at, const char* option) {
+    if (!list.is_array() || policy_.allow.privileged) return;
+    for (const auto& entry : list) {
+      if (!entry.is_string()) continue;  // dockerd refuses it
+      std::string cap = upper(entry.get<std::string>());
+      if (cap.starts_with("CAP_")) cap.erase(0, 4);
+      bool allowed = std::find(kAllowedCapabilities.begin(), kAllowedCapabilities.end(), cap) !=
+                         kAllowedCapabilities.end() ||
+                     policy_.allow.capabilities.count(cap) > 0;
+      if (!allowed) refuse(std::string(option) + " " + cap, at);
+    }
+  }
+
+  void security_options(const json& list, const std::string& at) {
+    if (!list.is_array() || policy_.allow.privileged) return;
+    for (const auto& entry : list) {
+      if (!entry.is_string()) continue;
+      std::string opt = entry.get<std::string>();
+      auto sep = opt.find_first_of("=:");
+      std::string key = opt.substr(0, sep);
+      // no-new-privileges only ever takes privileges away; every other option loosens or
+      // replaces the confinement (seccomp, AppArmor, SELinux labels, system paths).
+      if (key == "no-new-privileges") continue;
+      refuse("--security-opt " + opt, at + ".SecurityOpt");
+    }
+  }
+
+  void driver(const json& v, const std::string& at) {
+    std::string name = v.is_string() ? v.get<std::string>() : std::string();
+    if (!name.empty() && name != "local")
+      refuse("volume driver " + name, at, "sessions have local volumes only");
+  }
+
+  // The local driver mounts what its options say: `type=none,o=bind,device=/path` is a bind of
+  // any path, `type=ext4,device=/dev/sda1` a host disk, `type=nfs` a remote share.
+  void volume_options(const json& opts, const std::string& at) {
+    if (!opts.is_object()) return;
+    std::string type, o, device;
+    for (auto it = opts.begin(); it != opts.end(); ++it) {
+      std::string value = it.value().is_string() ? it.value().get<std::string>() : std::string();
+      if (it.key() == "type") type = value;
+      else if (it.key() == "o") o = value;
+      else if (it.key() == "device") device = value;
+    }
+    if (type.empty() && o.empty() && device.empty()) return;
+    if (type == "tmpfs") return;
+    if (o.find("bind") != std::string::npos && (type.empty() || type == "none")) {
+      check_source(device, at + ".device", "a volume bound to " + device);
+      return;
+    }
+    refuse("volume options type=" + type + (device.empty() ? "" : " device=" + device), at,
+           "sessions can make tmpfs volumes and volumes bound inside their synchronised bind "
+           "mounts, not mount host devices or network file systems");
+  }
+
+  void bind_list(const json& binds, const std::string& at) {
+    if (!binds.is_array()) return;
+    for (const auto& entry : binds) {
+      if (!entry.is_string()) continue;
+      std::string spec = entry.get<std::string>();
+      std::string source = spec.substr(0, spec.find(':'));
+      if (!source.starts_with("/")) continue;  // a named volume
+      check_source(source, at, "-v " + source);
+    }
+  }
+
+  void mount_list(const json& mounts, const std::string& at) {
+    if (!mounts.is_array()) return;
+    for (const auto& m : mounts) {
+      if (!m.is_object()) continue;
+      std::string type, source;
+      for (const auto* v : members(m, "Type"))
+        if (v->is_string()) type = v->get<std::string>();
+      for (const auto* v : members(m, "Source"))
+        if (v->is_string()) source = v->get<std::string>();
+      if (type == "bind") {
+        for (const auto* v : members(m, "Source"))
+          if (v->is_string()) check_source(v->get<std::string>(), at, "--mount source=" +
+                                                                        v->get<std::string>());
+      } else if (type == "volume") {
+        for (const auto* vo : members(m, "VolumeOptions"))
+          for (const auto* dc : members(*vo, "DriverConfig")) {
+            for (const auto* name : members(*dc, "Name")) driver(*name, at + ".DriverConfig");
+            for (const auto* opts : members(*dc, "Options"))
+              volume_options(*opts, at + ".DriverConfig.Options");
+          }
+      } else if (type == "tmpfs" || type == "image" || type.empty()) {
+      } else {
+        refuse("--mount type=" + type, at);
+      }
+    }
+  }
+
+  // A host path a container would see: it must lie inside the session's sync root, where
+  // offloadd puts the copies of the user's bind-mounted directories, also once symlinks are
+  // followed (a symlink synchronised from the laptop or planted by a container can point
+  // anywhere on the runner).
+  void check_source(const std::string& source, const std::string& at, const std::string& option) {
+    if (policy_.allow.privileged) return;
+    auto refuse_outside = [&] {
+      refuse(option, at,
+             "containers of a session may bind only the directories offloadd synchronises for "
+             "it, not paths of the runner host");
+    };
+    if (policy_.sync_root.empty() || source.empty() || source.front() != '/')
+      return refuse_outside();
+    fs::path lexical = fs::path(clean_path(source));
+    fs::path root = fs::path(clean_path(policy_.sync_root.string()));
+    auto inside = [](const fs::path& p, const fs::path& dir) {
+      auto rel = p.lexically_relative(dir);
+      return !rel.empty() && rel != "." && *rel.begin() != "..";
+    };
+    if (!inside(lexical, root)) return refuse_outside();
+    auto resolve = policy_.resolve ? policy_.resolve
+                                   : [](const fs::path& p) -> std::optional<fs::path> {
+      std::error_code ec;
+      auto r = fs::weakly_canonical(p, ec);
+      if (ec) return std::nullopt;
+      return r;
+    };
+    auto resolved = resolve(lexical);
+    auto resolved_root = resolve(root);
+    if (!resolved || !resolved_root || !inside(*resolved, *resolved_root)) return refuse_outside();
+  }
+
+  const ApiPolicy& policy_;
+  std::optional<ApiRefusal> refusal_;
+};
+
+}  // namespace
+
+ApiRoute api_route(std::string_view method, std::string_view target) {
+  ApiRoute route;
+  route.method = upper(method);
+  std::string_view path = target;
+  if (auto q = path.find('?'); q != std::string_view::npos) {
+    route.query = std::string(path.substr(q + 1));
+    path = path.substr(0, q);
+  }
+  if (auto hash = route.query.find('#'); hash != std::string::npos) route.query.resize(hash);
+  if (auto hash = path.find('#'); hash != std::string_view::npos) path = path.substr(0, hash);
+  // Absolute-form: "http://docker/containers/create".
+  if (auto scheme = path.find("://"); scheme != std::string_view::npos && !path.starts_with("/")) {
+    auto slash = path.find('/', scheme + 3);
+    path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+  }
+  std::string p = clean_path(percent_decode(path, false));
+  // Docker's router accepts an optional /v{version:[0-9.]+} in front of every route.
+  if (p.size() > 2 && p[1] == 'v') {
+    std::size_t i = 2;
+    while (i < p.size() && ((p[i] >= '0' && p[i] <= '9') || p[i] == '.')) ++i;
+    if (i > 2 && i < p.size() && p[i] == '/') p.erase(0, i);
+  }
+  route.path = std::move(p);
+  return route;
+}
+
+Judged judged(const ApiRoute& route) {
+  if (route.method != "POST") return Judged::no;
+  const std::string& p = route.path;
+  if (p == "/containers/create" || p == "/volumes/create" || p == "/networks/create" ||
+      container_action(p, "update") || container_action(p, "exec"))
+    return Judged::body;
+  if (p == "/build" || plugin_action(p) || p == "/swarm/init" || p == "/swarm/join")
+    return Judged::query;
+  return Judged::no;
+}
+
+std::optional<ApiRefusal> judge_request(const ApiRoute& route, std::string_view body,
+                                        const ApiPolicy& policy) {
+  Judge judge(policy);
+  const std::string& p = route.path;
+  switch (judged(route)) {
+    case Judged::no:
+      return std::nullopt;
+    case Judged::query:
+      if (p == "/build") {
+        judge.build_query(route.query);
+      } else if (plugin_action(p)) {
+        judge.refuse("Docker plugins", "",
+                     "a plugin runs with full privileges on the runner host");
+      } else {
+        judge.refuse("Docker swarm mode", "", "a session's engine stays on its own");
+      }
+      return judge.refusal();
+    case Judged::body:
+      break;
+  }
+  // An empty body is the engine's to refuse; anything else must be what dockerd would read.
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return std::nullopt;
+  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !(doc.is_object() || doc.is_null())) {
+    judge.bad_body(p);
+    return judge.refusal();
+  }
+  if (p == "/containers/create") {
+    for (const auto* hc : members(doc, "HostConfig")) judge.host_config(*hc, "HostConfig");
+  } else if (container_action(p, "update")) {
+    judge.resources(doc, "");
+  } else if (container_action(p, "exec")) {
+    judge.exec_config(doc);
+  } else if (p == "/volumes/create") {
+    judge.volume_create(doc);
+  } else if (p == "/networks/create") {
+    judge.network_create(doc);
+  }
+  return judge.refusal();
+}
+
+}  // namespace offload::runner
