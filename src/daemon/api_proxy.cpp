@@ -95,22 +95,6 @@ std::string head_with_content_length(std::string_view raw_head, std::size_t body
   return out;
 }
 
-std::optional<std::string> request_body(std::string_view raw_message) {
-  bhttp::request_parser<bhttp::string_body> parser;
-  parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(raw_message.size(), 1u << 30)));
-  parser.body_limit(boost::none);
-  parser.eager(true);
-  boost::beast::error_code ec;
-  std::size_t used = 0;
-  while (!parser.is_done()) {
-    const std::size_t n =
-        parser.put(asio::buffer(raw_message.data() + used, raw_message.size() - used), ec);
-    used += n;
-    if (ec || n == 0) return std::nullopt;
-  }
-  return std::move(parser.get().body());
-}
-
 struct ApiProxy::Impl {
   Impl(stream_protocol::socket& c, tunnel::FrameStream& s, BindSync* b, std::uint64_t i)
       : client(c), stream(s), bind_sync(b), id(i), client_free(c.get_executor()) {
@@ -240,7 +224,7 @@ std::string ApiProxy::Impl::release_create() {
 
 asio::awaitable<bool> ApiProxy::Impl::finish_create() {
   std::string held = release_create();
-  auto body = request_body(held);
+  auto body = http::request_body(held);
   if (!body) {
     // The framer accepted it, so this does not happen; the engine judges it.
     spdlog::warn("[C{}] cannot read the body of a create request; forwarded unchanged", id);

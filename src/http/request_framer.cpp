@@ -4,7 +4,9 @@
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/rfc7230.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/status.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -333,6 +335,22 @@ std::string json_error_response(int status, std::string_view message, bool head_
   out += "\r\n";
   if (!head_request) out += body;
   return out;
+}
+
+std::optional<std::string> request_body(std::string_view raw_message) {
+  bhttp::request_parser<bhttp::string_body> parser;
+  parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(raw_message.size(), 1u << 30)));
+  parser.body_limit(boost::none);
+  parser.eager(true);
+  boost::beast::error_code ec;
+  std::size_t used = 0;
+  while (!parser.is_done()) {
+    const std::size_t n =
+        parser.put(boost::asio::buffer(raw_message.data() + used, raw_message.size() - used), ec);
+    used += n;
+    if (ec || n == 0) return std::nullopt;
+  }
+  return std::move(parser.get().body());
 }
 
 }  // namespace offload::http

@@ -1,5 +1,7 @@
 #include "offload/runner/tunnel_targets.h"
 
+#include "offload/runner/api_gate.h"
+
 #include <fcntl.h>
 #include <sched.h>
 #include <spdlog/spdlog.h>
@@ -65,7 +67,10 @@ asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, st
     co_return;
   }
   session->stream_opened();
-  auto result = co_await tunnel::splice(engine, *stream);
+  // The runner is the trust boundary: every request is judged here, whoever the client is.
+  ApiGate gate(engine, ApiPolicy{session->engine().sync_root(), {}, {}},
+               "session " + short_session_id(session->id()));
+  auto result = co_await tunnel::splice(engine, *stream, gate.responses(), gate.requests());
   session->stream_closed();
   spdlog::debug("session {}: tunnel {} closed: up {} ({} B), down {} ({} B)",
                 short_session_id(session->id()), label, tunnel::to_string(result.up),

@@ -176,6 +176,10 @@ class FakeBindSync final : public daemon::BindSync {
  public:
   ~FakeBindSync() override { join(); }
 
+  // Where the copies live on the runner: inside the session's sync root, or the runner's API
+  // policy refuses the bind.
+  std::string remote_root = "/runner/mnt";
+
   void prepare_create(std::string body, std::function<void(Prepared)> done) override {
     Prepared p;
     auto parsed = json::parse(body, nullptr, false);
@@ -188,7 +192,7 @@ class FakeBindSync final : public daemon::BindSync {
           p.status = 400;
           p.message = "bind source path does not exist: " + m.source;
         }
-        to[m.source] = "/runner/mnt" + m.source;
+        to[m.source] = remote_root + m.source;
       }
       if (p.ok && !mounts.empty()) {
         daemon::replace_bind_sources(parsed, to);
@@ -328,6 +332,8 @@ class BindProxyTest : public ::testing::Test {
     runner_ = std::make_unique<InProcessRunner>(dir_);
     runner_->target().set_behaviour(
         [this](stream_protocol::socket s) { return engine_.serve(std::move(s)); });
+    // TestEngine's sync root: next to the engine socket.
+    sync_.remote_root = (dir_ / "sync").string();
     paths_ = std::make_unique<StatePaths>(dir_ / "docker");
     ASSERT_FALSE(ensure_private_dir(paths_->dir));
     OffloadConfig config;
@@ -374,10 +380,10 @@ class BindProxyTest : public ::testing::Test {
   std::vector<std::thread> threads_;
 };
 
-json expected_rewrite() {
+json expected_rewrite(const std::string& remote_root) {
   auto body = json::parse(kCreateWithBinds);
-  body["HostConfig"]["Binds"][0] = "/runner/mnt/home/me/src:/src:ro";
-  body["HostConfig"]["Mounts"][0]["Source"] = "/runner/mnt/home/me/out";
+  body["HostConfig"]["Binds"][0] = remote_root + "/home/me/src:/src:ro";
+  body["HostConfig"]["Mounts"][0]["Source"] = remote_root + "/home/me/out";
   return body;
 }
 
@@ -386,14 +392,14 @@ TEST_F(BindProxyTest, CreateWithBindsReachesTheEngineRewritten) {
   c.send(post("/v1.43/containers/create?name=x", kCreateWithBinds));
   auto r = c.response();
   EXPECT_EQ(r.result_int(), 200);
-  EXPECT_EQ(json::parse(r.body()), expected_rewrite()) << r.body();
+  EXPECT_EQ(json::parse(r.body()), expected_rewrite(sync_.remote_root)) << r.body();
 
   ASSERT_EQ(sync_.creates().size(), 1u);
   EXPECT_EQ(sync_.creates()[0], kCreateWithBinds);  // the synchroniser got the original
   auto seen = engine_.requests();
   ASSERT_EQ(seen.size(), 1u);
   EXPECT_EQ(seen[0].target, "/v1.43/containers/create?name=x");
-  EXPECT_EQ(json::parse(seen[0].body), expected_rewrite());
+  EXPECT_EQ(json::parse(seen[0].body), expected_rewrite(sync_.remote_root));
   EXPECT_EQ(seen[0].content_length, std::to_string(seen[0].body.size()));
   // The other fields are as the client sent them.
   EXPECT_NE(seen[0].raw.find("Content-Type: application/json\r\n"), std::string::npos);
@@ -412,7 +418,7 @@ TEST_F(BindProxyTest, ChunkedCreateIsDechunkedAndRewritten) {
   EXPECT_EQ(r.result_int(), 200);
   auto seen = engine_.requests();
   ASSERT_EQ(seen.size(), 1u);
-  EXPECT_EQ(json::parse(seen[0].body), expected_rewrite());
+  EXPECT_EQ(json::parse(seen[0].body), expected_rewrite(sync_.remote_root));
   EXPECT_EQ(seen[0].content_length, std::to_string(seen[0].body.size()));
   EXPECT_EQ(seen[0].transfer_encoding, "");
   EXPECT_EQ(seen[0].raw.find("chunked"), std::string::npos) << seen[0].raw;
@@ -528,7 +534,7 @@ TEST_F(BindProxyTest, AKeepAliveConnectionCarriesTheWholeRun) {
   c.send("GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n");
   EXPECT_EQ(c.response().result_int(), 200);
   c.send(post("/v1.43/containers/create", kCreateWithBinds));
-  EXPECT_EQ(json::parse(c.response().body()), expected_rewrite());
+  EXPECT_EQ(json::parse(c.response().body()), expected_rewrite(sync_.remote_root));
   EXPECT_TRUE(sync_.has_mounts());
   engine_.exit_containers();
   c.send(post("/v1.43/containers/abc/wait?condition=next-exit", ""));
@@ -565,7 +571,7 @@ TEST_F(BindProxyTest, UpgradedConnectionsStayRawBothWays) {
   EXPECT_EQ(sync_.flushes(), 0);
 }
 
-TEST_F(BindProxyTest, CreateBodiesOverTheCapPassUnchanged) {
+TEST_F(BindProxyTest, CreateBodiesOverTheCapAreNotHeldAndTheRunnerRefusesThem) {
   auto c = client();
   // Chunked, so the size shows only while the body arrives.
   json big = json::parse(kCreateWithBinds);
@@ -579,11 +585,13 @@ TEST_F(BindProxyTest, CreateBodiesOverTheCapPassUnchanged) {
   parser.body_limit(boost::none);
   c.body(parser);
   writer.join();
-  EXPECT_EQ(parser.get().body().size(), body.size());
+  // offloadd does not hold it for the synchroniser; the runner cannot judge a body that large
+  // and refuses it before the engine sees a byte.
   EXPECT_TRUE(sync_.creates().empty());
-  auto seen = engine_.requests();
-  ASSERT_EQ(seen.size(), 1u);
-  EXPECT_EQ(seen[0].raw, request);
+  EXPECT_EQ(parser.get().result_int(), 413u);
+  EXPECT_NE(parser.get().body().find("larger than the offload runner judges"), std::string::npos)
+      << parser.get().body();
+  EXPECT_TRUE(engine_.requests().empty());
 }
 
 }  // namespace

@@ -58,8 +58,4 @@ class ApiProxy {
 // Transfer-Encoding and Trailer field dropped and `Content-Length: body_size` added last.
 std::string head_with_content_length(std::string_view raw_head, std::size_t body_size);
 
-// The body of a complete, well-framed request `raw_message` (head included), de-chunked when
-// chunked; nullopt when it cannot be parsed.
-std::optional<std::string> request_body(std::string_view raw_message);
-
 }  // namespace offload::daemon

@@ -84,4 +84,8 @@ const char* to_string(RequestFramer::Event event);
 std::string json_error_response(int status, std::string_view message, bool head_request,
                                 bool keep_alive);
 
+// The body of a complete, well-framed request `raw_message` (head included), de-chunked when
+// chunked; nullopt when it cannot be parsed.
+std::optional<std::string> request_body(std::string_view raw_message);
+
 }  // namespace offload::http
