@@ -113,6 +113,8 @@ void ClientTunnelStream::OnDone(const grpc::Status& status) {
     handler.swap(done_handler_);
   }
   if (handler) post_to_handler_executor(std::move(*handler), status);
+  // A splice waiting on its socket only (an idle client) learns of the end here.
+  if (!status.ok()) call_ended();
   // Last reference from gRPC's side; the object lives on while a coroutine holds it.
   auto self = std::move(self_);
 }

@@ -240,6 +240,9 @@ class MemoryFrameStream final : public FrameStream {
       dir.queue.clear();
       fail_parked(dir);
     }
+    // Like gRPC, both ends learn that the call is over, also without a pending operation.
+    for (auto* end : link_->ends)
+      if (end) end->call_ended();
   }
 
   std::shared_ptr<Link> link_;

@@ -15,7 +15,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -68,6 +70,16 @@ class FrameStream {
   // stream fail. `reason` goes to the peer (server side) and the log.
   virtual void cancel(const std::string& reason) = 0;
 
+  // `interrupt` runs (on any thread; it must only post) when the call ends other than cleanly —
+  // cancelled by either side, or broken — also while no read or write is pending, when nothing
+  // else would tell the stream's users. A call that ended already runs it at once. Cleared with
+  // set_interrupt({}); after that returns it is never called again.
+  void set_interrupt(std::function<void()> interrupt) {
+    std::lock_guard lock(interrupt_mu_);
+    interrupt_ = std::move(interrupt);
+    if (ended_ && interrupt_) interrupt_();
+  }
+
   std::uint64_t bytes_in() const { return bytes_in_; }
   std::uint64_t bytes_out() const { return bytes_out_; }
   void count_in(std::size_t n) { bytes_in_ += n; }
@@ -80,6 +92,12 @@ class FrameStream {
   // Called by the gRPC reactor on a gRPC thread.
   void read_done(bool ok) { complete(read_handler_, ok); }
   void write_done(bool ok) { complete(write_handler_, ok); }
+  // Implementations call this when the call ended other than cleanly.
+  void call_ended() {
+    std::lock_guard lock(interrupt_mu_);
+    ended_ = true;
+    if (interrupt_) interrupt_();
+  }
 
  private:
   // std::optional + emplace: Boost 1.81's any_completion_handler move-assignment recurses
@@ -94,6 +112,9 @@ class FrameStream {
 
   HandlerSlot read_handler_;
   HandlerSlot write_handler_;
+  std::mutex interrupt_mu_;
+  std::function<void()> interrupt_;  // guarded by interrupt_mu_
+  bool ended_ = false;               // guarded by interrupt_mu_
   std::atomic<std::uint64_t> bytes_in_{0}, bytes_out_{0};
 };
 

@@ -115,7 +115,9 @@ class ServerTunnelStream final : public FrameStream,
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override { write_done(ok); }
-  void OnCancel() override {}
+  // The client cancelled or the connection broke: a splice waiting on its socket only learns
+  // of it here.
+  void OnCancel() override { call_ended(); }
   void OnDone() override;
 
  private:

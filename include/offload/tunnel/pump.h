@@ -14,10 +14,12 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
 #include <concepts>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -241,6 +243,19 @@ template <class Socket, UpstreamFilter Filter = SendAsRead, DownstreamWriter Wri
 asio::awaitable<SpliceResult> splice(Socket& socket, FrameStream& stream, Filter filter = {},
                                      Writer writer = {}) {
   using namespace asio::experimental::awaitable_operators;
+  // A call that ends while neither pump waits on the stream (the client neither reads nor
+  // writes) would otherwise go unnoticed: the stream's end cancels the socket's operations.
+  // The socket is touched only on this coroutine's executor (a strand), and not after the
+  // splice is over.
+  auto executor = co_await asio::this_coro::executor;
+  auto spliced = std::make_shared<bool>(true);
+  stream.set_interrupt([executor, spliced, &socket] {
+    asio::post(executor, [spliced, &socket] {
+      if (!*spliced) return;
+      boost::system::error_code ignored;
+      socket.cancel(ignored);
+    });
+  });
   auto up = [&]() -> asio::awaitable<PumpEnd> {
     co_return co_await pump_socket_to_stream(socket, stream, std::move(filter));
   };
@@ -254,6 +269,8 @@ asio::awaitable<SpliceResult> splice(Socket& socket, FrameStream& stream, Filter
     co_return end;
   };
   auto [u, d] = co_await (up() && down());
+  stream.set_interrupt({});
+  *spliced = false;
   SpliceResult result{u, d};
   if (!result.clean()) {
     boost::system::error_code ignored;

@@ -351,6 +351,25 @@ TEST_F(PumpTest, ASlowClientStallsTheStream) {
   EXPECT_EQ(at_app.hash.value(), expected.value());
 }
 
+TEST_F(PumpTest, ACallCancelledWhileTheClientNeitherReadsNorWritesEndsTheSplice) {
+  // The client neither reads (its socket buffer fills, the pump's write to it blocks) nor
+  // writes (the other pump waits on its socket). Cancelling the call must end both directions:
+  // nothing may wait forever on a client that will never read or write again.
+  start_splice();
+  constexpr std::size_t kSize = 16 * 1024 * 1024;
+  std::vector<TunnelFrame> frames;
+  const std::string down = random_bytes(kSize, 7);
+  for (std::size_t at = 0; at < kSize; at += kChunkSize)
+    frames.push_back(frame_of(std::string_view(down).substr(at, kChunkSize)));
+  spawn(send_frames(*far, std::move(frames), sent));
+  ASSERT_TRUE(run_until(io, [&] { return far->write_waiting(); }));
+  ASSERT_TRUE(settle(io));
+  ASSERT_FALSE(result.has_value());
+  far->cancel("the client gave up");
+  EXPECT_TRUE(wait_for_splice()) << "the splice still waits on a peer that never reads";
+  if (result) EXPECT_FALSE(result->clean());
+}
+
 TEST_F(PumpTest, AFilterSendsReadsAsTheyAreOrHoldsThemOrSendsItsOwnFrame) {
   spliced = true;
   asio::co_spawn(io, pump_socket_to_stream(local, *near, LineFilter{&line}),
