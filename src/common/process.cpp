@@ -192,4 +192,13 @@ std::optional<fs::path> find_program(const std::string& name) {
   return std::nullopt;
 }
 
+sigset_t block_signals_for_sigwait(std::initializer_list<int> signals) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : signals) sigaddset(&set, s);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  return set;
+}
+
 }  // namespace offload

@@ -17,6 +17,7 @@
 
 #include "offload/common/fs.h"
 #include "offload/common/log.h"
+#include "offload/common/process.h"
 
 namespace offload::daemon {
 namespace fs = std::filesystem;
@@ -142,14 +143,8 @@ int run_daemon(int argc, char** argv) {
     return 1;
   }
 
-  // Signals are taken synchronously by this thread; block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  // Signals are taken synchronously by this thread; blocked before any thread starts.
+  const sigset_t signals = block_signals_for_sigwait({SIGTERM, SIGINT, SIGHUP});
 
   SessionManager::Providers providers;
   providers[kLocalAccountName] = std::make_unique<LocalProvider>(paths, config.local);

@@ -21,6 +21,7 @@
 #include "offload/common/duration.h"
 #include "offload/common/fs.h"
 #include "offload/common/log.h"
+#include "offload/common/process.h"
 #include "offload/engine/engine.h"
 #include "offload/runner/docker_backend.h"
 #include "offload/runner/runner_service.h"
@@ -242,14 +243,8 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
 }  // namespace
 
 int run_runner(int argc, char** argv) {
-  // Blocked before any thread exists, so every thread inherits the mask and only sigwait in the
-  // main thread sees them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  // Blocked before any thread exists, so only sigwait in the main thread sees them.
+  const sigset_t stop_signals = block_signals_for_sigwait({SIGTERM, SIGINT});
 
   CLI::App app{
       "offload-runner: creates one ephemeral Docker engine per docker-offload session "

@@ -142,7 +142,7 @@ bool MountSync::Worker::receive_manifest(Manifest& remote) {
   }
 }
 
-bool MountSync::Worker::act(const Action& a, const Manifest& local, const Manifest& remote) {
+bool MountSync::Worker::act(const Action& a, const Manifest& local, const Manifest& /*remote*/) {
   switch (a.kind) {
     case Action::agree:
       base_[a.path] = local.at(a.path);

@@ -1,10 +1,12 @@
 // Running helper programs (ip, iptables, dockerd) without a shell: argv in, exit code out.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
 #include <filesystem>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,5 +47,11 @@ bool terminate_process(pid_t pid, std::chrono::milliseconds grace);
 // Absolute path of a program: next to our own executable first (a build tree or an install
 // prefix keeps the three programs together), then PATH. nullopt when not found.
 std::optional<std::filesystem::path> find_program(const std::string& name);
+
+// For a program that takes its signals synchronously, with sigwait in the main thread: blocks
+// `signals` in the calling thread and ignores SIGPIPE (a peer gone away is then an error on the
+// write, not the end of the program). Call it before any thread starts, so every thread inherits
+// the mask and only sigwait sees those signals. Returns the set to give sigwait.
+sigset_t block_signals_for_sigwait(std::initializer_list<int> signals);
 
 }  // namespace offload

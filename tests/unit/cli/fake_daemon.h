@@ -2,8 +2,6 @@
 // temporary docker config directory, records what it was asked and answers what the test says.
 #pragma once
 
-#include <stdlib.h>
-
 #include <condition_variable>
 #include <filesystem>
 #include <memory>
@@ -17,23 +15,6 @@
 #include "offload/v1/control.grpc.pb.h"
 
 namespace offload::cli::testing {
-
-// A fresh directory under /tmp (short, so socket paths fit in sun_path), removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/offload-cli-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 class FakeDaemon final : public v1::Control::Service {
  public:

@@ -16,10 +16,11 @@
 #include "offload/cli/render.h"
 #include "offload/common/fs.h"
 #include "offload/common/token.h"
+#include "temp_dir.h"
 
 using namespace offload::cli;
 using offload::cli::testing::FakeDaemon;
-using offload::cli::testing::TempDir;
+using offload::test::TempDir;
 namespace v1 = offload::v1;
 namespace fs = std::filesystem;
 

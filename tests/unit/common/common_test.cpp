@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <array>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "offload/common/clock.h"
@@ -79,6 +82,28 @@ TEST(Process, RunCommandCapturesOutputAndExitCode) {
   auto slow = run_command({"sleep", "5"}, 100ms);
   EXPECT_EQ(slow.exit_code, -1);
   EXPECT_NE(slow.error.find("timed out"), std::string::npos);
+}
+
+TEST(Process, BlockSignalsForSigwaitBlocksThemAndIgnoresSigpipe) {
+  // On a thread of its own: the mask is per thread and the test runner's must stay as it is.
+  std::thread([] {
+    const sigset_t set = block_signals_for_sigwait({SIGUSR1, SIGUSR2});
+    EXPECT_TRUE(sigismember(&set, SIGUSR1));
+    EXPECT_TRUE(sigismember(&set, SIGUSR2));
+    EXPECT_FALSE(sigismember(&set, SIGTERM));
+    sigset_t blocked;
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, nullptr, &blocked), 0);
+    EXPECT_TRUE(sigismember(&blocked, SIGUSR1));
+    EXPECT_TRUE(sigismember(&blocked, SIGUSR2));
+    // A blocked signal waits for sigwait instead of killing the process.
+    ASSERT_EQ(pthread_kill(pthread_self(), SIGUSR2), 0);
+    int sig = 0;
+    ASSERT_EQ(sigwait(&set, &sig), 0);
+    EXPECT_EQ(sig, SIGUSR2);
+  }).join();
+  struct sigaction action {};
+  ASSERT_EQ(sigaction(SIGPIPE, nullptr, &action), 0);
+  EXPECT_EQ(action.sa_handler, SIG_IGN);
 }
 
 TEST(Text, JoinsAnyRangeOfStrings) {

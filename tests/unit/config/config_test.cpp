@@ -8,10 +8,12 @@
 #include "offload/common/fs.h"
 #include "offload/common/token.h"
 #include "offload/config/config.h"
+#include "temp_dir.h"
 
 using namespace offload;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
+using offload::test::TempDir;
 
 namespace {
 
@@ -30,18 +32,6 @@ std::string error_of(std::string_view json) {
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
-
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("offload-config-" + random_hex(6))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 void expect_defaults(const OffloadConfig& c) {
   EXPECT_EQ(c.version, 1);

@@ -12,26 +12,15 @@
 #include <filesystem>
 
 #include "offload/common/fs.h"
-#include "offload/common/token.h"
 #include "offload/dockerctx/context_store.h"
+#include "temp_dir.h"
 
 using namespace offload;
 using namespace offload::daemon;
 namespace fs = std::filesystem;
+using offload::test::TempDir;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("offload-diag-" + random_hex(6))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // A loopback port nothing listens on (bound once, then released).
 int closed_port() {

@@ -4,26 +4,15 @@
 #include <filesystem>
 
 #include "offload/common/fs.h"
-#include "offload/common/token.h"
 #include "offload/daemon/provider.h"
+#include "temp_dir.h"
 
 using namespace offload;
 using namespace offload::daemon;
 namespace fs = std::filesystem;
+using offload::test::TempDir;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("offload-remote-" + random_hex(6))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 const std::string kFp = "sha256:" + std::string(64, 'c');
 const std::string kToken = "s3cret-account-token-0123456789";

@@ -1,0 +1,3 @@
+#pragma once
+#include "offload/mid/m.h"
+#include "offload/peer/p.h"

@@ -1,0 +1,2 @@
+#pragma once
+#include "offload/high/h.h"  // 3: a higher layer, from a public header

@@ -1,0 +1,2 @@
+#include "offload/low/l.h"
+#include "offload/mid/m.h"  // 2: a higher layer

@@ -1,0 +1,1 @@
+#include "offload/peer/p.h"
