@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 
 #include <memory>
+#include <mutex>
 
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -283,6 +284,129 @@ TEST_F(TunnelTest, LargeTransferArrivesIntact) {
   ASSERT_EQ(fut.wait_for(300s), std::future_status::ready);
   auto [sent, got] = fut.get();
   EXPECT_EQ(sent, got);
+}
+
+// --- The runner's API gate, attacked the way a hostile client would: through the raw tunnel.
+
+// A fake dockerd: answers each request (200 "OK", or 404 for attach, which it never hijacks)
+// and records every byte it was sent, until the client's end-of-file.
+struct Recorded {
+  std::mutex mu;
+  std::string bytes;
+  std::promise<void> done;
+};
+
+asio::awaitable<void> http_engine(std::shared_ptr<Recorded> rec, stream_protocol::socket s) {
+  std::string buf;
+  char chunk[4096];
+  for (;;) {
+    auto end = buf.find("\r\n\r\n");
+    if (end == std::string::npos) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(chunk), tok);
+      {
+        std::lock_guard lock(rec->mu);
+        rec->bytes.append(chunk, n);
+      }
+      buf.append(chunk, n);
+      if (ec) break;
+      continue;
+    }
+    std::string head = buf.substr(0, end + 4);
+    std::size_t length = 0;
+    if (auto cl = head.find("Content-Length: "); cl != std::string::npos)
+      length = std::stoul(head.substr(cl + 16));
+    while (buf.size() < head.size() + length) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(chunk), tok);
+      {
+        std::lock_guard lock(rec->mu);
+        rec->bytes.append(chunk, n);
+      }
+      buf.append(chunk, n);
+      if (ec) co_return rec->done.set_value();
+    }
+    buf.erase(0, head.size() + length);
+    std::string reply = head.find("/attach") != std::string::npos
+                            ? "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                            : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK";
+    co_await asio::async_write(s, asio::buffer(reply), tok);
+  }
+  rec->done.set_value();
+}
+
+std::string create_request(std::string_view target, std::string_view body) {
+  return "POST " + std::string(target) + " HTTP/1.1\r\nHost: docker\r\n"
+         "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + std::string(body);
+}
+
+TEST_F(TunnelTest, APrivilegedCreateThroughTheRawTunnelIsRefusedBeforeTheEngine) {
+  auto rec = std::make_shared<Recorded>();
+  target_->set_behaviour([rec](stream_protocol::socket s) { return http_engine(rec, std::move(s)); });
+  std::promise<grpc::Status> done;
+  auto app = open_tunnel(*client_, &done);
+  // A hostile client's spelling: encoded path, lower-case keys.
+  asio::write(app, asio::buffer(create_request(
+                       "/v1.41/containers%2Fcreate", R"({"Image":"x","hostconfig":{"privileged":true}})")));
+  app.shutdown(stream_protocol::socket::shutdown_send);  // bounded: the engine closes after it
+  std::string out = read_all(app);
+  EXPECT_EQ(out.find("HTTP/1.1 403 Forbidden"), 0u) << out;
+  EXPECT_NE(out.find("--privileged"), std::string::npos) << out;
+  EXPECT_NE(out.find("Connection: close"), std::string::npos) << out;
+  ASSERT_EQ(rec->done.get_future().wait_for(10s), std::future_status::ready);
+  std::lock_guard lock(rec->mu);
+  EXPECT_EQ(rec->bytes, "") << "the engine saw the refused request";
+}
+
+TEST_F(TunnelTest, RefusedAfterTheAnswersToEarlierPipelinedRequests) {
+  auto rec = std::make_shared<Recorded>();
+  target_->set_behaviour([rec](stream_protocol::socket s) { return http_engine(rec, std::move(s)); });
+  auto app = open_tunnel(*client_);
+  std::string ping = "GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n";
+  asio::write(app, asio::buffer(ping + create_request("/containers/create",
+                                                      R"({"HostConfig":{"Binds":["/:/host"]}})")));
+  app.shutdown(stream_protocol::socket::shutdown_send);  // bounded: the engine closes after it
+  std::string out = read_all(app);
+  EXPECT_EQ(out.find("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"), 0u) << out;
+  auto refused = out.find("HTTP/1.1 403");
+  ASSERT_NE(refused, std::string::npos) << out;
+  EXPECT_NE(out.find("-v /", refused), std::string::npos) << out;
+  ASSERT_EQ(rec->done.get_future().wait_for(10s), std::future_status::ready);
+  std::lock_guard lock(rec->mu);
+  EXPECT_EQ(rec->bytes, ping);
+}
+
+TEST_F(TunnelTest, AnUpgradeTheEngineDidNotGrantSmugglesNothingPastTheGate) {
+  // `Upgrade:` on a request the engine answers itself (404): a gate that went raw at the request
+  // would pass the next request unjudged.
+  auto rec = std::make_shared<Recorded>();
+  target_->set_behaviour([rec](stream_protocol::socket s) { return http_engine(rec, std::move(s)); });
+  auto app = open_tunnel(*client_);
+  std::string upgrade(kUpgradeRequest);
+  std::string create = create_request("/containers/create", R"({"HostConfig":{"Privileged":true}})");
+  // Both at once, as a smuggler would send them.
+  asio::write(app, asio::buffer(upgrade + create));
+  app.shutdown(stream_protocol::socket::shutdown_send);  // bounded: the engine closes after it
+  std::string out = read_all(app);
+  EXPECT_EQ(out.find("HTTP/1.1 404 Not Found"), 0u) << out;
+  EXPECT_NE(out.find("HTTP/1.1 403"), std::string::npos) << out;
+  ASSERT_EQ(rec->done.get_future().wait_for(10s), std::future_status::ready);
+  std::lock_guard lock(rec->mu);
+  EXPECT_EQ(rec->bytes, upgrade) << "the engine saw the smuggled request";
+}
+
+TEST_F(TunnelTest, AnAllowedCreateReachesTheEngineByteForByte) {
+  auto rec = std::make_shared<Recorded>();
+  target_->set_behaviour([rec](stream_protocol::socket s) { return http_engine(rec, std::move(s)); });
+  auto app = open_tunnel(*client_);
+  std::string create = create_request(
+      "/v1.41/containers/create?name=web", R"({"Image":"busybox","Cmd":["echo","hi"],"HostConfig":{"Binds":["data:/data"]}})");
+  asio::write(app, asio::buffer(create));
+  app.shutdown(stream_protocol::socket::shutdown_send);
+  std::string out = read_all(app);
+  EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK");
+  ASSERT_EQ(rec->done.get_future().wait_for(10s), std::future_status::ready);
+  std::lock_guard lock(rec->mu);
+  EXPECT_EQ(rec->bytes, create);
 }
 
 TEST_F(TunnelTest, WrongFingerprintIsRefused) {
