@@ -367,7 +367,9 @@ TEST_F(PumpTest, ACallCancelledWhileTheClientNeitherReadsNorWritesEndsTheSplice)
   ASSERT_FALSE(result.has_value());
   far->cancel("the client gave up");
   EXPECT_TRUE(wait_for_splice()) << "the splice still waits on a peer that never reads";
-  if (result) EXPECT_FALSE(result->clean());
+  if (result) {
+    EXPECT_FALSE(result->clean());
+  }
 }
 
 TEST_F(PumpTest, AFilterSendsReadsAsTheyAreOrHoldsThemOrSendsItsOwnFrame) {
