@@ -110,6 +110,14 @@ namespace {
 
 // Streams the status to one `status --watch` client: the latest status wins when the client
 // reads slower than the state changes (it only ever needs the newest).
+//
+// Lifetime: OnDone unwatches, then deletes the writer; SessionManager::unwatch returns only once
+// no call of our watcher is running or can start, so push() never meets a deleted writer.
+// StartWrite and Finish are called outside mu_: should gRPC run a reaction inline, it may take
+// mu_ or end the call (OnDone) without deadlocking on us or freeing a mutex we still hold. That
+// is safe because the decision is taken under mu_: a write is only started while none is in
+// flight and before Finish, and Finish is only called while no write is in flight, so the call
+// cannot be done (and the writer deleted) between the decision and the call.
 class StatusWriter final : public grpc::ServerWriteReactor<v1::SessionStatus> {
  public:
   explicit StatusWriter(SessionManager& sessions) : sessions_(sessions) {
@@ -117,19 +125,26 @@ class StatusWriter final : public grpc::ServerWriteReactor<v1::SessionStatus> {
   }
 
   void OnWriteDone(bool ok) override {
-    std::lock_guard lock(mu_);
-    writing_ = false;
-    if (!ok) {
-      finish_locked(grpc::Status::CANCELLED);
-      return;
+    Next next;
+    {
+      std::lock_guard lock(mu_);
+      writing_ = false;
+      if (!ok || cancelled_)
+        next = finish_locked(grpc::Status::CANCELLED);
+      else if (next_)
+        next = write_locked();
     }
-    if (next_) write_locked();
+    act(next);
   }
 
   void OnCancel() override {
-    std::lock_guard lock(mu_);
-    cancelled_ = true;
-    if (!writing_) finish_locked(grpc::Status::CANCELLED);
+    Next next;
+    {
+      std::lock_guard lock(mu_);
+      cancelled_ = true;
+      if (!writing_) next = finish_locked(grpc::Status::CANCELLED);
+    }
+    act(next);
   }
 
   void OnDone() override {
@@ -138,22 +153,37 @@ class StatusWriter final : public grpc::ServerWriteReactor<v1::SessionStatus> {
   }
 
  private:
+  // What to ask of gRPC once mu_ is released.
+  struct Next {
+    bool write = false;
+    std::optional<grpc::Status> finish;
+  };
+
   void push(const v1::SessionStatus& s) {
-    std::lock_guard lock(mu_);
-    if (finished_ || cancelled_) return;
-    next_ = s;
-    if (!writing_) write_locked();
+    Next next;
+    {
+      std::lock_guard lock(mu_);
+      if (finished_ || cancelled_) return;
+      next_ = s;
+      if (!writing_) next = write_locked();
+    }
+    act(next);
   }
-  void write_locked() {
+  Next write_locked() {
     current_ = std::move(*next_);
     next_.reset();
     writing_ = true;
-    StartWrite(&current_);
+    return Next{.write = true, .finish = std::nullopt};
   }
-  void finish_locked(const grpc::Status& status) {
-    if (finished_) return;
+  Next finish_locked(const grpc::Status& status) {
+    if (finished_) return {};
     finished_ = true;
-    Finish(status);
+    return Next{.finish = status};
+  }
+  // `current_` is only changed again after this write's OnWriteDone.
+  void act(const Next& next) {
+    if (next.write) StartWrite(&current_);
+    if (next.finish) Finish(*next.finish);
   }
 
   SessionManager& sessions_;

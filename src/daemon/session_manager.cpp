@@ -67,12 +67,17 @@ void SessionManager::set_state(v1::DaemonState state, const std::string& ended_r
 
 void SessionManager::notify() {
   auto s = status();
-  std::vector<Watcher> watchers;
+  std::vector<std::shared_ptr<WatcherSlot>> slots;
   {
     std::lock_guard lock(mu_);
-    for (auto& [id, w] : watchers_) watchers.push_back(w);
+    for (auto& [id, slot] : watchers_) slots.push_back(slot);
   }
-  for (auto& w : watchers) w(s);
+  // Called outside mu_ (a watcher may ask for the status), each under its own slot lock: one
+  // unwatched since the copy above is skipped, never called on an owner that is gone.
+  for (auto& slot : slots) {
+    std::lock_guard calling(slot->calling);
+    if (slot->active) slot->watcher(s);
+  }
 }
 
 int SessionManager::watch(Watcher watcher) {
@@ -80,13 +85,28 @@ int SessionManager::watch(Watcher watcher) {
   watcher(s);
   std::lock_guard lock(mu_);
   int id = next_watcher_++;
-  watchers_[id] = std::move(watcher);
+  watchers_[id] = std::make_shared<WatcherSlot>(std::move(watcher));
   return id;
 }
 
 void SessionManager::unwatch(int id) {
+  std::shared_ptr<WatcherSlot> slot;
+  {
+    std::lock_guard lock(mu_);
+    auto it = watchers_.find(id);
+    if (it == watchers_.end()) return;
+    slot = std::move(it->second);
+    watchers_.erase(it);
+  }
+  // Waits for a call in progress on another thread; a notify() that copied the slot before the
+  // erase above then skips it.
+  std::lock_guard calling(slot->calling);
+  slot->active = false;
+}
+
+std::size_t SessionManager::watcher_count() const {
   std::lock_guard lock(mu_);
-  watchers_.erase(id);
+  return watchers_.size();
 }
 
 void SessionManager::post_notice(std::string notice) {

@@ -71,10 +71,14 @@ class SessionManager final : public SessionAccess, private SessionObserver {
   void connection_opened() override { ++active_streams_; }
   void connection_closed() override { --active_streams_; }
 
-  // Status watchers get the status now and after every change.
+  // Status watchers get the status now and after every change. Once unwatch() returned, the
+  // watcher is not running and is never called again, so its owner may go away: unwatch waits
+  // for a call of it in progress on another thread (it may be called from inside the watcher's
+  // own call, which then is its last).
   using Watcher = std::function<void(const v1::SessionStatus&)>;
   int watch(Watcher watcher);
   void unwatch(int id);
+  std::size_t watcher_count() const;
 
  private:
   // SessionObserver: what the live session reports.
@@ -109,7 +113,15 @@ class SessionManager final : public SessionAccess, private SessionObserver {
   std::shared_ptr<PortForwarder> ports_;
   std::shared_ptr<SyncManager> sync_;
   std::atomic<std::int64_t> active_streams_{0};
-  std::map<int, Watcher> watchers_;
+  // A watcher's calls and its unwatch() exclude each other through `calling` (recursive: the
+  // watcher may unwatch itself); `active` is guarded by it.
+  struct WatcherSlot {
+    explicit WatcherSlot(Watcher w) : watcher(std::move(w)) {}
+    Watcher watcher;
+    std::recursive_mutex calling;
+    bool active = true;
+  };
+  std::map<int, std::shared_ptr<WatcherSlot>> watchers_;
   int next_watcher_ = 1;
   std::vector<std::string> notices_;
 };
