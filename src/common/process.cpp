@@ -25,6 +25,16 @@ std::vector<char*> to_argv(const std::vector<std::string>& args) {
   return v;
 }
 
+// Every child gets stdin, stdout and stderr and nothing else: Asio (and more) opens descriptors
+// without O_CLOEXEC, and dockerd must not keep the runner's gRPC listener, other sessions'
+// engine sockets or tunnels open, nor the runner offloadd's, nor offloadd the CLI's. Added after
+// the redirections, it runs in the child just before exec (glibc: close_range, or a walk of
+// /proc/self/fd without it); unlike marking our descriptors close-on-exec beforehand, it leaves
+// no window for a descriptor another thread opens meanwhile.
+void close_the_rest(posix_spawn_file_actions_t& fa) {
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+}
+
 // Waits for `pid` up to `until`; returns true and sets status when it exited.
 bool wait_until(pid_t pid, steady_clock::time_point until, int& status) {
   for (;;) {
@@ -53,6 +63,7 @@ CommandResult run_command(const std::vector<std::string>& argv, milliseconds tim
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
   posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+  close_the_rest(fa);
   auto args = to_argv(argv);
   pid_t pid = -1;
   int rc = ::posix_spawnp(&pid, argv[0].c_str(), &fa, nullptr, args.data(), environ);
@@ -108,6 +119,7 @@ pid_t spawn_process(const std::vector<std::string>& argv, const SpawnOptions& op
   std::string out = options.log_file.empty() ? "/dev/null" : options.log_file.string();
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  close_the_rest(fa);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
