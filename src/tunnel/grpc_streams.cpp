@@ -151,8 +151,36 @@ void ServerTunnelStream::cancel(const std::string& reason) {
   finish(grpc::Status(grpc::StatusCode::ABORTED, reason));
 }
 
+// gRPC's Start* and Finish only queue work: no reaction runs inline in them (server bidi
+// reactions are never inlined, and OnDone after Finish goes to gRPC's executor), so holding mu_
+// across them cannot deadlock with a reaction, and none of our reactions takes mu_ but the first
+// read's, which is started before anyone else can hold the stream.
+void ServerTunnelStream::start_read(TunnelFrame* frame) {
+  {
+    std::lock_guard lock(mu_);
+    if (!finished_) {
+      StartRead(frame);
+      return;
+    }
+  }
+  read_done(false);
+}
+
+void ServerTunnelStream::start_write(const TunnelFrame* frame) {
+  {
+    std::lock_guard lock(mu_);
+    if (!finished_) {
+      StartWrite(frame);
+      return;
+    }
+  }
+  write_done(false);
+}
+
 void ServerTunnelStream::finish(const grpc::Status& status) {
-  if (finished_.exchange(true)) return;
+  std::lock_guard lock(mu_);
+  if (finished_) return;
+  finished_ = true;
   Finish(status);
 }
 

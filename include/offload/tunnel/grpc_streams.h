@@ -100,6 +100,12 @@ class ClientTunnelStream final : public FrameStream,
 
 // Server end (offload-runner). gRPC creates it per call; `on_open` runs (on a gRPC thread) when
 // the first frame arrived and must hand the stream to a coroutine without blocking.
+//
+// The end is finish() (or cancel()): from then on reads and writes complete with false without
+// reaching gRPC, which may already have run OnDone and destroyed its side of the call (the other
+// direction of a splice may cancel while this one still runs). Operations started before it
+// complete as gRPC reports them. The object lives as long as gRPC (until OnDone) or a user
+// holds it, no longer.
 class ServerTunnelStream final : public FrameStream,
                                  public grpc::ServerBidiReactor<TunnelFrame, TunnelFrame>,
                                  public std::enable_shared_from_this<ServerTunnelStream> {
@@ -111,6 +117,7 @@ class ServerTunnelStream final : public FrameStream,
   void cancel(const std::string& reason) override;
   // Ends the call (once; later calls are ignored). OK after both eof frames were exchanged.
   void finish(const grpc::Status& status);
+  // Valid until finish(): gRPC destroys the context with the call.
   grpc::CallbackServerContext& context() { return *context_; }
 
   void OnReadDone(bool ok) override;
@@ -122,14 +129,16 @@ class ServerTunnelStream final : public FrameStream,
 
  private:
   ServerTunnelStream() = default;
-  void start_read(TunnelFrame* frame) override { StartRead(frame); }
-  void start_write(const TunnelFrame* frame) override { StartWrite(frame); }
+  void start_read(TunnelFrame* frame) override;
+  void start_write(const TunnelFrame* frame) override;
 
   grpc::CallbackServerContext* context_ = nullptr;
   OpenHandler on_open_;
   TunnelFrame first_;
   bool opened_ = false;
-  std::atomic<bool> finished_{false};
+  // Held while an operation or Finish is handed to gRPC, so that none starts after Finish.
+  std::mutex mu_;
+  bool finished_ = false;  // guarded by mu_
   std::shared_ptr<ServerTunnelStream> self_;  // alive until OnDone
 };
 
