@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <algorithm>
 #include <future>
 
 #include "offload/common/fs.h"
@@ -44,6 +45,62 @@ sync::IgnoreRules rules_for(const fs::path& dir, const std::vector<std::string>&
     rules.append(own);
   }
   return rules;
+}
+
+// What a mount has done so far, as its status shows it: any change here is progress.
+struct Progress {
+  std::uint64_t files_sent = 0, bytes_sent = 0, files_received = 0, bytes_received = 0;
+  std::uint64_t entries = 0;
+  sync::MountStatus::State state = sync::MountStatus::State::connecting;
+
+  explicit Progress(const sync::MountStatus& s)
+      : files_sent(s.files_sent), bytes_sent(s.bytes_sent), files_received(s.files_received),
+        bytes_received(s.bytes_received), entries(s.entries), state(s.state) {}
+  // Counters moved, or the mount got a step further (the runner's manifest came: syncing; the
+  // first round is done: in sync). Connecting again or failing is no progress.
+  bool advanced_from(const Progress& before) const {
+    using State = sync::MountStatus::State;
+    bool forward = state != before.state && (state == State::syncing || state == State::watching);
+    return forward || files_sent != before.files_sent || bytes_sent != before.bytes_sent ||
+           files_received != before.files_received || bytes_received != before.bytes_received ||
+           entries != before.entries;
+  }
+};
+
+// Waits for `answer` as long as `mount` makes progress; false once it made none for `stall`.
+// A first sync of a large tree may take minutes and is waited for; a runner that never answers
+// must not hold the create (and a thread of the pool) forever.
+template <class T>
+bool wait_while_progressing(std::future<T>& answer, const sync::MountSync& mount,
+                            std::chrono::milliseconds stall) {
+  using Clock = std::chrono::steady_clock;
+  const auto poll = std::clamp<std::chrono::milliseconds>(stall / 10, 10ms, 1s);
+  Progress last(mount.status());
+  auto last_progress = Clock::now();
+  for (;;) {
+    auto left = last_progress + stall - Clock::now();
+    if (left <= Clock::duration::zero()) return false;
+    if (answer.wait_for(std::min<Clock::duration>(poll, left)) == std::future_status::ready)
+      return true;
+    Progress now(mount.status());
+    if (now.advanced_from(last)) last_progress = Clock::now();
+    last = now;
+  }
+}
+
+std::string seconds_text(std::chrono::milliseconds d) {
+  if (d < 1s) return std::to_string(d.count()) + " ms";
+  return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(d).count()) + " s";
+}
+
+// 503 for a create whose mount is not there yet: where it stands, and what to do.
+UserError not_synchronised(const std::string& source, const std::string& what,
+                           const sync::MountStatus& status, std::chrono::milliseconds stall) {
+  std::string state = sync::to_string(status.state);
+  if (!status.error.empty()) state += ": " + status.error;
+  return UserError(503, "bind mount " + source + " is not synchronised yet (" +
+                            (what.empty() ? "" : what + ", ") + state + ", no progress for " +
+                            seconds_text(stall) + "): try again, or see `docker offload status`");
 }
 
 }  // namespace
@@ -178,9 +235,12 @@ std::string SyncManager::remote_path_for(const std::string& source, bool must_ex
   }
   auto mount = parent ? parent : mount_for(canonical, single_file);
 
-  std::promise<std::pair<bool, std::string>> ready;
-  auto ready_future = ready.get_future();
-  mount->when_ready([&ready](bool ok, const std::string& v) { ready.set_value({ok, v}); });
+  // Shared with the callbacks: they may come after we gave up waiting.
+  auto ready = std::make_shared<std::promise<std::pair<bool, std::string>>>();
+  auto ready_future = ready->get_future();
+  mount->when_ready([ready](bool ok, const std::string& v) { ready->set_value({ok, v}); });
+  if (!wait_while_progressing(ready_future, *mount, stall_timeout_))
+    throw not_synchronised(source, "", mount->status(), stall_timeout_);
   auto [ok, value] = ready_future.get();
   if (!ok) throw UserError(503, "cannot synchronise " + source + " to the offload session: " + value);
   auto ms = mount->status();
@@ -194,9 +254,12 @@ std::string SyncManager::remote_path_for(const std::string& source, bool must_ex
                           " (see `docker offload status`)");
   }
   // Changes made since the mount's last round go out before the container starts.
-  std::promise<bool> flushed;
-  mount->flush([&flushed](bool ok) { flushed.set_value(ok); });
-  flushed.get_future().wait();
+  auto flushed = std::make_shared<std::promise<bool>>();
+  auto flushed_future = flushed->get_future();
+  mount->flush([flushed](bool ok) { flushed->set_value(ok); });
+  if (!wait_while_progressing(flushed_future, *mount, stall_timeout_))
+    throw not_synchronised(source, "its latest local changes are not on the runner",
+                           mount->status(), stall_timeout_);
   return parent ? value + "/" + rel : value;
 }
 

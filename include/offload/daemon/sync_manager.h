@@ -59,6 +59,10 @@ class SyncManager final : public BindSync {
   // For tests: timings of new mounts.
   void set_mount_timing(std::chrono::milliseconds settle, std::chrono::milliseconds max_delay,
                         std::chrono::milliseconds reconnect_delay);
+  // How long a create waits for a mount that makes no progress (nothing sent, received or
+  // agreed on, no step towards "in sync") before it fails with 503; the mount carries on and a
+  // later create waits again. A first sync of a large tree that keeps moving is waited for.
+  void set_stall_timeout(std::chrono::milliseconds timeout) { stall_timeout_ = timeout; }
 
  private:
   Prepared prepare_blocking(const std::string& body);
@@ -77,6 +81,7 @@ class SyncManager final : public BindSync {
   std::string session_id_;  // of the mounts in mounts_ (guarded by mu_)
   Connect connect_override_;
   std::chrono::milliseconds settle_{50}, max_delay_{300}, reconnect_delay_{1000};
+  std::chrono::milliseconds stall_timeout_{std::chrono::minutes(2)};
   mutable std::mutex mu_;
   std::map<std::filesystem::path, std::shared_ptr<sync::MountSync>> mounts_;
   std::atomic<bool> has_mounts_{false};
