@@ -394,17 +394,34 @@ class Judge {
 ApiRoute api_route(std::string_view method, std::string_view target) {
   ApiRoute route;
   route.method = upper(method);
-  std::string_view path = target;
+  // Go's url.ParseRequestURI, which net/http applies to the request target: an optional scheme
+  // (a letter, then letters, digits, '+', '-', '.', up to ':'), then the query from the first
+  // '?', then, after a scheme, an authority if "//" follows. A request target has no fragment:
+  // '#' is part of the path or the query ("/build?t=x#&networkmode=host" sets networkmode).
+  std::string_view rest = target;
+  bool scheme = false;
+  if (!rest.empty() && std::isalpha(static_cast<unsigned char>(rest[0]))) {
+    std::size_t i = 1;
+    while (i < rest.size() && (std::isalnum(static_cast<unsigned char>(rest[i])) ||
+                               rest[i] == '+' || rest[i] == '-' || rest[i] == '.'))
+      ++i;
+    if (i < rest.size() && rest[i] == ':') {
+      scheme = true;  // "http://docker/containers/create", and also "http:/containers/create"
+      rest.remove_prefix(i + 1);
+    }
+  }
+  std::string_view path = rest;
   if (auto q = path.find('?'); q != std::string_view::npos) {
     route.query = std::string(path.substr(q + 1));
     path = path.substr(0, q);
   }
-  if (auto hash = route.query.find('#'); hash != std::string::npos) route.query.resize(hash);
-  if (auto hash = path.find('#'); hash != std::string_view::npos) path = path.substr(0, hash);
-  // Absolute-form: "http://docker/containers/create".
-  if (auto scheme = path.find("://"); scheme != std::string_view::npos && !path.starts_with("/")) {
-    auto slash = path.find('/', scheme + 3);
-    path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+  if (scheme) {
+    if (path.starts_with("//")) {
+      auto slash = path.find('/', 2);
+      path = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
+    } else if (!path.starts_with("/")) {
+      path = {};  // opaque ("http:containers/create"): no path, nothing dockerd routes
+    }
   }
   std::string p = clean_path(percent_decode(path, false));
   // Docker's router accepts an optional /v{version:[0-9.]+} in front of every route.

@@ -136,7 +136,8 @@ Case allowed(std::string name, std::string target, std::string body, std::string
 }
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.method << " " << c.target << " " << c.body;
+  *os << c.method << " " << c.target << " "
+      << (c.body.size() > 160 ? c.body.substr(0, 160) + "..." : c.body);
 }
 
 class ApiPolicyTable : public ::testing::TestWithParam<Case> {};
@@ -602,6 +603,31 @@ std::vector<Case> allowed_requests() {
 INSTANTIATE_TEST_SUITE_P(Allowed, ApiPolicyTable, ::testing::ValuesIn(allowed_requests()),
                          case_name);
 
+// Request targets Go's url.ParseRequestURI reads differently from a plain "path?query#fragment":
+// a scheme needs no "//" after it, and nothing is a fragment ('#' stays in the path or query).
+std::vector<Case> go_request_uris() {
+  const std::string body = cli_create({{"Privileged", true}});
+  return {
+      refused("scheme_without_authority", "http:/containers/create", body, {"--privileged"}),
+      refused("any_scheme_without_authority", "unix:/v1.41/containers/create?name=a", body,
+              {"--privileged"}),
+      refused("scheme_with_digits_and_signs", "a1+b-c.d:/containers/create", body,
+              {"--privileged"}),
+      refused("exec_scheme_without_authority", "x:/containers/t/exec", cli_exec(true),
+              {"docker exec --privileged"}),
+      refused("build_hash_in_query", "/build?t=x#&networkmode=host", "", {"--network=host"}),
+      refused("build_hash_before_query", "/v1.41/build?t=x%23#y&cgroupparent=/", "",
+              {"--cgroup-parent"}),
+      refused("exec_hash_in_container_name", "/containers/t#/exec", cli_exec(true),
+              {"docker exec --privileged"}),
+      // Not routed by dockerd: "/containers/create#x" is a path of its own there.
+      allowed("hash_in_path", "/containers/create#x", body),
+      allowed("scheme_must_start_with_a_letter", "1http:/containers/create", body),
+  };
+}
+INSTANTIATE_TEST_SUITE_P(GoRequestUris, ApiPolicyTable, ::testing::ValuesIn(go_request_uris()),
+                         case_name);
+
 // --- the router's view ------------------------------------------------------------------------
 
 TEST(ApiPolicyRoute, NormalisesAsDockerdsRouter) {
@@ -619,6 +645,12 @@ TEST(ApiPolicyRoute, NormalisesAsDockerdsRouter) {
       {"POST", "http://docker/v1.41/containers/create?x=1", "/containers/create", "x=1"},
       {"POST", "http://docker", "/", ""},
       {"POST", "http://docker?x=1", "/", "x=1"},
+      {"POST", "http:/v1.41/containers/create?x=1", "/containers/create", "x=1"},
+      {"POST", "http://a?b/containers/create", "/", "b/containers/create"},
+      {"POST", "http:containers/create", "/", ""},  // opaque: no path dockerd routes
+      {"POST", "/containers/create#x", "/containers/create#x", ""},
+      {"POST", "/build?t=x#&networkmode=host", "/build", "t=x#&networkmode=host"},
+      {"POST", "/a:/containers/create", "/a:/containers/create", ""},
       {"GET", "/v1.41", "/v1.41", ""},
       {"GET", "/v1.41/", "/v1.41", ""},
       {"GET", "/v/containers/json", "/v/containers/json", ""},
