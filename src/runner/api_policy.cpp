@@ -330,26 +330,27 @@ class Judge {
     if (!mounts.is_array()) return;
     for (const auto& m : mounts) {
       if (!m.is_object()) continue;
-      std::string type, source;
-      for (const auto* v : members(m, "Type"))
-        if (v->is_string()) type = v->get<std::string>();
+      // Several keys can match Type ("type", "TYPE"): Go keeps the last in the document, which
+      // the parsed object no longer tells, so the mount is judged as each of them.
+      for (const auto* t : members(m, "Type"))
+        if (t->is_string()) mount(m, t->get<std::string>(), at);
+    }
+  }
+
+  void mount(const json& m, const std::string& type, const std::string& at) {
+    if (type == "bind") {
       for (const auto* v : members(m, "Source"))
-        if (v->is_string()) source = v->get<std::string>();
-      if (type == "bind") {
-        for (const auto* v : members(m, "Source"))
-          if (v->is_string()) check_source(v->get<std::string>(), at, "--mount source=" +
-                                                                        v->get<std::string>());
-      } else if (type == "volume") {
-        for (const auto* vo : members(m, "VolumeOptions"))
-          for (const auto* dc : members(*vo, "DriverConfig")) {
-            for (const auto* name : members(*dc, "Name")) driver(*name, at + ".DriverConfig");
-            for (const auto* opts : members(*dc, "Options"))
-              volume_options(*opts, at + ".DriverConfig.Options");
-          }
-      } else if (type == "tmpfs" || type == "image" || type.empty()) {
-      } else {
-        refuse("--mount type=" + type, at);
-      }
+        if (v->is_string())
+          check_source(v->get<std::string>(), at, "--mount source=" + v->get<std::string>());
+    } else if (type == "volume") {
+      for (const auto* vo : members(m, "VolumeOptions"))
+        for (const auto* dc : members(*vo, "DriverConfig")) {
+          for (const auto* name : members(*dc, "Name")) driver(*name, at + ".DriverConfig");
+          for (const auto* opts : members(*dc, "Options"))
+            volume_options(*opts, at + ".DriverConfig.Options");
+        }
+    } else if (type != "tmpfs" && type != "image" && !type.empty()) {
+      refuse("--mount type=" + type, at);
     }
   }
 

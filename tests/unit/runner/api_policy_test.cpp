@@ -628,6 +628,28 @@ std::vector<Case> go_request_uris() {
 INSTANTIATE_TEST_SUITE_P(GoRequestUris, ApiPolicyTable, ::testing::ValuesIn(go_request_uris()),
                          case_name);
 
+// A key encoding/json matches more than once: Go keeps the last in the document, nlohmann sorts
+// the keys, so the judge must look at every one of them.
+std::vector<Case> repeated_keys() {
+  return {
+      refused("mount_type_volume_then_bind", kCreate,
+              R"({"HostConfig":{"Mounts":[{"type":"volume","Type":"bind","Source":"/etc","Target":"/e"}]}})",
+              {"--mount source=/etc"}),
+      refused("mount_type_upper_case_last", kCreate,
+              R"({"HostConfig":{"Mounts":[{"Type":"volume","TYPE":"bind","Source":"/","Target":"/e"}]}})",
+              {"--mount source=/"}),
+      refused("mount_type_volume_options_behind_bind", kCreate,
+              R"({"HostConfig":{"Mounts":[{"Type":"bind","type":"volume","Target":"/e",
+                 "VolumeOptions":{"DriverConfig":{"Options":{"type":"none","o":"bind","device":"/etc"}}}}]}})",
+              {"a volume bound to /etc"}),
+      refused("mount_type_npipe_behind_tmpfs", kCreate,
+              R"({"HostConfig":{"Mounts":[{"TYPE":"tmpfs","Type":"npipe","Target":"/e"}]}})",
+              {"--mount type=npipe"}),
+  };
+}
+INSTANTIATE_TEST_SUITE_P(RepeatedKeys, ApiPolicyTable, ::testing::ValuesIn(repeated_keys()),
+                         case_name);
+
 // --- the router's view ------------------------------------------------------------------------
 
 TEST(ApiPolicyRoute, NormalisesAsDockerdsRouter) {
