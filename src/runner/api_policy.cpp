@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <set>
 #include <cctype>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -110,7 +111,7 @@ bool plugin_action(std::string_view path) {
 
 // Every member of `object` whose key matches `name` as Go's encoding/json matches it. Go keeps
 // the last of several; the judge looks at all of them, so a refusal wins whatever the order.
-std::vector<const json*> members(const json& object, std::string_view name) {
+std::vector<const json*> matching_members(const json& object, std::string_view name) {
   std::vector<const json*> out;
   if (!object.is_object()) return out;
   const std::string folded = fold_json_key(name);
@@ -151,10 +152,36 @@ class Judge {
     refusal_ = ApiRefusal{403, std::move(message)};
   }
 
-  void bad_body(const std::string& what) {
+  void bad_body(const std::string& what, const std::string& why = {}) {
     if (!refusal_)
-      refusal_ = ApiRefusal{400, "the offload runner cannot read the " + what +
-                                     " request body (it must be one valid JSON object)"};
+      refusal_ = ApiRefusal{400, "the offload runner cannot read the " + what + " request body " +
+                                     (why.empty() ? "(it must be one valid JSON object)" : why)};
+  }
+
+  // The members of a JSON object that Go decodes into the field `name`. When two or more of them
+  // are objects or arrays, Go merges them into one value (an object decoded into a struct or map
+  // that a previous key filled keeps what it does not mention; array elements are decoded into
+  // the elements already there), which judging them one by one does not see: noted, and the
+  // body is refused unless a rule refuses it first.
+  std::vector<const json*> members(const json& object, std::string_view name) {
+    auto found = matching_members(object, name);
+    if (merged_.empty() &&
+        std::count_if(found.begin(), found.end(), [](const json* v) {
+          return v->is_object() || v->is_array();
+        }) > 1)
+      merged_ = std::string(name);
+    return found;
+  }
+
+  // The end of judging a body: a refusal, or what made the body ambiguous.
+  std::optional<ApiRefusal> verdict(const std::string& route, const std::string& repeated_key) {
+    if (!repeated_key.empty())
+      bad_body(route, "(the key \"" + repeated_key +
+                          "\" appears twice in one object; dockerd would read both)");
+    if (!merged_.empty())
+      bad_body(route, "(" + merged_ +
+                          " is given by several keys, which dockerd would merge into one)");
+    return refusal_;
   }
 
   // --- container create / update / exec ---------------------------------------------------
@@ -388,7 +415,36 @@ class Judge {
 
   const ApiPolicy& policy_;
   std::optional<ApiRefusal> refusal_;
+  std::string merged_;  // a field several object or array members match
 };
+
+// The body as dockerd's encoding/json reads it, as far as nlohmann can tell: nlohmann keeps the
+// last of several members with the same key, where Go decodes each of them into the same field
+// (merging objects and arrays). The first such key is noted in `repeated_key`.
+json parse_body(std::string_view body, std::string& repeated_key) {
+  std::vector<std::set<std::string>> open;  // the keys of each object being parsed
+  json::parser_callback_t note = [&](int, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+        open.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        if (!open.empty()) open.pop_back();
+        break;
+      case json::parse_event_t::key:
+        // A key always belongs to the innermost open object: an array opened after it is closed
+        // before the object's next key.
+        if (!open.empty() && parsed.is_string() &&
+            !open.back().insert(parsed.get<std::string>()).second && repeated_key.empty())
+          repeated_key = parsed.get<std::string>();
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  return json::parse(body, note, /*allow_exceptions=*/false);
+}
 
 }  // namespace
 
@@ -468,13 +524,14 @@ std::optional<ApiRefusal> judge_request(const ApiRoute& route, std::string_view 
   }
   // An empty body is the engine's to refuse; anything else must be what dockerd would read.
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return std::nullopt;
-  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  std::string repeated_key;
+  json doc = parse_body(body, repeated_key);
   if (doc.is_discarded() || !(doc.is_object() || doc.is_null())) {
     judge.bad_body(p);
     return judge.refusal();
   }
   if (p == "/containers/create") {
-    for (const auto* hc : members(doc, "HostConfig")) judge.host_config(*hc, "HostConfig");
+    for (const auto* hc : judge.members(doc, "HostConfig")) judge.host_config(*hc, "HostConfig");
   } else if (container_action(p, "update")) {
     judge.resources(doc, "");
   } else if (container_action(p, "exec")) {
@@ -484,7 +541,7 @@ std::optional<ApiRefusal> judge_request(const ApiRoute& route, std::string_view 
   } else if (p == "/networks/create") {
     judge.network_create(doc);
   }
-  return judge.refusal();
+  return judge.verdict(p, repeated_key);
 }
 
 }  // namespace offload::runner

@@ -650,6 +650,69 @@ std::vector<Case> repeated_keys() {
 INSTANTIATE_TEST_SUITE_P(RepeatedKeys, ApiPolicyTable, ::testing::ValuesIn(repeated_keys()),
                          case_name);
 
+// encoding/json decodes every key that matches a field into that same field, and an object or
+// array decoded a second time is merged into what the first left there (struct fields and map
+// entries it does not mention stay, slice elements are decoded into in place). nlohmann keeps
+// one member per exact key (the last) and the judge sees case-variant keys one by one, so a
+// dangerous value split over two members must not get through.
+std::vector<Case> merged_members() {
+  auto merged = [](std::string name, std::string target, std::string body, std::string key) {
+    return Case{std::move(name), std::move(target), std::move(body), 400, {"cannot read", key}};
+  };
+  return {
+      merged("host_config_twice", kCreate,
+             R"({"Image":"b","HostConfig":{"Privileged":true},"HostConfig":{"Memory":0}})",
+             "HostConfig"),
+      merged("mounts_twice", kCreate,
+             R"({"HostConfig":{"Mounts":[{"Type":"bind","Source":"/etc","Target":"/x"}],
+                 "Mounts":[{"Target":"/x"}]}})",
+             "Mounts"),
+      merged("mounts_case_variant_lists", kCreate,
+             R"({"HostConfig":{"Mounts":[{"Type":"bind","Source":")" + kMount +
+                 R"(","Target":"/x"}],"mounts":[{"Source":"/etc"}]}})",
+             "Mounts"),
+      merged("driver_options_case_variant", kCreate,
+             R"({"HostConfig":{"Mounts":[{"Type":"volume","Target":"/x","VolumeOptions":{
+                 "DriverConfig":{"Options":{"type":"tmpfs","o":"bind","device":"/etc"},
+                 "options":{"type":""}}}}]}})",
+             "Options"),
+      merged("volume_options_case_variant", kCreate,
+             R"({"HostConfig":{"Mounts":[{"Type":"volume","Target":"/x",
+                 "VolumeOptions":{"DriverConfig":{"Name":"local"}},
+                 "volumeoptions":{"DriverConfig":{"Options":{"type":"tmpfs","o":"bind","device":"/"}}},
+                 "VOLUMEOPTIONS":{"DriverConfig":{"Options":{"type":""}}}}]}})",
+             "VolumeOptions"),
+      merged("volume_driver_opts_case_variant", kVolume,
+             R"({"Name":"v","DriverOpts":{"type":"tmpfs","o":"bind","device":"/etc"},
+                 "driveropts":{"type":""}})",
+             "DriverOpts"),
+      merged("volume_driver_opts_twice", kVolume,
+             R"({"Name":"v","DriverOpts":{"type":"tmpfs","o":"bind","device":"/etc"},
+                 "DriverOpts":{"type":""}})",
+             "DriverOpts"),
+      merged("exec_key_twice", kExec, R"({"Cmd":["sh"],"Privileged":true,"Privileged":false})",
+             "Privileged"),
+      merged("map_key_twice", kCreate, R"({"Image":"b","Labels":{"a":"1","a":"2"}})", "\"a\""),
+      // A dangerous value among them is still refused for what it is.
+      refused("host_config_twice_dangerous_last", kCreate,
+              R"({"HostConfig":{"Memory":0},"HostConfig":{"Privileged":true}})", {"--privileged"}),
+      refused("case_variant_host_configs_dangerous", kCreate,
+              R"({"HostConfig":{"CapAdd":["CHOWN"]},"hostconfig":{"CapAdd":["SYS_ADMIN"]}})",
+              {"--cap-add SYS_ADMIN"}),
+      // Case variants of scalars are no merge (every candidate is judged), nor are map keys that
+      // differ in case (Go's maps keep both).
+      allowed("case_variant_scalars", kCreate,
+              R"({"HostConfig":{"Privileged":false,"privileged":false,"NetworkMode":"bridge"}})"),
+      allowed("case_variant_map_keys", kCreate,
+              R"({"Image":"b","Labels":{"a":"1","A":"2"},"Volumes":{"/Data":{},"/data":{}},
+                  "HostConfig":{"Tmpfs":{"/Run":"","/run":""}}})"),
+      allowed("same_key_in_sibling_objects", kCreate,
+              R"({"HostConfig":{"Mounts":[{"Type":"tmpfs","Target":"/a"},{"Type":"tmpfs","Target":"/b"}]}})"),
+  };
+}
+INSTANTIATE_TEST_SUITE_P(MergedMembers, ApiPolicyTable, ::testing::ValuesIn(merged_members()),
+                         case_name);
+
 // --- the router's view ------------------------------------------------------------------------
 
 TEST(ApiPolicyRoute, NormalisesAsDockerdsRouter) {
