@@ -196,9 +196,10 @@ class Judge {
     mode(hc, "UsernsMode", "--userns=host", at);
     mode(hc, "CgroupnsMode", "--cgroupns=host", at);
     resources(hc, at);
-    for (const auto* caps : members(hc, "CapAdd")) capabilities(*caps, at + ".CapAdd", "--cap-add");
+    for (const auto* caps : members(hc, "CapAdd"))
+      capabilities(*caps, field_name(at, "CapAdd"), "--cap-add");
     for (const auto* caps : members(hc, "Capabilities"))
-      capabilities(*caps, at + ".Capabilities", "--cap-add");
+      capabilities(*caps, field_name(at, "Capabilities"), "--cap-add");
     for (const auto* opts : members(hc, "SecurityOpt")) security_options(*opts, at);
     for (const char* name : {"MaskedPaths", "ReadonlyPaths"})
       for (const auto* v : members(hc, name))
@@ -207,17 +208,17 @@ class Judge {
     for (const auto* v : members(hc, "Runtime")) {
       std::string runtime = v->is_string() ? v->get<std::string>() : std::string();
       if (!runtime.empty() && runtime != "runc" && runtime != "io.containerd.runc.v2")
-        refuse("--runtime " + runtime, at + ".Runtime");
+        refuse("--runtime " + runtime, field_name(at, "Runtime"));
     }
     for (const auto* v : members(hc, "VolumeDriver"))
       if (v->is_string() && !v->get<std::string>().empty() && v->get<std::string>() != "local")
-        refuse("--volume-driver " + v->get<std::string>(), at + ".VolumeDriver");
+        refuse("--volume-driver " + v->get<std::string>(), field_name(at, "VolumeDriver"));
     for (const auto* v : members(hc, "OomScoreAdj"))
       if (v->is_number() && v->get<double>() < 0)
-        refuse("a negative --oom-score-adj", at + ".OomScoreAdj",
+        refuse("a negative --oom-score-adj", field_name(at, "OomScoreAdj"),
                "it would make other sessions' containers die first when memory runs out");
-    for (const auto* binds : members(hc, "Binds")) bind_list(*binds, at + ".Binds");
-    for (const auto* mounts : members(hc, "Mounts")) mount_list(*mounts, at + ".Mounts");
+    for (const auto* binds : members(hc, "Binds")) bind_list(*binds, field_name(at, "Binds"));
+    for (const auto* mounts : members(hc, "Mounts")) mount_list(*mounts, field_name(at, "Mounts"));
   }
 
   // The resource fields container create and update share.
@@ -310,7 +311,7 @@ class Judge {
       // no-new-privileges only ever takes privileges away; every other option loosens or
       // replaces the confinement (seccomp, AppArmor, SELinux labels, system paths).
       if (key == "no-new-privileges") continue;
-      refuse("--security-opt " + opt, at + ".SecurityOpt");
+      refuse("--security-opt " + opt, field_name(at, "SecurityOpt"));
     }
   }
 
@@ -495,7 +496,8 @@ Judged judged(const ApiRoute& route) {
   if (route.method != "POST") return Judged::no;
   const std::string& p = route.path;
   if (p == "/containers/create" || p == "/volumes/create" || p == "/networks/create" ||
-      container_action(p, "update") || container_action(p, "exec"))
+      container_action(p, "update") || container_action(p, "exec") ||
+      container_action(p, "start"))
     return Judged::body;
   if (p == "/build" || plugin_action(p) || p == "/swarm/init" || p == "/swarm/join")
     return Judged::query;
@@ -532,6 +534,14 @@ std::optional<ApiRefusal> judge_request(const ApiRoute& route, std::string_view 
   }
   if (p == "/containers/create") {
     for (const auto* hc : judge.members(doc, "HostConfig")) judge.host_config(*hc, "HostConfig");
+    // Until moby 27 the body also embeds a deprecated HostConfig: its fields at the top level
+    // are dockerd's host config when there is no "HostConfig" key (and VolumeDriver is taken
+    // from there besides one). No field of the container Config has one of these names.
+    judge.host_config(doc, "");
+  } else if (container_action(p, "start")) {
+    // Before API 1.24 (served by default until moby 25) a start request may carry the
+    // container's HostConfig, which dockerd then applies.
+    judge.host_config(doc, "");
   } else if (container_action(p, "update")) {
     judge.resources(doc, "");
   } else if (container_action(p, "exec")) {

@@ -713,6 +713,46 @@ std::vector<Case> merged_members() {
 INSTANTIATE_TEST_SUITE_P(MergedMembers, ApiPolicyTable, ::testing::ValuesIn(merged_members()),
                          case_name);
 
+// What older engines still read (the runner runs the host's docker.io, whatever its version):
+// until moby 27 the create body embeds a deprecated HostConfig whose fields sit at the top level
+// and are used whole when there is no "HostConfig" key; before API 1.24 (accepted by default
+// until moby 25) a start request may carry a HostConfig.
+std::vector<Case> older_engines() {
+  return {
+      refused("create_top_level_privileged", "/v1.17/containers/create",
+              R"({"Image":"busybox","Cmd":["sh"],"Privileged":true})", {"--privileged (Privileged)"}),
+      refused("create_top_level_binds", "/v1.17/containers/create",
+              R"({"Image":"busybox","Binds":["/:/host"]})", {"-v / (Binds)"}),
+      refused("create_top_level_cap_add", "/containers/create",
+              R"({"Image":"busybox","capadd":["SYS_ADMIN"]})", {"--cap-add SYS_ADMIN (CapAdd)"}),
+      refused("create_top_level_pid_host", "/containers/create",
+              R"({"Image":"busybox","PidMode":"host","HostConfig":null})", {"--pid=host (PidMode)"}),
+      refused("create_top_level_volume_driver_beside_host_config", "/v1.17/containers/create",
+              R"({"Image":"busybox","VolumeDriver":"convoy","HostConfig":{}})",
+              {"--volume-driver convoy (VolumeDriver)"}),
+      refused("start_with_privileged", "/v1.23/containers/t/start", R"({"Privileged":true})",
+              {"--privileged (Privileged)"}),
+      refused("start_with_binds", "/v1.19/containers/t/start",
+              R"({"Binds":["/:/host"],"NetworkMode":"bridge"})", {"-v /"}),
+      refused("start_with_host_network", "/v1.19/containers/t/start", R"({"NetworkMode":"host"})",
+              {"--network=host"}),
+      refused("start_with_caps_any_case", "/v1.19/containers/t/start", R"({"capadd":["all"]})",
+              {"--cap-add ALL"}),
+      refused("start_with_devices", "/v1.19/containers/a/b/start",
+              R"({"Devices":[{"PathOnHost":"/dev/sda"}]})", {"--device"}),
+      unreadable("start_with_garbage", "/v1.19/containers/t/start", "{privileged}"),
+      allowed("start_without_body", "/v1.51/containers/t/start", ""),
+      allowed("start_with_empty_object", "/v1.51/containers/t/start", "{}"),
+      allowed("start_with_null", "/v1.51/containers/t/start", "null"),
+      allowed("start_with_harmless_host_config", "/v1.23/containers/t/start",
+              R"({"Binds":[")" + kMount + R"(:/src"],"Memory":0})"),
+      allowed("create_top_level_harmless", "/v1.17/containers/create",
+              R"({"Image":"busybox","Memory":1048576,"CpuShares":512,"Cpuset":"0"})"),
+  };
+}
+INSTANTIATE_TEST_SUITE_P(OlderEngines, ApiPolicyTable, ::testing::ValuesIn(older_engines()),
+                         case_name);
+
 // --- the router's view ------------------------------------------------------------------------
 
 TEST(ApiPolicyRoute, NormalisesAsDockerdsRouter) {
@@ -765,6 +805,8 @@ TEST(ApiPolicyRoute, WhichRequestsAreJudged) {
       {"POST", "/containers/a/b/c/exec", Judged::body},
       {"POST", "/containers/create/exec", Judged::body},  // exec in a container named "create"
       {"POST", "/containers/t/update", Judged::body},
+      {"POST", "/containers/t/start", Judged::body},  // a HostConfig before API 1.24
+      {"POST", "/containers/a/b/start", Judged::body},
       {"POST", "/volumes/create", Judged::body},
       {"POST", "/networks/create", Judged::body},
       {"POST", "/build", Judged::query},
@@ -780,6 +822,8 @@ TEST(ApiPolicyRoute, WhichRequestsAreJudged) {
       {"POST", "/exec/e1/start", Judged::no},
       {"POST", "/exec/e1/resize", Judged::no},
       {"POST", "/containers/t/wait", Judged::no},
+      {"POST", "/containers/t/restart", Judged::no},
+      {"POST", "/containers/start", Judged::no},
       {"POST", "/containers/t/kill", Judged::no},
       {"POST", "/images/create", Judged::no},
       {"POST", "/session", Judged::no},
