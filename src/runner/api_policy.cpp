@@ -348,7 +348,9 @@ class Judge {
     for (const auto& entry : binds) {
       if (!entry.is_string()) continue;
       std::string spec = entry.get<std::string>();
-      std::string source = spec.substr(0, spec.find(':'));
+      auto colon = spec.find(':');
+      if (colon == std::string::npos) continue;  // a destination only: an anonymous volume
+      std::string source = spec.substr(0, colon);
       if (!source.starts_with("/")) continue;  // a named volume
       check_source(source, at, "-v " + source);
     }

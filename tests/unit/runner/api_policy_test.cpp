@@ -513,6 +513,8 @@ std::vector<Case> allowed_requests() {
               cli_create({{"Binds", {kMount + "/a/../b:/src"}}})),
       allowed("run_v_named_volume", kCreate, cli_create({{"Binds", {"cache:/cache:rw"}}})),
       allowed("run_anonymous_volume", kCreate, cli_create({}, {{"Volumes", {{"/data", json::object()}}}})),
+      // A bind spec of one part is only a destination: dockerd makes an anonymous volume there.
+      allowed("run_binds_destination_only", kCreate, cli_create({{"Binds", {"/data", "/etc"}}})),
       allowed("run_mount_bind_inside", kCreate,
               cli_create(mounts({{{"Type", "bind"}, {"Source", kMount + "/sub"}, {"Target", "/s"},
                                   {"ReadOnly", true}}}))),
