@@ -256,9 +256,11 @@ class Judge {
   // --- build --------------------------------------------------------------------------------
 
   void build_query(std::string_view query) {
+    // Pairs are split at '&', and at ';' as Go did before 1.17 (Go 1.17 and later skip a pair
+    // with ';' in it, so splitting there only ever judges more).
     std::size_t i = 0;
     while (i <= query.size()) {
-      std::size_t j = query.find('&', i);
+      std::size_t j = query.find_first_of("&;", i);
       if (j == std::string_view::npos) j = query.size();
       std::string_view pair = query.substr(i, j - i);
       i = j + 1;

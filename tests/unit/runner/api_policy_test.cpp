@@ -461,6 +461,10 @@ std::vector<Case> key_spellings() {
       refused("build_second_value", "/build?networkmode=default&networkmode=host", "",
               {"--network=host"}),
       refused("build_plus_in_cgroup_parent", "/build?cgroupparent=a+b", "", {"--cgroup-parent"}),
+      // Go before 1.17 (dockerd 20.10 as Debian 11 ships it) also splits the query at ';'.
+      refused("build_semicolon_separator", "/build?t=x;networkmode=host", "", {"--network=host"}),
+      refused("build_semicolon_cgroup_parent", "/build?t=x&rm=1;cgroupparent=/", "",
+              {"--cgroup-parent"}),
   };
 }
 INSTANTIATE_TEST_SUITE_P(KeySpellings, ApiPolicyTable, ::testing::ValuesIn(key_spellings()),
