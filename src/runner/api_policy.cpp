@@ -335,11 +335,13 @@ class Judge {
       else if (it.key() == "device") device = value;
     }
     if (type.empty() && o.empty() && device.empty()) return;
-    if (type == "tmpfs") return;
-    if (o.find("bind") != std::string::npos && (type.empty() || type == "none")) {
+    // "bind" and "rbind" in o are MS_BIND for mount(2), which then ignores the file system
+    // type: whatever type says (tmpfs too), the volume is the device path, bound.
+    if (o.find("bind") != std::string::npos) {
       check_source(device, at + ".device", "a volume bound to " + device);
       return;
     }
+    if (type == "tmpfs") return;
     refuse("volume options type=" + type + (device.empty() ? "" : " device=" + device), at,
            "sessions can make tmpfs volumes and volumes bound inside their synchronised bind "
            "mounts, not mount host devices or network file systems");
