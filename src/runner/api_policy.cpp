@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <set>
 #include <cctype>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -110,7 +111,7 @@ bool plugin_action(std::string_view path) {
 
 // Every member of `object` whose key matches `name` as Go's encoding/json matches it. Go keeps
 // the last of several; the judge looks at all of them, so a refusal wins whatever the order.
-std::vector<const json*> members(const json& object, std::string_view name) {
+std::vector<const json*> matching_members(const json& object, std::string_view name) {
   std::vector<const json*> out;
   if (!object.is_object()) return out;
   const std::string folded = fold_json_key(name);
@@ -151,10 +152,36 @@ class Judge {
     refusal_ = ApiRefusal{403, std::move(message)};
   }
 
-  void bad_body(const std::string& what) {
+  void bad_body(const std::string& what, const std::string& why = {}) {
     if (!refusal_)
-      refusal_ = ApiRefusal{400, "the offload runner cannot read the " + what +
-                                     " request body (it must be one valid JSON object)"};
+      refusal_ = ApiRefusal{400, "the offload runner cannot read the " + what + " request body " +
+                                     (why.empty() ? "(it must be one valid JSON object)" : why)};
+  }
+
+  // The members of a JSON object that Go decodes into the field `name`. When two or more of them
+  // are objects or arrays, Go merges them into one value (an object decoded into a struct or map
+  // that a previous key filled keeps what it does not mention; array elements are decoded into
+  // the elements already there), which judging them one by one does not see: noted, and the
+  // body is refused unless a rule refuses it first.
+  std::vector<const json*> members(const json& object, std::string_view name) {
+    auto found = matching_members(object, name);
+    if (merged_.empty() &&
+        std::count_if(found.begin(), found.end(), [](const json* v) {
+          return v->is_object() || v->is_array();
+        }) > 1)
+      merged_ = std::string(name);
+    return found;
+  }
+
+  // The end of judging a body: a refusal, or what made the body ambiguous.
+  std::optional<ApiRefusal> verdict(const std::string& route, const std::string& repeated_key) {
+    if (!repeated_key.empty())
+      bad_body(route, "(the key \"" + repeated_key +
+                          "\" appears twice in one object; dockerd would read both)");
+    if (!merged_.empty())
+      bad_body(route, "(" + merged_ +
+                          " is given by several keys, which dockerd would merge into one)");
+    return refusal_;
   }
 
   // --- container create / update / exec ---------------------------------------------------
@@ -169,9 +196,10 @@ class Judge {
     mode(hc, "UsernsMode", "--userns=host", at);
     mode(hc, "CgroupnsMode", "--cgroupns=host", at);
     resources(hc, at);
-    for (const auto* caps : members(hc, "CapAdd")) capabilities(*caps, at + ".CapAdd", "--cap-add");
+    for (const auto* caps : members(hc, "CapAdd"))
+      capabilities(*caps, field_name(at, "CapAdd"), "--cap-add");
     for (const auto* caps : members(hc, "Capabilities"))
-      capabilities(*caps, at + ".Capabilities", "--cap-add");
+      capabilities(*caps, field_name(at, "Capabilities"), "--cap-add");
     for (const auto* opts : members(hc, "SecurityOpt")) security_options(*opts, at);
     for (const char* name : {"MaskedPaths", "ReadonlyPaths"})
       for (const auto* v : members(hc, name))
@@ -180,17 +208,17 @@ class Judge {
     for (const auto* v : members(hc, "Runtime")) {
       std::string runtime = v->is_string() ? v->get<std::string>() : std::string();
       if (!runtime.empty() && runtime != "runc" && runtime != "io.containerd.runc.v2")
-        refuse("--runtime " + runtime, at + ".Runtime");
+        refuse("--runtime " + runtime, field_name(at, "Runtime"));
     }
     for (const auto* v : members(hc, "VolumeDriver"))
       if (v->is_string() && !v->get<std::string>().empty() && v->get<std::string>() != "local")
-        refuse("--volume-driver " + v->get<std::string>(), at + ".VolumeDriver");
+        refuse("--volume-driver " + v->get<std::string>(), field_name(at, "VolumeDriver"));
     for (const auto* v : members(hc, "OomScoreAdj"))
       if (v->is_number() && v->get<double>() < 0)
-        refuse("a negative --oom-score-adj", at + ".OomScoreAdj",
+        refuse("a negative --oom-score-adj", field_name(at, "OomScoreAdj"),
                "it would make other sessions' containers die first when memory runs out");
-    for (const auto* binds : members(hc, "Binds")) bind_list(*binds, at + ".Binds");
-    for (const auto* mounts : members(hc, "Mounts")) mount_list(*mounts, at + ".Mounts");
+    for (const auto* binds : members(hc, "Binds")) bind_list(*binds, field_name(at, "Binds"));
+    for (const auto* mounts : members(hc, "Mounts")) mount_list(*mounts, field_name(at, "Mounts"));
   }
 
   // The resource fields container create and update share.
@@ -228,9 +256,11 @@ class Judge {
   // --- build --------------------------------------------------------------------------------
 
   void build_query(std::string_view query) {
+    // Pairs are split at '&', and at ';' as Go did before 1.17 (Go 1.17 and later skip a pair
+    // with ';' in it, so splitting there only ever judges more).
     std::size_t i = 0;
     while (i <= query.size()) {
-      std::size_t j = query.find('&', i);
+      std::size_t j = query.find_first_of("&;", i);
       if (j == std::string_view::npos) j = query.size();
       std::string_view pair = query.substr(i, j - i);
       i = j + 1;
@@ -283,7 +313,7 @@ class Judge {
       // no-new-privileges only ever takes privileges away; every other option loosens or
       // replaces the confinement (seccomp, AppArmor, SELinux labels, system paths).
       if (key == "no-new-privileges") continue;
-      refuse("--security-opt " + opt, at + ".SecurityOpt");
+      refuse("--security-opt " + opt, field_name(at, "SecurityOpt"));
     }
   }
 
@@ -305,11 +335,13 @@ class Judge {
       else if (it.key() == "device") device = value;
     }
     if (type.empty() && o.empty() && device.empty()) return;
-    if (type == "tmpfs") return;
-    if (o.find("bind") != std::string::npos && (type.empty() || type == "none")) {
+    // "bind" and "rbind" in o are MS_BIND for mount(2), which then ignores the file system
+    // type: whatever type says (tmpfs too), the volume is the device path, bound.
+    if (o.find("bind") != std::string::npos) {
       check_source(device, at + ".device", "a volume bound to " + device);
       return;
     }
+    if (type == "tmpfs") return;
     refuse("volume options type=" + type + (device.empty() ? "" : " device=" + device), at,
            "sessions can make tmpfs volumes and volumes bound inside their synchronised bind "
            "mounts, not mount host devices or network file systems");
@@ -320,7 +352,9 @@ class Judge {
     for (const auto& entry : binds) {
       if (!entry.is_string()) continue;
       std::string spec = entry.get<std::string>();
-      std::string source = spec.substr(0, spec.find(':'));
+      auto colon = spec.find(':');
+      if (colon == std::string::npos) continue;  // a destination only: an anonymous volume
+      std::string source = spec.substr(0, colon);
       if (!source.starts_with("/")) continue;  // a named volume
       check_source(source, at, "-v " + source);
     }
@@ -330,26 +364,27 @@ class Judge {
     if (!mounts.is_array()) return;
     for (const auto& m : mounts) {
       if (!m.is_object()) continue;
-      std::string type, source;
-      for (const auto* v : members(m, "Type"))
-        if (v->is_string()) type = v->get<std::string>();
+      // Several keys can match Type ("type", "TYPE"): Go keeps the last in the document, which
+      // the parsed object no longer tells, so the mount is judged as each of them.
+      for (const auto* t : members(m, "Type"))
+        if (t->is_string()) mount(m, t->get<std::string>(), at);
+    }
+  }
+
+  void mount(const json& m, const std::string& type, const std::string& at) {
+    if (type == "bind") {
       for (const auto* v : members(m, "Source"))
-        if (v->is_string()) source = v->get<std::string>();
-      if (type == "bind") {
-        for (const auto* v : members(m, "Source"))
-          if (v->is_string()) check_source(v->get<std::string>(), at, "--mount source=" +
-                                                                        v->get<std::string>());
-      } else if (type == "volume") {
-        for (const auto* vo : members(m, "VolumeOptions"))
-          for (const auto* dc : members(*vo, "DriverConfig")) {
-            for (const auto* name : members(*dc, "Name")) driver(*name, at + ".DriverConfig");
-            for (const auto* opts : members(*dc, "Options"))
-              volume_options(*opts, at + ".DriverConfig.Options");
-          }
-      } else if (type == "tmpfs" || type == "image" || type.empty()) {
-      } else {
-        refuse("--mount type=" + type, at);
-      }
+        if (v->is_string())
+          check_source(v->get<std::string>(), at, "--mount source=" + v->get<std::string>());
+    } else if (type == "volume") {
+      for (const auto* vo : members(m, "VolumeOptions"))
+        for (const auto* dc : members(*vo, "DriverConfig")) {
+          for (const auto* name : members(*dc, "Name")) driver(*name, at + ".DriverConfig");
+          for (const auto* opts : members(*dc, "Options"))
+            volume_options(*opts, at + ".DriverConfig.Options");
+        }
+    } else if (type != "tmpfs" && type != "image" && !type.empty()) {
+      refuse("--mount type=" + type, at);
     }
   }
 
@@ -387,24 +422,70 @@ class Judge {
 
   const ApiPolicy& policy_;
   std::optional<ApiRefusal> refusal_;
+  std::string merged_;  // a field several object or array members match
 };
+
+// The body as dockerd's encoding/json reads it, as far as nlohmann can tell: nlohmann keeps the
+// last of several members with the same key, where Go decodes each of them into the same field
+// (merging objects and arrays). The first such key is noted in `repeated_key`.
+json parse_body(std::string_view body, std::string& repeated_key) {
+  std::vector<std::set<std::string>> open;  // the keys of each object being parsed
+  json::parser_callback_t note = [&](int, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+        open.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        if (!open.empty()) open.pop_back();
+        break;
+      case json::parse_event_t::key:
+        // A key always belongs to the innermost open object: an array opened after it is closed
+        // before the object's next key.
+        if (!open.empty() && parsed.is_string() &&
+            !open.back().insert(parsed.get<std::string>()).second && repeated_key.empty())
+          repeated_key = parsed.get<std::string>();
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  return json::parse(body, note, /*allow_exceptions=*/false);
+}
 
 }  // namespace
 
 ApiRoute api_route(std::string_view method, std::string_view target) {
   ApiRoute route;
   route.method = upper(method);
-  std::string_view path = target;
+  // Go's url.ParseRequestURI, which net/http applies to the request target: an optional scheme
+  // (a letter, then letters, digits, '+', '-', '.', up to ':'), then the query from the first
+  // '?', then, after a scheme, an authority if "//" follows. A request target has no fragment:
+  // '#' is part of the path or the query ("/build?t=x#&networkmode=host" sets networkmode).
+  std::string_view rest = target;
+  bool scheme = false;
+  if (!rest.empty() && std::isalpha(static_cast<unsigned char>(rest[0]))) {
+    std::size_t i = 1;
+    while (i < rest.size() && (std::isalnum(static_cast<unsigned char>(rest[i])) ||
+                               rest[i] == '+' || rest[i] == '-' || rest[i] == '.'))
+      ++i;
+    if (i < rest.size() && rest[i] == ':') {
+      scheme = true;  // "http://docker/containers/create", and also "http:/containers/create"
+      rest.remove_prefix(i + 1);
+    }
+  }
+  std::string_view path = rest;
   if (auto q = path.find('?'); q != std::string_view::npos) {
     route.query = std::string(path.substr(q + 1));
     path = path.substr(0, q);
   }
-  if (auto hash = route.query.find('#'); hash != std::string::npos) route.query.resize(hash);
-  if (auto hash = path.find('#'); hash != std::string_view::npos) path = path.substr(0, hash);
-  // Absolute-form: "http://docker/containers/create".
-  if (auto scheme = path.find("://"); scheme != std::string_view::npos && !path.starts_with("/")) {
-    auto slash = path.find('/', scheme + 3);
-    path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+  if (scheme) {
+    if (path.starts_with("//")) {
+      auto slash = path.find('/', 2);
+      path = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
+    } else if (!path.starts_with("/")) {
+      path = {};  // opaque ("http:containers/create"): no path, nothing dockerd routes
+    }
   }
   std::string p = clean_path(percent_decode(path, false));
   // Docker's router accepts an optional /v{version:[0-9.]+} in front of every route.
@@ -421,7 +502,8 @@ Judged judged(const ApiRoute& route) {
   if (route.method != "POST") return Judged::no;
   const std::string& p = route.path;
   if (p == "/containers/create" || p == "/volumes/create" || p == "/networks/create" ||
-      container_action(p, "update") || container_action(p, "exec"))
+      container_action(p, "update") || container_action(p, "exec") ||
+      container_action(p, "start"))
     return Judged::body;
   if (p == "/build" || plugin_action(p) || p == "/swarm/init" || p == "/swarm/join")
     return Judged::query;
@@ -450,13 +532,22 @@ std::optional<ApiRefusal> judge_request(const ApiRoute& route, std::string_view 
   }
   // An empty body is the engine's to refuse; anything else must be what dockerd would read.
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return std::nullopt;
-  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  std::string repeated_key;
+  json doc = parse_body(body, repeated_key);
   if (doc.is_discarded() || !(doc.is_object() || doc.is_null())) {
     judge.bad_body(p);
     return judge.refusal();
   }
   if (p == "/containers/create") {
-    for (const auto* hc : members(doc, "HostConfig")) judge.host_config(*hc, "HostConfig");
+    for (const auto* hc : judge.members(doc, "HostConfig")) judge.host_config(*hc, "HostConfig");
+    // Until moby 27 the body also embeds a deprecated HostConfig: its fields at the top level
+    // are dockerd's host config when there is no "HostConfig" key (and VolumeDriver is taken
+    // from there besides one). No field of the container Config has one of these names.
+    judge.host_config(doc, "");
+  } else if (container_action(p, "start")) {
+    // Before API 1.24 (served by default until moby 25) a start request may carry the
+    // container's HostConfig, which dockerd then applies.
+    judge.host_config(doc, "");
   } else if (container_action(p, "update")) {
     judge.resources(doc, "");
   } else if (container_action(p, "exec")) {
@@ -466,7 +557,7 @@ std::optional<ApiRefusal> judge_request(const ApiRoute& route, std::string_view 
   } else if (p == "/networks/create") {
     judge.network_create(doc);
   }
-  return judge.refusal();
+  return judge.verdict(p, repeated_key);
 }
 
 }  // namespace offload::runner

@@ -6,9 +6,13 @@
 // non-bridge networks, plugins.
 //
 // The judge reads requests the way dockerd does, so that no spelling slips past it: JSON keys
-// match case-insensitively with Go's folding (encoding/json), duplicate keys count all (a
-// refusal wins), paths are percent-decoded and cleaned (gorilla/mux), the /vX.Y prefix is
-// optional, capability names may carry CAP_ and any case.
+// match case-insensitively with Go's folding (encoding/json), several keys for one field count
+// all (a refusal wins), and where dockerd would merge them (a key repeated in one object, or
+// several keys holding objects or arrays) the body is refused; the request target is read as
+// Go's url.ParseRequestURI reads it (a scheme with or without an authority, no fragment), paths
+// are percent-decoded and cleaned (gorilla/mux), the /vX.Y prefix is optional, capability names
+// may carry CAP_ and any case. What older engines still accept is judged too: HostConfig fields
+// at the top of a create body, a HostConfig on container start.
 #pragma once
 
 #include <cstdint>
@@ -62,8 +66,9 @@ struct ApiRefusal {
 };
 
 // Judges one request. `body` is the complete, de-chunked body for Judged::body routes (ignored
-// otherwise). Never throws; an unparseable body is left to the engine to refuse (it decodes
-// the same bytes and fails the same way), except where a partial reading could hide a refusal.
+// otherwise). Never throws. A refusal is 403 naming the option, or 400 for a body the judge
+// cannot read as dockerd would: not one JSON object (or null), or ambiguous (see above). An
+// empty body is allowed: the engine answers it itself.
 std::optional<ApiRefusal> judge_request(const ApiRoute& route, std::string_view body,
                                         const ApiPolicy& policy);
 
