@@ -141,6 +141,7 @@ namespace {
 
 class PairedTransport final : public Transport {
  public:
+  explicit PairedTransport(std::size_t capacity) : inbox_(std::make_shared<Inbox>(capacity)) {}
   // Each end shares its peer's inbox: either end may go away first.
   bool send(const v1::SyncMessage& message) override {
     if (broken_->load()) return false;
@@ -153,16 +154,17 @@ class PairedTransport final : public Transport {
     peer_inbox_->close();
   }
 
-  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
+  std::shared_ptr<Inbox> inbox_;
   std::shared_ptr<Inbox> peer_inbox_;
   std::shared_ptr<std::atomic<bool>> broken_;
 };
 
 }  // namespace
 
-std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_transport_pair() {
-  auto a = std::make_unique<PairedTransport>();
-  auto b = std::make_unique<PairedTransport>();
+std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_transport_pair(
+    std::size_t capacity) {
+  auto a = std::make_unique<PairedTransport>(capacity);
+  auto b = std::make_unique<PairedTransport>(capacity);
   a->peer_inbox_ = b->inbox_;
   b->peer_inbox_ = a->inbox_;
   a->broken_ = b->broken_ = std::make_shared<std::atomic<bool>>(false);

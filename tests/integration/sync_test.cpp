@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iostream>
 #include <thread>
 
 #include "offload/common/token.h"
@@ -13,6 +14,7 @@
 #include "offload/daemon/sync_transport.h"
 #include "offload/sync/mount.h"
 #include "offload/sync/scanner.h"
+#include "bulk_files.h"
 #include "test_target.h"
 
 namespace offload::testing {
@@ -82,6 +84,14 @@ class SyncOverGrpcTest : public ::testing::Test {
     return f.get();
   }
 
+  // A flush that may not come back: false if it failed or `limit` passed first.
+  bool flush_within(std::chrono::steady_clock::duration limit) {
+    auto p = std::make_shared<std::promise<bool>>();
+    auto f = p->get_future();
+    mount_->flush([p](bool ok) { p->set_value(ok); });
+    return f.wait_for(limit) == std::future_status::ready && f.get();
+  }
+
   fs::path replica() const { return dir_ / "sync" / sync::MountSync::id_for(local_); }
 
   fs::path dir_, local_;
@@ -110,6 +120,86 @@ TEST_F(SyncOverGrpcTest, ATreeWithALargeFileGoesBothWays) {
   EXPECT_EQ(st.files_sent, 201u);
   EXPECT_EQ(st.files_received, 1u);
   EXPECT_EQ(st.bytes_sent, big.size() + 200 * 7);
+}
+
+// Issue 11: both directions carrying bulk data at once. A side that blocks writing while its peer,
+// equally busy writing, does not read, stalls both for ever; here 200 MiB are written locally while
+// 200 MiB are written in the replica (as a container would), and everything must arrive, both
+// ways, within the bound.
+TEST_F(SyncOverGrpcTest, BulkDataBothWaysAtOnce) {
+  constexpr int kFiles = 4;
+  constexpr std::uint64_t kSize = 50ull << 20;
+  start_mount();
+  ASSERT_TRUE(ready().first);
+  auto up = [](int i) { return "up/u" + std::to_string(i) + ".bin"; };
+  auto down = [](int i) { return "down/d" + std::to_string(i) + ".bin"; };
+  auto seed_up = [](int i) { return 1000u + i; };
+  auto seed_down = [](int i) { return 2000u + i; };
+
+  auto t0 = std::chrono::steady_clock::now();
+  std::atomic<bool> wrote_up{true}, wrote_down{true};
+  std::thread local_writer([&] {
+    for (int i = 0; i < kFiles; ++i)
+      if (!offload::test::write_pattern_file(local_ / up(i), seed_up(i), kSize)) wrote_up = false;
+  });
+  std::thread container_writer([&] {
+    for (int i = 0; i < kFiles; ++i)
+      if (!offload::test::write_pattern_file(replica() / down(i), seed_down(i), kSize))
+        wrote_down = false;
+  });
+  local_writer.join();
+  container_writer.join();
+  ASSERT_TRUE(wrote_up && wrote_down);
+
+  auto all_there = [&](const fs::path& side) {
+    for (int i = 0; i < kFiles; ++i)
+      if (!offload::test::has_size(side / up(i), kSize) ||
+          !offload::test::has_size(side / down(i), kSize))
+        return false;
+    return true;
+  };
+  const auto deadline = t0 + 120s;
+  bool in_sync = false;
+  while (!in_sync && std::chrono::steady_clock::now() < deadline) {
+    if (all_there(local_) && all_there(replica())) {
+      // Every file has arrived; a flush (a barrier both ways) says nothing else is in flight.
+      in_sync = flush_within(deadline - std::chrono::steady_clock::now()) &&
+                mount_->status().state == sync::MountStatus::State::watching;
+    } else {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t0);
+  auto st = mount_->status();
+  std::cout << "bulk both ways: " << (in_sync ? "in sync" : "NOT in sync") << " after "
+            << took.count() << " ms; sent " << st.files_sent << " files / " << st.bytes_sent
+            << " bytes, received " << st.files_received << " files / " << st.bytes_received
+            << " bytes; peak RSS " << offload::test::peak_rss_kib() / 1024 << " MiB\n";
+  RecordProperty("milliseconds", static_cast<int>(took.count()));
+  RecordProperty("peak_rss_kib", static_cast<int>(offload::test::peak_rss_kib()));
+  if (!in_sync) {
+    // Break the calls (the runner cancels its replicas) so that the mount can stop.
+    client_->destroy_session("the bulk test is over");
+    FAIL() << "not in sync within 120 s (state " << sync::to_string(st.state) << ", " << st.error
+           << ")";
+  }
+  for (int i = 0; i < kFiles; ++i) {
+    for (const auto& side : {local_, replica()}) {
+      EXPECT_EQ(offload::test::check_pattern_file(side / up(i), seed_up(i), kSize), "");
+      EXPECT_EQ(offload::test::check_pattern_file(side / down(i), seed_down(i), kSize), "");
+    }
+  }
+  // The same entries (type, mode, size, mtime) on both sides, and nothing else.
+  auto left = sync::scan_tree(local_, {}).entries;
+  auto right = sync::scan_tree(replica(), {}).entries;
+  EXPECT_EQ(left.size(), right.size());
+  for (const auto& [path, entry] : left) {
+    auto it = right.find(path);
+    ASSERT_NE(it, right.end()) << path;
+    EXPECT_TRUE(it->second.same_as(entry)) << path;
+  }
+  EXPECT_TRUE(st.error.empty()) << st.error;
 }
 
 TEST_F(SyncOverGrpcTest, DestroyingTheSessionEndsItsSyncCalls) {

@@ -74,8 +74,10 @@ class Transport {
   virtual std::string end_reason() const { return {}; }
 };
 
-// Two connected in-process transports (tests, and benchmarks of the synchroniser alone).
-std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_transport_pair();
+// Two connected in-process transports (tests, and benchmarks of the synchroniser alone); each
+// end's inbox holds `capacity` messages, like the real ends' inboxes.
+std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_transport_pair(
+    std::size_t capacity = 16);
 
 // Largest content carried by one SyncChange / SyncData message.
 inline constexpr std::size_t kSyncChunk = 256 * 1024;

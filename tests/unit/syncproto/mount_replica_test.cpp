@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iostream>
 #include <thread>
 
 #include "offload/sync/mount.h"
 #include "offload/sync/replica.h"
 #include "offload/sync/scanner.h"
+#include "bulk_files.h"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -81,8 +83,9 @@ class MountReplicaTest : public ::testing::Test {
   }
 
   // Starts a mount of `path` with a replica serving it on a thread.
-  void start(const fs::path& path, bool single_file = false, IgnoreRules rules = {}) {
-    auto [client, server] = offload::sync::make_transport_pair();
+  void start(const fs::path& path, bool single_file = false, IgnoreRules rules = {},
+             std::size_t inbox_capacity = 16) {
+    auto [client, server] = offload::sync::make_transport_pair(inbox_capacity);
     server_ = std::move(server);
     stop_replica_ = false;
     offload::sync::ReplicaOptions ro;
@@ -329,6 +332,68 @@ TEST_F(MountReplicaTest, SingleFileMountsRewriteTheReplicaInPlace) {
   struct stat after {};
   ASSERT_EQ(::stat(replica_file.c_str(), &after), 0);
   EXPECT_EQ(before.st_ino, after.st_ino);  // a container's bind mount still sees it
+}
+
+// Issue 11: bulk data in both directions at once (the in-process version of the integration
+// test, with tiny inboxes). Each side used to send a whole file before reading again: with both
+// sending, both inboxes filled and neither side ever read again.
+TEST_F(MountReplicaTest, BulkDataBothWaysAtOnce) {
+  constexpr int kFiles = 4;
+  constexpr std::uint64_t kSize = 5ull << 20;
+  start(local_, false, {}, 2);
+  ready();
+  auto up = [](int i) { return "up/u" + std::to_string(i) + ".bin"; };
+  auto down = [](int i) { return "down/d" + std::to_string(i) + ".bin"; };
+  auto t0 = std::chrono::steady_clock::now();
+  std::thread local_writer([&] {
+    for (int i = 0; i < kFiles; ++i)
+      ASSERT_TRUE(offload::test::write_pattern_file(local_ / up(i), 10 + i, kSize));
+  });
+  std::thread container_writer([&] {
+    for (int i = 0; i < kFiles; ++i)
+      ASSERT_TRUE(offload::test::write_pattern_file(replica_dir() / down(i), 20 + i, kSize));
+  });
+  local_writer.join();
+  container_writer.join();
+
+  auto all_there = [&](const fs::path& side) {
+    for (int i = 0; i < kFiles; ++i)
+      if (!offload::test::has_size(side / up(i), kSize) ||
+          !offload::test::has_size(side / down(i), kSize))
+        return false;
+    return true;
+  };
+  const auto deadline = t0 + 60s;
+  bool in_sync = false;
+  while (!in_sync && std::chrono::steady_clock::now() < deadline) {
+    if (all_there(local_) && all_there(replica_dir())) {
+      auto p = std::make_shared<std::promise<bool>>();
+      auto f = p->get_future();
+      mount_->flush([p](bool ok) { p->set_value(ok); });
+      in_sync = f.wait_for(deadline - std::chrono::steady_clock::now()) ==
+                    std::future_status::ready &&
+                f.get();
+    } else {
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t0);
+  std::cout << "bulk both ways (in process): " << (in_sync ? "in sync" : "NOT in sync")
+            << " after " << took.count() << " ms; peak RSS "
+            << offload::test::peak_rss_kib() / 1024 << " MiB\n";
+  if (!in_sync) {
+    server_->cancel();  // unblocks both ends so that they can stop
+    FAIL() << "not in sync within 60 s: " << mount_->status().bytes_sent << " bytes sent, "
+           << mount_->status().bytes_received << " received";
+  }
+  for (int i = 0; i < kFiles; ++i) {
+    for (const auto& side : {local_, replica_dir()}) {
+      EXPECT_EQ(offload::test::check_pattern_file(side / up(i), 10 + i, kSize), "");
+      EXPECT_EQ(offload::test::check_pattern_file(side / down(i), 20 + i, kSize), "");
+    }
+  }
+  EXPECT_TRUE(same_trees(local_, replica_dir()));
 }
 
 TEST_F(MountReplicaTest, ATreeOfThousandsOfFiles) {
