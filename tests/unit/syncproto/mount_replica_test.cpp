@@ -400,6 +400,69 @@ TEST_F(MountReplicaTest, BulkDataBothWaysAtOnce) {
   EXPECT_TRUE(same_trees(local_, replica_dir()));
 }
 
+// The same at (re)connection: both sides changed a lot while apart, so the first
+// synchronisation pushes and fetches bulk data at once (the replica answers the fetches with
+// content while the mount is still sending its own).
+TEST_F(MountReplicaTest, FirstSyncWithBulkDataOnBothSides) {
+  constexpr int kFiles = 4;
+  constexpr std::uint64_t kSize = 5ull << 20;
+  auto up = [](int i) { return "up/u" + std::to_string(i) + ".bin"; };
+  auto down = [](int i) { return "down/d" + std::to_string(i) + ".bin"; };
+  for (int i = 0; i < kFiles; ++i) {
+    ASSERT_TRUE(offload::test::write_pattern_file(local_ / up(i), 10 + i, kSize));
+    ASSERT_TRUE(offload::test::write_pattern_file(replica_dir() / down(i), 20 + i, kSize));
+  }
+  start(local_, false, {}, 2);
+  auto p = std::make_shared<std::promise<bool>>();
+  auto f = p->get_future();
+  mount_->when_ready([p](bool ok, const std::string&) { p->set_value(ok); });
+  if (f.wait_for(30s) != std::future_status::ready) {
+    server_->cancel();  // unblocks both ends so that they can stop
+    FAIL() << "the first synchronisation did not complete within 30 s";
+  }
+  ASSERT_TRUE(f.get());
+  for (int i = 0; i < kFiles; ++i) {
+    for (const auto& side : {local_, replica_dir()}) {
+      EXPECT_EQ(offload::test::check_pattern_file(side / up(i), 10 + i, kSize), "");
+      EXPECT_EQ(offload::test::check_pattern_file(side / down(i), 20 + i, kSize), "");
+    }
+  }
+  EXPECT_TRUE(same_trees(local_, replica_dir()));
+}
+
+// A mount whose replica stopped reading (a stalled call) still stops when asked: its sends wait
+// for room, never beyond a stop.
+TEST_F(MountReplicaTest, StopReturnsWhileTheReplicaReadsNothing) {
+  ASSERT_TRUE(offload::test::write_pattern_file(local_ / "big.bin", 1, 4 << 20));
+  auto [client, server] = offload::sync::make_transport_pair(2);
+  // The replica's half of the handshake, then silence.
+  offload::v1::SyncMessage ready_msg, manifest;
+  ready_msg.mutable_ready()->set_bind_source("/nowhere");
+  manifest.mutable_manifest()->set_last(true);
+  ASSERT_EQ(server->try_send(ready_msg), offload::sync::Transport::Offer::taken);
+  ASSERT_EQ(server->try_send(manifest), offload::sync::Transport::Offer::taken);
+  MountSync::Options o;
+  o.local_path = local_;
+  o.uid = ::geteuid();
+  o.gid = ::getegid();
+  auto holder = std::make_shared<std::unique_ptr<offload::sync::Transport>>(std::move(client));
+  mount_ = std::make_unique<MountSync>(
+      MountSync::id_for(local_), std::move(o),
+      [holder](std::string& why) -> std::unique_ptr<offload::sync::Transport> {
+        if (!*holder) why = "no second connection in this test";
+        return std::move(*holder);
+      });
+  // Until the mount is stuck sending big.bin into the replica's full inbox.
+  ASSERT_TRUE(eventually([&] { return mount_->status().state == MountStatus::State::syncing; }));
+  std::this_thread::sleep_for(100ms);
+  auto stopped = std::async(std::launch::async, [&] { mount_->stop(); });
+  if (stopped.wait_for(5s) != std::future_status::ready) {
+    server->cancel();  // unblocks the mount so that the test can end
+    stopped.wait();
+    FAIL() << "stop() did not return while the replica read nothing";
+  }
+}
+
 TEST_F(MountReplicaTest, ATreeOfThousandsOfFiles) {
   for (int i = 0; i < 2000; ++i)
     write(local_ / ("d" + std::to_string(i % 40)) / ("f" + std::to_string(i) + ".txt"),
