@@ -113,8 +113,9 @@ void MountSync::Worker::session() {
   // place before anything the replica sends is handled (which happens while a send waits).
   for (const auto& a : actions) act_locally(a, local);
   link_->set_handler([this](const v1::SyncMessage& m) { return handle(m); });
+  std::set<std::string> fetched;
   for (const auto& a : actions) {
-    if (!act(a)) return;
+    if (!act(a, fetched)) return;
   }
   if (!send_replies()) return;
   initial_barrier_ = send_barrier();
@@ -168,7 +169,7 @@ void MountSync::Worker::act_locally(const Action& a, const Manifest& local) {
 
 // The actions that send. Replica messages handled while an earlier one was sent may have
 // changed the local side since the scan: each looks at the path as it is now.
-bool MountSync::Worker::act(const Action& a) {
+bool MountSync::Worker::act(const Action& a, std::set<std::string>& fetched) {
   switch (a.kind) {
     case Action::push: {
       auto l = local_entry(a.path);
@@ -181,9 +182,16 @@ bool MountSync::Worker::act(const Action& a) {
     case Action::pull:
     case Action::conflict: {
       // The answer is handled like any change of the replica's: compared with the local
-      // entry and the base, which turns it into an update or a conflict copy.
+      // entry and the base, which turns it into an update or a conflict copy. It holds
+      // everything below the path, so what is below a path fetched already comes with that
+      // (actions are in path order); asked again, it would travel twice.
+      for (std::string up = a.path; !up.empty();) {
+        up = parent_path(up);
+        if (fetched.count(up)) return true;
+      }
       v1::SyncMessage f;
       f.mutable_fetch()->set_path(a.path);
+      fetched.insert(a.path);
       return link_->send(std::move(f));
     }
     case Action::delete_remote:

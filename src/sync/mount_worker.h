@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -41,7 +42,7 @@ class MountSync::Worker {
   bool wanted(const std::string& path) const;
   bool receive_manifest(Manifest& remote);
   void act_locally(const Action& a, const Manifest& local);
-  bool act(const Action& a);
+  bool act(const Action& a, std::set<std::string>& fetched);
 
   // What goes to the replica. Every send may handle the replica's messages meanwhile (Link).
   bool send_remove(const std::string& path);

@@ -65,6 +65,25 @@ bool eventually(F condition, std::chrono::milliseconds limit = 10s) {
   return ::testing::AssertionSuccess();
 }
 
+// The replica's end, counting the file content it sends.
+class CountingTransport final : public offload::sync::Transport {
+ public:
+  explicit CountingTransport(offload::sync::Transport& inner) : inner_(inner) {}
+  Offer try_send(offload::v1::SyncMessage& m) override {
+    std::uint64_t n = m.change().data().size() + m.data().data().size();
+    Offer o = inner_.try_send(m);
+    if (o == Offer::taken) content_sent += n;
+    return o;
+  }
+  int send_fd() override { return inner_.send_fd(); }
+  offload::sync::Inbox& inbox() override { return inner_.inbox(); }
+  void cancel() override { inner_.cancel(); }
+  std::atomic<std::uint64_t> content_sent{0};
+
+ private:
+  offload::sync::Transport& inner_;
+};
+
 class MountReplicaTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -87,6 +106,7 @@ class MountReplicaTest : public ::testing::Test {
              std::size_t inbox_capacity = 16) {
     auto [client, server] = offload::sync::make_transport_pair(inbox_capacity);
     server_ = std::move(server);
+    counting_ = std::make_unique<CountingTransport>(*server_);
     stop_replica_ = false;
     offload::sync::ReplicaOptions ro;
     ro.sync_root = sync_root_;
@@ -95,7 +115,7 @@ class MountReplicaTest : public ::testing::Test {
     ro.stamp = [] { return std::string("20261129-000000"); };
     replica_options_ = ro;
     replica_ = std::thread([this] {
-      offload::sync::serve_replica(*server_, replica_options_, stop_replica_);
+      offload::sync::serve_replica(*counting_, replica_options_, stop_replica_);
     });
     MountSync::Options o;
     o.local_path = path;
@@ -143,6 +163,7 @@ class MountReplicaTest : public ::testing::Test {
     mount_.reset();
     stop_replica_ = true;
     if (replica_.joinable()) replica_.join();
+    counting_.reset();
     server_.reset();
   }
 
@@ -150,6 +171,7 @@ class MountReplicaTest : public ::testing::Test {
 
   fs::path base_, local_, sync_root_;
   std::unique_ptr<offload::sync::Transport> server_;
+  std::unique_ptr<CountingTransport> counting_;  // the replica's view of server_
   offload::sync::ReplicaOptions replica_options_;
   std::atomic<bool> stop_replica_{false};
   std::thread replica_;
@@ -428,6 +450,8 @@ TEST_F(MountReplicaTest, FirstSyncWithBulkDataOnBothSides) {
     }
   }
   EXPECT_TRUE(same_trees(local_, replica_dir()));
+  // Each file once: "down" is fetched with everything in it, its files are not asked again.
+  EXPECT_EQ(counting_->content_sent.load(), kFiles * kSize);
 }
 
 // A mount whose replica stopped reading (a stalled call) still stops when asked: its sends wait
