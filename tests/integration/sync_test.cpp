@@ -203,8 +203,11 @@ TEST_F(SyncOverGrpcTest, BulkDataBothWaysAtOnce) {
   }
   EXPECT_TRUE(st.error.empty()) << st.error;
   // Neither side holds a file, or a backlog of pieces, in memory: each buffers a few messages of
-  // 256 KiB (inbox, outbox) plus gRPC's flow-control windows, whatever moves (400 MiB here).
-  EXPECT_LT(offload::test::peak_rss_kib() - rss_before, 64 * 1024);
+  // 256 KiB (inbox, outbox) plus what gRPC's flow-control windows let in, whatever moves (200 MiB
+  // each way here). Measured: 27 to 75 MiB more at the peak (the windows follow the measured
+  // bandwidth-delay product, and freed pieces stay with the allocator); a side that held what it
+  // received would need 200 MiB.
+  EXPECT_LT(offload::test::peak_rss_kib() - rss_before, 128 * 1024);
 }
 
 TEST_F(SyncOverGrpcTest, DestroyingTheSessionEndsItsSyncCalls) {
