@@ -207,7 +207,9 @@ TEST_F(SyncOverGrpcTest, BulkDataBothWaysAtOnce) {
   // each way here). Measured: 27 to 75 MiB more at the peak (the windows follow the measured
   // bandwidth-delay product, and freed pieces stay with the allocator); a side that held what it
   // received would need 200 MiB.
-  EXPECT_LT(offload::test::peak_rss_kib() - rss_before, 128 * 1024);
+  if (offload::test::kResidentSetIsMeaningful) {
+    EXPECT_LT(offload::test::peak_rss_kib() - rss_before, 128 * 1024);
+  }
 }
 
 TEST_F(SyncOverGrpcTest, DestroyingTheSessionEndsItsSyncCalls) {

@@ -85,6 +85,20 @@ inline bool has_size(const std::filesystem::path& path, std::uint64_t size) {
   return std::filesystem::file_size(path, ec) == size && !ec;
 }
 
+// Under AddressSanitizer freed memory stays in quarantine: the resident set then says nothing
+// about what a program holds.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kResidentSetIsMeaningful = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kResidentSetIsMeaningful = false;
+#else
+inline constexpr bool kResidentSetIsMeaningful = true;
+#endif
+#else
+inline constexpr bool kResidentSetIsMeaningful = true;
+#endif
+
 // The process's peak resident set so far, in KiB (VmHWM).
 inline long peak_rss_kib() {
   std::ifstream in("/proc/self/status");
