@@ -127,38 +127,21 @@ TEST_F(SyncOverGrpcTest, ATreeWithALargeFileGoesBothWays) {
 // 200 MiB are written in the replica (as a container would), and everything must arrive, both
 // ways, within the bound.
 TEST_F(SyncOverGrpcTest, BulkDataBothWaysAtOnce) {
-  constexpr int kFiles = 4;
-  constexpr std::uint64_t kSize = 50ull << 20;
+  const offload::test::PatternFiles up("up/u", 4, 1000, 50ull << 20);
+  const offload::test::PatternFiles down("down/d", 4, 2000, 50ull << 20);
   start_mount();
   ASSERT_TRUE(ready().first);
   const long rss_before = offload::test::peak_rss_kib();
-  auto up = [](int i) { return "up/u" + std::to_string(i) + ".bin"; };
-  auto down = [](int i) { return "down/d" + std::to_string(i) + ".bin"; };
-  auto seed_up = [](int i) { return 1000u + i; };
-  auto seed_down = [](int i) { return 2000u + i; };
 
   auto t0 = std::chrono::steady_clock::now();
-  std::atomic<bool> wrote_up{true}, wrote_down{true};
-  std::thread local_writer([&] {
-    for (int i = 0; i < kFiles; ++i)
-      if (!offload::test::write_pattern_file(local_ / up(i), seed_up(i), kSize)) wrote_up = false;
-  });
-  std::thread container_writer([&] {
-    for (int i = 0; i < kFiles; ++i)
-      if (!offload::test::write_pattern_file(replica() / down(i), seed_down(i), kSize))
-        wrote_down = false;
-  });
+  bool wrote_up = false, wrote_down = false;
+  std::thread local_writer([&] { wrote_up = up.write(local_); });
+  std::thread container_writer([&] { wrote_down = down.write(replica()); });
   local_writer.join();
   container_writer.join();
   ASSERT_TRUE(wrote_up && wrote_down);
 
-  auto all_there = [&](const fs::path& side) {
-    for (int i = 0; i < kFiles; ++i)
-      if (!offload::test::has_size(side / up(i), kSize) ||
-          !offload::test::has_size(side / down(i), kSize))
-        return false;
-    return true;
-  };
+  auto all_there = [&](const fs::path& side) { return up.all_there(side) && down.all_there(side); };
   const auto deadline = t0 + 120s;
   bool in_sync = false;
   while (!in_sync && std::chrono::steady_clock::now() < deadline) {
@@ -186,11 +169,9 @@ TEST_F(SyncOverGrpcTest, BulkDataBothWaysAtOnce) {
     FAIL() << "not in sync within 120 s (state " << sync::to_string(st.state) << ", " << st.error
            << ")";
   }
-  for (int i = 0; i < kFiles; ++i) {
-    for (const auto& side : {local_, replica()}) {
-      EXPECT_EQ(offload::test::check_pattern_file(side / up(i), seed_up(i), kSize), "");
-      EXPECT_EQ(offload::test::check_pattern_file(side / down(i), seed_down(i), kSize), "");
-    }
+  for (const auto& side : {local_, replica()}) {
+    EXPECT_EQ(up.check(side), "");
+    EXPECT_EQ(down.check(side), "");
   }
   // The same entries (type, mode, size, mtime) on both sides, and nothing else.
   auto left = sync::scan_tree(local_, {}).entries;

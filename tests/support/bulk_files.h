@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 
 namespace offload::test {
 
@@ -84,6 +85,41 @@ inline bool has_size(const std::filesystem::path& path, std::uint64_t size) {
   std::error_code ec;
   return std::filesystem::file_size(path, ec) == size && !ec;
 }
+
+// `count` files "<prefix><i>.bin" of `size` bytes, file i with seed first_seed + i: what one
+// side writes and both sides must end up with.
+class PatternFiles {
+ public:
+  PatternFiles(std::string prefix, int count, std::uint64_t first_seed, std::uint64_t size)
+      : prefix_(std::move(prefix)), count_(count), first_seed_(first_seed), size_(size) {}
+
+  std::string name(int i) const { return prefix_ + std::to_string(i) + ".bin"; }
+  std::uint64_t total() const { return size_ * static_cast<std::uint64_t>(count_); }
+
+  bool write(const std::filesystem::path& root) const {
+    for (int i = 0; i < count_; ++i)
+      if (!write_pattern_file(root / name(i), first_seed_ + i, size_)) return false;
+    return true;
+  }
+  // Every file there with its full size (a cheap "has it all arrived").
+  bool all_there(const std::filesystem::path& root) const {
+    for (int i = 0; i < count_; ++i)
+      if (!has_size(root / name(i), size_)) return false;
+    return true;
+  }
+  // "" if every file is there with exactly its content, else the first difference.
+  std::string check(const std::filesystem::path& root) const {
+    for (int i = 0; i < count_; ++i)
+      if (auto why = check_pattern_file(root / name(i), first_seed_ + i, size_); !why.empty())
+        return why;
+    return "";
+  }
+
+ private:
+  std::string prefix_;
+  int count_;
+  std::uint64_t first_seed_, size_;
+};
 
 // Under AddressSanitizer freed memory stays in quarantine: the resident set then says nothing
 // about what a program holds.

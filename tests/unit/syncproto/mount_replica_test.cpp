@@ -360,32 +360,20 @@ TEST_F(MountReplicaTest, SingleFileMountsRewriteTheReplicaInPlace) {
 // test, with tiny inboxes). Each side used to send a whole file before reading again: with both
 // sending, both inboxes filled and neither side ever read again.
 TEST_F(MountReplicaTest, BulkDataBothWaysAtOnce) {
-  constexpr int kFiles = 4;
-  constexpr std::uint64_t kSize = 5ull << 20;
+  const offload::test::PatternFiles up("up/u", 4, 10, 5ull << 20);
+  const offload::test::PatternFiles down("down/d", 4, 20, 5ull << 20);
   start(local_, false, {}, 2);
   ready();
   const long rss_before = offload::test::peak_rss_kib();
-  auto up = [](int i) { return "up/u" + std::to_string(i) + ".bin"; };
-  auto down = [](int i) { return "down/d" + std::to_string(i) + ".bin"; };
   auto t0 = std::chrono::steady_clock::now();
-  std::thread local_writer([&] {
-    for (int i = 0; i < kFiles; ++i)
-      ASSERT_TRUE(offload::test::write_pattern_file(local_ / up(i), 10 + i, kSize));
-  });
-  std::thread container_writer([&] {
-    for (int i = 0; i < kFiles; ++i)
-      ASSERT_TRUE(offload::test::write_pattern_file(replica_dir() / down(i), 20 + i, kSize));
-  });
+  bool wrote_up = false, wrote_down = false;
+  std::thread local_writer([&] { wrote_up = up.write(local_); });
+  std::thread container_writer([&] { wrote_down = down.write(replica_dir()); });
   local_writer.join();
   container_writer.join();
+  ASSERT_TRUE(wrote_up && wrote_down);
 
-  auto all_there = [&](const fs::path& side) {
-    for (int i = 0; i < kFiles; ++i)
-      if (!offload::test::has_size(side / up(i), kSize) ||
-          !offload::test::has_size(side / down(i), kSize))
-        return false;
-    return true;
-  };
+  auto all_there = [&](const fs::path& side) { return up.all_there(side) && down.all_there(side); };
   const auto deadline = t0 + 60s;
   bool in_sync = false;
   while (!in_sync && std::chrono::steady_clock::now() < deadline) {
@@ -410,11 +398,9 @@ TEST_F(MountReplicaTest, BulkDataBothWaysAtOnce) {
     FAIL() << "not in sync within 60 s: " << mount_->status().bytes_sent << " bytes sent, "
            << mount_->status().bytes_received << " received";
   }
-  for (int i = 0; i < kFiles; ++i) {
-    for (const auto& side : {local_, replica_dir()}) {
-      EXPECT_EQ(offload::test::check_pattern_file(side / up(i), 10 + i, kSize), "");
-      EXPECT_EQ(offload::test::check_pattern_file(side / down(i), 20 + i, kSize), "");
-    }
+  for (const auto& side : {local_, replica_dir()}) {
+    EXPECT_EQ(up.check(side), "");
+    EXPECT_EQ(down.check(side), "");
   }
   // Two 2-message inboxes of 256 KiB pieces (and the test's own 1 MiB buffers): nothing near
   // the 40 MiB that moved is held.
@@ -428,14 +414,10 @@ TEST_F(MountReplicaTest, BulkDataBothWaysAtOnce) {
 // synchronisation pushes and fetches bulk data at once (the replica answers the fetches with
 // content while the mount is still sending its own).
 TEST_F(MountReplicaTest, FirstSyncWithBulkDataOnBothSides) {
-  constexpr int kFiles = 4;
-  constexpr std::uint64_t kSize = 5ull << 20;
-  auto up = [](int i) { return "up/u" + std::to_string(i) + ".bin"; };
-  auto down = [](int i) { return "down/d" + std::to_string(i) + ".bin"; };
-  for (int i = 0; i < kFiles; ++i) {
-    ASSERT_TRUE(offload::test::write_pattern_file(local_ / up(i), 10 + i, kSize));
-    ASSERT_TRUE(offload::test::write_pattern_file(replica_dir() / down(i), 20 + i, kSize));
-  }
+  const offload::test::PatternFiles up("up/u", 4, 10, 5ull << 20);
+  const offload::test::PatternFiles down("down/d", 4, 20, 5ull << 20);
+  ASSERT_TRUE(up.write(local_));
+  ASSERT_TRUE(down.write(replica_dir()));
   start(local_, false, {}, 2);
   auto p = std::make_shared<std::promise<bool>>();
   auto f = p->get_future();
@@ -445,15 +427,13 @@ TEST_F(MountReplicaTest, FirstSyncWithBulkDataOnBothSides) {
     FAIL() << "the first synchronisation did not complete within 30 s";
   }
   ASSERT_TRUE(f.get());
-  for (int i = 0; i < kFiles; ++i) {
-    for (const auto& side : {local_, replica_dir()}) {
-      EXPECT_EQ(offload::test::check_pattern_file(side / up(i), 10 + i, kSize), "");
-      EXPECT_EQ(offload::test::check_pattern_file(side / down(i), 20 + i, kSize), "");
-    }
+  for (const auto& side : {local_, replica_dir()}) {
+    EXPECT_EQ(up.check(side), "");
+    EXPECT_EQ(down.check(side), "");
   }
   EXPECT_TRUE(same_trees(local_, replica_dir()));
   // Each file once: "down" is fetched with everything in it, its files are not asked again.
-  EXPECT_EQ(counting_->content_sent.load(), kFiles * kSize);
+  EXPECT_EQ(counting_->content_sent.load(), down.total());
 }
 
 // A mount whose replica stopped reading (a stalled call) still stops when asked: its sends wait
