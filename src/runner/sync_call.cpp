@@ -1,9 +1,12 @@
 #include "offload/runner/sync_call.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 
 #include "offload/sync/replica.h"
@@ -19,9 +22,10 @@ class RefusedSync final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::Sy
 };
 }  // namespace
 
-// A gRPC callback reactor presented to the replica as a blocking Transport. Reads go into a
-// bounded inbox; when it is full the next read starts only once the replica takes a message, so
-// a fast client cannot make the runner buffer a whole tree in memory.
+// A gRPC callback reactor presented to the replica as a Transport. Reads go into a bounded
+// inbox; when it is full the next read starts only once the replica takes a message, so a fast
+// client cannot make the runner buffer a whole tree in memory. One write at a time: try_send
+// starts it and says busy while it is in flight (the replica then handles what it received).
 class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>,
                        public sync::Transport {
  public:
@@ -29,25 +33,36 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
            std::string label)
       : ctx_(ctx), owner_(owner), label_(std::move(label)) {
     options_.sync_root = std::move(sync_root);
+    send_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (send_fd_ < 0) throw std::runtime_error("eventfd failed");
+    update_send_signal_locked();
     inbox_.set_on_space([this] { resume_reading(); });
     StartRead(&incoming_);
     thread_ = std::thread([this] {
       sync::serve_replica(*this, options_, stop_);
       inbox_.close();
+      {
+        // Finish only once the last write is done with outgoing_.
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return !writing_; });
+      }
       Finish(grpc::Status::OK);
     });
   }
+  ~SyncCall() override { ::close(send_fd_); }
 
   // Transport
-  bool send(const v1::SyncMessage& message) override {
-    std::unique_lock lock(mu_);
-    if (broken_) return false;
-    outgoing_ = message;
+  Offer try_send(v1::SyncMessage& message) override {
+    std::lock_guard lock(mu_);
+    if (broken_) return Offer::broken;
+    if (writing_) return Offer::busy;
+    outgoing_ = std::move(message);
     writing_ = true;
+    update_send_signal_locked();
     StartWrite(&outgoing_);
-    cv_.wait(lock, [&] { return !writing_; });
-    return !broken_;
+    return Offer::taken;
   }
+  int send_fd() override { return send_fd_; }
   sync::Inbox& inbox() override { return inbox_; }
   void cancel() override {
     stop_.store(true);
@@ -72,6 +87,7 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
     std::lock_guard lock(mu_);
     if (!ok) broken_ = true;
     writing_ = false;
+    update_send_signal_locked();
     cv_.notify_all();
   }
   void OnCancel() override {
@@ -79,6 +95,7 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
     inbox_.close();
     std::lock_guard lock(mu_);
     broken_ = true;
+    update_send_signal_locked();
     cv_.notify_all();
   }
   void OnDone() override {
@@ -88,6 +105,16 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
   }
 
  private:
+  // send_fd_ is readable while try_send would not answer busy.
+  void update_send_signal_locked() {
+    bool on = !writing_ || broken_;
+    if (on == send_signalled_) return;
+    std::uint64_t value = 1;
+    [[maybe_unused]] auto n =
+        on ? ::write(send_fd_, &value, sizeof value) : ::read(send_fd_, &value, sizeof value);
+    send_signalled_ = on;
+  }
+
   void resume_reading() {
     std::unique_lock lock(mu_);
     if (!paused_) return;
@@ -111,6 +138,8 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
   bool paused_ = false;
   bool writing_ = false;
   bool broken_ = false;
+  int send_fd_ = -1;
+  bool send_signalled_ = false;
   std::thread thread_;
 
   friend class SyncCalls;

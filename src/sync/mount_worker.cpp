@@ -36,6 +36,9 @@ void MountSync::Worker::run() {
     for (auto& [id, callbacks] : pending_flushes_)
       for (auto& c : callbacks) c(false);
     pending_flushes_.clear();
+    receiving_.reset();
+    replies_.clear();
+    link_.reset();
     if (transport_) transport_->cancel();
     transport_.reset();
     watcher_.reset();
@@ -73,7 +76,8 @@ void MountSync::Worker::session() {
   open.mutable_open()->set_file_name(file_name_);
   open.mutable_open()->set_uid(o_.uid);
   open.mutable_open()->set_gid(o_.gid);
-  if (!transport_->send(open)) return;
+  link_ = std::make_unique<detail::Link>(*transport_, m_.stop_);
+  if (!link_->send(std::move(open))) return;
 
   // The watch starts before the scan: a change during the scan is then seen twice, never zero
   // times.
@@ -104,9 +108,16 @@ void MountSync::Worker::session() {
     if (!wanted(it->first)) it = remote.erase(it);
     else ++it;
   }
-  for (const auto& a : reconcile(local, remote, base_)) {
-    if (!act(a, local, remote)) return;
+  auto actions = reconcile(local, remote, base_);
+  // What needs no message goes first: the base of what agrees and the local deletions are in
+  // place before anything the replica sends is handled (which happens while a send waits).
+  for (const auto& a : actions) act_locally(a, local);
+  link_->set_handler([this](const v1::SyncMessage& m) { return handle(m); });
+  std::set<std::string> fetched;
+  for (const auto& a : actions) {
+    if (!act(a, fetched)) return;
   }
+  if (!send_replies()) return;
   initial_barrier_ = send_barrier();
   if (!initial_barrier_) return;
   live();
@@ -121,7 +132,7 @@ bool MountSync::Worker::wanted(const std::string& path) const {
 bool MountSync::Worker::receive_manifest(Manifest& remote) {
   bool ready = false;
   for (;;) {
-    auto m = detail::next_message(transport_->inbox(), m_.stop_);
+    auto m = link_->next();
     if (!m) return false;
     if (m->kind_case() == v1::SyncMessage::kError) {
       m_.set_state(MountStatus::State::failed, "runner: " + m->error().message());
@@ -142,26 +153,55 @@ bool MountSync::Worker::receive_manifest(Manifest& remote) {
   }
 }
 
-bool MountSync::Worker::act(const Action& a, const Manifest& local, const Manifest& /*remote*/) {
+void MountSync::Worker::act_locally(const Action& a, const Manifest& local) {
   switch (a.kind) {
     case Action::agree:
       base_[a.path] = local.at(a.path);
-      return true;
-    case Action::push:
-      return push(local.at(a.path));
+      return;
+    case Action::delete_local:
+      if (auto ec = tree_->remove(a.path)) return note_error(a.path, ec);
+      erase_subtree(base_, a.path);
+      return;
+    default:
+      return;
+  }
+}
+
+// The actions that send. Replica messages handled while an earlier one was sent may have
+// changed the local side since the scan: each looks at the path as it is now.
+bool MountSync::Worker::act(const Action& a, std::set<std::string>& fetched) {
+  switch (a.kind) {
+    case Action::push: {
+      auto l = local_entry(a.path);
+      if (!l) {
+        pending_.mark(a.path);
+        return true;
+      }
+      return push(*l);
+    }
     case Action::pull:
     case Action::conflict: {
       // The answer is handled like any change of the replica's: compared with the local
-      // entry and the base, which turns it into an update or a conflict copy.
+      // entry and the base, which turns it into an update or a conflict copy. It holds
+      // everything below the path, so what is below a path fetched already comes with that
+      // (actions are in path order); asked again, it would travel twice.
+      for (std::string up = a.path; !up.empty();) {
+        up = parent_path(up);
+        if (fetched.count(up)) return true;
+      }
       v1::SyncMessage f;
       f.mutable_fetch()->set_path(a.path);
-      return transport_->send(f);
+      fetched.insert(a.path);
+      return link_->send(std::move(f));
     }
     case Action::delete_remote:
+      if (local_entry(a.path)) {
+        pending_.mark(a.path);  // back meanwhile (a change of the replica's won): look again
+        return true;
+      }
       return send_remove(a.path);
+    case Action::agree:
     case Action::delete_local:
-      if (auto ec = tree_->remove(a.path)) return note_error(a.path, ec), true;
-      erase_subtree(base_, a.path);
       return true;
   }
   return true;
@@ -170,7 +210,7 @@ bool MountSync::Worker::act(const Action& a, const Manifest& local, const Manife
 bool MountSync::Worker::send_remove(const std::string& path) {
   v1::SyncMessage r;
   r.mutable_remove()->set_path(path);
-  if (!transport_->send(r)) return false;
+  if (!link_->send(std::move(r))) return false;
   erase_subtree(base_, path);
   m_.changed();
   return true;
@@ -179,7 +219,7 @@ bool MountSync::Worker::send_remove(const std::string& path) {
 bool MountSync::Worker::push(const Entry& entry) {
   Entry sent;
   std::uint64_t bytes = 0;
-  auto r = detail::send_entry(*transport_, *tree_, entry, entry.path, sent, bytes);
+  auto r = detail::send_entry(*link_, *tree_, entry, entry.path, sent, bytes);
   if (r == detail::SendResult::broken) return false;
   if (r == detail::SendResult::gone) {
     pending_.mark(entry.path);  // changed while we looked: look again next round
@@ -205,10 +245,31 @@ bool MountSync::Worker::push_parents(const std::string& path) {
   return true;
 }
 
+// Sends the local state of `path` if it differs from the base: the content, or its removal.
+bool MountSync::Worker::send_local(const std::string& path) {
+  if (!wanted(path)) return true;
+  auto l = local_entry(path);
+  auto b = base_.find(path);
+  if (!l) return b == base_.end() || send_remove(path);
+  if (b != base_.end() && b->second.same_as(*l)) return true;  // an echo, or nothing new
+  if (!push(*l)) return false;
+  m_.changed();
+  return true;
+}
+
+bool MountSync::Worker::send_replies() {
+  while (!replies_.empty()) {
+    auto m = std::move(replies_.front());
+    replies_.pop_front();
+    if (!link_->send(std::move(m))) return false;
+  }
+  return true;
+}
+
 std::uint64_t MountSync::Worker::send_barrier() {
   v1::SyncMessage b;
   b.mutable_barrier()->set_id(++barrier_id_);
-  return transport_->send(b) ? barrier_id_ : 0;
+  return link_->send(std::move(b)) ? barrier_id_ : 0;
 }
 
 void MountSync::Worker::live() {
@@ -216,6 +277,7 @@ void MountSync::Worker::live() {
                    {watcher_->fd(), POLLIN, 0},
                    {m_.wake_fd_, POLLIN, 0}};
   while (!m_.stop_.load()) {
+    if (!send_replies()) return;
     if (pending_.due()) {
       if (!process_local()) return;
       continue;
@@ -228,14 +290,13 @@ void MountSync::Worker::live() {
       [[maybe_unused]] auto n = ::read(m_.wake_fd_, &v, sizeof v);
     }
     if (fds[1].revents) collect();
-    while (auto msg = transport_->inbox().try_pop())
-      if (!handle(*msg)) return;
+    if (!link_->handle_waiting(64)) return;
     if (transport_->inbox().finished()) return;
     // Flushes: local changes so far go out first, then the barrier; its ack completes them.
     auto requests = m_.take_flush_requests();
     if (!requests.empty()) {
       collect();
-      if (!process_local()) {
+      if (!process_local() || !send_replies()) {
         for (auto& r : requests) r(false);
         return;
       }
@@ -275,7 +336,7 @@ bool MountSync::Worker::process_local() {
         v1::SyncMessage r;
         r.mutable_rename()->set_from(from);
         r.mutable_rename()->set_to(to);
-        if (!transport_->send(r)) return false;
+        if (!link_->send(std::move(r))) return false;
         move_subtree(base_, from, to);
         m_.changed();
         continue;
@@ -293,27 +354,22 @@ bool MountSync::Worker::process_local() {
       }
     }
   }
-  for (const auto& path : dirty) {
-    if (!wanted(path)) continue;
-    auto l = local_entry(path);
-    auto b = base_.find(path);
-    if (!l) {
-      if (b == base_.end()) continue;
-      if (!send_remove(path)) return false;
-      continue;
-    }
-    if (b != base_.end() && b->second.same_as(*l)) continue;  // an echo, or nothing new
-    if (!push(*l)) return false;
-    m_.changed();
-  }
+  for (const auto& path : dirty)
+    if (!send_local(path)) return false;
   return true;
 }
 
 bool MountSync::Worker::handle(const v1::SyncMessage& msg) {
+  if (receiving_.active()) {
+    // A change's content comes right after it; nothing else may come in between.
+    if (msg.kind_case() != v1::SyncMessage::kData) return protocol_error();
+    receiving_.data(msg.data());
+    return true;
+  }
   switch (msg.kind_case()) {
-    case v1::SyncMessage::kChange: return remote_change(msg.change());
-    case v1::SyncMessage::kRemove: return remote_remove(msg.remove().path());
-    case v1::SyncMessage::kRename: return remote_rename(msg.rename().from(), msg.rename().to());
+    case v1::SyncMessage::kChange: remote_change(msg.change()); return true;
+    case v1::SyncMessage::kRemove: remote_remove(msg.remove().path()); return true;
+    case v1::SyncMessage::kRename: remote_rename(msg.rename().from(), msg.rename().to()); return true;
     case v1::SyncMessage::kBarrierAck: {
       auto id = msg.barrier_ack().id();
       if (id == initial_barrier_) {
@@ -341,38 +397,38 @@ bool MountSync::Worker::handle(const v1::SyncMessage& msg) {
       m_.note_error(msg.error().path(), "runner: " + msg.error().message());
       return true;
     default:
-      m_.set_state(MountStatus::State::failed, "the runner broke the sync protocol");
-      return false;
+      return protocol_error();
   }
 }
 
-bool MountSync::Worker::discard(const v1::SyncChange& change) {
-  std::error_code ec;
-  std::uint64_t bytes = 0;
-  return detail::receive_data(transport_->inbox(), change,
-                              [](std::string_view) { return std::error_code{}; }, ec, bytes,
-                              m_.stop_);
+bool MountSync::Worker::protocol_error() {
+  m_.set_state(MountStatus::State::failed, "the runner broke the sync protocol");
+  return false;
 }
 
-bool MountSync::Worker::apply(const Entry& r, const std::string& as_path,
-                              const v1::SyncChange& change) {
-  std::error_code ec;
-  std::uint64_t bytes = 0;
-  if (!detail::apply_change(*tree_, r, as_path, change, transport_->inbox(), m_.stop_, ec, bytes))
-    return false;
-  if (ec) {
-    note_error(as_path, ec);
-    return true;
-  }
-  m_.count_received(bytes, r.type == EntryType::file);
-  if (auto now = local_entry(as_path)) {
-    base_[as_path] = *now;
-  }
-  m_.changed();
-  return true;
+void MountSync::Worker::discard(const v1::SyncChange& change) {
+  receiving_.begin(nullptr, Entry{}, "", change, nullptr);
 }
 
-bool MountSync::Worker::remote_change(const v1::SyncChange& change) {
+// Applies the change as its content arrives; `then` runs once it is complete.
+void MountSync::Worker::apply(const Entry& r, const std::string& as_path,
+                              const v1::SyncChange& change, std::function<void()> then) {
+  bool file = r.type == EntryType::file;
+  receiving_.begin(tree_.get(), r, as_path, change,
+                   [this, as_path, file, then = std::move(then)](std::error_code ec,
+                                                                 std::uint64_t bytes) {
+                     if (ec) {
+                       note_error(as_path, ec);
+                     } else {
+                       m_.count_received(bytes, file);
+                       if (auto now = local_entry(as_path)) base_[as_path] = *now;
+                       m_.changed();
+                     }
+                     if (then) then();
+                   });
+}
+
+void MountSync::Worker::remote_change(const v1::SyncChange& change) {
   auto r = from_wire(change.entry());
   if (!r || !wanted(r->path)) return discard(change);
   collect();  // local events so far belong to the state we compare with
@@ -386,43 +442,46 @@ bool MountSync::Worker::remote_change(const v1::SyncChange& change) {
   }
   bool local_unchanged = (!l && !has_base) || (l && has_base && l->same_as(b->second));
   // Deleted here, changed there: the change wins, nothing is lost.
-  if (local_unchanged || (!l && has_base)) return apply(*r, p, change);
+  if (local_unchanged || (!l && has_base)) return apply(*r, p, change, nullptr);
   if (l->type == EntryType::directory && r->type == EntryType::directory) {
-    if (!discard(change)) return false;
-    return push(*l);  // directories merge; only the mode differed
+    // Directories merge; only the mode differed: ours goes back in the next round.
+    discard(change);
+    pending_.mark(p);
+    return;
   }
   // Both sides changed `p`. Ours stays at `p`, theirs becomes a copy next to it, on both sides.
   std::string stamp = o_.stamp ? o_.stamp() : conflict_stamp_now();
   std::string copy = conflict_name(p, "remote", stamp);
   if (r->type == EntryType::directory) {
     // A whole directory cannot ride in one change: move it aside over there and fetch it.
-    if (!discard(change)) return false;
+    discard(change);
     v1::SyncMessage mv;
     mv.mutable_rename()->set_from(p);
     mv.mutable_rename()->set_to(copy);
+    replies_.push_back(std::move(mv));
     v1::SyncMessage f;
     f.mutable_fetch()->set_path(copy);
-    if (!transport_->send(mv) || !transport_->send(f)) return false;
+    replies_.push_back(std::move(f));
   } else {
-    if (!apply(*r, copy, change)) return false;
-    base_.erase(copy);  // unknown over there under this name: the next round sends it
-    pending_.mark(copy);
+    apply(*r, copy, change, [this, copy] {
+      base_.erase(copy);  // unknown over there under this name: the next round sends it
+      pending_.mark(copy);
+    });
   }
   m_.note_conflict(p + ": changed on both sides; the runner's version is kept as " + copy);
   spdlog::info("sync {}: conflict on {}: the runner's version is kept as {}", m_.id_, p, copy);
   base_.erase(p);
   pending_.mark(p);
-  return true;
 }
 
-bool MountSync::Worker::remote_remove(const std::string& path) {
-  if (!valid_relative_path(path) || path.empty() || !wanted(path)) return true;
+void MountSync::Worker::remote_remove(const std::string& path) {
+  if (!valid_relative_path(path) || path.empty() || !wanted(path)) return;
   collect();
   auto l = local_entry(path);
   auto b = base_.find(path);
   if (!l) {
     erase_subtree(base_, path);
-    return true;
+    return;
   }
   bool unchanged = b != base_.end() && b->second.same_as(*l);
   if (unchanged && l->type == EntryType::directory) unchanged = subtree_unchanged(path);
@@ -431,20 +490,16 @@ bool MountSync::Worker::remote_remove(const std::string& path) {
     erase_subtree(base_, path);
     mark_subtree_dirty(path);
     m_.note_conflict(path + ": deleted on the runner but changed locally; the local version is kept");
-    return true;
+    return;
   }
-  if (auto ec = tree_->remove(path)) {
-    note_error(path, ec);
-    return true;
-  }
+  if (auto ec = tree_->remove(path)) return note_error(path, ec);
   erase_subtree(base_, path);
   m_.changed();
-  return true;
 }
 
-bool MountSync::Worker::remote_rename(const std::string& from, const std::string& to) {
+void MountSync::Worker::remote_rename(const std::string& from, const std::string& to) {
   if (!valid_relative_path(from) || !valid_relative_path(to) || from.empty() || to.empty())
-    return true;
+    return;
   collect();
   auto b = base_.find(from);
   auto l = local_entry(from);
@@ -453,15 +508,15 @@ bool MountSync::Worker::remote_rename(const std::string& from, const std::string
     if (!detail::ensure_parents(*tree_, to) && !tree_->rename(from, to)) {
       move_subtree(base_, from, to);
       m_.changed();
-      return true;
+      return;
     }
   }
   // Not a clean move here: treat it as a removal and ask for the new path.
-  if (!remote_remove(from)) return false;
-  if (!wanted(to)) return true;
+  remote_remove(from);
+  if (!wanted(to)) return;
   v1::SyncMessage f;
   f.mutable_fetch()->set_path(to);
-  return transport_->send(f);
+  replies_.push_back(std::move(f));
 }
 
 bool MountSync::Worker::subtree_unchanged(const std::string& dir) {

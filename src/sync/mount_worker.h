@@ -6,11 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -21,6 +23,7 @@
 #include "offload/sync/tree.h"
 #include "offload/sync/watcher.h"
 #include "offload/sync/wire.h"
+#include "exchange.h"
 #include "pending.h"
 
 namespace offload::sync {
@@ -38,12 +41,15 @@ class MountSync::Worker {
   void session();
   bool wanted(const std::string& path) const;
   bool receive_manifest(Manifest& remote);
-  bool act(const Action& a, const Manifest& local, const Manifest& remote);
+  void act_locally(const Action& a, const Manifest& local);
+  bool act(const Action& a, std::set<std::string>& fetched);
 
-  // What goes to the replica.
+  // What goes to the replica. Every send may handle the replica's messages meanwhile (Link).
   bool send_remove(const std::string& path);
+  bool send_local(const std::string& path);
   bool push(const Entry& entry);
   bool push_parents(const std::string& path);
+  bool send_replies();
   std::uint64_t send_barrier();
 
   // The live exchange: local changes out, the replica's messages in.
@@ -51,14 +57,17 @@ class MountSync::Worker {
   void collect();
   std::optional<Entry> local_entry(const std::string& path);
   bool process_local();
+  // Link's handler: never blocks, never sends (replies go to replies_).
   bool handle(const v1::SyncMessage& msg);
+  bool protocol_error();
 
   // The replica's changes, compared with the local tree and the base.
-  bool discard(const v1::SyncChange& change);
-  bool apply(const Entry& r, const std::string& as_path, const v1::SyncChange& change);
-  bool remote_change(const v1::SyncChange& change);
-  bool remote_remove(const std::string& path);
-  bool remote_rename(const std::string& from, const std::string& to);
+  void discard(const v1::SyncChange& change);
+  void apply(const Entry& r, const std::string& as_path, const v1::SyncChange& change,
+             std::function<void()> then);
+  void remote_change(const v1::SyncChange& change);
+  void remote_remove(const std::string& path);
+  void remote_rename(const std::string& from, const std::string& to);
   bool subtree_unchanged(const std::string& dir);
   void mark_subtree_dirty(const std::string& dir);
 
@@ -71,6 +80,10 @@ class MountSync::Worker {
   std::string file_name_;
   std::unique_ptr<Tree> tree_;
   std::unique_ptr<Transport> transport_;
+  std::unique_ptr<detail::Link> link_;
+  detail::Receiving receiving_;
+  // What handlers decided to send (fetches, renames): small, sent from the loop.
+  std::deque<v1::SyncMessage> replies_;
   std::unique_ptr<Watcher> watcher_;
   std::string bind_source_;
   Manifest base_;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <ctime>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -46,23 +47,57 @@ bool single_component(const std::string& name) {
 class Replica {
  public:
   Replica(Transport& t, const ReplicaOptions& o, const std::atomic<bool>& stop)
-      : transport_(t), options_(o), stop_(stop) {}
+      : link_(t, stop), options_(o), stop_(stop) {}
 
   void run() {
-    auto first = detail::next_message(transport_.inbox(), stop_);
+    auto first = link_.next();
     if (!first) return;
     if (first->kind_case() != v1::SyncMessage::kOpen) {
       fail("", "the first message of a Sync call must be open");
+    } else if (open(first->open())) {
+      link_.set_handler([this](const v1::SyncMessage& m) { return handle(m); });
+      loop();
       return;
     }
-    if (!open(first->open())) return;
-    loop();
+    run_jobs();  // the error that ended it
   }
 
  private:
+  // What handlers decided to send, in order, sent from the loop: a message, the content of a
+  // fetched path, or a barrier's answer (after this side's own changes).
+  struct Job {
+    enum Kind { message, fetch, barrier } kind;
+    v1::SyncMessage msg;
+    std::string path;
+    std::uint64_t id = 0;
+  };
+
   void fail(const std::string& path, const std::string& text) {
     spdlog::warn("sync {}: {}{}", id_, path.empty() ? "" : path + ": ", text);
-    transport_.send(detail::error_message(path, text));
+    jobs_.push_back({Job::message, detail::error_message(path, text), {}, 0});
+  }
+
+  bool run_jobs() {
+    while (!jobs_.empty() && !broken_) {
+      Job job = std::move(jobs_.front());
+      jobs_.pop_front();
+      bool ok = true;
+      switch (job.kind) {
+        case Job::message: ok = link_.send(std::move(job.msg)); break;
+        case Job::fetch: ok = report_subtree(job.path); break;
+        case Job::barrier: {
+          collect();
+          report_dirty();
+          if (broken_) return false;
+          v1::SyncMessage ack;
+          ack.mutable_barrier_ack()->set_id(job.id);
+          ok = link_.send(std::move(ack));
+          break;
+        }
+      }
+      if (!ok) mark_broken();
+    }
+    return !broken_;
   }
 
   bool open(const v1::SyncOpen& open) {
@@ -113,25 +148,28 @@ class Replica {
       return false;
     }
 
+    // The client only reads until the manifest is complete: no handler is needed yet.
     v1::SyncMessage ready;
     ready.mutable_ready()->set_bind_source((single_file_ ? root / file_name_ : root).string());
-    if (!transport_.send(ready)) return false;
+    if (!link_.send(std::move(ready))) return false;
     v1::SyncMessage batch;
     for (const auto& [path, entry] : known_) {
       *batch.mutable_manifest()->add_entries() = to_wire(entry);
       if (batch.manifest().entries_size() >= 1000) {
-        if (!transport_.send(batch)) return false;
+        if (!link_.send(std::move(batch))) return false;
         batch.Clear();
       }
     }
     batch.mutable_manifest()->set_last(true);
     spdlog::info("sync {}: opened ({} entries already present)", id_, known_.size());
-    return transport_.send(batch);
+    return link_.send(std::move(batch));
   }
 
   void loop() {
-    pollfd fds[2] = {{transport_.inbox().fd(), POLLIN, 0}, {watcher_->fd(), POLLIN, 0}};
+    Transport& t = link_.transport();
+    pollfd fds[2] = {{t.inbox().fd(), POLLIN, 0}, {watcher_->fd(), POLLIN, 0}};
     while (!stop_.load() && !broken_) {
+      if (!run_jobs()) return;
       if (pending_.due()) {
         report_dirty();
         continue;
@@ -140,11 +178,8 @@ class Replica {
       fds[0].revents = fds[1].revents = 0;
       ::poll(fds, 2, timeout);
       if (fds[1].revents) collect();
-      while (auto m = transport_.inbox().try_pop()) {
-        handle(*m);
-        if (broken_) return;
-      }
-      if (transport_.inbox().finished()) return;
+      if (!link_.handle_waiting(64)) return;
+      if (t.inbox().finished()) return;
     }
   }
 
@@ -172,7 +207,7 @@ class Replica {
           v1::SyncMessage m;
           m.mutable_rename()->set_from(from);
           m.mutable_rename()->set_to(to);
-          if (!transport_.send(m)) return mark_broken();
+          if (!link_.send(std::move(m))) return mark_broken();
           move_subtree(known_, from, to);
           continue;
         }
@@ -216,7 +251,7 @@ class Replica {
     if (!now) {
       v1::SyncMessage r;
       r.mutable_remove()->set_path(path);
-      return transport_.send(r);
+      return link_.send(std::move(r));
     }
     if (!report(path)) return false;
     if (now->type != EntryType::directory) return true;
@@ -238,11 +273,11 @@ class Replica {
       v1::SyncMessage m;
       m.mutable_remove()->set_path(path);
       erase_subtree(known_, path);
-      return transport_.send(m);
+      return link_.send(std::move(m));
     }
     if (k != known_.end() && k->second.same_as(*now)) return true;
     Entry sent;
-    switch (detail::send_entry(transport_, *tree_, *now, path, sent, bytes_out_)) {
+    switch (detail::send_entry(link_, *tree_, *now, path, sent, bytes_out_)) {
       case detail::SendResult::broken: return false;
       case detail::SendResult::gone: pending_.mark(path); return true;
       case detail::SendResult::sent: known_[path] = sent; return true;
@@ -252,27 +287,33 @@ class Replica {
 
   void mark_broken() { broken_ = true; }
 
-  void handle(const v1::SyncMessage& m) {
-    switch (m.kind_case()) {
-      case v1::SyncMessage::kChange: return handle_change(m.change());
-      case v1::SyncMessage::kRemove: return handle_remove(m.remove().path());
-      case v1::SyncMessage::kRename: return handle_rename(m.rename().from(), m.rename().to());
-      case v1::SyncMessage::kBarrier: {
-        collect();
-        report_dirty();
-        v1::SyncMessage ack;
-        ack.mutable_barrier_ack()->set_id(m.barrier().id());
-        if (!transport_.send(ack)) mark_broken();
-        return;
+  // Link's handler: never blocks and never sends (what must be said goes to jobs_).
+  bool handle(const v1::SyncMessage& m) {
+    if (receiving_.active()) {
+      // A change's content comes right after it; nothing else may come in between.
+      if (m.kind_case() != v1::SyncMessage::kData) {
+        fail("", "unexpected message in a change's content");
+        return false;
       }
+      receiving_.data(m.data());
+      return true;
+    }
+    switch (m.kind_case()) {
+      case v1::SyncMessage::kChange: handle_change(m.change()); return true;
+      case v1::SyncMessage::kRemove: handle_remove(m.remove().path()); return true;
+      case v1::SyncMessage::kRename: handle_rename(m.rename().from(), m.rename().to()); return true;
+      case v1::SyncMessage::kBarrier:
+        jobs_.push_back({Job::barrier, {}, {}, m.barrier().id()});
+        return true;
       case v1::SyncMessage::kFetch: {
         const auto& path = m.fetch().path();
-        if (!valid_relative_path(path)) return fail(path, "invalid path");
-        if (!report_subtree(path)) mark_broken();
-        return;
+        if (!valid_relative_path(path)) fail(path, "invalid path");
+        else jobs_.push_back({Job::fetch, {}, path, 0});
+        return true;
       }
       default:
-        return fail("", "unexpected message");
+        fail("", "unexpected message");
+        return true;
     }
   }
 
@@ -290,7 +331,7 @@ class Replica {
     v1::SyncMessage c;
     c.mutable_conflict()->set_path(path);
     c.mutable_conflict()->set_copy(copy);
-    if (!transport_.send(c)) return mark_broken();
+    jobs_.push_back({Job::message, std::move(c), {}, 0});
     known_.erase(path);
     pending_.mark(copy);
     spdlog::info("sync {}: conflict on {}: the runner's version is kept as {}", id_, path, copy);
@@ -298,22 +339,19 @@ class Replica {
 
   void handle_change(const v1::SyncChange& change) {
     auto entry = from_wire(change.entry());
-    std::error_code ec;
     if (!entry || (single_file_ && entry->path != file_name_ && !entry->path.empty())) {
       // Consume the content anyway so the call stays in step.
-      detail::receive_data(transport_.inbox(), change,
-                           [](std::string_view) { return std::error_code{}; }, ec, bytes_in_,
-                           stop_) ||
-          (mark_broken(), false);
+      receiving_.begin(nullptr, Entry{}, "", change, nullptr);
       return fail(change.entry().path(), "invalid entry");
     }
     collect();  // events that happened before this change belong to the old state
     if (!entry->path.empty()) keep_conflicting(entry->path);
-    if (!detail::apply_change(*tree_, *entry, entry->path, change, transport_.inbox(), stop_, ec,
-                              bytes_in_))
-      return mark_broken();
-    if (ec) return fail(entry->path, ec.message());
-    if (auto now = stat_path(entry->path)) known_[entry->path] = *now;
+    receiving_.begin(tree_.get(), *entry, entry->path, change,
+                     [this, path = entry->path](std::error_code ec, std::uint64_t bytes) {
+                       bytes_in_ += bytes;
+                       if (ec) return fail(path, ec.message());
+                       if (auto now = stat_path(path)) known_[path] = *now;
+                     });
   }
 
   void handle_remove(const std::string& path) {
@@ -344,7 +382,9 @@ class Replica {
     move_subtree(known_, from, to);
   }
 
-  Transport& transport_;
+  detail::Link link_;
+  detail::Receiving receiving_;
+  std::deque<Job> jobs_;
   const ReplicaOptions& options_;
   const std::atomic<bool>& stop_;
   std::string id_;
@@ -366,7 +406,9 @@ void serve_replica(Transport& transport, const ReplicaOptions& options,
     Replica(transport, options, stop).run();
   } catch (const std::exception& e) {
     spdlog::error("sync: replica failed: {}", e.what());
-    transport.send(detail::error_message("", std::string("runner error: ") + e.what()));
+    // Best effort, never waiting: the call may be stalled or in the middle of a file.
+    auto m = detail::error_message("", std::string("runner error: ") + e.what());
+    transport.try_send(m);
   }
 }
 

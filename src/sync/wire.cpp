@@ -52,27 +52,39 @@ std::optional<Entry> from_wire(const v1::SyncEntry& in) {
   return e;
 }
 
+namespace {
+
+// Makes an eventfd readable (`on`) or not; `state` remembers which, so each change is one call.
+void set_level(int fd, bool on, bool& state) {
+  if (on == state) return;
+  std::uint64_t value = 1;
+  [[maybe_unused]] auto n = on ? ::write(fd, &value, sizeof value) : ::read(fd, &value, sizeof value);
+  state = on;
+}
+
+}  // namespace
+
 Inbox::Inbox(std::size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {
   fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (fd_ < 0) throw std::runtime_error("eventfd failed");
+  space_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd_ < 0 || space_fd_ < 0) {
+    if (fd_ >= 0) ::close(fd_);
+    if (space_fd_ >= 0) ::close(space_fd_);
+    throw std::runtime_error("eventfd failed");
+  }
+  set_level(space_fd_, true, space_signalled_);
 }
 
 Inbox::~Inbox() {
-  if (fd_ >= 0) ::close(fd_);
+  ::close(fd_);
+  ::close(space_fd_);
 }
 
-// The eventfd is level-like: set while something is waiting (or closed), cleared when empty.
+// The eventfds are level-like: fd_ set while something is waiting (or closed), space_fd_ while
+// there is room (or closed).
 void Inbox::update_signal_locked() {
-  bool want = !queue_.empty() || closed_;
-  if (want == signalled_) return;
-  if (want) {
-    std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(fd_, &one, sizeof one);
-  } else {
-    std::uint64_t value;
-    [[maybe_unused]] auto n = ::read(fd_, &value, sizeof value);
-  }
-  signalled_ = want;
+  set_level(fd_, !queue_.empty() || closed_, signalled_);
+  set_level(space_fd_, queue_.size() < capacity_ || closed_, space_signalled_);
 }
 
 bool Inbox::push(v1::SyncMessage message) {
@@ -129,6 +141,11 @@ bool Inbox::finished() const {
   return closed_ && queue_.empty();
 }
 
+bool Inbox::closed() const {
+  std::lock_guard lock(mu_);
+  return closed_;
+}
+
 void Inbox::close() {
   std::lock_guard lock(mu_);
   closed_ = true;
@@ -141,11 +158,14 @@ namespace {
 
 class PairedTransport final : public Transport {
  public:
-  // Each end shares its peer's inbox: either end may go away first.
-  bool send(const v1::SyncMessage& message) override {
-    if (broken_->load()) return false;
-    return peer_inbox_->push(message);
+  explicit PairedTransport(std::size_t capacity) : inbox_(std::make_shared<Inbox>(capacity)) {}
+  // Each end shares its peer's inbox: either end may go away first. Sending is putting into the
+  // peer's inbox, so a full one is what a stalled HTTP/2 stream is for the real ends.
+  Offer try_send(v1::SyncMessage& message) override {
+    if (peer_inbox_->try_push(message)) return Offer::taken;
+    return broken_->load() || peer_inbox_->closed() ? Offer::broken : Offer::busy;
   }
+  int send_fd() override { return peer_inbox_->space_fd(); }
   Inbox& inbox() override { return *inbox_; }
   void cancel() override {
     broken_->store(true);
@@ -153,16 +173,17 @@ class PairedTransport final : public Transport {
     peer_inbox_->close();
   }
 
-  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
+  std::shared_ptr<Inbox> inbox_;
   std::shared_ptr<Inbox> peer_inbox_;
   std::shared_ptr<std::atomic<bool>> broken_;
 };
 
 }  // namespace
 
-std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_transport_pair() {
-  auto a = std::make_unique<PairedTransport>();
-  auto b = std::make_unique<PairedTransport>();
+std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_transport_pair(
+    std::size_t capacity) {
+  auto a = std::make_unique<PairedTransport>(capacity);
+  auto b = std::make_unique<PairedTransport>(capacity);
   a->peer_inbox_ = b->inbox_;
   b->peer_inbox_ = a->inbox_;
   a->broken_ = b->broken_ = std::make_shared<std::atomic<bool>>(false);

@@ -1,5 +1,6 @@
-// offloadd's end of a Runner.Sync call as a blocking sync::Transport (gRPC's synchronous
-// streaming API on the session's channel, with a reader thread feeding the inbox).
+// offloadd's end of a Runner.Sync call as a sync::Transport (gRPC's synchronous streaming API on
+// the session's channel, with a reader thread feeding the inbox and a writer thread draining a
+// one-message outbox).
 #pragma once
 
 #include <memory>

@@ -44,9 +44,13 @@ class Inbox {
   std::optional<v1::SyncMessage> pop_wait(std::chrono::milliseconds timeout);
   // True once closed and drained.
   bool finished() const;
+  bool closed() const;
   void close();
   // An eventfd: readable while messages are waiting or the inbox is closed.
   int fd() const { return fd_; }
+  // An eventfd: readable while there is room (or the inbox is closed), for a producer that
+  // waits with poll() (the in-process transport).
+  int space_fd() const { return space_fd_; }
 
  private:
   void update_signal_locked();
@@ -58,15 +62,27 @@ class Inbox {
   std::size_t capacity_;
   bool closed_ = false;
   bool signalled_ = false;
+  bool space_signalled_ = false;
   int fd_ = -1;
+  int space_fd_ = -1;
 };
 
-// One end of a Sync call as the synchroniser loops see it.
+// One end of a Sync call as the synchroniser loops see it. Sending never blocks: a side that
+// waited to send while its peer waited to send too would never read again, and neither would
+// the peer (both sides carry bulk data at once). detail::Link builds the waiting on top, reading
+// meanwhile.
 class Transport {
  public:
+  enum class Offer {
+    taken,   // the message is on its way (moved from)
+    busy,    // the transport holds as much as it may: try again when send_fd() is readable
+    broken,  // the call is over
+  };
   virtual ~Transport() = default;
-  // Blocks until the message is handed to the transport; false once the call is broken.
-  virtual bool send(const v1::SyncMessage& message) = 0;
+  // Hands `message` over if the transport can take it now; never blocks.
+  virtual Offer try_send(v1::SyncMessage& message) = 0;
+  // An fd for poll(): readable while try_send would not answer busy.
+  virtual int send_fd() = 0;
   virtual Inbox& inbox() = 0;
   // Ends the call from this side (the peer's inbox closes, so does ours).
   virtual void cancel() = 0;
@@ -74,8 +90,10 @@ class Transport {
   virtual std::string end_reason() const { return {}; }
 };
 
-// Two connected in-process transports (tests, and benchmarks of the synchroniser alone).
-std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_transport_pair();
+// Two connected in-process transports (tests, and benchmarks of the synchroniser alone); each
+// end's inbox holds `capacity` messages, like the real ends' inboxes.
+std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_transport_pair(
+    std::size_t capacity = 16);
 
 // Largest content carried by one SyncChange / SyncData message.
 inline constexpr std::size_t kSyncChunk = 256 * 1024;

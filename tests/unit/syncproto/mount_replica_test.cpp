@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iostream>
 #include <thread>
 
 #include "offload/sync/mount.h"
 #include "offload/sync/replica.h"
 #include "offload/sync/scanner.h"
+#include "bulk_files.h"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -63,6 +65,25 @@ bool eventually(F condition, std::chrono::milliseconds limit = 10s) {
   return ::testing::AssertionSuccess();
 }
 
+// The replica's end, counting the file content it sends.
+class CountingTransport final : public offload::sync::Transport {
+ public:
+  explicit CountingTransport(offload::sync::Transport& inner) : inner_(inner) {}
+  Offer try_send(offload::v1::SyncMessage& m) override {
+    std::uint64_t n = m.change().data().size() + m.data().data().size();
+    Offer o = inner_.try_send(m);
+    if (o == Offer::taken) content_sent += n;
+    return o;
+  }
+  int send_fd() override { return inner_.send_fd(); }
+  offload::sync::Inbox& inbox() override { return inner_.inbox(); }
+  void cancel() override { inner_.cancel(); }
+  std::atomic<std::uint64_t> content_sent{0};
+
+ private:
+  offload::sync::Transport& inner_;
+};
+
 class MountReplicaTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -81,9 +102,11 @@ class MountReplicaTest : public ::testing::Test {
   }
 
   // Starts a mount of `path` with a replica serving it on a thread.
-  void start(const fs::path& path, bool single_file = false, IgnoreRules rules = {}) {
-    auto [client, server] = offload::sync::make_transport_pair();
+  void start(const fs::path& path, bool single_file = false, IgnoreRules rules = {},
+             std::size_t inbox_capacity = 16) {
+    auto [client, server] = offload::sync::make_transport_pair(inbox_capacity);
     server_ = std::move(server);
+    counting_ = std::make_unique<CountingTransport>(*server_);
     stop_replica_ = false;
     offload::sync::ReplicaOptions ro;
     ro.sync_root = sync_root_;
@@ -92,7 +115,7 @@ class MountReplicaTest : public ::testing::Test {
     ro.stamp = [] { return std::string("20261129-000000"); };
     replica_options_ = ro;
     replica_ = std::thread([this] {
-      offload::sync::serve_replica(*server_, replica_options_, stop_replica_);
+      offload::sync::serve_replica(*counting_, replica_options_, stop_replica_);
     });
     MountSync::Options o;
     o.local_path = path;
@@ -140,6 +163,7 @@ class MountReplicaTest : public ::testing::Test {
     mount_.reset();
     stop_replica_ = true;
     if (replica_.joinable()) replica_.join();
+    counting_.reset();
     server_.reset();
   }
 
@@ -147,6 +171,7 @@ class MountReplicaTest : public ::testing::Test {
 
   fs::path base_, local_, sync_root_;
   std::unique_ptr<offload::sync::Transport> server_;
+  std::unique_ptr<CountingTransport> counting_;  // the replica's view of server_
   offload::sync::ReplicaOptions replica_options_;
   std::atomic<bool> stop_replica_{false};
   std::thread replica_;
@@ -329,6 +354,119 @@ TEST_F(MountReplicaTest, SingleFileMountsRewriteTheReplicaInPlace) {
   struct stat after {};
   ASSERT_EQ(::stat(replica_file.c_str(), &after), 0);
   EXPECT_EQ(before.st_ino, after.st_ino);  // a container's bind mount still sees it
+}
+
+// Issue 11: bulk data in both directions at once (the in-process version of the integration
+// test, with tiny inboxes). Each side used to send a whole file before reading again: with both
+// sending, both inboxes filled and neither side ever read again.
+TEST_F(MountReplicaTest, BulkDataBothWaysAtOnce) {
+  const offload::test::PatternFiles up("up/u", 4, 10, 5ull << 20);
+  const offload::test::PatternFiles down("down/d", 4, 20, 5ull << 20);
+  start(local_, false, {}, 2);
+  ready();
+  const long rss_before = offload::test::peak_rss_kib();
+  auto t0 = std::chrono::steady_clock::now();
+  bool wrote_up = false, wrote_down = false;
+  std::thread local_writer([&] { wrote_up = up.write(local_); });
+  std::thread container_writer([&] { wrote_down = down.write(replica_dir()); });
+  local_writer.join();
+  container_writer.join();
+  ASSERT_TRUE(wrote_up && wrote_down);
+
+  auto all_there = [&](const fs::path& side) { return up.all_there(side) && down.all_there(side); };
+  const auto deadline = t0 + 60s;
+  bool in_sync = false;
+  while (!in_sync && std::chrono::steady_clock::now() < deadline) {
+    if (all_there(local_) && all_there(replica_dir())) {
+      auto p = std::make_shared<std::promise<bool>>();
+      auto f = p->get_future();
+      mount_->flush([p](bool ok) { p->set_value(ok); });
+      in_sync = f.wait_for(deadline - std::chrono::steady_clock::now()) ==
+                    std::future_status::ready &&
+                f.get();
+    } else {
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t0);
+  std::cout << "bulk both ways (in process): " << (in_sync ? "in sync" : "NOT in sync")
+            << " after " << took.count() << " ms; peak RSS " << rss_before / 1024
+            << " MiB before, " << offload::test::peak_rss_kib() / 1024 << " MiB after\n";
+  if (!in_sync) {
+    server_->cancel();  // unblocks both ends so that they can stop
+    FAIL() << "not in sync within 60 s: " << mount_->status().bytes_sent << " bytes sent, "
+           << mount_->status().bytes_received << " received";
+  }
+  for (const auto& side : {local_, replica_dir()}) {
+    EXPECT_EQ(up.check(side), "");
+    EXPECT_EQ(down.check(side), "");
+  }
+  // Two 2-message inboxes of 256 KiB pieces (and the test's own 1 MiB buffers): nothing near
+  // the 40 MiB that moved is held.
+  if (offload::test::kResidentSetIsMeaningful) {
+    EXPECT_LT(offload::test::peak_rss_kib() - rss_before, 16 * 1024);
+  }
+  EXPECT_TRUE(same_trees(local_, replica_dir()));
+}
+
+// The same at (re)connection: both sides changed a lot while apart, so the first
+// synchronisation pushes and fetches bulk data at once (the replica answers the fetches with
+// content while the mount is still sending its own).
+TEST_F(MountReplicaTest, FirstSyncWithBulkDataOnBothSides) {
+  const offload::test::PatternFiles up("up/u", 4, 10, 5ull << 20);
+  const offload::test::PatternFiles down("down/d", 4, 20, 5ull << 20);
+  ASSERT_TRUE(up.write(local_));
+  ASSERT_TRUE(down.write(replica_dir()));
+  start(local_, false, {}, 2);
+  auto p = std::make_shared<std::promise<bool>>();
+  auto f = p->get_future();
+  mount_->when_ready([p](bool ok, const std::string&) { p->set_value(ok); });
+  if (f.wait_for(30s) != std::future_status::ready) {
+    server_->cancel();  // unblocks both ends so that they can stop
+    FAIL() << "the first synchronisation did not complete within 30 s";
+  }
+  ASSERT_TRUE(f.get());
+  for (const auto& side : {local_, replica_dir()}) {
+    EXPECT_EQ(up.check(side), "");
+    EXPECT_EQ(down.check(side), "");
+  }
+  EXPECT_TRUE(same_trees(local_, replica_dir()));
+  // Each file once: "down" is fetched with everything in it, its files are not asked again.
+  EXPECT_EQ(counting_->content_sent.load(), down.total());
+}
+
+// A mount whose replica stopped reading (a stalled call) still stops when asked: its sends wait
+// for room, never beyond a stop.
+TEST_F(MountReplicaTest, StopReturnsWhileTheReplicaReadsNothing) {
+  ASSERT_TRUE(offload::test::write_pattern_file(local_ / "big.bin", 1, 4 << 20));
+  auto [client, server] = offload::sync::make_transport_pair(2);
+  // The replica's half of the handshake, then silence.
+  offload::v1::SyncMessage ready_msg, manifest;
+  ready_msg.mutable_ready()->set_bind_source("/nowhere");
+  manifest.mutable_manifest()->set_last(true);
+  ASSERT_EQ(server->try_send(ready_msg), offload::sync::Transport::Offer::taken);
+  ASSERT_EQ(server->try_send(manifest), offload::sync::Transport::Offer::taken);
+  MountSync::Options o;
+  o.local_path = local_;
+  o.uid = ::geteuid();
+  o.gid = ::getegid();
+  auto holder = std::make_shared<std::unique_ptr<offload::sync::Transport>>(std::move(client));
+  mount_ = std::make_unique<MountSync>(
+      MountSync::id_for(local_), std::move(o),
+      [holder](std::string& why) -> std::unique_ptr<offload::sync::Transport> {
+        if (!*holder) why = "no second connection in this test";
+        return std::move(*holder);
+      });
+  // Until the mount is stuck sending big.bin into the replica's full inbox.
+  ASSERT_TRUE(eventually([&] { return mount_->status().state == MountStatus::State::syncing; }));
+  std::this_thread::sleep_for(100ms);
+  auto stopped = std::async(std::launch::async, [&] { mount_->stop(); });
+  if (stopped.wait_for(5s) != std::future_status::ready) {
+    server->cancel();  // unblocks the mount so that the test can end
+    stopped.wait();
+    FAIL() << "stop() did not return while the replica read nothing";
+  }
 }
 
 TEST_F(MountReplicaTest, ATreeOfThousandsOfFiles) {
