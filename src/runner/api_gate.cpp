@@ -205,7 +205,10 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
 
       case http::RequestFramer::Event::body:
         pos += r.consumed;
-        if (holding_ && held_.size() + (pos - forward) > kMaxJudgedBodyBytes) {
+        // held_ starts with the request's head: only what follows it counts as body (as
+        // received: a chunked body's framing included).
+        if (holding_ &&
+            held_.size() + (pos - forward) - framer_.head().head_size > kMaxJudgedBodyBytes) {
           refuse(413, "the request body is larger than the offload runner judges (" +
                           std::to_string(kMaxJudgedBodyBytes / (1024 * 1024)) + " MiB)",
                  current_head_);
