@@ -500,6 +500,35 @@ TEST_F(ApiGateTest, AChunkedJudgedBodyOverTheLimitIsRefusedWith413) {
   expect_refusal_after(at_client.data, "", 413, "16 MiB");
 }
 
+TEST_F(ApiGateTest, AJudgedBodyOfExactlyTheLimitIsJudged) {
+  // The limit is on the body: the head that comes with it does not count.
+  engine.answer = [](const FakeEngine::Request&) { return kCreated; };
+  start();
+  std::string body = R"({"Image":"busybox","Labels":{"a":")";
+  const std::string tail = R"("}})";
+  body += std::string(kMaxJudgedBodyBytes - body.size() - tail.size(), 'a') + tail;
+  ASSERT_EQ(body.size(), kMaxJudgedBodyBytes);
+  const std::string request = post_json("/containers/create", body);
+  for (std::size_t at = 0; at < request.size(); at += tunnel::kChunkSize)
+    send(request.substr(at, tunnel::kChunkSize));
+  ASSERT_TRUE(client_got(kCreated.size()));
+  EXPECT_EQ(at_client.data, kCreated);
+  EXPECT_EQ(engine.received.size(), request.size());
+  EXPECT_TRUE(engine.received == request);
+  EXPECT_EQ(gate->refused(), 0u);
+}
+
+TEST_F(ApiGateTest, AJudgedBodyOneByteOverTheLimitIsRefused) {
+  start();
+  const std::string request =
+      post_json("/containers/create", std::string(kMaxJudgedBodyBytes + 1, ' '));
+  for (std::size_t at = 0; at < request.size(); at += tunnel::kChunkSize)
+    send(request.substr(at, tunnel::kChunkSize));
+  ASSERT_TRUE(client_done());
+  EXPECT_EQ(engine.received, "");
+  expect_refusal_after(at_client.data, "", 413, "16 MiB");
+}
+
 TEST_F(ApiGateTest, ABuildWithHostNetworkingIsRefused) {
   start();
   const std::string tar(10240, '\0');
