@@ -219,25 +219,19 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
       case http::RequestFramer::Event::message_end:
         if (auto ec = co_await settle()) co_return ec;
         if (holding_) {
-          holding_ = false;
-          std::string held = std::move(held_);
-          held_.clear();
-          std::optional<ApiRefusal> refusal;
-          if (auto body = http::request_body(held))
-            refusal = judge_request(held_route_, *body, policy_);
-          else
-            refusal = ApiRefusal{400, "the offload runner cannot read this request"};
-          if (refusal) {
-            refuse(refusal->status, refusal->message, current_head_);
-            co_return std::error_code{};
-          }
-          sent_.push_back({current_head_, current_upgrade_});
-          if (auto ec = co_await write(held)) co_return ec;
+          if (auto ec = co_await release_held()) co_return ec;
+          if (refusal_) co_return std::error_code{};
         }
         break;
 
       case http::RequestFramer::Event::upgraded: {
         if (auto ec = co_await settle()) co_return ec;
+        // A judged request without a body that asks for an upgrade ends here, not at
+        // message_end: it is still judged and sent before the gate waits for its answer.
+        if (holding_) {
+          if (auto ec = co_await release_held()) co_return ec;
+          if (refusal_) co_return std::error_code{};
+        }
         // Nothing more goes in until the engine has answered the upgrade request.
         if (upgrade_ == Upgrade::none) upgrade_ = Upgrade::waiting;
         while (upgrade_ == Upgrade::waiting) {
@@ -264,6 +258,23 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
   }
   refuse(400, "the offload runner cannot read this request", false);
   co_return std::error_code{};
+}
+
+asio::awaitable<std::error_code> ApiGate::release_held() {
+  holding_ = false;
+  std::string held = std::move(held_);
+  held_.clear();
+  std::optional<ApiRefusal> refusal;
+  if (auto body = http::request_body(held))
+    refusal = judge_request(held_route_, *body, policy_);
+  else
+    refusal = ApiRefusal{400, "the offload runner cannot read this request"};
+  if (refusal) {
+    refuse(refusal->status, refusal->message, current_head_);
+    co_return std::error_code{};
+  }
+  sent_.push_back({current_head_, current_upgrade_});
+  co_return co_await write(held);
 }
 
 void ApiGate::response_head(unsigned status) {
