@@ -699,6 +699,27 @@ TEST_F(ApiGateTest, AnUpgradeOnAJudgedRouteIsJudgedFirst) {
   expect_refusal_after(at_client.data, "", 403, "--privileged");
 }
 
+TEST_F(ApiGateTest, ABodilessUpgradeOnAJudgedRouteReachesTheEngine) {
+  // No body, so the framer ends it with `upgraded` rather than `message_end`: the gate must
+  // still judge and forward it, or wait forever for an answer to a request the engine never got.
+  engine.answer = [](const FakeEngine::Request& r) -> std::optional<std::string> {
+    if (r.target().find("/containers/create") != std::string::npos)
+      return json_response(400, "Bad Request", "{\"message\":\"config cannot be empty\"}\n");
+    return kPong;
+  };
+  start();
+  const std::string request =
+      "POST /containers/create HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\n"
+      "Upgrade: tcp\r\n\r\n";
+  send(request + kPrivilegedCreate);
+  ASSERT_TRUE(client_done());
+  EXPECT_EQ(engine.received, request);
+  expect_refusal_after(
+      at_client.data,
+      json_response(400, "Bad Request", "{\"message\":\"config cannot be empty\"}\n"), 403,
+      "--privileged");
+}
+
 // --- The connection ends, whoever ends it --------------------------------------------------------
 
 TEST_F(ApiGateTest, TheEngineClosingBeforeItAnswersAnUpgradeEndsTheConnection) {
