@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/string.hpp>
@@ -15,6 +16,8 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tunnel::Outgoing;
 using tunnel::TunnelFrame;
+using Socket = asio::local::stream_protocol::socket;
+using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
@@ -236,7 +239,16 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
         if (upgrade_ == Upgrade::none) upgrade_ = Upgrade::waiting;
         while (upgrade_ == Upgrade::waiting) {
           upgrade_decided_.expires_at(asio::steady_timer::time_point::max());
-          co_await upgrade_decided_.async_wait(kToken);
+          // The splice ends a connection by cancelling or closing the engine socket (the
+          // client's call ended, the other direction failed): a wait on the socket ends with
+          // it, where the timer alone would park this direction, and the splice, for good.
+          auto woken = co_await (upgrade_decided_.async_wait(kToken) ||
+                                 engine_.async_wait(Socket::wait_error, kToken));
+          if (woken.index() == 1) {
+            // Without an error the engine hung up: its end-of-file, read on the other
+            // direction, decides.
+            if (auto [ec] = std::get<1>(woken); ec) co_return std::error_code(ec);
+          }
         }
         const bool switched = upgrade_ == Upgrade::switched;
         upgrade_ = Upgrade::none;

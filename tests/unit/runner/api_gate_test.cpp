@@ -134,8 +134,9 @@ class ApiGateTest : public ::testing::Test {
   }
 
   // The gate between the client's stream and the engine socket, as tunnel_engine_api has it.
-  void start(ApiPolicy policy = {"/sync", {}, identity_resolve()}) {
-    gate.emplace(gate_side, std::move(policy), "test");
+  // Binds must lie in /sync; paths resolve to themselves (no file system).
+  void start(bool client_reads = true) {
+    gate.emplace(gate_side, ApiPolicy{"/sync", {}, identity_resolve()}, "test");
     spliced = true;
     asio::co_spawn(io, tunnel::splice(gate_side, *near, gate->responses(), gate->requests()),
                    [this](std::exception_ptr e, SpliceResult r) {
@@ -143,6 +144,10 @@ class ApiGateTest : public ::testing::Test {
                      result = r;
                    });
     offload::testing::spawn(io, serve_engine());
+    if (client_reads) client_starts_reading();
+  }
+
+  void client_starts_reading() {
     offload::testing::spawn(io, receive_frames(*client, at_client));
   }
 
@@ -732,6 +737,61 @@ TEST_F(ApiGateTest, TheEngineClosingBeforeItAnswersAnUpgradeEndsTheConnection) {
   ASSERT_TRUE(client_done());
   EXPECT_TRUE(at_client.eof);
   EXPECT_EQ(at_client.data, "");
+  send("", /*eof=*/true);
+  ASSERT_TRUE(run_until(io, [&] { return result.has_value(); }));
+}
+
+TEST_F(ApiGateTest, AClientThatGoesAwayWhileAnUpgradeWaitsEndsTheSplice) {
+  // The gate waits for the engine's answer to an upgrade; the client's call ends meanwhile.
+  // Nothing may stay parked: the engine connection must be let go.
+  engine.answer = [](const FakeEngine::Request&) { return std::nullopt; };
+  start();
+  send(kAttach);
+  ASSERT_TRUE(engine_got(kAttach.size()));
+  ASSERT_TRUE(settle(io));
+  client->cancel("the client went away");
+  ASSERT_TRUE(run_until(io, [&] { return result.has_value(); }))
+      << "the splice is still parked on the upgrade";
+  EXPECT_FALSE(result->clean());
+  ASSERT_TRUE(run_until(io, [&] { return engine.eof; })) << "the engine connection stays open";
+}
+
+TEST_F(ApiGateTest, AClientThatGoesAwayAfterABodilessJudgedUpgradeEndsTheSplice) {
+  // Same, when the engine never answers because it never got the request.
+  engine.answer = [](const FakeEngine::Request&) { return std::nullopt; };
+  start();
+  send("POST /containers/create HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\n"
+       "Upgrade: tcp\r\n\r\n");
+  ASSERT_TRUE(settle(io));
+  client->cancel("the client went away");
+  ASSERT_TRUE(run_until(io, [&] { return result.has_value(); }))
+      << "the splice is still parked on the upgrade";
+}
+
+TEST_F(ApiGateTest, AnEngineHangingUpWhileTheClientLagsLeavesTheGateIdle) {
+  // The engine answers a listing, then hangs up without answering the attach, while the client
+  // reads nothing: the hang-up wakes the gate's wait, but only the end-of-file behind the
+  // listing, read once the client catches up, decides. Meanwhile nothing spins.
+  const std::string listing = json_response(200, "OK", "[" + std::string(200 * 1024, ' ') + "]");
+  engine.answer = [&](const FakeEngine::Request& r) -> std::optional<std::string> {
+    if (r.target().find("/attach") != std::string::npos) return std::nullopt;
+    return listing;
+  };
+  start(/*client_reads=*/false);
+  const std::string list = "GET /containers/json HTTP/1.1\r\nHost: docker\r\n\r\n";
+  send(list + kAttach + kPrivilegedCreate);
+  ASSERT_TRUE(engine_got(list.size() + kAttach.size()));
+  ASSERT_TRUE(settle(io));
+  ASSERT_TRUE(near->write_waiting()) << "the listing should fill the client's stream";
+  boost::system::error_code ignored;
+  engine_side.close(ignored);
+  EXPECT_TRUE(settle(io)) << "the gate spins on the engine's hang-up";
+  EXPECT_FALSE(result.has_value());
+  client_starts_reading();
+  ASSERT_TRUE(client_done());
+  EXPECT_TRUE(at_client.eof);
+  EXPECT_TRUE(at_client.data == listing);
+  EXPECT_EQ(engine.received, list + kAttach);
   send("", /*eof=*/true);
   ASSERT_TRUE(run_until(io, [&] { return result.has_value(); }));
 }
