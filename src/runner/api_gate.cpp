@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/string.hpp>
@@ -15,6 +16,8 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tunnel::Outgoing;
 using tunnel::TunnelFrame;
+using Socket = asio::local::stream_protocol::socket;
+using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
@@ -205,7 +208,10 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
 
       case http::RequestFramer::Event::body:
         pos += r.consumed;
-        if (holding_ && held_.size() + (pos - forward) > kMaxJudgedBodyBytes) {
+        // held_ starts with the request's head: only what follows it counts as body (as
+        // received: a chunked body's framing included).
+        if (holding_ &&
+            held_.size() + (pos - forward) - framer_.head().head_size > kMaxJudgedBodyBytes) {
           refuse(413, "the request body is larger than the offload runner judges (" +
                           std::to_string(kMaxJudgedBodyBytes / (1024 * 1024)) + " MiB)",
                  current_head_);
@@ -216,30 +222,33 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
       case http::RequestFramer::Event::message_end:
         if (auto ec = co_await settle()) co_return ec;
         if (holding_) {
-          holding_ = false;
-          std::string held = std::move(held_);
-          held_.clear();
-          std::optional<ApiRefusal> refusal;
-          if (auto body = http::request_body(held))
-            refusal = judge_request(held_route_, *body, policy_);
-          else
-            refusal = ApiRefusal{400, "the offload runner cannot read this request"};
-          if (refusal) {
-            refuse(refusal->status, refusal->message, current_head_);
-            co_return std::error_code{};
-          }
-          sent_.push_back({current_head_, current_upgrade_});
-          if (auto ec = co_await write(held)) co_return ec;
+          if (auto ec = co_await release_held()) co_return ec;
+          if (refusal_) co_return std::error_code{};
         }
         break;
 
       case http::RequestFramer::Event::upgraded: {
         if (auto ec = co_await settle()) co_return ec;
+        // A judged request without a body that asks for an upgrade ends here, not at
+        // message_end: it is still judged and sent before the gate waits for its answer.
+        if (holding_) {
+          if (auto ec = co_await release_held()) co_return ec;
+          if (refusal_) co_return std::error_code{};
+        }
         // Nothing more goes in until the engine has answered the upgrade request.
         if (upgrade_ == Upgrade::none) upgrade_ = Upgrade::waiting;
         while (upgrade_ == Upgrade::waiting) {
           upgrade_decided_.expires_at(asio::steady_timer::time_point::max());
-          co_await upgrade_decided_.async_wait(kToken);
+          // The splice ends a connection by cancelling or closing the engine socket (the
+          // client's call ended, the other direction failed): a wait on the socket ends with
+          // it, where the timer alone would park this direction, and the splice, for good.
+          auto woken = co_await (upgrade_decided_.async_wait(kToken) ||
+                                 engine_.async_wait(Socket::wait_error, kToken));
+          if (woken.index() == 1) {
+            // Without an error the engine hung up: its end-of-file, read on the other
+            // direction, decides.
+            if (auto [ec] = std::get<1>(woken); ec) co_return std::error_code(ec);
+          }
         }
         const bool switched = upgrade_ == Upgrade::switched;
         upgrade_ = Upgrade::none;
@@ -261,6 +270,23 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
   }
   refuse(400, "the offload runner cannot read this request", false);
   co_return std::error_code{};
+}
+
+asio::awaitable<std::error_code> ApiGate::release_held() {
+  holding_ = false;
+  std::string held = std::move(held_);
+  held_.clear();
+  std::optional<ApiRefusal> refusal;
+  if (auto body = http::request_body(held))
+    refusal = judge_request(held_route_, *body, policy_);
+  else
+    refusal = ApiRefusal{400, "the offload runner cannot read this request"};
+  if (refusal) {
+    refuse(refusal->status, refusal->message, current_head_);
+    co_return std::error_code{};
+  }
+  sent_.push_back({current_head_, current_upgrade_});
+  co_return co_await write(held);
 }
 
 void ApiGate::response_head(unsigned status) {

@@ -74,6 +74,8 @@ class ApiGate {
   tunnel::Outgoing from_engine(const tunnel::TunnelFrame& read);
 
   boost::asio::awaitable<std::error_code> write(std::string_view bytes);
+  // The held request is complete: judged, then written to the engine or refused (refusal_).
+  boost::asio::awaitable<std::error_code> release_held();
   // Stops forwarding; the error goes out after the engine's last byte.
   void refuse(int status, const std::string& message, bool head_request);
   // From the response tracker.
