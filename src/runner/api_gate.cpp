@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/string.hpp>
@@ -16,8 +15,6 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tunnel::Outgoing;
 using tunnel::TunnelFrame;
-using Socket = asio::local::stream_protocol::socket;
-using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
@@ -239,17 +236,9 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
         if (upgrade_ == Upgrade::none) upgrade_ = Upgrade::waiting;
         while (upgrade_ == Upgrade::waiting) {
           upgrade_decided_.expires_at(asio::steady_timer::time_point::max());
-          // The splice ends a connection by cancelling or closing the engine socket (the
-          // client's call ended, the other direction failed): a wait on the socket ends with
-          // it, where the timer alone would park this direction, and the splice, for good.
-          auto woken = co_await (upgrade_decided_.async_wait(kToken) ||
-                                 engine_.async_wait(Socket::wait_error, kToken));
-          if (woken.index() == 1) {
-            // Without an error the engine hung up: its end-of-file, read on the other
-            // direction, decides.
-            if (auto [ec] = std::get<1>(woken); ec) co_return std::error_code(ec);
-          }
+          co_await upgrade_decided_.async_wait(kToken);
         }
+        if (upgrade_ == Upgrade::abandoned) co_return make_error_code(std::errc::operation_canceled);
         const bool switched = upgrade_ == Upgrade::switched;
         upgrade_ = Upgrade::none;
         if (switched) {
@@ -304,6 +293,15 @@ void ApiGate::response_head(unsigned status) {
     // The answer came before the gate got to wait for it.
     upgrade_ = status == 101 ? Upgrade::switched : Upgrade::refused;
   }
+}
+
+void ApiGate::responses_ended(tunnel::PumpEnd end) {
+  // A failed response direction (the client went away, the engine socket failed or was
+  // cancelled by the splice) means no answer will come: a request direction waiting for one
+  // must end too, or it would hold the splice, and the engine connection, for good.
+  if (end == tunnel::PumpEnd::eof) return;  // the eof frame decided already (from_engine)
+  upgrade_ = Upgrade::abandoned;
+  upgrade_decided_.cancel();
 }
 
 Outgoing ApiGate::from_engine(const TunnelFrame& read) {

@@ -56,6 +56,8 @@ class ApiGate {
     tunnel::Outgoing operator()(const tunnel::TunnelFrame& read) const {
       return gate->from_engine(read);
     }
+    // tunnel::splice calls this when the engine → client direction has ended.
+    void ended(tunnel::PumpEnd end) const { gate->responses_ended(end); }
   };
   Requests requests() { return Requests{this}; }
   Responses responses() { return Responses{this}; }
@@ -72,6 +74,7 @@ class ApiGate {
 
   boost::asio::awaitable<std::error_code> to_engine(std::string_view data);
   tunnel::Outgoing from_engine(const tunnel::TunnelFrame& read);
+  void responses_ended(tunnel::PumpEnd end);
 
   boost::asio::awaitable<std::error_code> write(std::string_view bytes);
   // The held request is complete: judged, then written to the engine or refused (refusal_).
@@ -100,8 +103,9 @@ class ApiGate {
   // Responses.
   std::deque<Sent> sent_;
   std::unique_ptr<ResponseTracker> tracker_;
-  // An Upgrade request waits for its response: none yet, switched (101) or not.
-  enum class Upgrade { none, waiting, switched, refused } upgrade_ = Upgrade::none;
+  // An Upgrade request waits for its response: none yet, switched (101) or not; abandoned when
+  // the responses ended without one.
+  enum class Upgrade { none, waiting, switched, refused, abandoned } upgrade_ = Upgrade::none;
   boost::asio::steady_timer upgrade_decided_;
   tunnel::TunnelFrame out_;
 };

@@ -19,6 +19,7 @@
 #include <boost/asio/write.hpp>
 
 #include <concepts>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -257,7 +258,11 @@ asio::awaitable<SpliceResult> splice(Socket& socket, FrameStream& stream, Filter
     });
   });
   auto up = [&]() -> asio::awaitable<PumpEnd> {
-    co_return co_await pump_socket_to_stream(socket, stream, std::move(filter));
+    PumpEnd end = co_await pump_socket_to_stream(socket, stream, std::ref(filter));
+    // A filter that also drives the other direction (the API gate waits there for answers it
+    // reads here) must hear that no more will come, whatever ended this direction.
+    if constexpr (requires(Filter& f) { f.ended(end); }) filter.ended(end);
+    co_return end;
   };
   auto down = [&]() -> asio::awaitable<PumpEnd> {
     PumpEnd end = co_await pump_stream_to_socket(stream, socket, std::move(writer));

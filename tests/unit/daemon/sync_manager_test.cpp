@@ -48,10 +48,11 @@ class SlowTransport final : public sync::Transport {
  public:
   SlowTransport(std::unique_ptr<sync::Transport> inner, std::chrono::milliseconds delay)
       : inner_(std::move(inner)), delay_(delay) {}
-  bool send(const v1::SyncMessage& m) override {
+  Offer try_send(v1::SyncMessage& m) override {
     std::this_thread::sleep_for(delay_);
-    return inner_->send(m);
+    return inner_->try_send(m);
   }
+  int send_fd() override { return inner_->send_fd(); }
   sync::Inbox& inbox() override { return inner_->inbox(); }
   void cancel() override { inner_->cancel(); }
 
