@@ -106,7 +106,7 @@ inline std::int64_t mtime_ns_of(const struct stat& st) {
 // For symlinks the target is read with readlinkat(dir_fd, name).
 inline bool entry_from_stat(int dir_fd, const std::string& name, const struct stat& st,
                             Entry& entry, std::string& reason, std::error_code& ec) {
-  entry.mode = st.st_mode & 07777;
+  entry.mode = st.st_mode & kSyncedModeBits;
   entry.size = 0;
   entry.mtime_ns = mtime_ns_of(st);
   entry.link_target.clear();

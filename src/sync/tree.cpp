@@ -221,7 +221,7 @@ struct FileWriter::Impl {
         return true;
       }
     }
-    if (::fchmod(target.get(), mode & 07777) != 0) {
+    if (::fchmod(target.get(), mode & kSyncedModeBits) != 0) {
       ec = last_error();
       return true;
     }
@@ -263,7 +263,7 @@ std::error_code FileWriter::commit(std::uint32_t mode, std::int64_t mtime_ns) {
     if (::fchown(w.fd.get(), static_cast<uid_t>(o.uid), static_cast<gid_t>(o.gid)) != 0)
       return last_error();
   }
-  if (::fchmod(w.fd.get(), mode & 07777) != 0) return last_error();
+  if (::fchmod(w.fd.get(), mode & kSyncedModeBits) != 0) return last_error();
   struct timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime_ns)};
   if (::futimens(w.fd.get(), times) != 0) return last_error();
   w.fd.reset();
@@ -350,7 +350,7 @@ std::error_code Tree::open_file(const std::string& path, FileReader& out) const 
   if (flags >= 0) ::fcntl(impl->fd.get(), F_SETFL, flags & ~O_NONBLOCK);
   impl->entry.path = path;
   impl->entry.type = EntryType::file;
-  impl->entry.mode = st.st_mode & 07777;
+  impl->entry.mode = st.st_mode & kSyncedModeBits;
   impl->entry.size = static_cast<std::uint64_t>(st.st_size);
   impl->entry.mtime_ns = detail::mtime_ns_of(st);
   out.impl_ = std::move(impl);
@@ -361,7 +361,7 @@ std::error_code Tree::open_file(const std::string& path, FileReader& out) const 
 
 std::error_code Tree::make_directory(const std::string& path, std::uint32_t mode) {
   if (path.empty()) {
-    if (::fchmod(root_fd_, mode & 07777) != 0) return last_error();
+    if (::fchmod(root_fd_, mode & kSyncedModeBits) != 0) return last_error();
     return {};
   }
   UniqueFd dir;
@@ -378,7 +378,7 @@ std::error_code Tree::make_directory(const std::string& path, std::uint32_t mode
     if (::mkdirat(dir.get(), name.c_str(), 0700) != 0 && errno != EEXIST) return last_error();
     if (auto ec = chown_at(dir.get(), name.c_str(), options_)) return ec;
   }
-  return chmod_at(dir.get(), name.c_str(), mode);
+  return chmod_at(dir.get(), name.c_str(), mode & kSyncedModeBits);
 }
 
 std::error_code Tree::make_symlink(const std::string& path, const std::string& target,
@@ -432,7 +432,7 @@ std::error_code Tree::set_attributes(const std::string& path, std::uint32_t mode
                                      std::int64_t mtime_ns) {
   if (!valid_relative_path(path)) return invalid_path();
   if (path.empty()) {
-    if (::fchmod(root_fd_, mode & 07777) != 0) return last_error();
+    if (::fchmod(root_fd_, mode & kSyncedModeBits) != 0) return last_error();
     struct timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime_ns)};
     if (::futimens(root_fd_, times) != 0) return last_error();
     return {};
@@ -443,7 +443,7 @@ std::error_code Tree::set_attributes(const std::string& path, std::uint32_t mode
   struct stat st {};
   if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return last_error();
   if (!S_ISLNK(st.st_mode)) {
-    auto ec = chmod_at(dir.get(), name.c_str(), mode);
+    auto ec = chmod_at(dir.get(), name.c_str(), mode & kSyncedModeBits);
     // Replaced by a symlink since the fstatat: its mode cannot be set, the mtime still can.
     if (ec && ec != std::errc::operation_not_supported) return ec;
   }

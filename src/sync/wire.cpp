@@ -40,7 +40,7 @@ std::optional<Entry> from_wire(const v1::SyncEntry& in) {
     case v1::SyncEntry::TYPE_SYMLINK: e.type = EntryType::symlink; break;
     default: return std::nullopt;
   }
-  e.mode = in.mode() & 07777;
+  e.mode = in.mode() & kSyncedModeBits;
   e.size = e.type == EntryType::file ? in.size() : 0;
   e.mtime_ns = in.mtime_ns();
   if (e.type == EntryType::symlink) {

@@ -10,12 +10,18 @@ namespace offload::sync {
 
 enum class EntryType { file, directory, symlink };
 
+// The mode bits that synchronise: permissions and the sticky bit. Set-user-ID and set-group-ID
+// never travel, in either direction: a file the session writes must not become a set-id program
+// on the laptop (nor one of the laptop's on the runner). A set-id file keeps its bits where it
+// is until its content changes on the other side.
+inline constexpr std::uint32_t kSyncedModeBits = 01777;
+
 const char* to_string(EntryType type);
 
 struct Entry {
   std::string path;         // relative to the tree's root, '/'-separated; "" is the root itself
   EntryType type = EntryType::file;
-  std::uint32_t mode = 0;   // permission bits only (07777)
+  std::uint32_t mode = 0;   // permission bits only (kSyncedModeBits)
   std::uint64_t size = 0;   // files: bytes; others: 0
   std::int64_t mtime_ns = 0;
   std::string link_target;  // symlinks: the target exactly as stored (never resolved)

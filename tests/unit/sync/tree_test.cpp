@@ -171,8 +171,8 @@ TEST(Tree, OwnerIsAppliedToEverythingCreated) {
     EXPECT_EQ(st.st_uid, 1234u) << p;
     EXPECT_EQ(st.st_gid, 2345u) << p;
   }
-  // The mode comes after the owner, so a set-id bit survives.
-  EXPECT_EQ(lstat_of(t / "d/f").st_mode & 07777, 04755u);
+  // Set-id bits are never written, whoever owns the file.
+  EXPECT_EQ(lstat_of(t / "d/f").st_mode & 07777, 0755u);
 
   auto in_place = open_tree(t.path(), {.in_place_files = true, .uid = 4321, .gid = 5432});
   ASSERT_FALSE(write(*in_place, "d/f", "y"));
@@ -459,4 +459,30 @@ TEST(TreeAttack, SymlinkDeepInThePathIsRefused) {
   auto tree = open_tree(t.path());
   EXPECT_EQ(write(*tree, "a/b/c/x", "x"), std::errc::too_many_symbolic_link_levels);
   EXPECT_TRUE(fs::is_empty(outside.path()));
+}
+
+TEST(TreeAttack, SetIdBitsAreNeverWrittenNorReported) {
+  // Files arriving from the runner are written by the session: a set-user-ID or set-group-ID
+  // bit on one would make a program that runs as the laptop's user (or group) with code the
+  // session chose. Directories, files and attribute changes all drop them; the sticky bit stays.
+  TempDir t;
+  auto tree = open_tree(t.path());
+  ASSERT_FALSE(write(*tree, "tool", "#!/bin/sh\n", 06755));
+  EXPECT_EQ(lstat_of(t / "tool").st_mode & 07777, 0755u);
+  ASSERT_FALSE(tree->make_directory("shared", 03775));
+  EXPECT_EQ(lstat_of(t / "shared").st_mode & 07777, 01775u);
+  ASSERT_FALSE(tree->set_attributes("tool", 04711, 1700000000000000000));
+  EXPECT_EQ(lstat_of(t / "tool").st_mode & 07777, 0711u);
+  ASSERT_FALSE(tree->set_attributes("", 02755, 1700000000000000000));
+  EXPECT_EQ(lstat_of(t.path()).st_mode & 07777, 0755u);
+
+  // A set-id file made outside the synchroniser keeps its bits, but is reported without them,
+  // so they are never sent and never differ between the two sides.
+  write_file(t / "local", "x");
+  ASSERT_EQ(::chmod((t / "local").c_str(), 04755), 0);
+  std::error_code ec;
+  auto entry = tree->stat("local", ec);
+  ASSERT_TRUE(entry) << ec.message();
+  EXPECT_EQ(entry->mode, 0755u);
+  EXPECT_EQ(lstat_of(t / "local").st_mode & 07777, 04755u);
 }
