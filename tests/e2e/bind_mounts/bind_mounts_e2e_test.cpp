@@ -484,6 +484,22 @@ TEST_F(BindMounts, SymlinksModesAndMtimesSurviveBothWays) {
   EXPECT_EQ(trim(sh("stat -c %Y " + q(dir / "new-stamp.txt")).out), remote_mtime) << r.out;
 }
 
+TEST_F(BindMounts, SetIdBitsMadeInAContainerNeverReachTheLaptop) {
+  // Container root may chmod u+s / g+s in its bind mount: the copy on this machine must not
+  // become a set-id program of ours. The rest of the mode comes through.
+  auto dir = fresh_dir("setid");
+  ASSERT_SH_OK(sh("docker run --rm -v " + q(dir) + ":/src " + kImage +
+                  " sh -c 'echo x > /src/suid; chmod 4755 /src/suid; echo y > /src/sgid; "
+                  "chmod 2750 /src/sgid; mkdir /src/d; chmod 3775 /src/d'"));
+  struct stat st {};
+  ASSERT_EQ(::stat((dir / "suid").c_str(), &st), 0) << daemon_log_tail();
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  ASSERT_EQ(::stat((dir / "sgid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  ASSERT_EQ(::stat((dir / "d").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 01775u);  // the sticky bit is harmless and kept
+}
+
 // ---- 7. A large tree: sent once, memory bounded -----------------------------------------------
 
 TEST_F(BindMounts, ALargeTreeIsSentOnceWithBoundedMemory) {
