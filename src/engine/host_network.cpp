@@ -2,10 +2,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <thread>
 
 #include "offload/common/process.h"
+#include "offload/engine/egress_rules.h"
 #include "offload/engine/host_state.h"
 
 namespace offload::engine::detail {
@@ -44,31 +46,44 @@ void enable_ip_forward() {
                              "allows changing it");
 }
 
-std::string slot_network(const NetworkSlot& slot) {
-  return boost::asio::ip::address_v4(slot.host_address.to_uint() - 1).to_string() + "/30";
+// The nameservers dockerd hands to containers: the host's resolv.conf, or systemd-resolved's
+// upstream list when the host's names only its loopback stub (dockerd does the same).
+std::vector<boost::asio::ip::address_v4> container_nameservers() {
+  std::string text;
+  if (std::ifstream in("/etc/resolv.conf"); in) text.assign(std::istreambuf_iterator<char>(in), {});
+  auto found = resolv_conf_nameservers(text);
+  if (!found.empty()) return found;
+  text.clear();
+  if (std::ifstream in("/run/systemd/resolve/resolv.conf"); in)
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  return resolv_conf_nameservers(text);
 }
 
-void add_nat_rules(const EngineSpec& spec) {
-  const auto& s = spec.slot;
-  const std::vector<std::string> tag = {"-m", "comment", "--comment", spec.rule_comment()};
-  auto rule = [&](std::vector<std::string> args) {
-    args.insert(args.end(), tag.begin(), tag.end());
-    return args;
-  };
-  // Inserted at the top of FORWARD, in this order, so a host FORWARD policy of DROP (the host's
-  // own docker sets one) does not cut the engine off. Link-local is the cloud metadata service:
-  // containers must not reach it through the runner.
-  must(iptables("filter", rule({"-I", "FORWARD", "1", "-i", s.host_veth, "-d", "169.254.0.0/16",
-                                "-j", "DROP"})),
-       "iptables (block metadata service)");
-  must(iptables("filter", rule({"-I", "FORWARD", "2", "-i", s.host_veth, "-j", "ACCEPT"})),
-       "iptables (forward from engine)");
-  must(iptables("filter", rule({"-I", "FORWARD", "3", "-o", s.host_veth, "-m", "conntrack",
-                                "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"})),
-       "iptables (forward replies to engine)");
-  must(iptables("nat", rule({"-I", "POSTROUTING", "1", "-s", slot_network(s), "!", "-o",
-                             s.host_veth, "-j", "MASQUERADE"})),
-       "iptables (masquerade engine traffic)");
+// IPv6 is not routed for sessions: with it off on the host end, nothing on the runner is
+// reachable over the veth's link-local addresses either. Kernels without IPv6 need nothing.
+void disable_ipv6(const std::string& link) {
+  const fs::path knob = fs::path("/proc/sys/net/ipv6/conf") / link / "disable_ipv6";
+  std::error_code ec;
+  if (!fs::exists(knob.parent_path(), ec)) return;
+  std::ofstream out(knob);
+  out << "1\n";
+  if (!out.flush()) throw std::runtime_error("cannot disable IPv6 on " + link);
+}
+
+void add_egress_rules(const EngineSpec& spec) {
+  EgressPlan plan;
+  plan.session_id = spec.session_id;
+  plan.comment = spec.rule_comment();
+  plan.host_veth = spec.slot.host_veth;
+  plan.slot_network = boost::asio::ip::network_v4(
+      boost::asio::ip::address_v4(spec.slot.host_address.to_uint() - 1), 30);
+  plan.policy = spec.egress;
+  plan.nameservers = container_nameservers();
+  for (const auto& command : egress_setup(plan)) {
+    std::string text;
+    for (const auto& a : command.args) text += (text.empty() ? "" : " ") + a;
+    must(iptables(command.table, command.args), "iptables -t " + command.table + " " + text);
+  }
 }
 
 std::vector<std::string> rules_with_comment(const std::string& comment) {
@@ -104,6 +119,7 @@ void create_session_network(const EngineSpec& spec) {
        "creating veth pair " + s.host_veth);
   must({"ip", "addr", "add", s.host_address.to_string() + "/30", "dev", s.host_veth},
        "addressing " + s.host_veth);
+  disable_ipv6(s.host_veth);
   must({"ip", "link", "set", s.host_veth, "up"}, "bringing up " + s.host_veth);
   must({"ip", "-n", s.netns, "addr", "add", s.engine_address.to_string() + "/30", "dev",
         s.engine_veth},
@@ -112,15 +128,20 @@ void create_session_network(const EngineSpec& spec) {
   must({"ip", "-n", s.netns, "link", "set", "lo", "up"}, "bringing up lo in " + s.netns);
   must({"ip", "-n", s.netns, "route", "add", "default", "via", s.host_address.to_string()},
        "default route in " + s.netns);
-  add_nat_rules(spec);
+  add_egress_rules(spec);
 }
 
 void remove_session_network(const EngineSpec& spec, TeardownReport& report) {
   for (const char* table : {"filter", "nat"}) {
     CommandResult saved = run_command({"iptables-save", "-t", table});
-    for (auto& deletion : iptables_deletions(saved.output, spec.rule_comment())) {
-      CommandResult r = run_command(iptables(table, deletion));
-      if (r.ok()) report.removed.push_back(std::string("iptables rule in ") + table);
+    // The hooks and rules first: a chain can only be deleted once empty and unreferenced.
+    for (auto& command :
+         egress_teardown(table, saved.output, spec.session_id, spec.rule_comment())) {
+      CommandResult r = run_command(iptables(command.table, command.args));
+      if (r.ok())
+        report.removed.push_back(command.args[0] == "-X"
+                                     ? "iptables chain " + command.args[1]
+                                     : std::string("iptables rule in ") + table);
     }
   }
   const auto& s = spec.slot;
@@ -143,6 +164,9 @@ void verify_session_network(const EngineSpec& spec, TeardownReport& report) {
     if (link_exists(s.host_veth)) report.leftovers.push_back("link " + s.host_veth);
   }
   for (auto& rule : rules_with_comment(spec.rule_comment())) report.leftovers.push_back(rule);
+  CommandResult filter = run_command({"iptables-save", "-t", "filter"});
+  if (filter.ok() && egress_chain_exists(filter.output, spec.session_id))
+    report.leftovers.push_back("iptables chain " + egress_chain(spec.session_id));
 }
 
 }  // namespace offload::engine::detail

@@ -9,7 +9,8 @@ namespace offload::engine::detail {
 // left for remove_session_network, which tolerates any subset.
 void create_session_network(const EngineSpec& spec);
 
-// Deletes the iptables rules carrying the engine's comment, the veth pair and the namespace.
+// Deletes the iptables rules carrying the engine's comment, its egress chain, the veth pair and
+// the namespace.
 void remove_session_network(const EngineSpec& spec, TeardownReport& report);
 
 // Adds to report.leftovers whatever of the network still exists.

@@ -196,6 +196,8 @@ engine::EngineSpec DockerSessionBackend::spec_for(const std::string& session_id,
   spec.data_dir = sessions_dir() / session_id;
   spec.run_dir = options_.run_dir / short_session_id(session_id);
   spec.slot = slot;
+  spec.egress = options_.egress;
+  spec.egress.pool = options_.address_pool;  // other sessions are never reachable
   return spec;
 }
 

@@ -51,6 +51,7 @@ struct ServeOptions {
   std::string idle_timeout = "5m";
   std::string client_ttl = "10m";
   std::string max_session_duration = "8h";
+  std::vector<std::string> egress_allow, egress_deny;
 };
 
 // A start-up failure: its message is the one line the operator sees.
@@ -92,6 +93,18 @@ asio::ip::network_v4 parse_pool(const std::string& text) {
   if (pool.prefix_length() > 30)
     throw StartupError("--address-pool " + text + " is smaller than a /30");
   return pool;
+}
+
+std::vector<asio::ip::network_v4> parse_cidrs(const std::string& flag,
+                                             const std::vector<std::string>& texts) {
+  std::vector<asio::ip::network_v4> out;
+  for (const auto& text : texts) {
+    auto cidr = engine::parse_cidr(text);
+    if (!cidr)
+      throw StartupError(flag + " \"" + text + "\" is not an IPv4 CIDR such as 10.1.2.3/32");
+    out.push_back(*cidr);
+  }
+  return out;
 }
 
 std::map<std::string, std::string> load_tokens(const fs::path& file) {
@@ -187,7 +200,15 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
       duration_flag("--max-session-duration", o.max_session_duration);
   const auto identity = load_tls(o);
 
-  DockerSessionBackend backend({o.state_dir, o.run_dir, pool});
+  engine::EgressPolicy egress;
+  egress.allow = parse_cidrs("--egress-allow", o.egress_allow);
+  egress.deny = parse_cidrs("--egress-deny", o.egress_deny);
+  for (const auto& cidr : egress.allow)
+    if (cidr.network().to_uint() <= pool.broadcast().to_uint() &&
+        pool.network().to_uint() <= cidr.broadcast().to_uint())
+      spdlog::warn("--egress-allow {} overlaps --address-pool {}: other sessions stay unreachable",
+                   cidr.to_string(), pool.to_string());
+  DockerSessionBackend backend({o.state_dir, o.run_dir, pool, egress});
   for (const auto& line : backend.destroy_leftovers()) (void)line;  // each is logged already
 
   TunnelThreads tunnels;
@@ -297,6 +318,18 @@ int run_runner(int argc, char** argv) {
       ->add_option("--address-pool", o.address_pool,
                    "IPv4 range carved into one /30 per session engine (default 10.213.0.0/16)")
       ->option_text("CIDR");
+  serve_cmd
+      ->add_option("--egress-allow", o.egress_allow,
+                   "Repeatable: a private or otherwise blocked IPv4 range session containers may "
+                   "reach anyway, e.g. a registry at 10.1.2.3/32 (never the address pool)")
+      ->option_text("CIDR")
+      ->allow_extra_args(false);
+  serve_cmd
+      ->add_option("--egress-deny", o.egress_deny,
+                   "Repeatable: an IPv4 range session containers must not reach, in addition to "
+                   "private, link-local, loopback, CGNAT, multicast and reserved ranges")
+      ->option_text("CIDR")
+      ->allow_extra_args(false);
   serve_cmd
       ->add_option("--ready-file", o.ready_file,
                    "Once listening, write {\"address\",\"fingerprint\",\"pid\"} JSON here "

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "offload/engine/egress_rules.h"
+
 namespace offload::engine {
 
 // A /30 carved out of the runner's address pool: host side .1, namespace side .2. Published
@@ -79,6 +81,8 @@ struct EngineSpec {
   std::chrono::milliseconds ready_timeout = std::chrono::seconds(60);
   // Appended to dockerd's command line (e.g. "--default-runtime=nvidia", or a bad flag in tests).
   std::vector<std::string> extra_dockerd_args;
+  // What the session's containers may reach besides the internet (see egress_rules.h).
+  EgressPolicy egress;
 
   // Derived paths, in one place so start, adopt and destroy agree.
   std::filesystem::path data_root() const { return data_dir / "docker"; }

@@ -19,6 +19,8 @@ struct DockerBackendOptions {
   // Sockets and exec roots: run_dir/<id8>/. Keep it short (unix socket paths are limited).
   std::filesystem::path run_dir;
   boost::asio::ip::network_v4 address_pool;
+  // The operator's egress allow/deny lists; the pool is filled in from address_pool.
+  engine::EgressPolicy egress;
 };
 
 class DockerSessionBackend final : public SessionBackend {
