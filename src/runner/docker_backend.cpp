@@ -196,6 +196,7 @@ engine::EngineSpec DockerSessionBackend::spec_for(const std::string& session_id,
   spec.data_dir = sessions_dir() / session_id;
   spec.run_dir = options_.run_dir / short_session_id(session_id);
   spec.slot = slot;
+  spec.limits = options_.session_limits;
   return spec;
 }
 

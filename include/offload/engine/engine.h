@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "offload/engine/session_limits.h"
+
 namespace offload::engine {
 
 // A /30 carved out of the runner's address pool: host side .1, namespace side .2. Published
@@ -79,6 +81,8 @@ struct EngineSpec {
   std::chrono::milliseconds ready_timeout = std::chrono::seconds(60);
   // Appended to dockerd's command line (e.g. "--default-runtime=nvidia", or a bad flag in tests).
   std::vector<std::string> extra_dockerd_args;
+  // CPU, memory and pids limits of cgroup_parent(), set before dockerd starts.
+  SessionLimits limits;
 
   // Derived paths, in one place so start, adopt and destroy agree.
   std::filesystem::path data_root() const { return data_dir / "docker"; }

@@ -19,6 +19,8 @@ struct DockerBackendOptions {
   // Sockets and exec roots: run_dir/<id8>/. Keep it short (unix socket paths are limited).
   std::filesystem::path run_dir;
   boost::asio::ip::network_v4 address_pool;
+  // CPU, memory and pids limits of every session's engine.
+  engine::SessionLimits session_limits;
 };
 
 class DockerSessionBackend final : public SessionBackend {
