@@ -90,7 +90,9 @@ std::vector<std::string> dockerd_command(const EngineSpec& spec) {
       "--exec-root",      spec.exec_root().string(),
       "--host",           "unix://" + spec.api_socket().string(),
       "--pidfile",        spec.pid_file().string(),
-      "--cgroup-parent",  spec.cgroup_parent(),
+      // Absolute: a relative parent nests under dockerd's own cgroup in each hierarchy (here
+      // the memory one differs from the root), outside the limits set on /<parent>.
+      "--cgroup-parent",  "/" + spec.cgroup_parent(),
   };
   argv.insert(argv.end(), spec.extra_dockerd_args.begin(), spec.extra_dockerd_args.end());
   return argv;
