@@ -90,10 +90,20 @@ std::vector<std::string> dockerd_command(const EngineSpec& spec) {
       "--exec-root",      spec.exec_root().string(),
       "--host",           "unix://" + spec.api_socket().string(),
       "--pidfile",        spec.pid_file().string(),
-      "--cgroup-parent",  spec.cgroup_parent(),
+      // Absolute: a relative parent nests under dockerd's own cgroup in each hierarchy (here
+      // the memory one differs from the root), outside the limits set on /<parent>.
+      "--cgroup-parent",  "/" + spec.cgroup_parent(),
   };
   argv.insert(argv.end(), spec.extra_dockerd_args.begin(), spec.extra_dockerd_args.end());
   return argv;
+}
+
+// Before dockerd: every container it starts is nested in this cgroup and counted against it.
+void limit_session(const EngineSpec& spec) {
+  const fs::path root = "/sys/fs/cgroup";
+  auto error = apply_session_limits(root, detect_cgroup_version(root), spec.cgroup_parent(),
+                                    spec.limits);
+  if (!error.empty()) throw std::runtime_error("cannot set the session's limits: " + error);
 }
 
 pid_t spawn_dockerd(const EngineSpec& spec) {
@@ -197,6 +207,7 @@ std::unique_ptr<Engine> Engine::start(const EngineSpec& spec) {
   std::unique_ptr<Engine> engine(new Engine(spec, 0));
   try {
     make_private_dirs(spec);
+    limit_session(spec);
     detail::create_session_network(spec);
     engine->pid_ = spawn_dockerd(spec);
     wait_until_ready(spec, engine->pid_);
@@ -206,9 +217,10 @@ std::unique_ptr<Engine> Engine::start(const EngineSpec& spec) {
     if (!report.clean()) message += " (and teardown left: " + join(report.leftovers) + ")";
     throw std::runtime_error(message);
   }
-  spdlog::info("[engine {}] started in {} ms: dockerd pid {}, netns {}, engine address {}",
+  spdlog::info("[engine {}] started in {} ms: dockerd pid {}, netns {}, engine address {}, {}",
                id8(spec), duration_cast<milliseconds>(steady_clock::now() - began).count(),
-               engine->pid_, spec.slot.netns, spec.slot.engine_address.to_string());
+               engine->pid_, spec.slot.netns, spec.slot.engine_address.to_string(),
+               describe(spec.limits));
   return engine;
 }
 

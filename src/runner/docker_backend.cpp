@@ -198,6 +198,7 @@ engine::EngineSpec DockerSessionBackend::spec_for(const std::string& session_id,
   spec.slot = slot;
   spec.egress = options_.egress;
   spec.egress.pool = options_.address_pool;  // other sessions are never reachable
+  spec.limits = options_.session_limits;
   return spec;
 }
 

@@ -52,6 +52,9 @@ struct ServeOptions {
   std::string client_ttl = "10m";
   std::string max_session_duration = "8h";
   std::vector<std::string> egress_allow, egress_deny;
+  std::string session_cpus = "2";
+  std::string session_memory = "4GiB";
+  std::string session_pids = "4096";
 };
 
 // A start-up failure: its message is the one line the operator sees.
@@ -209,6 +212,26 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
       spdlog::warn("--egress-allow {} overlaps --address-pool {}: other sessions stay unreachable",
                    cidr.to_string(), pool.to_string());
   DockerSessionBackend backend({o.state_dir, o.run_dir, pool, egress});
+  engine::SessionLimits limits;
+  if (auto cpus = engine::parse_cpus(o.session_cpus))
+    limits.cpus = *cpus;
+  else
+    throw StartupError("--session-cpus \"" + o.session_cpus +
+                       "\" is not a number of CPUs (e.g. 2 or 0.5; 0 for no limit)");
+  if (auto bytes = engine::parse_byte_size(o.session_memory))
+    limits.memory_bytes = *bytes;
+  else
+    throw StartupError("--session-memory \"" + o.session_memory +
+                       "\" is not a size (e.g. 4GiB or 512MiB; 0 for no limit)");
+  if (!o.session_pids.empty() && o.session_pids.size() <= 9 &&
+      o.session_pids.find_first_not_of("0123456789") == std::string::npos)
+    limits.pids = std::stoull(o.session_pids);
+  else
+    throw StartupError("--session-pids \"" + o.session_pids +
+                       "\" is not a number of processes (e.g. 4096; 0 for no limit)");
+  spdlog::info("each session's engine is limited to {}", engine::describe(limits));
+
+  DockerSessionBackend backend({o.state_dir, o.run_dir, pool, limits});
   for (const auto& line : backend.destroy_leftovers()) (void)line;  // each is logged already
 
   TunnelThreads tunnels;
@@ -350,6 +373,21 @@ int run_runner(int argc, char** argv) {
                    "End every session this long after it was created; also a cap on what "
                    "clients ask for; 0 = unlimited (default 8h)")
       ->option_text("DUR");
+  serve_cmd
+      ->add_option("--session-cpus", o.session_cpus,
+                   "CPU time each session's containers may use together, in cores; 0 = "
+                   "unlimited (default 2)")
+      ->option_text("N");
+  serve_cmd
+      ->add_option("--session-memory", o.session_memory,
+                   "Memory (no swap beyond it) each session's containers may use together; "
+                   "0 = unlimited (default 4GiB)")
+      ->option_text("SIZE");
+  serve_cmd
+      ->add_option("--session-pids", o.session_pids,
+                   "Processes and threads each session's containers may have together; 0 = "
+                   "unlimited (default 4096)")
+      ->option_text("N");
   serve_cmd->add_option("--log-file", o.log_file, "Log to this file (rotated; default stderr)")
       ->option_text("FILE");
   serve_cmd

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "offload/engine/egress_rules.h"
+#include "offload/engine/session_limits.h"
 
 namespace offload::engine {
 
@@ -83,6 +84,8 @@ struct EngineSpec {
   std::vector<std::string> extra_dockerd_args;
   // What the session's containers may reach besides the internet (see egress_rules.h).
   EgressPolicy egress;
+  // CPU, memory and pids limits of cgroup_parent(), set before dockerd starts.
+  SessionLimits limits;
 
   // Derived paths, in one place so start, adopt and destroy agree.
   std::filesystem::path data_root() const { return data_dir / "docker"; }

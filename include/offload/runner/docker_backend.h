@@ -21,6 +21,8 @@ struct DockerBackendOptions {
   boost::asio::ip::network_v4 address_pool;
   // The operator's egress allow/deny lists; the pool is filled in from address_pool.
   engine::EgressPolicy egress;
+  // CPU, memory and pids limits of every session's engine.
+  engine::SessionLimits session_limits;
 };
 
 class DockerSessionBackend final : public SessionBackend {

@@ -363,3 +363,80 @@ TEST_F(EngineRootTest, CleansUpAfterAnEngineWhoseDockerdWasKilled) {
 }
 
 }  // namespace
+
+namespace {
+
+std::string first_line(const fs::path& file) {
+  std::string text = slurp(file);
+  return text.substr(0, text.find('\n'));
+}
+
+}  // namespace
+
+// cgroup v1 only (this runner); the v2 file layout is unit-tested against a fake tree.
+TEST_F(EngineRootTest, ForkBombAndMemoryHogHitTheirSessionsLimitsWhileTheOtherSessionRuns) {
+  if (fs::exists("/sys/fs/cgroup/cgroup.controllers")) GTEST_SKIP() << "cgroup v2 host";
+  auto spec_a = new_spec();
+  spec_a.limits = SessionLimits{1, 64ull << 20, 64};
+  specs_.back() = spec_a;
+  const auto spec_b = new_spec();  // defaults
+  Engine& a = keep(Engine::start(spec_a));
+  Engine& b = keep(Engine::start(spec_b));
+
+  const fs::path pids_a = "/sys/fs/cgroup/pids/" + spec_a.cgroup_parent();
+  const fs::path memory_a = "/sys/fs/cgroup/memory/" + spec_a.cgroup_parent();
+  EXPECT_EQ(first_line(pids_a / "pids.max"), "64");
+  EXPECT_EQ(first_line(memory_a / "memory.limit_in_bytes"), std::to_string(64ull << 20));
+  EXPECT_EQ(first_line("/sys/fs/cgroup/cpu/" + spec_a.cgroup_parent() + "/cpu.cfs_quota_us"),
+            "100000");
+  EXPECT_EQ(first_line("/sys/fs/cgroup/pids/" + spec_b.cgroup_parent() + "/pids.max"), "4096");
+
+  for (Engine* engine : {&a, &b}) {
+    const fs::path scratch =
+        engine->spec().data_dir.parent_path() / ("scratch-" + engine->spec().session_id);
+    import_busybox(*engine, scratch);
+    fs::remove_all(scratch);
+  }
+
+  // Fork bomb in A, bounded: at most 2000 forks of 30 s sleepers, and the container is removed.
+  auto bomb = docker(a, {"run", "-d", "--name", "bomb", "offload-bb:1", "/bin/sh", "-c",
+                         "i=0; while [ $i -lt 2000 ]; do /bin/sleep 30 & i=$((i+1)); done; wait"});
+  ASSERT_TRUE(bomb.ok()) << bomb.output;
+  // ash gives up at the first refused fork: its exit, with "can't fork" logged, is A's pids.max.
+  std::string logs;
+  for (int i = 0; i < 60 && logs.find("can't fork") == std::string::npos; ++i) {  // <= ~30 s
+    std::this_thread::sleep_for(500ms);
+    logs = docker(a, {"logs", "bomb"}, 10s).output;
+  }
+  EXPECT_NE(logs.find("can't fork"), std::string::npos) << logs;
+  EXPECT_LE(std::stol(first_line(pids_a / "pids.current")), 64);
+
+  // B is not starved while A sits at its pids limit.
+  auto t0 = steady_clock::now();
+  auto quick = docker(b, {"run", "--rm", "offload-bb:1", "/bin/sh", "-c", "exit 0"}, 30s);
+  const long b_run_ms = ms_since(t0);
+  EXPECT_TRUE(quick.ok()) << quick.output << quick.error;
+  EXPECT_LT(b_run_ms, 30000);
+  auto removed = docker(a, {"rm", "-f", "bomb"}, 60s);
+  EXPECT_TRUE(removed.ok()) << removed.output;
+
+  // Memory hog in A: tail buffers the newline-free stream, at most 256 MiB of it; the kernel's
+  // OOM killer stops it at A's 64 MiB (no swap: memsw is capped too).
+  auto hog = docker(a, {"run", "--rm", "offload-bb:1", "/bin/sh", "-c",
+                        "/bin/busybox head -c 256m /dev/zero | /bin/busybox tail >/dev/null"},
+                    60s);
+  EXPECT_EQ(hog.exit_code, 137) << hog.output << hog.error;
+  EXPECT_LE(std::stoull(first_line(memory_a / "memory.max_usage_in_bytes")), 64ull << 20);
+  t0 = steady_clock::now();
+  quick = docker(b, {"run", "--rm", "offload-bb:1", "/bin/sh", "-c", "exit 0"}, 30s);
+  EXPECT_TRUE(quick.ok()) << quick.output << quick.error;
+  std::cout << "[timing] B's docker run during A's fork bomb " << b_run_ms << " ms, after A's hog "
+            << ms_since(t0) << " ms\n";
+
+  auto report_a = a.destroy("test");
+  EXPECT_TRUE(report_a.clean()) << ::testing::PrintToString(report_a.leftovers);
+  expect_no_trace(spec_a);
+  auto report_b = b.destroy("test");
+  EXPECT_TRUE(report_b.clean()) << ::testing::PrintToString(report_b.leftovers);
+  expect_no_trace(spec_b);
+}
