@@ -21,7 +21,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::uint64_t kIdLimit = 4294967295ULL;  // (uid_t)-1 is reserved
+// Ids stay below 2^31: (uid_t)-1 is reserved, and the sync replica passes owners as int.
+constexpr std::uint64_t kIdLimit = 2147483647ULL;
 
 std::string describe(const SubidRange& r) {
   return r.owner + ":" + std::to_string(r.start) + ":" + std::to_string(r.count);
@@ -89,7 +90,7 @@ SubidRange slot_range(std::uint64_t base, std::uint32_t slot_index) {
   if (base > kIdLimit || r.start + r.count > kIdLimit)
     throw std::out_of_range("subordinate id range of slot " + std::to_string(slot_index) +
                             " from base " + std::to_string(base) +
-                            " goes past the 32-bit id space: lower --subid-base");
+                            " goes past 2^31 - 1: lower --subid-base");
   return r;
 }
 

@@ -13,7 +13,8 @@ namespace offload::engine {
 
 // dockerd needs 65536 ids for a remapped root (a full 16-bit range, as Debian's useradd gives).
 constexpr std::uint64_t kSubidCount = 65536;
-// Far above where useradd hands out ranges (100000 + 65536 * n), below 2^32 - 1.
+// Far above where useradd hands out ranges (100000 + 65536 * n); leaves room for ~17000 slots
+// below 2^31.
 constexpr std::uint64_t kDefaultSubidBase = 1000000000;
 
 // One line of /etc/subuid or /etc/subgid: "<owner>:<start>:<count>".
@@ -34,7 +35,7 @@ struct UsernsMapping {
 
 // "offload-s<index>".
 std::string userns_user(std::uint32_t slot_index);
-// The slot's range: base + index * 65536. Throws std::out_of_range past the 32-bit id space.
+// The slot's range: base + index * 65536. Throws std::out_of_range past 2^31 - 1.
 SubidRange slot_range(std::uint64_t base, std::uint32_t slot_index);
 
 // Lines that do not parse (comments, blanks, junk) are skipped.

@@ -19,6 +19,10 @@ struct DockerBackendOptions {
   // Sockets and exec roots: run_dir/<id8>/. Keep it short (unix socket paths are limited).
   std::filesystem::path run_dir;
   boost::asio::ip::network_v4 address_pool;
+  // Each engine runs `dockerd --userns-remap` as slot user offload-s<slot> with subordinate ids
+  // subid_base + slot * 65536 (see engine/userns.h); off only for hosts that cannot.
+  bool userns_remap = true;
+  std::uint64_t subid_base = engine::kDefaultSubidBase;
 };
 
 class DockerSessionBackend final : public SessionBackend {
