@@ -78,6 +78,19 @@ void make_private_dirs(const EngineSpec& spec) {
   }
 }
 
+// Written before every start: without --config-file dockerd 20.10 reads /etc/docker/daemon.json,
+// the host's settings. Nothing here may also be a command-line flag (dockerd refuses both).
+void write_daemon_config(const EngineSpec& spec) {
+  nlohmann::json config = {{"builder", {{"Entitlements", {{"network-host", false}}}}}};
+  if (spec.userns) {
+    config["userns-remap"] = spec.userns->user + ":" + spec.userns->user;
+    grant_traverse(spec.data_dir);
+  }
+  std::ofstream out(spec.config_file(), std::ios::trunc);
+  out << config.dump(2) << "\n";
+  if (!out.flush()) throw std::runtime_error("cannot write " + spec.config_file().string());
+}
+
 std::vector<std::string> dockerd_command(const EngineSpec& spec) {
   auto dockerd = find_program("dockerd");
   if (!dockerd) throw std::runtime_error("dockerd not found: install docker.io");
@@ -93,6 +106,7 @@ std::vector<std::string> dockerd_command(const EngineSpec& spec) {
       // Absolute: a relative parent nests under dockerd's own cgroup in each hierarchy (here
       // the memory one differs from the root), outside the limits set on /<parent>.
       "--cgroup-parent",  "/" + spec.cgroup_parent(),
+      "--config-file",    spec.config_file().string(),
   };
   argv.insert(argv.end(), spec.extra_dockerd_args.begin(), spec.extra_dockerd_args.end());
   return argv;
@@ -208,6 +222,7 @@ std::unique_ptr<Engine> Engine::start(const EngineSpec& spec) {
   try {
     make_private_dirs(spec);
     limit_session(spec);
+    write_daemon_config(spec);
     detail::create_session_network(spec);
     engine->pid_ = spawn_dockerd(spec);
     wait_until_ready(spec, engine->pid_);

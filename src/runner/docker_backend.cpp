@@ -95,6 +95,11 @@ class DockerSessionEngine final : public SessionEngine {
   fs::path api_socket() const override { return engine_->api_socket(); }
   // Inside the session's data directory: the engine's teardown deletes it with everything else.
   fs::path sync_root() const override { return engine_->spec().data_dir / "sync"; }
+  std::optional<sync::ReplicaOptions::IdShift> sync_id_shift() const override {
+    const auto& userns = engine_->spec().userns;
+    if (!userns) return std::nullopt;
+    return sync::ReplicaOptions::IdShift{userns->root_uid, userns->root_gid};
+  }
   boost::asio::ip::address published_address() const override {
     return engine_->spec().slot.engine_address;
   }
@@ -214,9 +219,11 @@ std::unique_ptr<SessionEngine> DockerSessionBackend::create(const std::string& s
                              options_.address_pool.to_string() +
                              ": too many sessions, or the range is in use on this host (give it "
                              "a larger or another --address-pool)");
-  const auto spec = spec_for(session_id, *slot);
+  auto spec = spec_for(session_id, *slot);
   const fs::path record = record_path(session_id);
   try {
+    if (options_.userns_remap)
+      spec.userns = engine::prepare_userns(options_.subid_base, slot->index);
     if (auto ec = ensure_private_dir(sessions_dir()))
       throw std::runtime_error("cannot create " + sessions_dir().string() + ": " + ec.message());
     // Written before anything exists, so a runner killed half-way through start-up still

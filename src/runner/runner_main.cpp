@@ -45,6 +45,8 @@ struct ServeOptions {
   fs::path state_dir = "/var/lib/offload-runner";
   fs::path run_dir = "/run/offload-runner";
   std::string address_pool = "10.213.0.0/16";
+  bool userns_remap = false;  // opt-in for now: see README "Security model"
+  std::uint64_t subid_base = engine::kDefaultSubidBase;
   fs::path ready_file;
   fs::path log_file;
   std::string log_level = "info";
@@ -211,7 +213,6 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
         pool.network().to_uint() <= cidr.broadcast().to_uint())
       spdlog::warn("--egress-allow {} overlaps --address-pool {}: other sessions stay unreachable",
                    cidr.to_string(), pool.to_string());
-  DockerSessionBackend backend({o.state_dir, o.run_dir, pool, egress});
   engine::SessionLimits limits;
   if (auto cpus = engine::parse_cpus(o.session_cpus))
     limits.cpus = *cpus;
@@ -231,7 +232,22 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
                        "\" is not a number of processes (e.g. 4096; 0 for no limit)");
   spdlog::info("each session's engine is limited to {}", engine::describe(limits));
 
-  DockerSessionBackend backend({o.state_dir, o.run_dir, pool, limits});
+  DockerBackendOptions backend_options{o.state_dir, o.run_dir, pool, egress, limits};
+  backend_options.userns_remap = o.userns_remap;
+  backend_options.subid_base = o.subid_base;
+  if (o.userns_remap) {
+    // Every slot of the pool needs its own range: refuse now rather than at the n-th session.
+    const auto slots = static_cast<std::uint32_t>(engine::AddressPool(pool).capacity());
+    try {
+      engine::slot_range(o.subid_base, slots - 1);
+    } catch (const std::out_of_range& e) {
+      throw StartupError(std::string(e.what()) + " (the pool has " + std::to_string(slots) +
+                         " slots)");
+    }
+    if (!find_program("useradd"))
+      throw StartupError("useradd not found: install passwd (or run with --userns-remap=false)");
+  }
+  DockerSessionBackend backend(std::move(backend_options));
   for (const auto& line : backend.destroy_leftovers()) (void)line;  // each is logged already
 
   TunnelThreads tunnels;
@@ -341,6 +357,14 @@ int run_runner(int argc, char** argv) {
       ->add_option("--address-pool", o.address_pool,
                    "IPv4 range carved into one /30 per session engine (default 10.213.0.0/16)")
       ->option_text("CIDR");
+  serve_cmd->add_flag("--userns-remap,!--no-userns-remap", o.userns_remap,
+                      "Run each session's dockerd with --userns-remap, so container root is an "
+                      "unprivileged host uid of the session's own (default off for now)");
+  serve_cmd
+      ->add_option("--subid-base", o.subid_base,
+                   "First subordinate uid/gid of session engines; slot n gets 65536 ids from "
+                   "base + n * 65536, added to /etc/subuid and /etc/subgid (default 1000000000)")
+      ->option_text("ID");
   serve_cmd
       ->add_option("--egress-allow", o.egress_allow,
                    "Repeatable: a private or otherwise blocked IPv4 range session containers may "

@@ -313,7 +313,8 @@ grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* RunnerService::Sync(
   if (root.empty())
     return new RejectedSync(Status(StatusCode::UNIMPLEMENTED,
                                    "this runner cannot synchronise bind mounts"));
-  return session->syncs().start(ctx, root, short_session_id(session->id()));
+  return session->syncs().start(ctx, root, short_session_id(session->id()),
+                               session->engine().sync_id_shift());
 }
 
 grpc::ServerWriteReactor<v1::SessionEvent>* RunnerService::Events(grpc::CallbackServerContext* ctx,

@@ -30,9 +30,10 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
                        public sync::Transport {
  public:
   SyncCall(grpc::CallbackServerContext* ctx, SyncCalls& owner, std::filesystem::path sync_root,
-           std::string label)
+           std::string label, std::optional<sync::ReplicaOptions::IdShift> id_shift)
       : ctx_(ctx), owner_(owner), label_(std::move(label)) {
     options_.sync_root = std::move(sync_root);
+    options_.id_shift = id_shift;
     send_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (send_fd_ < 0) throw std::runtime_error("eventfd failed");
     update_send_signal_locked();
@@ -146,7 +147,8 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
 };
 
 grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* SyncCalls::start(
-    grpc::CallbackServerContext* ctx, std::filesystem::path sync_root, std::string label) {
+    grpc::CallbackServerContext* ctx, std::filesystem::path sync_root, std::string label,
+    std::optional<sync::ReplicaOptions::IdShift> id_shift) {
   std::lock_guard lock(mu_);
   if (stopped_)
     return new RefusedSync(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the session is ending"));
@@ -155,7 +157,16 @@ grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* SyncCalls::start(
   if (ec)
     return new RefusedSync(grpc::Status(grpc::StatusCode::INTERNAL,
                                         "cannot create the sync root: " + ec.message()));
-  auto* call = new SyncCall(ctx, *this, std::move(sync_root), std::move(label));
+  // A remapped container root must traverse the sync root to reach its mounts; the root stays
+  // host root's own (not writable by the session), so nothing there can be swapped for a symlink.
+  if (id_shift) {
+    std::filesystem::permissions(sync_root, std::filesystem::perms::others_exec,
+                                 std::filesystem::perm_options::add, ec);
+    if (ec)
+      return new RefusedSync(grpc::Status(grpc::StatusCode::INTERNAL,
+                                          "cannot open up the sync root: " + ec.message()));
+  }
+  auto* call = new SyncCall(ctx, *this, std::move(sync_root), std::move(label), id_shift);
   calls_.insert(call);
   return call;
 }

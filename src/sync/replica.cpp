@@ -121,13 +121,19 @@ class Replica {
     }
     Tree::Options topt;
     topt.in_place_files = single_file_;
-    topt.uid = static_cast<int>(open.uid());
-    topt.gid = static_cast<int>(open.gid());
+    std::uint32_t uid = open.uid(), gid = open.gid();
+    if (const auto& shift = options_.id_shift) {
+      // 65536: the size of the engine's subordinate range (engine::kSubidCount).
+      uid = shift->uid_base + (uid < 65536 ? uid : 0);
+      gid = shift->gid_base + (gid < 65536 ? gid : 0);
+    }
+    topt.uid = static_cast<int>(uid);
+    topt.gid = static_cast<int>(gid);
     if (auto e = Tree::open(root, topt, tree_)) {
       fail("", "cannot open the sync directory: " + e.message());
       return false;
     }
-    if (::geteuid() == 0 && ::chown(root.c_str(), open.uid(), open.gid()) != 0)
+    if (::geteuid() == 0 && ::chown(root.c_str(), uid, gid) != 0)
       spdlog::debug("sync {}: cannot chown the root", id_);
 
     // What is already there: a mount opened again in the same session finds its copy.

@@ -19,6 +19,7 @@
 
 #include "offload/engine/egress_rules.h"
 #include "offload/engine/session_limits.h"
+#include "offload/engine/userns.h"
 
 namespace offload::engine {
 
@@ -86,6 +87,9 @@ struct EngineSpec {
   EgressPolicy egress;
   // CPU, memory and pids limits of cgroup_parent(), set before dockerd starts.
   SessionLimits limits;
+  // Set: dockerd runs with --userns-remap to this slot user (see userns.h), so container root is
+  // an unprivileged host uid; data_dir and its ancestors get o+x for it.
+  std::optional<UsernsMapping> userns;
 
   // Derived paths, in one place so start, adopt and destroy agree.
   std::filesystem::path data_root() const { return data_dir / "docker"; }
@@ -93,6 +97,8 @@ struct EngineSpec {
   std::filesystem::path exec_root() const { return run_dir / "exec"; }
   std::filesystem::path api_socket() const { return run_dir / "docker.sock"; }
   std::filesystem::path pid_file() const { return run_dir / "docker.pid"; }
+  // dockerd's own --config-file, so the host's /etc/docker/daemon.json never applies.
+  std::filesystem::path config_file() const { return run_dir / "daemon.json"; }
   // cgroup v1 parent of the engine's containers: lets teardown find and kill them by cgroup.
   std::string cgroup_parent() const { return "offload-" + session_id; }
   // The comment on every iptables rule of the engine.

@@ -23,6 +23,11 @@ struct DockerBackendOptions {
   engine::EgressPolicy egress;
   // CPU, memory and pids limits of every session's engine.
   engine::SessionLimits session_limits;
+  // Each engine runs `dockerd --userns-remap` as slot user offload-s<slot> with subordinate ids
+  // subid_base + slot * 65536 (see engine/userns.h); opt-in until the
+  // end-to-end suites are proven with it on.
+  bool userns_remap = false;
+  std::uint64_t subid_base = engine::kDefaultSubidBase;
 };
 
 class DockerSessionBackend final : public SessionBackend {

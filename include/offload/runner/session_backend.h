@@ -7,9 +7,11 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "offload/sync/replica.h"
 #include "offload/v1/runner.pb.h"
 
 namespace offload::runner {
@@ -29,6 +31,9 @@ class SessionEngine {
   // Where this session keeps the copies of its clients' bind-mounted trees (deleted with the
   // session), or "" when the backend cannot synchronise (Sync calls are then refused).
   virtual std::filesystem::path sync_root() const { return {}; }
+  // Set when the engine remaps user namespaces: how the replica shifts the owners it creates so
+  // that container root can write the session's bind mounts.
+  virtual std::optional<sync::ReplicaOptions::IdShift> sync_id_shift() const { return {}; }
   // Reports the ports published by the engine's containers (the full set) and how many
   // containers run: now, and again after every change, from any thread, until destroy().
   using PortsCallback = std::function<void(const std::vector<v1::PublishedPort>&)>;

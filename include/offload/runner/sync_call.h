@@ -9,8 +9,10 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <set>
 
+#include "offload/sync/replica.h"
 #include "offload/v1/runner.grpc.pb.h"
 
 namespace offload::runner {
@@ -23,7 +25,8 @@ class SyncCalls {
  public:
   // Starts serving a call whose trees live in `sync_root`/<mount id>.
   grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* start(
-      grpc::CallbackServerContext* ctx, std::filesystem::path sync_root, std::string session_label);
+      grpc::CallbackServerContext* ctx, std::filesystem::path sync_root, std::string session_label,
+      std::optional<sync::ReplicaOptions::IdShift> id_shift = {});
   // Cancels every call and waits (up to `timeout`) until they are all done. Later calls are
   // refused.
   bool stop_all(std::chrono::milliseconds timeout);

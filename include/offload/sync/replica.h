@@ -10,7 +10,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "offload/sync/wire.h"
@@ -27,6 +29,13 @@ struct ReplicaOptions {
   std::chrono::milliseconds max_delay{300};
   // A stamp for conflict copy names ("20261129-174501"); injectable for tests.
   std::function<std::string()> stamp;
+  // Set when the session's engine remaps user namespaces: the owner the client asks for (its
+  // uid/gid U, what containers see) becomes host id base + U, so container root (host id base)
+  // owns and can write what the replica creates. Ids past the 65536 the engine maps become base.
+  struct IdShift {
+    std::uint32_t uid_base = 0, gid_base = 0;
+  };
+  std::optional<IdShift> id_shift;
 };
 
 // Serves one call until the transport ends or `stop` is set (checked at least every 200 ms).

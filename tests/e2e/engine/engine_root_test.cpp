@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include "offload/common/process.h"
 #include "offload/common/token.h"
 #include "offload/engine/engine.h"
+#include "offload/engine/userns.h"
 
 using namespace offload;
 using namespace offload::engine;
@@ -360,6 +362,65 @@ TEST_F(EngineRootTest, CleansUpAfterAnEngineWhoseDockerdWasKilled) {
   EXPECT_NE(removed.find("/exec/netns/"), std::string::npos) << removed;
   EXPECT_NE(removed.find("shim socket /run/containerd/s/"), std::string::npos) << removed;
   expect_no_trace(spec);
+}
+
+
+// Container root of a remapped engine is the slot's unprivileged host uid: what it writes into a
+// bind mount is owned by that uid on the host, and a host-root-owned directory refuses it.
+TEST_F(EngineRootTest, RemappedEnginesMapContainerRootToDisjointUnprivilegedUids) {
+  auto spec_a = new_spec(), spec_b = new_spec();
+  spec_a.userns = prepare_userns(kDefaultSubidBase, spec_a.slot.index);
+  spec_b.userns = prepare_userns(kDefaultSubidBase, spec_b.slot.index);
+  const auto range_a = slot_range(kDefaultSubidBase, spec_a.slot.index);
+  const auto range_b = slot_range(kDefaultSubidBase, spec_b.slot.index);
+  EXPECT_FALSE(range_a.overlaps(range_b));
+  EXPECT_EQ(spec_a.userns->root_uid, range_a.start);
+  const auto subuid = slurp("/etc/subuid");
+  EXPECT_NE(subuid.find(range_a.owner + ":" + std::to_string(range_a.start) + ":65536\n"),
+            std::string::npos) << subuid;
+
+  Engine& a = keep(Engine::start(spec_a));
+  Engine& b = keep(Engine::start(spec_b));
+  const auto config = nlohmann::json::parse(slurp(spec_a.config_file()));
+  EXPECT_EQ(config.value("userns-remap", ""), range_a.owner + ":" + range_a.owner);
+  std::string info;
+  ASSERT_EQ(a.get("/info", info), 200);
+  EXPECT_NE(info.find("name=userns"), std::string::npos) << info.substr(0, 400);
+
+  const fs::path scratch = spec_a.data_dir.parent_path() / ("scratch-" + spec_a.session_id);
+  import_busybox(a, scratch);
+  fs::remove_all(scratch);
+  // The runner's sync replica owns what it creates there by the mapped root (see sync).
+  const fs::path shared = spec_a.data_dir / "sync" / "work";
+  fs::create_directories(shared);
+  ASSERT_EQ(::chown((spec_a.data_dir / "sync").c_str(), spec_a.userns->root_uid,
+                    spec_a.userns->root_gid), 0);
+  ASSERT_EQ(::chown(shared.c_str(), spec_a.userns->root_uid, spec_a.userns->root_gid), 0);
+  auto run = docker(a, {"run", "--rm", "-v", shared.string() + ":/w", "offload-bb:1", "/bin/sh",
+                        "-c", "echo hi > /w/made-by-root && id -u"});
+  ASSERT_TRUE(run.ok()) << run.output << run.error;
+  EXPECT_NE(run.output.find("0"), std::string::npos) << run.output;  // root inside
+  struct stat st {};
+  ASSERT_EQ(::stat((shared / "made-by-root").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, spec_a.userns->root_uid);
+  EXPECT_EQ(st.st_gid, spec_a.userns->root_gid);
+  EXPECT_NE(st.st_uid, 0u);
+  EXPECT_EQ(slurp(shared / "made-by-root"), "hi\n");
+
+  // A directory of host root is not writable by container root any more.
+  const fs::path host_owned = spec_a.data_dir / "sync" / "host-owned";
+  fs::create_directories(host_owned);
+  ::chmod(host_owned.c_str(), 0755);
+  auto denied = docker(a, {"run", "--rm", "-v", host_owned.string() + ":/h", "offload-bb:1",
+                           "/bin/sh", "-c", "echo x > /h/f"});
+  EXPECT_FALSE(denied.ok()) << denied.output;
+  EXPECT_FALSE(fs::exists(host_owned / "f"));
+
+  for (auto* engine : {&a, &b}) {
+    auto report = engine->destroy("test");
+    EXPECT_TRUE(report.clean()) << ::testing::PrintToString(report.leftovers);
+    expect_no_trace(engine->spec());
+  }
 }
 
 }  // namespace

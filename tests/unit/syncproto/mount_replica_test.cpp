@@ -11,6 +11,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "offload/sync/mount.h"
@@ -113,6 +114,7 @@ class MountReplicaTest : public ::testing::Test {
     ro.settle = 20ms;
     ro.max_delay = 100ms;
     ro.stamp = [] { return std::string("20261129-000000"); };
+    ro.id_shift = id_shift_;
     replica_options_ = ro;
     replica_ = std::thread([this] {
       offload::sync::serve_replica(*counting_, replica_options_, stop_replica_);
@@ -173,6 +175,7 @@ class MountReplicaTest : public ::testing::Test {
   std::unique_ptr<offload::sync::Transport> server_;
   std::unique_ptr<CountingTransport> counting_;  // the replica's view of server_
   offload::sync::ReplicaOptions replica_options_;
+  std::optional<offload::sync::ReplicaOptions::IdShift> id_shift_;
   std::atomic<bool> stop_replica_{false};
   std::thread replica_;
   std::unique_ptr<MountSync> mount_;
@@ -480,3 +483,21 @@ TEST_F(MountReplicaTest, ATreeOfThousandsOfFiles) {
 }
 
 }  // namespace
+
+// A user-namespace-remapped engine: what the replica creates belongs to the session's mapped ids
+// (container root, or the client's uid as containers see it), never to host root.
+TEST_F(MountReplicaTest, RemappedSessionsOwnTheReplicaByTheirMappedIds) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+  write(local_ / "dir/file.txt", "x\n");
+  fs::create_symlink("dir/file.txt", local_ / "link");
+  id_shift_ = offload::sync::ReplicaOptions::IdShift{1000000000u, 1000100000u};
+  start(local_);
+  ready();
+  const std::uint32_t uid = 1000000000u + ::geteuid(), gid = 1000100000u + ::getegid();
+  for (const char* rel : {"", "dir", "dir/file.txt", "link"}) {
+    struct stat st {};
+    ASSERT_EQ(::lstat((replica_dir() / rel).c_str(), &st), 0) << rel;
+    EXPECT_EQ(st.st_uid, uid) << rel;
+    EXPECT_EQ(st.st_gid, gid) << rel;
+  }
+}
