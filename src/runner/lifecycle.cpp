@@ -1,5 +1,7 @@
 #include "offload/runner/lifecycle.h"
 
+#include <limits>
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -21,6 +23,18 @@ namespace {
 
 using time_point = SessionLifecycle::time_point;
 constexpr time_point kNever = time_point::max();
+
+// `from + d`, or kNever when that lies beyond what a time_point holds: limits come from clients
+// (up to INT64_MAX ms) and ms → ns alone would overflow.
+time_point saturating_add(time_point from, std::chrono::milliseconds d) {
+  using rep = time_point::duration::rep;
+  constexpr rep kMaxMs = std::numeric_limits<rep>::max() / 1'000'000;  // ns per ms
+  if (d.count() >= kMaxMs) return kNever;
+  auto step = std::chrono::duration_cast<time_point::duration>(d);
+  if (from.time_since_epoch().count() > std::numeric_limits<rep>::max() - step.count())
+    return kNever;
+  return from + step;
+}
 
 LifecycleLimits checked(LifecycleLimits limits) {
   using std::chrono::milliseconds;
@@ -44,7 +58,7 @@ SessionLifecycle::SessionLifecycle(LifecycleLimits limits, time_point start)
 
 time_point SessionLifecycle::idle_deadline_locked() const {
   if (limits_.idle_timeout.count() == 0 || active_locked()) return kNever;
-  return idle_since_ + limits_.idle_timeout;
+  return saturating_add(idle_since_, limits_.idle_timeout);
 }
 
 time_point SessionLifecycle::warning_start_locked() const {
@@ -55,12 +69,12 @@ time_point SessionLifecycle::warning_start_locked() const {
 
 time_point SessionLifecycle::lease_deadline_locked() const {
   if (limits_.client_ttl.count() == 0 || clients_ > 0) return kNever;
-  return unleased_since_ + limits_.client_ttl;
+  return saturating_add(unleased_since_, limits_.client_ttl);
 }
 
 time_point SessionLifecycle::max_deadline_locked() const {
   if (limits_.max_duration.count() == 0) return kNever;
-  return start_ + limits_.max_duration;
+  return saturating_add(start_, limits_.max_duration);
 }
 
 SessionLifecycle::PendingEnd SessionLifecycle::pending_end_locked(time_point now) const {

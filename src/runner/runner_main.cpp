@@ -57,6 +57,12 @@ struct ServeOptions {
   std::string session_cpus = "2";
   std::string session_memory = "4GiB";
   std::string session_pids = "4096";
+  // Fair sharing (issue 11): limits per account and per session.
+  std::size_t max_sessions_per_account = 4;
+  std::string max_client_timeout = "24h";
+  std::size_t max_tunnels_per_session = 256;
+  std::size_t max_sync_calls_per_session = 64;
+  std::size_t max_queued_events = 256;
 };
 
 // A start-up failure: its message is the one line the operator sees.
@@ -112,7 +118,7 @@ std::vector<asio::ip::network_v4> parse_cidrs(const std::string& flag,
   return out;
 }
 
-std::map<std::string, std::string> load_tokens(const fs::path& file) {
+std::map<std::string, AccountEntry> load_accounts(const fs::path& file) {
   std::string text;
   if (auto ec = read_file(file, text))
     throw StartupError("cannot read --token-file " + file.string() + ": " + ec.message());
@@ -120,7 +126,7 @@ std::map<std::string, std::string> load_tokens(const fs::path& file) {
   if (::stat(file.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
     spdlog::warn("token file {} is readable by other users; chmod 600 it", file.string());
   try {
-    return parse_token_file(text, file.string());
+    return parse_accounts_file(text, file.string());
   } catch (const std::exception& e) {
     throw StartupError(e.what());
   }
@@ -193,7 +199,10 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
     throw StartupError("cannot create --run-dir " + o.run_dir.string() + ": " + ec.message());
 
   RunnerOptions runner_options;
-  runner_options.account_tokens = load_tokens(o.token_file);
+  for (auto& [name, entry] : load_accounts(o.token_file)) {
+    runner_options.account_tokens[name] = entry.token;
+    runner_options.account_settings[name] = entry.settings;
+  }
   auto duration_flag = [](const std::string& flag, const std::string& text) {
     auto d = parse_duration(text);
     if (!d) throw StartupError(flag + " \"" + text + "\" is not a duration (use e.g. 90s, 5m, 8h)");
@@ -203,6 +212,11 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   runner_options.default_limits.client_ttl = duration_flag("--client-ttl", o.client_ttl);
   runner_options.default_limits.max_duration =
       duration_flag("--max-session-duration", o.max_session_duration);
+  runner_options.max_sessions_per_account = o.max_sessions_per_account;
+  runner_options.max_tunnels_per_session = o.max_tunnels_per_session;
+  runner_options.max_sync_calls_per_session = o.max_sync_calls_per_session;
+  runner_options.max_queued_events = o.max_queued_events;
+  runner_options.max_client_timeout = duration_flag("--max-client-timeout", o.max_client_timeout);
   const auto identity = load_tls(o);
 
   engine::EgressPolicy egress;
@@ -325,9 +339,8 @@ int run_runner(int argc, char** argv) {
       ->required();
   serve_cmd
       ->add_option("--token-file", o.token_file,
-                   "Required: file of account tokens, one NAME:TOKEN per line (# comments); "
-                   "clients need one "
-                   "of them to create sessions")
+                   "Required: accounts file, one `NAME:TOKEN [max-sessions=N] [allow=LIST]` per "
+                   "line (# comments); clients need one of the tokens to create sessions")
       ->option_text("FILE")
       ->required();
   serve_cmd
@@ -411,6 +424,31 @@ int run_runner(int argc, char** argv) {
       ->add_option("--session-pids", o.session_pids,
                    "Processes and threads each session's containers may have together; 0 = "
                    "unlimited (default 4096)")
+      ->option_text("N");
+  // --- fair sharing: limits per account and per session ---
+  serve_cmd
+      ->add_option("--max-sessions-per-account", o.max_sessions_per_account,
+                   "Sessions one account may hold at once; an account's max-sessions= in the "
+                   "accounts file overrides it; 0 = unlimited (default 4)")
+      ->option_text("N");
+  serve_cmd
+      ->add_option("--max-client-timeout", o.max_client_timeout,
+                   "Longest idle timeout and client TTL a client may ask for; longer wishes are "
+                   "cut to it; 0 = no cap (default 24h)")
+      ->option_text("DUR");
+  serve_cmd
+      ->add_option("--max-tunnels-per-session", o.max_tunnels_per_session,
+                   "Concurrent tunnels (docker API connections, port connections) per session; "
+                   "0 = unlimited (default 256)")
+      ->option_text("N");
+  serve_cmd
+      ->add_option("--max-sync-calls-per-session", o.max_sync_calls_per_session,
+                   "Concurrent bind-mount sync calls per session; 0 = unlimited (default 64)")
+      ->option_text("N");
+  serve_cmd
+      ->add_option("--max-queued-events", o.max_queued_events,
+                   "Events a slow `Events` reader may fall behind before it is dropped "
+                   "(default 256)")
       ->option_text("N");
   serve_cmd->add_option("--log-file", o.log_file, "Log to this file (rotated; default stderr)")
       ->option_text("FILE");

@@ -5,6 +5,7 @@
 
 #include <boost/asio/post.hpp>
 #include <algorithm>
+#include <optional>
 
 #include "offload/common/duration.h"
 #include "offload/common/clock.h"
@@ -135,22 +136,71 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     reactor->Finish(st);
     return reactor;
   }
-  // The client's wishes, within the runner's own limits.
+  // The client's wishes, within the runner's own limits. Compared as counts before any
+  // chrono arithmetic, so INT64_MAX or negative wishes cannot overflow anything.
   LifecycleLimits limits = options_.default_limits;
-  auto pick = [](std::int64_t asked, std::chrono::milliseconds fallback) {
-    return asked > 0 ? std::chrono::milliseconds(asked) : fallback;
+  const std::int64_t longest = options_.max_client_timeout.count();
+  auto pick = [longest](std::int64_t asked, std::chrono::milliseconds fallback) {
+    if (asked <= 0) return fallback;  // "no wish": the runner's default
+    return std::chrono::milliseconds(longest > 0 ? std::min(asked, longest) : asked);
   };
   limits.idle_timeout = pick(request->idle_timeout_ms(), limits.idle_timeout);
   limits.client_ttl = pick(request->client_ttl_ms(), limits.client_ttl);
-  auto cap = options_.default_limits.max_duration;
-  limits.max_duration = pick(request->max_duration_ms(), cap);
-  if (cap.count() > 0 && (limits.max_duration.count() == 0 || limits.max_duration > cap))
+  // The runner's maximum duration is a cap the client can shorten, never lift or turn off.
+  const auto cap = options_.default_limits.max_duration;
+  const std::int64_t asked_max = request->max_duration_ms();
+  if (asked_max > 0)
+    limits.max_duration = std::chrono::milliseconds(cap.count() > 0 ? std::min(asked_max, cap.count())
+                                                                    : asked_max);
+  else
     limits.max_duration = cap;
+
+  // Sessions per account: the ones being created count too, or parallel requests would slip by.
+  const auto settings_it = options_.account_settings.find(account);
+  const AccountSettings settings =
+      settings_it == options_.account_settings.end() ? AccountSettings{} : settings_it->second;
+  const std::size_t max_sessions =
+      settings.max_sessions.value_or(options_.max_sessions_per_account);
+  {
+    std::lock_guard lock(mu_);
+    std::size_t held = creating_[account];
+    for (const auto& [id, s] : sessions_) held += s->account() == account;
+    if (max_sessions > 0 && held >= max_sessions) {
+      spdlog::warn("refused a session for account {}: it holds {} of its {} sessions", account,
+                   held, max_sessions);
+      reactor->Finish(Status(
+          StatusCode::RESOURCE_EXHAUSTED,
+          "account \"" + account + "\" already has " + std::to_string(held) + " sessions, the most " +
+              "this runner allows it (end one with `docker offload stop`, or ask the operator to "
+              "raise --max-sessions-per-account or the account's max-sessions= in the accounts "
+              "file)"));
+      return reactor;
+    }
+    ++creating_[account];
+  }
   // Starting an engine takes seconds: never on a gRPC thread.
-  asio::post(blocking_, [this, ctx, reactor, response, account, limits,
+  asio::post(blocking_, [this, ctx, reactor, response, account, limits, allow = settings.allow,
                          label = request->client_label()] {
     auto session = std::make_shared<Session>(random_hex(16), random_hex(32), account, label, limits,
-                                             *options_.clock, [this] { rearm_lifecycle_timer(); });
+                                             *options_.clock, [this] { rearm_lifecycle_timer(); },
+                                             allow);
+    session->syncs().set_max_calls(options_.max_sync_calls_per_session);
+    // Whatever happens below, this request stops counting as "being created".
+    struct Created {
+      Created(RunnerService* s, std::string a) : self(s), account(std::move(a)) {}
+      Created(const Created&) = delete;
+      Created& operator=(const Created&) = delete;
+      RunnerService* self;
+      std::string account;
+      std::shared_ptr<Session> session;  // set on success: enters the table in the same step
+      ~Created() {
+        std::lock_guard lock(self->mu_);
+        if (--self->creating_[account] == 0) self->creating_.erase(account);
+        if (session) self->sessions_[session->id()] = session;
+      }
+    };
+    std::optional<Created> created;
+    created.emplace(this, account);
     spdlog::info("session {}: creating for account {} ({}); idle timeout {}, client TTL {}, "
                  "maximum duration {}",
                  short_session_id(session->id()), account, label,
@@ -176,10 +226,8 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
       reactor->Finish(Status(StatusCode::CANCELLED, "cancelled"));
       return;
     }
-    {
-      std::lock_guard lock(mu_);
-      sessions_[session->id()] = session;
-    }
+    created->session = session;
+    created.reset();  // in the table now, and no longer "being created"
     std::weak_ptr<Session> weak = session;
     session->engine().watch(
         [weak](const std::vector<v1::PublishedPort>& ports) {
@@ -297,8 +345,16 @@ grpc::ServerBidiReactor<v1::TunnelFrame, v1::TunnelFrame>* RunnerService::Tunnel
   std::shared_ptr<Session> session;
   if (auto st = authenticate_session(ctx, session); !st.ok()) return new RejectedTunnel(st);
 
+  auto hold = session->try_hold_tunnel(options_.max_tunnels_per_session);
+  if (!hold)
+    return new RejectedTunnel(Status(
+        StatusCode::RESOURCE_EXHAUSTED,
+        "this session already has " + std::to_string(options_.max_tunnels_per_session) +
+            " tunnels open, the most the runner allows per session; close some connections, or "
+            "ask the operator to raise --max-tunnels-per-session"));
   // The target comes with the tunnel's first frame; tunnel_targets decides what it may dial.
-  auto on_open = [this, session](std::shared_ptr<tunnel::ServerTunnelStream> stream,
+  // The handler lives as long as the stream, and with it the tunnel's place (`hold`).
+  auto on_open = [this, session, hold](std::shared_ptr<tunnel::ServerTunnelStream> stream,
                                  const v1::TunnelOpen& open) {
     start_tunnel(io_, std::move(stream), session, open);
   };
@@ -321,7 +377,7 @@ grpc::ServerWriteReactor<v1::SessionEvent>* RunnerService::Events(grpc::Callback
                                                                   const v1::EventsRequest*) {
   std::shared_ptr<Session> session;
   if (auto st = authenticate_session(ctx, session); !st.ok()) return new RejectedEvents(st);
-  return new SessionEventWriter(session);
+  return new SessionEventWriter(session, options_.max_queued_events);
 }
 
 void RunnerService::advance_lifecycles() {

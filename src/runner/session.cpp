@@ -1,5 +1,6 @@
 #include "offload/runner/session.h"
 
+#include <algorithm>
 #include <chrono>
 
 namespace offload::runner {
@@ -11,11 +12,12 @@ using grpc::StatusCode;
 
 Session::Session(std::string id, std::string token, std::string account, std::string client_label,
                  LifecycleLimits limits, const Clock& clock,
-                 std::function<void()> on_lifecycle_input)
+                 std::function<void()> on_lifecycle_input, ApiAllowances allow)
     : id_(std::move(id)),
       token_(std::move(token)),
       account_(std::move(account)),
       client_label_(std::move(client_label)),
+      allow_(std::move(allow)),
       created_ms_(unix_now_ms()),
       clock_(clock),
       lifecycle_(limits, clock.now()),
@@ -24,6 +26,17 @@ Session::Session(std::string id, std::string token, std::string account, std::st
 void Session::set_running_containers(std::size_t n) {
   running_containers_ = static_cast<std::int64_t>(n);
   lifecycle_input([&](auto now) { lifecycle_.set_running_containers(n, now); });
+}
+
+std::shared_ptr<void> Session::try_hold_tunnel(std::size_t max) {
+  // Count first, then check: two tunnels opening at once cannot both take the last place.
+  if (++tunnels_ > max && max > 0) {
+    --tunnels_;
+    return nullptr;
+  }
+  // The handle keeps the session (and so tunnels_) alive as long as it lives.
+  auto self = shared_from_this();
+  return std::shared_ptr<void>(static_cast<void*>(this), [self](void*) { --self->tunnels_; });
 }
 
 SessionLifecycle::Tick Session::advance() {
@@ -118,15 +131,27 @@ void Session::publish_locked(const v1::SessionEvent& e) {
 
 // --- SessionEventWriter ---
 
-SessionEventWriter::SessionEventWriter(std::shared_ptr<Session> session)
-    : session_(std::move(session)) {
+SessionEventWriter::SessionEventWriter(std::shared_ptr<Session> session, std::size_t max_queued)
+    : session_(std::move(session)), max_queued_(std::max<std::size_t>(max_queued, 1)) {
   session_->subscribe(this);
   session_->client_attached();  // an open Events stream is the client's lease
 }
 
 void SessionEventWriter::push(const v1::SessionEvent& event) {
   std::lock_guard lock(mu_);
-  if (finished_) return;
+  if (finished_ || too_slow_) return;
+  if (queue_.size() >= max_queued_) {
+    // Every event carries the whole state, but a reader this far behind is stuck or hostile:
+    // drop it rather than buffer for it forever. Only the write in flight stays (gRPC holds it).
+    too_slow_ = true;
+    if (writing_) {
+      queue_.erase(queue_.begin() + 1, queue_.end());
+    } else {
+      queue_.clear();
+      finish_locked(too_slow_status());
+    }
+    return;
+  }
   queue_.push_back(event);
   if (event.state() == v1::SESSION_STATE_ENDED) closing_ = true;
   if (!writing_) write_next_locked();
@@ -138,6 +163,10 @@ void SessionEventWriter::OnWriteDone(bool ok) {
   queue_.pop_front();
   if (!ok) {
     finish_locked(Status(StatusCode::CANCELLED, "event stream broken"));
+    return;
+  }
+  if (too_slow_) {
+    finish_locked(too_slow_status());
     return;
   }
   if (!queue_.empty()) write_next_locked();
@@ -154,6 +183,13 @@ void SessionEventWriter::OnDone() {
   session_->unsubscribe(this);
   session_->client_detached();
   delete this;
+}
+
+Status SessionEventWriter::too_slow_status() const {
+  return Status(StatusCode::RESOURCE_EXHAUSTED,
+                "this Events stream fell " + std::to_string(max_queued_) +
+                    " events behind and was dropped; read events promptly and reconnect (each "
+                    "event carries the whole session state)");
 }
 
 void SessionEventWriter::write_next_locked() {

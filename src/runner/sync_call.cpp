@@ -152,6 +152,12 @@ grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>* SyncCalls::start(
   std::lock_guard lock(mu_);
   if (stopped_)
     return new RefusedSync(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the session is ending"));
+  if (max_calls_ > 0 && calls_.size() >= max_calls_)
+    return new RefusedSync(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        "this session already has " + std::to_string(calls_.size()) +
+            " sync calls (bind-mount replicas) open, the most the runner allows per session; "
+            "end some, or ask the operator to raise --max-sync-calls-per-session"));
   std::error_code ec;
   std::filesystem::create_directories(sync_root, ec);
   if (ec)

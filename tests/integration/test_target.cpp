@@ -57,13 +57,15 @@ asio::awaitable<void> echo_behaviour(stream_protocol::socket s) {
   }
 }
 
-InProcessRunner::InProcessRunner(const std::filesystem::path& dir)
+InProcessRunner::InProcessRunner(const std::filesystem::path& dir,
+                                 std::function<void(runner::RunnerOptions&)> configure)
     : identity(tls::load_or_create_identity(dir / "tls")),
       token(random_hex(32)),
       target_(dir / "engine.sock"),
       backend_(target_.path()) {
   runner::RunnerOptions options;
   options.account_tokens["test"] = token;
+  if (configure) configure(options);
   service_ = std::make_unique<runner::RunnerService>(io_, backend_, options);
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", tls::server_credentials(identity), &port_);

@@ -118,7 +118,9 @@ class TestBackend final : public runner::SessionBackend {
 // A RunnerService on a loopback TLS port with a TestTarget as every session's engine.
 class InProcessRunner {
  public:
-  explicit InProcessRunner(const std::filesystem::path& dir);
+  // `configure` adjusts the runner's options (accounts, limits) before the service starts.
+  explicit InProcessRunner(const std::filesystem::path& dir,
+                           std::function<void(runner::RunnerOptions&)> configure = {});
   ~InProcessRunner();
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   TestTarget& target() { return target_; }

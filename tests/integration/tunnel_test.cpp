@@ -9,7 +9,9 @@
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <future>
+#include <limits>
 #include <random>
+#include <thread>
 
 #include "offload/common/token.h"
 #include "offload/daemon/runner_client.h"
@@ -409,6 +411,108 @@ TEST_F(TunnelTest, AnAllowedCreateReachesTheEngineByteForByte) {
   EXPECT_EQ(rec->bytes, create);
 }
 
+// Per-account settings (the accounts file's allow= and max-sessions=) through the real service:
+// the allowance lets one account's privileged create through, the other account is still refused.
+TEST_F(TunnelTest, AnAccountsAllowanceLetsItsPrivilegedCreateThroughAndNoOtherAccounts) {
+  const std::string ops_token = random_hex(32);
+  InProcessRunner shared(dir_ / "shared", [&](runner::RunnerOptions& o) {
+    o.account_tokens["ops"] = ops_token;
+    o.account_settings["ops"].allow.privileged = true;
+  });
+  auto rec = std::make_shared<Recorded>();
+  shared.target().set_behaviour([rec](stream_protocol::socket s) { return http_engine(rec, std::move(s)); });
+  auto dial = [&](const std::string& token) {
+    auto c = std::make_unique<daemon::RunnerClient>(
+        daemon::RunnerEndpoint{shared.address(), shared.identity.fingerprint, token});
+    auto created = c->create_session("test", 10s);
+    c->attach(created.session_id(), created.session_token());
+    return c;
+  };
+  auto ops = dial(ops_token);
+  auto plain = dial(shared.token);
+  const std::string create =
+      create_request("/v1.41/containers/create", R"({"Image":"x","HostConfig":{"Privileged":true}})");
+  {
+    auto app = open_tunnel(*plain);
+    asio::write(app, asio::buffer(create));
+    app.shutdown(stream_protocol::socket::shutdown_send);
+    std::string out = read_all(app);
+    EXPECT_EQ(out.find("HTTP/1.1 403 Forbidden"), 0u) << out;
+    EXPECT_NE(out.find("--privileged"), std::string::npos) << out;
+  }
+  {
+    auto app = open_tunnel(*ops);
+    asio::write(app, asio::buffer(create));
+    app.shutdown(stream_protocol::socket::shutdown_send);
+    EXPECT_EQ(read_all(app), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK");
+  }
+  std::lock_guard lock(rec->mu);
+  EXPECT_EQ(rec->bytes, create) << "the engine saw the refused request, or not the allowed one";
+}
+
+// Sessions per account: over the limit a clear RESOURCE_EXHAUSTED naming the knobs, no engine
+// started; ending a session frees its place.
+TEST_F(TunnelTest, SessionsPerAccountAreLimitedWithAClearError) {
+  const std::string ops_token = random_hex(32);
+  InProcessRunner shared(dir_ / "shared", [&](runner::RunnerOptions& o) {
+    o.max_sessions_per_account = 2;
+    o.account_tokens["ops"] = ops_token;
+    o.account_settings["ops"].max_sessions = 1;  // the accounts file's override
+  });
+  auto client = [&](const std::string& token) {
+    return std::make_unique<daemon::RunnerClient>(
+        daemon::RunnerEndpoint{shared.address(), shared.identity.fingerprint, token});
+  };
+  auto ops = client(ops_token);
+  auto first = ops->create_session("one", 10s);
+  try {
+    ops->create_session("two", 10s);
+    ADD_FAILURE() << "a second session of an account limited to one was created";
+  } catch (const daemon::RunnerError& e) {
+    EXPECT_EQ(e.code, grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_NE(std::string(e.what()).find("max-sessions="), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--max-sessions-per-account"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(shared.backend().created, 1);
+  // The runner-wide default holds for the other account: two, not three.
+  auto plain = client(shared.token);
+  plain->create_session("a", 10s);
+  plain->create_session("b", 10s);
+  EXPECT_THROW(plain->create_session("c", 10s), daemon::RunnerError);
+  EXPECT_EQ(shared.backend().created, 3);
+  // Ending the session frees its place.
+  ops->attach(first.session_id(), first.session_token());
+  ops->destroy_session("test");
+  auto again = ops->create_session("again", 10s);
+  EXPECT_FALSE(again.session_id().empty());
+}
+
+// Client-chosen timeouts are cut to the runner's limits, whatever the client sends.
+TEST_F(TunnelTest, ClientChosenTimeoutsAreClampedAndTheMaximumDurationHolds) {
+  InProcessRunner shared(dir_ / "shared", [&](runner::RunnerOptions& o) {
+    o.max_client_timeout = 1h;
+    o.default_limits.max_duration = 8h;
+  });
+  auto c = std::make_unique<daemon::RunnerClient>(
+      daemon::RunnerEndpoint{shared.address(), shared.identity.fingerprint, shared.token});
+  for (std::int64_t wish : {std::numeric_limits<std::int64_t>::max(), std::int64_t{-1},
+                            std::numeric_limits<std::int64_t>::min(), std::int64_t{0}}) {
+    v1::CreateSessionRequest request;
+    request.set_client_label("wish");
+    request.set_idle_timeout_ms(wish);
+    request.set_client_ttl_ms(wish);
+    request.set_max_duration_ms(wish);
+    auto info = c->create_session(request, 10s).info();
+    const std::int64_t hour = 3600'000, eight_hours = 8 * hour;
+    EXPECT_LE(info.idle_timeout_ms(), hour) << wish;
+    EXPECT_GT(info.idle_timeout_ms(), 0) << wish;
+    EXPECT_LE(info.client_ttl_ms(), hour) << wish;
+    EXPECT_GT(info.client_ttl_ms(), 0) << wish;
+    EXPECT_EQ(info.max_duration_ms(), eight_hours) << "a client lifted or turned off the cap: " << wish;
+  }
+}
+
 TEST_F(TunnelTest, WrongFingerprintIsRefused) {
   auto other = tls::load_or_create_identity(dir_ / "other-tls");
   auto client = connect(other.fingerprint, runner_->token);
@@ -461,6 +565,94 @@ v1::PublishedPort published(unsigned short port, const std::string& protocol) {
   p.set_host_ip("0.0.0.0");
   p.set_host_port(port);
   return p;
+}
+
+// Concurrent tunnels per session: one over the limit is refused with a clear status, and a
+// closed tunnel gives its place back.
+TEST_F(TunnelTest, TunnelsPerSessionAreLimitedAndClosedOnesFreeTheirPlace) {
+  // The fixture's runner and client, replaced: they outlive the test's tunnels (TearDown stops
+  // the client's io first).
+  auto limited = std::make_unique<InProcessRunner>(
+      dir_ / "limited", [&](runner::RunnerOptions& o) { o.max_tunnels_per_session = 2; });
+  limited->target().set_behaviour(hijacked(echo_behaviour));
+  client_.reset();
+  runner_ = std::move(limited);
+  client_ = connect(runner_->identity.fingerprint, runner_->token);
+  auto& c = client_;
+  auto created = c->create_session("tunnels", 10s);
+  c->attach(created.session_id(), created.session_token());
+  std::promise<grpc::Status> first_done;
+  auto first = open_hijacked_tunnel(*c, &first_done);
+  auto second = open_hijacked_tunnel(*c);
+  std::promise<grpc::Status> third_done;
+  auto third = open_tunnel(*c, &third_done);
+  boost::system::error_code write_ec;  // the refusal may close the tunnel before the write
+  asio::write(third, asio::buffer(kUpgradeRequest), write_ec);
+  EXPECT_EQ(read_all(third), "");
+  auto status = third_done.get_future().get();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_NE(status.error_message().find("--max-tunnels-per-session"), std::string::npos)
+      << status.error_message();
+  // Close the first (both ways) and wait until the runner is done with it.
+  first.shutdown(stream_protocol::socket::shutdown_send);
+  read_all(first);
+  auto first_future = first_done.get_future();
+  ASSERT_EQ(first_future.wait_for(10s), std::future_status::ready);
+  // The place comes back once the runner's side has ended too: bounded retries.
+  bool reopened = false;
+  for (int i = 0; i < 50 && !reopened; ++i) {
+    auto again = open_tunnel(*c);
+    boost::system::error_code ec;
+    asio::write(again, asio::buffer(kUpgradeRequest), ec);
+    std::string head;
+    char ch = 0;
+    while (!ec && !head.ends_with("\r\n\r\n")) {
+      asio::read(again, asio::buffer(&ch, 1), ec);
+      if (!ec) head += ch;
+    }
+    reopened = head == kSwitched;
+    if (!reopened) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(reopened) << "a closed tunnel did not give its place back";
+}
+
+// A slow Events reader is dropped with a clear status, not buffered for forever.
+TEST_F(TunnelTest, ASlowEventsReaderIsDroppedWithAClearStatus) {
+  InProcessRunner shared(dir_ / "shared", [&](runner::RunnerOptions& o) { o.max_queued_events = 8; });
+  auto c = std::make_unique<daemon::RunnerClient>(
+      daemon::RunnerEndpoint{shared.address(), shared.identity.fingerprint, shared.token});
+  auto created = c->create_session("slow", 10s);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 * 1024 * 1024);
+  auto channel = grpc::CreateCustomChannel(
+      shared.address(), tls::pinned_channel_credentials(shared.identity.fingerprint), args);
+  auto stub = v1::Runner::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + created.session_token());
+  ctx.AddMetadata("offload-session", created.session_id());
+  ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+  v1::EventsRequest request;
+  auto reader = stub->Events(&ctx, request);
+  v1::SessionEvent first;
+  ASSERT_TRUE(reader->Read(&first));  // the stream is open and subscribed
+  // Each event carries the whole port set: big events fill the flow-control windows fast while
+  // the reader reads nothing.
+  std::vector<v1::PublishedPort> ports;
+  for (unsigned short p = 1; p <= 3000; ++p) ports.push_back(published(p, "tcp"));
+  for (int i = 0; i < 300; ++i) {
+    ports[0].set_container_name("web-" + std::to_string(i));  // every event differs
+    shared.backend().last->set_ports(ports);
+  }
+  v1::SessionEvent e;
+  int read = 0;
+  while (reader->Read(&e)) ++read;
+  auto status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_NE(status.error_message().find("behind"), std::string::npos) << status.error_message();
+  EXPECT_LT(read, 300);
+  // The session is unharmed by the reader's drop.
+  c->attach(created.session_id(), created.session_token());
+  EXPECT_EQ(c->get_session().state(), v1::SESSION_STATE_RUNNING);
 }
 
 TEST_F(TunnelTest, APortNoContainerPublishesIsRefused) {

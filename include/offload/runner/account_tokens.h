@@ -8,10 +8,31 @@
 #include <string>
 #include <string_view>
 
+#include "offload/runner/api_policy.h"
+
 namespace offload::runner {
 
-// Parses a token file: one `NAME:TOKEN` per line, `#` comments and blank lines ignored.
-// Throws std::runtime_error naming the file and line on malformed input.
+// What the operator grants one account beyond the runner's defaults.
+struct AccountSettings {
+  // Sessions the account may hold at once; nothing = the runner's --max-sessions-per-account.
+  std::optional<std::size_t> max_sessions;
+  // Requests the API policy lets this account's sessions make (privileged, host namespaces...).
+  ApiAllowances allow;
+};
+
+struct AccountEntry {
+  std::string token;
+  AccountSettings settings;
+};
+
+// Parses an accounts file: one `NAME:TOKEN [KEY=VALUE...]` per line, `#` comments and blank
+// lines ignored. Keys: `max-sessions=N` and `allow=A,B,...` with A one of `privileged`,
+// `host-namespaces`, `devices`, `cap:NAME`. Throws std::runtime_error naming the file and line
+// on malformed input (never showing the token).
+std::map<std::string, AccountEntry> parse_accounts_file(const std::string& text,
+                                                        const std::string& source);
+
+// parse_accounts_file without the settings: account name → token.
 std::map<std::string, std::string> parse_token_file(const std::string& text,
                                                     const std::string& source);
 

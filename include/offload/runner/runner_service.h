@@ -26,6 +26,20 @@ namespace offload::runner {
 struct RunnerOptions {
   // Account name → token. CreateSession and Hello need one of these.
   std::map<std::string, std::string> account_tokens;
+  // Per-account settings from the accounts file (allowances, max-sessions); absent = defaults.
+  std::map<std::string, AccountSettings> account_settings;
+  // Sessions one account may hold at once (also those being created); 0 = unlimited.
+  // An account's max-sessions= in the accounts file overrides it.
+  std::size_t max_sessions_per_account = 0;
+  // Longest idle timeout and client TTL a client may ask for; longer wishes are cut to it.
+  std::chrono::milliseconds max_client_timeout{std::chrono::hours(24)};
+  // Concurrent tunnels (engine API connections and port tunnels) per session; 0 = unlimited.
+  std::size_t max_tunnels_per_session = 0;
+  // Concurrent Sync calls per session; 0 = unlimited. Each buffers at most 16 messages of at
+  // most the server's maximum message size, which bounds a session's sync memory.
+  std::size_t max_sync_calls_per_session = 0;
+  // Events a slow Events reader may fall behind before it is dropped.
+  std::size_t max_queued_events = 256;
   std::string version = OFFLOAD_VERSION;
   std::string hostname;
   // Lifecycle limits for sessions whose client asks for none; max_duration is also a cap.
@@ -94,6 +108,8 @@ class RunnerService final : public v1::Runner::CallbackService {
   boost::asio::thread_pool blocking_{4};
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;
+  // Sessions being created, per account: they count against max-sessions before they exist.
+  std::map<std::string, std::size_t> creating_;  // guarded by mu_
   std::unique_ptr<boost::asio::steady_timer> lifecycle_timer_;  // guarded by mu_
 };
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "offload/common/clock.h"
+#include "offload/runner/api_policy.h"
 #include "offload/runner/lifecycle.h"
 #include "offload/runner/session_backend.h"
 #include "offload/runner/sync_call.h"
@@ -28,20 +29,23 @@ class SessionEventWriter;
 // Thread-safe: gRPC threads, the blocking pool, the tunnels' io_context and the engine's port
 // watcher all call in. One mutex guards the state, the ports and the subscribers, and every
 // event is published under it, so each subscriber sees the events in the order of the changes.
-class Session {
+class Session : public std::enable_shared_from_this<Session> {
  public:
   // The session's time (created_unix_ms, the lifecycle on `clock`) starts here, so from the
   // request that creates it rather than from when its engine is ready. `on_lifecycle_input`
   // runs after every lifecycle input, outside the session's lock: the service re-arms its
   // lifecycle timer there.
   Session(std::string id, std::string token, std::string account, std::string client_label,
-          LifecycleLimits limits, const Clock& clock, std::function<void()> on_lifecycle_input);
+          LifecycleLimits limits, const Clock& clock, std::function<void()> on_lifecycle_input,
+          ApiAllowances allow = {});
 
   const std::string& id() const { return id_; }
   // The secret of the session's calls: for authenticating them and for the creating client only.
   const std::string& token() const { return token_; }
   const std::string& account() const { return account_; }
   const std::string& client_label() const { return client_label_; }
+  // What the account's settings let this session's API requests do beyond the default policy.
+  const ApiAllowances& allowances() const { return allow_; }
   std::int64_t created_unix_ms() const { return created_ms_; }
 
   // Set once, before the session is shared (put in the table, given to calls).
@@ -49,6 +53,10 @@ class Session {
   SessionEngine& engine() { return *engine_; }
   // Bind-mount replicas; stopped before the engine (and with it the sync root) is destroyed.
   SyncCalls& syncs() { return syncs_; }
+  // A place for one more tunnel, held until the returned handle is destroyed; nullptr when the
+  // session already has `max` (0 = unlimited) tunnels open.
+  std::shared_ptr<void> try_hold_tunnel(std::size_t max);
+  std::size_t open_tunnels() const { return tunnels_.load(); }
   // Read-only: inputs go through the session, which publishes what they change.
   const SessionLifecycle& lifecycle() const { return lifecycle_; }
 
@@ -101,6 +109,7 @@ class Session {
   const std::string token_;
   const std::string account_;
   const std::string client_label_;
+  const ApiAllowances allow_;
   const std::int64_t created_ms_;
   std::unique_ptr<SessionEngine> engine_;
   SyncCalls syncs_;
@@ -115,6 +124,7 @@ class Session {
   bool last_active_ = false;
   std::int64_t active_streams_ = 0;
   std::atomic<std::int64_t> running_containers_{0};
+  std::atomic<std::size_t> tunnels_{0};
   std::vector<SessionEventWriter*> subscribers_;
 };
 
@@ -123,7 +133,11 @@ class Session {
 // gRPC is done with it.
 class SessionEventWriter final : public grpc::ServerWriteReactor<v1::SessionEvent> {
  public:
-  explicit SessionEventWriter(std::shared_ptr<Session> session);
+  // A reader that falls `max_queued` events behind is dropped: its call ends with
+  // RESOURCE_EXHAUSTED once the write in flight completes, and nothing more is queued for it.
+  static constexpr std::size_t kDefaultMaxQueued = 256;
+  explicit SessionEventWriter(std::shared_ptr<Session> session,
+                              std::size_t max_queued = kDefaultMaxQueued);
 
   // Queues `event` for the client. The session calls it under its own lock.
   void push(const v1::SessionEvent& event);
@@ -134,11 +148,14 @@ class SessionEventWriter final : public grpc::ServerWriteReactor<v1::SessionEven
 
  private:
   void write_next_locked();
+  grpc::Status too_slow_status() const;
   void finish_locked(const grpc::Status& status);
 
   std::shared_ptr<Session> session_;
   std::mutex mu_;
   std::deque<v1::SessionEvent> queue_;
+  const std::size_t max_queued_;
+  bool too_slow_ = false;
   bool writing_ = false;
   bool closing_ = false;
   bool finished_ = false;

@@ -30,6 +30,11 @@ class SyncCalls {
   // Cancels every call and waits (up to `timeout`) until they are all done. Later calls are
   // refused.
   bool stop_all(std::chrono::milliseconds timeout);
+  // At most `max` calls at once (0 = unlimited); more are refused with RESOURCE_EXHAUSTED.
+  void set_max_calls(std::size_t max) {
+    std::lock_guard lock(mu_);
+    max_calls_ = max;
+  }
   std::size_t size() const;
 
  private:
@@ -40,6 +45,7 @@ class SyncCalls {
   std::condition_variable cv_;
   std::set<SyncCall*> calls_;
   bool stopped_ = false;
+  std::size_t max_calls_ = 0;
 };
 
 }  // namespace offload::runner

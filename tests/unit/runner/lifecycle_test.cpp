@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -558,4 +560,24 @@ TEST(CommonClock, SystemClockIsMonotonic) {
   auto a = clock.now();
   auto b = clock.now();
   EXPECT_LE(a, b);
+}
+
+// Limits come from clients: INT64_MAX milliseconds must mean "as long as can be", not wrap
+// around into a deadline in the past (ms → ns alone overflows).
+TEST(SessionLifecycle, HugeLimitsSaturateInsteadOfOverflowing) {
+  const std::chrono::milliseconds huge{std::numeric_limits<std::int64_t>::max()};
+  for (auto limits : {LifecycleLimits{huge, 60s, 10min, 8h}, LifecycleLimits{5min, 60s, huge, 8h},
+                      LifecycleLimits{5min, 60s, 10min, huge}, LifecycleLimits{huge, huge, huge, huge},
+                      LifecycleLimits{std::chrono::milliseconds(std::numeric_limits<std::int64_t>::max() / 1'000'000), 60s, 10min, 8h}}) {
+    SessionLifecycle life(limits, T0);
+    if (limits.client_ttl != huge) life.client_attached(T0);
+    auto tick = life.advance(T0 + 1s);
+    EXPECT_FALSE(tick.ended) << "ended at once: a deadline wrapped around";
+    auto v = life.view(T0 + 1s);
+    EXPECT_EQ(v.ended, EndReason::none);
+    EXPECT_GT(life.next_deadline(), T0 + 1s);
+  }
+  // A huge timeout next to ordinary ones: the ordinary one still ends the session.
+  SessionLifecycle life(LifecycleLimits{huge, 60s, 10min, huge}, T0);
+  EXPECT_EQ(life.view(T0 + 10min).ended, EndReason::lease_expired);
 }

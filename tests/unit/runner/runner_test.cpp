@@ -1,6 +1,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <set>
+
 #include <boost/asio/ip/network_v4.hpp>
 #include <filesystem>
 #include <fstream>
@@ -190,6 +193,54 @@ TEST(TokenFile, ErrorsNameTheLineAndNeverTheToken) {
     EXPECT_THAT(message, StartsWith(c.expected)) << c.text;
     EXPECT_THAT(message, Not(HasSubstr(c.secret))) << message;
     EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  }
+}
+
+TEST(AccountsFile, SettingsAfterTheTokenGrantLimitsAndAllowances) {
+  auto accounts = parse_accounts_file(
+      "alice:0123456789abcdef0123456789abcdef max-sessions=2 "
+      "allow=privileged,host-namespaces,devices,cap:SYS_PTRACE,cap:cap_net_admin\n"
+      "bob:fedcba9876543210fedcba9876543210\n"
+      "carol:fedcba9876543210fedcba98765432ff\tmax-sessions=0\n",
+      "accounts.txt");
+  ASSERT_EQ(accounts.size(), 3u);
+  const auto& alice = accounts.at("alice");
+  EXPECT_EQ(alice.token, "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(alice.settings.max_sessions, std::optional<std::size_t>(2));
+  EXPECT_TRUE(alice.settings.allow.privileged);
+  EXPECT_TRUE(alice.settings.allow.host_namespaces);
+  EXPECT_TRUE(alice.settings.allow.devices);
+  EXPECT_EQ(alice.settings.allow.capabilities,
+            (std::set<std::string>{"SYS_PTRACE", "NET_ADMIN"}));
+  const auto& bob = accounts.at("bob");
+  EXPECT_EQ(bob.token, "fedcba9876543210fedcba9876543210");
+  EXPECT_FALSE(bob.settings.max_sessions);
+  EXPECT_FALSE(bob.settings.allow.privileged);
+  EXPECT_TRUE(bob.settings.allow.capabilities.empty());
+  EXPECT_EQ(accounts.at("carol").settings.max_sessions, std::optional<std::size_t>(0));
+  // The plain view keeps working for files with settings.
+  EXPECT_EQ(parse_token_file("alice:0123456789abcdef0123456789abcdef max-sessions=1\n", "a")
+                .at("alice"),
+            "0123456789abcdef0123456789abcdef");
+}
+
+TEST(AccountsFile, BadSettingsNameTheFileLineAndKeyButNotTheToken) {
+  const std::string secret = "0123456789abcdef0123456789abcdef";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"max-session=2", "accounts.txt:2: unknown setting \"max-session\""},
+      {"colour", "accounts.txt:2: unknown setting \"colour\""},
+      {"max-sessions=two", "accounts.txt:2: max-sessions= needs a whole number"},
+      {"max-sessions=-1", "accounts.txt:2: max-sessions= needs a whole number"},
+      {"max-sessions=", "accounts.txt:2: max-sessions= needs a whole number"},
+      {"allow=root", "accounts.txt:2: allow=: unknown allowance \"root\""},
+      {"allow=cap:", "accounts.txt:2: allow=: unknown allowance \"cap:\""},
+      {"allow=cap:SYS-ADMIN", "accounts.txt:2: allow=: \"cap:SYS-ADMIN\" is not a capability"},
+  };
+  for (const auto& [words, expected] : cases) {
+    const std::string text = "# accounts\nalice:" + secret + " " + words + "\n";
+    const std::string message = error_of([&] { parse_accounts_file(text, "accounts.txt"); });
+    EXPECT_THAT(message, StartsWith(expected)) << words;
+    EXPECT_THAT(message, Not(HasSubstr(secret))) << message;
   }
 }
 
