@@ -7,7 +7,8 @@
 //  - container creates shaped as the docker CLI 28 sends them for --privileged, --pid=host,
 //    -v /:/host, -v <runner state dir>:/x, -v <bob's sync root>:/x, --device, --cap-add
 //    SYS_ADMIN, --network host; exec --privileged on an allowed container; a build with
-//    networkmode=host: each 403 with a Docker-style {"message"} naming the option, and no
+//    networkmode=host; a privileged create chunked, and pipelined behind an allowed request:
+//    each 403 with a Docker-style {"message"} naming the option, and no
 //    container (or image) appears, seen through the tunnel and on the engine's own socket;
 //  - alice's session token with bob's session id, an account token as a session token, no
 //    token, a wrong token, on every per-session call;
@@ -219,22 +220,30 @@ std::string dechunk(const std::string& in) {
   return out;
 }
 
+// `request` (raw bytes, ending in a request with Connection: close) through a fresh engine
+// tunnel of session `s`; the reply is everything the tunnel answered, the first response parsed.
+HttpReply raw_tunnel(const Creds& s, const std::string& request);
+
 // One request, with Connection: close, through a fresh engine tunnel of session `s`.
 HttpReply engine_http(const Creds& s, const std::string& method, const std::string& target,
                       const std::string& body = "",
                       const std::string& content_type = "application/json") {
-  grpc::ClientContext ctx;
-  authorize(ctx, s.token, s.id);
-  auto rw = world->stub->Tunnel(&ctx);
-  v1::TunnelFrame open;
-  open.mutable_open()->set_target(v1::TunnelOpen::TARGET_ENGINE_API);
-  open.mutable_open()->set_label("adversarial");
   std::string request = method + " " + target + " HTTP/1.1\r\nHost: api.moby.localhost\r\n" +
                         "User-Agent: Docker-Client/28.0.0 (linux)\r\nConnection: close\r\n";
   if (!body.empty() || method == "POST")
     request += "Content-Type: " + content_type + "\r\nContent-Length: " +
                std::to_string(body.size()) + "\r\n";
   request += "\r\n" + body;
+  return raw_tunnel(s, request);
+}
+
+HttpReply raw_tunnel(const Creds& s, const std::string& request) {
+  grpc::ClientContext ctx;
+  authorize(ctx, s.token, s.id);
+  auto rw = world->stub->Tunnel(&ctx);
+  v1::TunnelFrame open;
+  open.mutable_open()->set_target(v1::TunnelOpen::TARGET_ENGINE_API);
+  open.mutable_open()->set_label("adversarial");
   v1::TunnelFrame data, eof;
   data.set_data(request);
   eof.set_eof(true);
@@ -505,6 +514,35 @@ TEST_F(Adversarial, EngineApiAttacksAreRefusedAndCreateNothing) {
     ASSERT_TRUE(doc.is_object() && doc.contains("message") && doc["message"].is_string())
         << r.body;
     for (const auto& name : a.names) EXPECT_THAT(doc["message"].get<std::string>(), HasSubstr(name));
+    EXPECT_TRUE(containers_via_tunnel(w.alice).empty());
+    EXPECT_TRUE(containers_on_engine(w.alice).empty());
+  }
+
+  // Framing tricks against the real engine: a chunked privileged create, and one pipelined
+  // behind an allowed request on the same connection (the first answer comes, the second is the
+  // refusal).
+  {
+    const std::string body = cli_create({{"Privileged", true}});
+    const std::string half = body.substr(0, body.size() / 2), rest = body.substr(body.size() / 2);
+    auto hex = [](std::size_t n) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%zx", n);
+      return std::string(buf);
+    };
+    auto r = raw_tunnel(w.alice, "POST " + create + " HTTP/1.1\r\nHost: x\r\n"
+                                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                                 "Connection: close\r\n\r\n" +
+                                     hex(half.size()) + "\r\n" + half + "\r\n" +
+                                     hex(rest.size()) + "\r\n" + rest + "\r\n0\r\n\r\n");
+    EXPECT_EQ(r.code, 403) << r.head << "\n" << r.body;
+    EXPECT_THAT(r.body, HasSubstr("--privileged"));
+    auto p = raw_tunnel(w.alice, "GET " + kApi + "/_ping HTTP/1.1\r\nHost: x\r\n\r\n"
+                                 "POST " + create + " HTTP/1.1\r\nHost: x\r\n"
+                                 "Content-Type: application/json\r\nContent-Length: " +
+                                     std::to_string(body.size()) + "\r\n\r\n" + body);
+    EXPECT_EQ(p.code, 200) << p.head;
+    EXPECT_THAT(p.body, HasSubstr("HTTP/1.1 403"));
+    EXPECT_THAT(p.body, HasSubstr("--privileged"));
     EXPECT_TRUE(containers_via_tunnel(w.alice).empty());
     EXPECT_TRUE(containers_on_engine(w.alice).empty());
   }
