@@ -57,6 +57,9 @@ class Replica {
     } else if (open(first->open())) {
       link_.set_handler([this](const v1::SyncMessage& m) { return handle(m); });
       loop();
+      // A handler that ended the call (a change's content interrupted) left its reason queued,
+      // and the link sends nothing more: the client would see the call end without a word.
+      say_why_it_ended();
       return;
     }
     run_jobs();  // the error that ended it
@@ -98,6 +101,25 @@ class Replica {
       if (!ok) mark_broken();
     }
     return !broken_;
+  }
+
+  // Sends the errors still queued straight through the transport, waiting at most 2 s for it.
+  void say_why_it_ended() {
+    Transport& t = link_.transport();
+    const auto until = std::chrono::steady_clock::now() + 2s;
+    for (auto& job : jobs_) {
+      if (job.kind != Job::message || !job.msg.has_error()) continue;
+      for (;;) {
+        auto offer = t.try_send(job.msg);
+        if (offer == Transport::Offer::taken) break;
+        if (offer == Transport::Offer::broken || stop_.load() ||
+            std::chrono::steady_clock::now() >= until)
+          return;
+        pollfd fd{t.send_fd(), POLLIN, 0};
+        ::poll(&fd, 1, 50);
+      }
+    }
+    jobs_.clear();
   }
 
   bool open(const v1::SyncOpen& open) {

@@ -501,3 +501,38 @@ TEST_F(MountReplicaTest, RemappedSessionsOwnTheReplicaByTheirMappedIds) {
     EXPECT_EQ(st.st_gid, gid) << rel;
   }
 }
+
+namespace {
+
+// A hostile client's change whose content is interrupted by another message: the replica ends
+// the call, and says why first (it ended without a word, the client could not tell the reason).
+TEST_F(MountReplicaTest, AnInterruptedChangeEndsTheCallWithItsReason) {
+  auto [client, server] = offload::sync::make_transport_pair(16);
+  std::atomic<bool> stop{false};
+  offload::sync::ReplicaOptions ro;
+  ro.sync_root = sync_root_;
+  std::thread replica([&, s = server.get()] { offload::sync::serve_replica(*s, ro, stop); });
+  std::vector<offload::v1::SyncMessage> ms(3);
+  ms[0].mutable_open()->set_mount_id("0123456789abcdef");
+  for (int i : {1, 2}) {
+    auto* e = ms[i].mutable_change()->mutable_entry();
+    e->set_path(i == 1 ? "a" : "b");
+    e->set_type(offload::v1::SyncEntry::TYPE_FILE);
+    e->set_size(10);
+    ms[i].mutable_change()->set_data("12345");
+    ms[i].mutable_change()->set_more(true);
+  }
+  for (auto& m : ms) ASSERT_EQ(client->try_send(m), offload::sync::Transport::Offer::taken);
+  std::string errors;
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (errors.empty() && std::chrono::steady_clock::now() < until) {
+    if (auto m = client->inbox().pop_wait(100ms); m && m->has_error())
+      errors += m->error().message();
+  }
+  EXPECT_EQ(errors, "unexpected message in a change's content");
+  client->cancel();
+  stop = true;
+  replica.join();
+}
+
+}  // namespace
