@@ -25,6 +25,8 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+
+#include "docker_cli_bodies.h"
 #include <optional>
 #include <sstream>
 #include <string>
@@ -177,7 +179,7 @@ class Adversarial : public ::testing::Test {
     }
     if (!w.dir.empty()) {
       runner::DockerSessionBackend backend(
-          {w.state(), w.run_dir, boost::asio::ip::make_network_v4(w.pool)});
+          {w.state(), w.run_dir, boost::asio::ip::make_network_v4(w.pool), {}, {}});
       for (const auto& line : backend.destroy_leftovers()) std::cout << "[teardown] " << line << "\n";
       std::error_code ec;
       fs::remove_all(w.dir, ec);
@@ -300,47 +302,14 @@ std::vector<std::string> images_on_engine(const Creds& s) {
   return {r.output};
 }
 
-// `docker run` as the docker CLI 28 sends its create, with `host_config` merged into its
-// HostConfig and `top` into the body.
+// `docker run adv:img /x` as the docker CLI 28 sends its create, with `host_config` merged into
+// its HostConfig and `top` into the body.
 std::string cli_create(const json& host_config = json::object(), const json& top = json::object()) {
-  static const json base = json::parse(R"({
-    "Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":true,
-    "AttachStderr":true,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":[],
-    "Cmd":["/x"],"Image":"adv:img","Volumes":{},"WorkingDir":"","Entrypoint":null,
-    "OnBuild":null,"Labels":{},
-    "HostConfig":{"Binds":null,"ContainerIDFile":"","LogConfig":{"Type":"","Config":{}},
-      "NetworkMode":"bridge","PortBindings":{},"RestartPolicy":{"Name":"no","MaximumRetryCount":0},
-      "AutoRemove":false,"VolumeDriver":"","VolumesFrom":null,"ConsoleSize":[48,160],
-      "CapAdd":null,"CapDrop":null,"CgroupnsMode":"","Dns":[],"DnsOptions":[],"DnsSearch":[],
-      "ExtraHosts":null,"GroupAdd":null,"IpcMode":"","Cgroup":"","Links":null,"OomScoreAdj":0,
-      "PidMode":"","Privileged":false,"PublishAllPorts":false,"ReadonlyRootfs":false,
-      "SecurityOpt":null,"UTSMode":"","UsernsMode":"","ShmSize":0,"Isolation":"","CpuShares":0,
-      "Memory":0,"NanoCpus":0,"CgroupParent":"","BlkioWeight":0,"BlkioWeightDevice":[],
-      "BlkioDeviceReadBps":[],"BlkioDeviceWriteBps":[],"BlkioDeviceReadIOps":[],
-      "BlkioDeviceWriteIOps":[],"CpuPeriod":0,"CpuQuota":0,"CpuRealtimePeriod":0,
-      "CpuRealtimeRuntime":0,"CpusetCpus":"","CpusetMems":"","Devices":[],
-      "DeviceCgroupRules":null,"DeviceRequests":null,"MemoryReservation":0,"MemorySwap":0,
-      "MemorySwappiness":null,"OomKillDisable":null,"PidsLimit":null,"Ulimits":[],"CpuCount":0,
-      "CpuPercent":0,"IOMaximumIOps":0,"IOMaximumBandwidth":0,"MaskedPaths":null,
-      "ReadonlyPaths":null},
-    "NetworkingConfig":{"EndpointsConfig":{"bridge":{"IPAMConfig":null,"Links":null,
-      "Aliases":null,"MacAddress":"","DriverOpts":null,"GwPriority":0,"NetworkID":"",
-      "EndpointID":"","Gateway":"","IPAddress":"","IPPrefixLen":0,"IPv6Gateway":"",
-      "GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"DNSNames":null}}}})");
-  json body = base;
-  for (const auto& [k, v] : host_config.items()) body["HostConfig"][k] = v;
-  for (const auto& [k, v] : top.items()) body[k] = v;
-  return body.dump();
+  json body = {{"Image", "adv:img"}, {"Cmd", {"/x"}}};
+  body.update(top);
+  return test::cli_create(host_config, body);
 }
-
-// `docker exec [--privileged] <c> sh` as the CLI 28 sends it.
-std::string cli_exec(bool privileged) {
-  json body = json::parse(R"({"User":"","Privileged":false,"Tty":false,"ConsoleSize":null,
-    "AttachStdin":false,"AttachStderr":true,"AttachStdout":true,"Detach":false,"DetachKeys":"",
-    "Env":null,"WorkingDir":"","Cmd":["sh"]})");
-  body["Privileged"] = privileged;
-  return body.dump();
-}
+using test::cli_exec;
 
 // ---- Sync calls, raw ---------------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ class RunnerRootTest : public ::testing::Test {
     // Whatever a failed assertion left behind is still destroyed.
     if (!dir_.empty()) {
       runner::DockerSessionBackend backend(
-          {dir_ / "state", run_dir_, boost::asio::ip::make_network_v4(pool_), {}});
+          {dir_ / "state", run_dir_, boost::asio::ip::make_network_v4(pool_), {}, {}});
       for (const auto& line : backend.destroy_leftovers())
         std::cout << "[teardown] " << line << "\n";
       if (HasFailure()) std::cout << "[runner log]\n" << slurp(dir_ / "runner.out") << "\n";

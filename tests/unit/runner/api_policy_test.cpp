@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "docker_cli_bodies.h"
 #include "offload/runner/api_policy.h"
 #include "temp_dir.h"
 
@@ -45,47 +46,8 @@ std::optional<ApiRefusal> judge(const std::string& method, const std::string& ta
   return judge_request(api_route(method, target), body, p);
 }
 
-// `docker run busybox echo hi` as the docker CLI 28 sends it (API v1.51), with `host_config`
-// merged into its HostConfig and `top` into the body itself.
-std::string cli_create(const json& host_config = json::object(), const json& top = json::object()) {
-  static const json base = json::parse(R"({
-    "Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":true,
-    "AttachStderr":true,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":[],
-    "Cmd":["echo","hi"],"Image":"busybox","Volumes":{},"WorkingDir":"","Entrypoint":null,
-    "OnBuild":null,"Labels":{},
-    "HostConfig":{"Binds":null,"ContainerIDFile":"","LogConfig":{"Type":"","Config":{}},
-      "NetworkMode":"bridge","PortBindings":{},"RestartPolicy":{"Name":"no","MaximumRetryCount":0},
-      "AutoRemove":false,"VolumeDriver":"","VolumesFrom":null,"ConsoleSize":[48,160],
-      "CapAdd":null,"CapDrop":null,"CgroupnsMode":"","Dns":[],"DnsOptions":[],"DnsSearch":[],
-      "ExtraHosts":null,"GroupAdd":null,"IpcMode":"","Cgroup":"","Links":null,"OomScoreAdj":0,
-      "PidMode":"","Privileged":false,"PublishAllPorts":false,"ReadonlyRootfs":false,
-      "SecurityOpt":null,"UTSMode":"","UsernsMode":"","ShmSize":0,"Isolation":"","CpuShares":0,
-      "Memory":0,"NanoCpus":0,"CgroupParent":"","BlkioWeight":0,"BlkioWeightDevice":[],
-      "BlkioDeviceReadBps":[],"BlkioDeviceWriteBps":[],"BlkioDeviceReadIOps":[],
-      "BlkioDeviceWriteIOps":[],"CpuPeriod":0,"CpuQuota":0,"CpuRealtimePeriod":0,
-      "CpuRealtimeRuntime":0,"CpusetCpus":"","CpusetMems":"","Devices":[],
-      "DeviceCgroupRules":null,"DeviceRequests":null,"MemoryReservation":0,"MemorySwap":0,
-      "MemorySwappiness":null,"OomKillDisable":null,"PidsLimit":null,"Ulimits":[],"CpuCount":0,
-      "CpuPercent":0,"IOMaximumIOps":0,"IOMaximumBandwidth":0,"MaskedPaths":null,
-      "ReadonlyPaths":null},
-    "NetworkingConfig":{"EndpointsConfig":{"bridge":{"IPAMConfig":null,"Links":null,
-      "Aliases":null,"MacAddress":"","DriverOpts":null,"GwPriority":0,"NetworkID":"",
-      "EndpointID":"","Gateway":"","IPAddress":"","IPPrefixLen":0,"IPv6Gateway":"",
-      "GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"DNSNames":null}}}})");
-  json body = base;
-  for (const auto& [k, v] : host_config.items()) body["HostConfig"][k] = v;
-  for (const auto& [k, v] : top.items()) body[k] = v;
-  return body.dump();
-}
-
-// `docker exec [--privileged] t sh` as the CLI 28 sends it.
-std::string cli_exec(bool privileged) {
-  json body = json::parse(R"({"User":"","Privileged":false,"Tty":false,"ConsoleSize":null,
-    "AttachStdin":false,"AttachStderr":true,"AttachStdout":true,"Detach":false,"DetachKeys":"",
-    "Env":null,"WorkingDir":"","Cmd":["sh"]})");
-  body["Privileged"] = privileged;
-  return body.dump();
-}
+using offload::test::cli_create;
+using offload::test::cli_exec;
 
 // `docker volume create [-d driver] [-o k=v]... v`.
 std::string cli_volume(const std::string& driver, const json& opts) {

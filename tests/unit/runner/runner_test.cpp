@@ -260,7 +260,7 @@ class BackendFiles : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
   DockerBackendOptions options() {
-    return {dir_ / "state", dir_ / "run", boost::asio::ip::make_network_v4("10.213.0.0/24")};
+    return {dir_ / "state", dir_ / "run", boost::asio::ip::make_network_v4("10.213.0.0/24"), {}, {}};
   }
   fs::path dir_;
 };
