@@ -354,6 +354,10 @@ TEST_F(TunnelTest, APrivilegedCreateThroughTheRawTunnelIsRefusedBeforeTheEngine)
   EXPECT_EQ(out.find("HTTP/1.1 403 Forbidden"), 0u) << out;
   EXPECT_NE(out.find("--privileged"), std::string::npos) << out;
   EXPECT_NE(out.find("Connection: close"), std::string::npos) << out;
+  // The call's end is reported into `done`, on this stack: wait for it, or a late report
+  // writes into a test that has already returned (it crashed CI once).
+  ASSERT_EQ(done.get_future().wait_for(10s), std::future_status::ready)
+      << "the tunnel call did not end after the refusal";
   ASSERT_EQ(rec->done.get_future().wait_for(10s), std::future_status::ready);
   std::lock_guard lock(rec->mu);
   EXPECT_EQ(rec->bytes, "") << "the engine saw the refused request";
