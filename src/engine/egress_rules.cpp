@@ -86,23 +86,37 @@ std::vector<IptablesCommand> egress_setup(const EgressPlan& plan) {
   filter({"-A", chain}, "ACCEPT");
 
   // Hooks at the top, so rules the host's docker (or anyone) put there first cannot bypass them.
-  filter({"-I", "FORWARD", "1", "-i", plan.host_veth}, chain);
-  filter({"-I", "FORWARD", "2", "-o", plan.host_veth, "-m", "conntrack", "--ctstate",
-          "RELATED,ESTABLISHED"},
-         "ACCEPT");
+  // Each is inserted at position 1, in reverse of the order wanted: another session setting up
+  // at the same time only ever inserts above, so the relative order of this session's hooks
+  // holds whatever the interleaving. (Numbered positions did not: a neighbour's insert between
+  // two of them put this session's INPUT drop above its accept for replies, and the runner's
+  // own port tunnels to the engine were cut off.)
+  std::vector<std::pair<std::string, std::vector<std::string>>> hooks;  // chain, match → target
+  auto hook = [&](const std::string& hooked, std::vector<std::string> match,
+                  const std::string& target) {
+    match.insert(match.end(), tag.begin(), tag.end());
+    match.insert(match.end(), {"-j", target});
+    hooks.emplace_back(hooked, std::move(match));
+  };
+  hook("FORWARD", {"-i", plan.host_veth}, chain);
+  hook("FORWARD", {"-o", plan.host_veth, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"},
+       "ACCEPT");
   // The runner host itself: only answers to what it dialled (port tunnels to the engine), and
   // DNS when the nameserver runs on the host.
-  int position = 1;
-  filter({"-I", "INPUT", std::to_string(position++), "-i", plan.host_veth, "-m", "conntrack",
-          "--ctstate", "ESTABLISHED,RELATED"},
-         "ACCEPT");
+  hook("INPUT", {"-i", plan.host_veth, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"},
+       "ACCEPT");
   for (const auto& ns : plan.nameservers)
     for (const char* proto : {"udp", "tcp"}) {
       auto match = dns(ns, proto);
-      match.insert(match.begin(), {"-I", "INPUT", std::to_string(position++), "-i", plan.host_veth});
-      filter(match, "ACCEPT");
+      match.insert(match.begin(), {"-i", plan.host_veth});
+      hook("INPUT", match, "ACCEPT");
     }
-  filter({"-I", "INPUT", std::to_string(position++), "-i", plan.host_veth}, "DROP");
+  hook("INPUT", {"-i", plan.host_veth}, "DROP");
+  for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) {
+    std::vector<std::string> args = {"-I", it->first, "1"};
+    args.insert(args.end(), it->second.begin(), it->second.end());
+    out.push_back({"filter", std::move(args)});
+  }
 
   std::vector<std::string> masquerade = {"-I", "POSTROUTING", "1", "-s",
                                          plan.slot_network.to_string(), "!", "-o", plan.host_veth};

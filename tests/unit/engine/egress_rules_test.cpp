@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 
 using namespace offload::engine;
 namespace ip = boost::asio::ip;
@@ -49,7 +50,7 @@ TEST(EgressRules, ChainCreatedFirstThenFilledThenHookedAtTheTop) {
   ASSERT_FALSE(cmds.empty());
   EXPECT_EQ(joined(cmds[0]), "filter: -N OFL-0123abcd");
   int jump = find(cmds, {"-I FORWARD 1 -i ofl0123abcdh -m comment", "-j OFL-0123abcd"});
-  int replies = find(cmds, {"-I FORWARD 2 -o ofl0123abcdh", "RELATED,ESTABLISHED", "-j ACCEPT"});
+  int replies = find(cmds, {"-I FORWARD 1 -o ofl0123abcdh", "RELATED,ESTABLISHED", "-j ACCEPT"});
   int last_in_chain = find(cmds, {"-A OFL-0123abcd -m comment", "-j ACCEPT"});
   ASSERT_GE(jump, 0);
   ASSERT_GE(replies, 0);
@@ -67,10 +68,94 @@ TEST(EgressRules, ChainCreatedFirstThenFilledThenHookedAtTheTop) {
 TEST(EgressRules, InputOnlyRepliesFromTheSession) {
   auto cmds = egress_setup(plan());
   int established = find(cmds, {"-I INPUT 1 -i ofl0123abcdh", "ESTABLISHED,RELATED", "-j ACCEPT"});
-  int drop = find(cmds, {"INPUT", "-i ofl0123abcdh -m comment", "-j DROP"});
+  int drop = find(cmds, {"-I INPUT 1 -i ofl0123abcdh -m comment", "-j DROP"});
   ASSERT_GE(established, 0);
   ASSERT_GE(drop, 0);
-  EXPECT_NE(find(cmds, {"-I INPUT 2 -i ofl0123abcdh -m comment"}), -1);
+  // Both go to the top, the drop first, so the accept ends up above it.
+  EXPECT_LT(drop, established);
+}
+
+namespace {
+
+// Just enough of iptables to replay -N, -A and -I [position] on filter chains.
+using Chains = std::map<std::string, std::vector<std::string>>;
+void replay(Chains& chains, const IptablesCommand& c) {
+  if (c.table != "filter") return;
+  const auto& a = c.args;
+  ASSERT_GE(a.size(), 2u) << joined(c);
+  if (a[0] == "-N") {
+    chains[a[1]];
+    return;
+  }
+  std::size_t rest = 2;
+  std::size_t position = 1;
+  if (a[0] == "-I" && a.size() > 2 && std::all_of(a[2].begin(), a[2].end(), ::isdigit)) {
+    position = std::stoul(a[2]);
+    rest = 3;
+  }
+  std::string rule;
+  for (std::size_t i = rest; i < a.size(); ++i) rule += a[i] + " ";
+  auto& chain = chains[a[1]];
+  if (a[0] == "-A")
+    chain.push_back(rule);
+  else if (a[0] == "-I")
+    chain.insert(chain.begin() + std::min(position - 1, chain.size()), rule);
+  else
+    FAIL() << "cannot replay " << joined(c);
+}
+
+// The rules of `chain` that name `veth`, in order.
+std::vector<std::string> rules_for(const Chains& chains, const std::string& chain,
+                                   const std::string& veth) {
+  std::vector<std::string> out;
+  for (const auto& rule : chains.at(chain))
+    if (rule.find(" " + veth + " ") != std::string::npos) out.push_back(rule);
+  return out;
+}
+
+}  // namespace
+
+// Two sessions start at once, and the runner runs their iptables commands interleaved: each
+// session's hooks keep the order they have alone (in CI, a neighbour's insert landed between a
+// session's numbered INPUT rules and put its drop above its accept for replies).
+TEST(EgressRules, TwoSessionsSettingUpAtOnceKeepEachOthersHookOrder) {
+  auto a = plan();
+  auto b = plan();
+  b.session_id = "4567abcdef";
+  b.comment = "offload:4567abcdef";
+  b.host_veth = "ofl4567abcdh";
+  b.slot_network = ip::make_network_v4("10.213.0.8/30");
+  for (auto* p : {&a, &b}) p->nameservers = {ip::make_address_v4("10.255.255.53")};
+  auto ca = egress_setup(a), cb = egress_setup(b);
+
+  Chains alone_a, alone_b;
+  for (auto& c : ca) replay(alone_a, c);
+  for (auto& c : cb) replay(alone_b, c);
+  // Every interleaving that alternates runs of k commands, from either side first.
+  for (std::size_t k = 1; k <= std::max(ca.size(), cb.size()); ++k)
+    for (bool a_first : {true, false}) {
+      Chains both;
+      std::size_t i = 0, j = 0;
+      bool turn_a = a_first;
+      while (i < ca.size() || j < cb.size()) {
+        for (std::size_t n = 0; n < k; ++n) {
+          if (turn_a && i < ca.size()) replay(both, ca[i++]);
+          if (!turn_a && j < cb.size()) replay(both, cb[j++]);
+        }
+        turn_a = !turn_a;
+      }
+      for (const char* hooked : {"INPUT", "FORWARD"}) {
+        EXPECT_EQ(rules_for(both, hooked, a.host_veth), rules_for(alone_a, hooked, a.host_veth))
+            << hooked << ", runs of " << k << (a_first ? ", a first" : ", b first");
+        EXPECT_EQ(rules_for(both, hooked, b.host_veth), rules_for(alone_b, hooked, b.host_veth))
+            << hooked << ", runs of " << k << (a_first ? ", a first" : ", b first");
+      }
+    }
+  // And alone, the accept for replies comes before the drop.
+  auto input = rules_for(alone_a, "INPUT", a.host_veth);
+  ASSERT_FALSE(input.empty());
+  EXPECT_NE(input.front().find("ESTABLISHED,RELATED"), std::string::npos) << input.front();
+  EXPECT_NE(input.back().find("-j DROP"), std::string::npos) << input.back();
 }
 
 TEST(EgressRules, PoolDroppedBeforeAnyAllowEvenWhenAllowCoversIt) {
