@@ -122,7 +122,27 @@ asio::awaitable<void> tunnel_tcp_port(StreamPtr stream, SessionPtr session, Port
                                                        oec.message()));
     co_return;
   }
+  // A port that drops SYNs keeps a connect pending for minutes (the kernel's retries). The
+  // call's end must abort it: the client gave up, or the runner is shutting down and gRPC waits
+  // for every call to finish. The same guard as splice's: the socket is touched only on this
+  // strand, and not once the connect is over.
+  auto executor = co_await asio::this_coro::executor;
+  auto connecting = std::make_shared<bool>(true);
+  stream->set_interrupt([executor, connecting, &socket] {
+    asio::post(executor, [connecting, &socket] {
+      if (!*connecting) return;
+      boost::system::error_code ignored;
+      socket.cancel(ignored);
+    });
+  });
   auto [ec] = co_await socket.async_connect(target, kToken);
+  stream->set_interrupt({});
+  *connecting = false;
+  if (ec == asio::error::operation_aborted) {
+    stream->finish(Status(StatusCode::CANCELLED, "the tunnel ended while connecting to port " +
+                                                     std::to_string(target.port())));
+    co_return;
+  }
   if (ec) {
     stream->finish(Status(StatusCode::UNAVAILABLE, "port " + std::to_string(target.port()) +
                                                        " of the session refused: " + ec.message()));

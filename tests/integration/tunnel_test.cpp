@@ -8,7 +8,10 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <cstdio>
+#include <fstream>
 #include <future>
+#include <sstream>
 #include <limits>
 #include <random>
 #include <thread>
@@ -696,6 +699,83 @@ TEST_F(TunnelTest, APublishedTcpPortIsReachable) {
   local.shutdown(stream_protocol::socket::shutdown_send);
   EXPECT_EQ(read_all(local), "echo:GET / HTTP/1.0\r\n\r\n");
   EXPECT_EQ(server.get(), "GET / HTTP/1.0\r\n\r\n");
+}
+
+// Sockets of this network namespace in SYN_SENT towards 127.0.0.1:`port` (/proc/net/tcp).
+int connects_pending_to(unsigned short port) {
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line);  // the header
+  char wanted[16];
+  std::snprintf(wanted, sizeof wanted, "0100007F:%04X", port);
+  int n = 0;
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    if (remote == wanted && state == "02") ++n;
+  }
+  return n;
+}
+
+// A port whose SYNs are dropped keeps the runner's connect pending for minutes. The client
+// giving up must end it at once: before, the tunnel (and its place, and a runner shutting down)
+// waited for the kernel's retries to run out. Seen in CI as a runner that took two minutes to
+// stop.
+TEST_F(TunnelTest, APortTunnelStillConnectingEndsWhenTheClientCancels) {
+  auto limited = std::make_unique<InProcessRunner>(
+      dir_ / "limited", [&](runner::RunnerOptions& o) { o.max_tunnels_per_session = 1; });
+  limited->target().set_behaviour(hijacked(echo_behaviour));
+  client_.reset();
+  runner_ = std::move(limited);
+  client_ = connect(runner_->identity.fingerprint, runner_->token);
+  auto created = client_->create_session("connecting", 10s);
+  client_->attach(created.session_id(), created.session_token());
+
+  // A listener with a full accept queue: the kernel drops every further SYN.
+  asio::ip::tcp::acceptor listener(runner_io_for_test_);
+  asio::ip::tcp::endpoint loopback(asio::ip::make_address("127.0.0.1"), 0);
+  listener.open(loopback.protocol());
+  listener.bind(loopback);
+  listener.listen(0);
+  auto port = listener.local_endpoint().port();
+  asio::ip::tcp::socket queued(runner_io_for_test_);
+  queued.connect(listener.local_endpoint());  // the one place the queue has
+  int pending_before = connects_pending_to(port);
+  backend_ = &runner_->backend();
+  backend_->last->set_ports({published(port, "tcp")});
+
+  auto stream = client_->open_port_tunnel(port, "tcp");
+  // Bounded: 10 s for the runner's SYN to show up.
+  bool connecting = false;
+  for (int i = 0; i < 200 && !connecting; ++i) {
+    connecting = connects_pending_to(port) > pending_before;
+    if (!connecting) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(connecting) << "the runner never started connecting to port " << port;
+
+  stream->cancel("the test gives up");
+  stream->release();
+  asio::co_spawn(client_io_, stream->async_wait_done(asio::use_awaitable), asio::use_future).get();
+
+  // The tunnel's place comes back once the runner's side has ended: bounded retries, far
+  // shorter than the kernel's connect retries (over a minute).
+  bool reopened = false;
+  for (int i = 0; i < 100 && !reopened; ++i) {
+    auto again = open_tunnel(*client_);
+    boost::system::error_code ec;
+    asio::write(again, asio::buffer(kUpgradeRequest), ec);
+    std::string head;
+    char ch = 0;
+    while (!ec && !head.ends_with("\r\n\r\n")) {
+      asio::read(again, asio::buffer(&ch, 1), ec);
+      if (!ec) head += ch;
+    }
+    reopened = head == kSwitched;
+    if (!reopened) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(reopened) << "the cancelled tunnel still holds its place: its connect goes on";
+  EXPECT_EQ(connects_pending_to(port), pending_before) << "the runner's connect goes on";
 }
 
 TEST_F(TunnelTest, APublishedUdpPortCarriesDatagrams) {
