@@ -1,5 +1,7 @@
 #include "offload/common/paths.h"
 
+#include "offload/common/token.h"
+
 #include <pwd.h>
 #include <unistd.h>
 
@@ -26,6 +28,10 @@ StatePaths::StatePaths(std::filesystem::path dc)
       log_file(dir / "offloadd.log"),
       pid_file(dir / "offloadd.pid"),
       lock_file(dir / "offloadd.lock"),
-      local_runner_dir(dir / "local-runner") {}
+      local_runner_dir(dir / "local-runner"),
+      local_runner_run_dir(std::filesystem::path("/run/docker-offload") /
+                           sha256_hex(docker_config.string()).substr(0, 12)),
+      local_runner_data_dir(std::filesystem::path("/var/lib/docker-offload") /
+                            sha256_hex(docker_config.string()).substr(0, 12)) {}
 
 }  // namespace offload

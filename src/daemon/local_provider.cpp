@@ -25,12 +25,6 @@ std::optional<fs::path> find_system_program(const std::string& name) {
   return std::nullopt;
 }
 
-// Engine exec roots hold unix sockets (containerd's among them) whose paths must stay short,
-// so they live under /run, keyed by the docker config directory this daemon serves.
-fs::path local_run_dir(const StatePaths& paths) {
-  return fs::path("/run/docker-offload") / sha256_hex(paths.docker_config.string()).substr(0, 12);
-}
-
 }  // namespace
 
 LocalProvider::LocalProvider(StatePaths paths, LocalAccountSettings settings)
@@ -74,8 +68,8 @@ ProvisionedRunner LocalProvider::provision(milliseconds timeout) {
       "--listen",                 "127.0.0.1:0",
       "--token-file",             token_file.string(),
       "--tls-dir",                (dir / "tls").string(),
-      "--state-dir",              (dir / "state").string(),
-      "--run-dir",                local_run_dir(paths_).string(),
+      "--state-dir",              paths_.local_runner_data_dir.string(),
+      "--run-dir",                paths_.local_runner_run_dir.string(),
       "--address-pool",           settings_.address_pool,
       "--ready-file",             ready_file.string(),
       "--log-file",               (dir / "runner.log").string(),
@@ -124,9 +118,12 @@ void LocalProvider::release(const ProvisionedRunner& runner) {
     spdlog::error("local runner (pid {}) did not exit", runner.runner_pid);
   else
     spdlog::info("local runner (pid {}) stopped", runner.runner_pid);
-  // Its per-session directories are gone with the sessions; drop the (now empty) parent too.
+  // Its per-session directories are gone with the sessions; drop the (now empty) parents too.
+  // Non-recursive: whatever a session left (the runner reported it) stays for inspection.
   std::error_code ec;
-  fs::remove(local_run_dir(paths_), ec);
+  fs::remove(paths_.local_runner_run_dir, ec);
+  fs::remove(paths_.local_runner_data_dir / "sessions", ec);
+  fs::remove(paths_.local_runner_data_dir, ec);
 }
 
 }  // namespace offload::daemon

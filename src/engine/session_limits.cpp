@@ -121,6 +121,14 @@ std::string apply_session_limits(const fs::path& root, CgroupVersion version,
                                            : "cgroup.subtree_control of " + root.string()) +
              ") or set the session limit to 0";
     }
+    // Created under the runner's umask (077); runc of a remapped engine runs as the session's
+    // unprivileged root and must traverse it to its container's cgroup. Nothing in it is
+    // secret: cgroupfs files are root-writable only.
+    fs::permissions(dir,
+                    fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                        fs::perms::others_read | fs::perms::others_exec,
+                    fs::perm_options::replace, ec);
+    if (ec) return "cannot open cgroup " + dir.string() + " to the session's root: " + ec.message();
     if (!write_value(dir / w.file, w.value, error) && !w.optional) return error;
   }
   return "";

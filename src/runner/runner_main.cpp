@@ -45,7 +45,7 @@ struct ServeOptions {
   fs::path state_dir = "/var/lib/offload-runner";
   fs::path run_dir = "/run/offload-runner";
   std::string address_pool = "10.213.0.0/16";
-  bool userns_remap = false;  // opt-in for now: see README "Security model"
+  bool userns_remap = true;
   std::uint64_t subid_base = engine::kDefaultSubidBase;
   fs::path ready_file;
   fs::path log_file;
@@ -259,7 +259,7 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
                          " slots)");
     }
     if (!find_program("useradd"))
-      throw StartupError("useradd not found: install passwd (or run with --userns-remap=false)");
+      throw StartupError("useradd not found: install passwd (or run with --no-userns-remap)");
   }
   DockerSessionBackend backend(std::move(backend_options));
   for (const auto& line : backend.destroy_leftovers()) (void)line;  // each is logged already
@@ -372,7 +372,8 @@ int run_runner(int argc, char** argv) {
       ->option_text("CIDR");
   serve_cmd->add_flag("--userns-remap,!--no-userns-remap", o.userns_remap,
                       "Run each session's dockerd with --userns-remap, so container root is an "
-                      "unprivileged host uid of the session's own (default off for now)");
+                      "unprivileged host uid of the session's own (default on; --no-userns-remap runs "
+                      "rootful engines, for a runner only trusted people use)");
   serve_cmd
       ->add_option("--subid-base", o.subid_base,
                    "First subordinate uid/gid of session engines; slot n gets 65536 ids from "

@@ -21,6 +21,12 @@ struct StatePaths {
   std::filesystem::path pid_file;       // offloadd.pid
   std::filesystem::path lock_file;      // offloadd.lock
   std::filesystem::path local_runner_dir;  // local-runner/: the embedded runner's files
+  // The embedded runner's engines, outside the (private) state directory and keyed by it, so
+  // that several docker config directories keep apart. Their sockets need short paths under
+  // /run; their data must be reachable by each session's remapped root, which a home directory
+  // (and our 0700 directory in it) must not be opened up for.
+  std::filesystem::path local_runner_run_dir;   // /run/docker-offload/<hash>
+  std::filesystem::path local_runner_data_dir;  // /var/lib/docker-offload/<hash>
 };
 
 }  // namespace offload

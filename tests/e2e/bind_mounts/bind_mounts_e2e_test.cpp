@@ -22,6 +22,7 @@
 #include <set>
 #include <sstream>
 
+#include "offload/common/paths.h"
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
 #include "offload/common/token.h"
@@ -500,6 +501,33 @@ TEST_F(BindMounts, SetIdBitsMadeInAContainerNeverReachTheLaptop) {
   EXPECT_EQ(st.st_mode & 07777, 01775u);  // the sticky bit is harmless and kept
 }
 
+// The runner's session engines remap users: what container root writes into a bind mount is
+// owned, on the runner host, by the session's unprivileged mapped root, never by host root.
+// Back on this machine the shift is undone (root here made it, as the container's root).
+TEST_F(BindMounts, ContainerRootWritesAreAnUnprivilegedUidOnTheRunner) {
+  auto dir = fresh_dir("owner");
+  ASSERT_SH_OK(sh("docker run --rm -v " + q(dir) + ":/src " + kImage +
+                  " sh -c 'echo made by root > /src/root-made.txt; stat -c %u /src/root-made.txt'"));
+  ASSERT_TRUE(wait_for([&] { return slurp(dir / "root-made.txt") == "made by root\n"; }, 10s))
+      << daemon_log_tail();
+  std::string session_id = status_json().value("sessionId", "");
+  ASSERT_GE(session_id.size(), 8u);
+  const fs::path sync_root =
+      StatePaths(g_docker_config).local_runner_data_dir / "sessions" / session_id / "sync";
+  std::vector<fs::path> copies;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(sync_root, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->path().filename() == "root-made.txt") copies.push_back(it->path());
+  ASSERT_EQ(copies.size(), 1u) << "under " << sync_root << ": " << ec.message();
+  struct stat st {};
+  ASSERT_EQ(::stat(copies[0].c_str(), &st), 0);
+  EXPECT_GE(st.st_uid, 1000000000u) << copies[0];  // the runner's default --subid-base
+  EXPECT_GE(st.st_gid, 1000000000u) << copies[0];
+  ASSERT_EQ(::stat((dir / "root-made.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+}
+
 // ---- 7. A large tree: sent once, memory bounded -----------------------------------------------
 
 TEST_F(BindMounts, ALargeTreeIsSentOnceWithBoundedMemory) {
@@ -696,7 +724,7 @@ TEST_F(BindMounts, StatusListsTheMountInSyncWithItsCounters) {
 
 // Runs last (gtest keeps declaration order): stop, then look for anything left behind.
 TEST_F(BindMounts, ZzStopEndsTheMountsAndLeavesNothingBehind) {
-  auto runner_state = offload_dir() / "local-runner" / "state";
+  auto runner_state = StatePaths(g_docker_config).local_runner_data_dir;
   std::string session_id = status_json().value("sessionId", "");
   ASSERT_GE(session_id.size(), 8u) << status_json().dump(2);
   std::string engine = engine_socket();

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include "offload/common/paths.h"
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
 #include "offload/common/token.h"
@@ -126,7 +127,11 @@ TEST_F(E2E, VersionAndInfoComeFromTheSessionEngine) {
   auto info = sh("docker info --format '{{.DockerRootDir}}'");
   ASSERT_SH_OK(info);
   // The session engine's own data root, not the system engine's.
-  EXPECT_NE(info.out.find("local-runner"), std::string::npos) << info.out;
+  EXPECT_EQ(info.out.rfind(StatePaths(g_docker_config).local_runner_data_dir.string() + "/", 0), 0u)
+      << info.out;
+  // Remapped: the session's root is an unprivileged range of its own (dockerd names the root
+  // "<uid>.<gid>" under its data root).
+  EXPECT_NE(info.out.find("/docker/1000"), std::string::npos) << info.out;
   auto host = sh(host_docker("info --format '{{.DockerRootDir}}'"));
   EXPECT_NE(trim(host.out), trim(info.out));
 }
@@ -515,7 +520,7 @@ TEST_F(E2E, WithoutRootTheLocalAccountSaysSo) {
 
 // Runs last (gtest keeps declaration order): stop, then look for anything left behind.
 TEST_F(E2E, ZzStopRestoresTheContextAndLeavesNothingBehind) {
-  auto runner_state = g_docker_config / "offload" / "local-runner" / "state";
+  auto runner_state = StatePaths(g_docker_config).local_runner_data_dir;
   auto sessions = sh("ls " + (runner_state / "sessions").string());
   std::string session_id;
   for (auto& e : fs::directory_iterator(runner_state / "sessions"))

@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "offload/common/paths.h"
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
 #include "offload/common/token.h"
@@ -147,10 +148,11 @@ class DockerConfig {
 
   // Where the local runner keeps the session's engine: its records under the runner's state
   // dir, its sockets and exec root under /run (keyed by this directory, see local_provider).
-  fs::path local_sessions_dir() const { return offload_dir() / "local-runner" / "state" / "sessions"; }
+  fs::path local_sessions_dir() const {
+    return StatePaths(dir_).local_runner_data_dir / "sessions";
+  }
   fs::path local_run_dir(const std::string& session_id) const {
-    return fs::path("/run/docker-offload") / sha256_hex(dir_.string()).substr(0, 12) /
-           session_id.substr(0, 8);
+    return StatePaths(dir_).local_runner_run_dir / session_id.substr(0, 8);
   }
 
   const fs::path& dir() const { return dir_; }

@@ -44,8 +44,9 @@ struct Machine {
     config.default_account = default_account;
     config.accounts["gpu"] = RemoteAccountSettings{address, "gpu.token", kFp};
     EXPECT_FALSE(write_file_atomic(paths.config_file, to_json(config)));
-    if (with_token)
+    if (with_token) {
       EXPECT_FALSE(write_file_atomic(paths.dir / "gpu.token", "token-0123456789abcdef\n"));
+    }
   }
 
   SessionManager::Providers providers() const {
@@ -115,7 +116,9 @@ TEST(Diagnose, RemoteRunnerDownWithoutSession) {
   EXPECT_TRUE(check(r, "port conflicts").ok());
   EXPECT_EQ(check(r, "port conflicts").detail(), "no published ports");
   for (const auto& c : r.checks())
-    if (c.ok()) EXPECT_EQ(c.fix(), "") << c.name();
+    if (c.ok()) {
+      EXPECT_EQ(c.fix(), "") << c.name();
+    }
 }
 
 TEST(Diagnose, MissingTokenFileFailsTheAccount) {

@@ -109,6 +109,27 @@ TEST(ApplySessionLimits, V1WritesIntoEachControllersParentAndSkipsMissingMemsw) 
   EXPECT_FALSE(fs::exists(root / "memory/offload-abc/memory.memsw.limit_in_bytes"));
 }
 
+// The runner's umask is 077; runc, started as a remapped (unprivileged) root, must still reach
+// its container's cgroup under the session's parent, or every `docker run` fails with
+// "error mounting cgroup ... permission denied".
+TEST(ApplySessionLimits, TheSessionsParentIsTraversableByARemappedRoot) {
+  TempDir tmp;
+  const auto root = tmp.path();
+  for (const char* f : {"cpu/offload-abc/cpu.cfs_period_us", "cpu/offload-abc/cpu.cfs_quota_us",
+                        "pids/offload-abc/pids.max"})
+    touch(root / f);
+  for (const char* d : {"cpu/offload-abc", "pids/offload-abc"})
+    fs::permissions(root / d, fs::perms::owner_all, fs::perm_options::replace);
+  ASSERT_EQ(apply_session_limits(root, CgroupVersion::v1, "offload-abc", SessionLimits{2, 0, 64}),
+            "");
+  for (const char* d : {"cpu/offload-abc", "pids/offload-abc"}) {
+    auto perms = fs::status(root / d).permissions();
+    EXPECT_EQ(perms & (fs::perms::others_exec | fs::perms::others_write),
+              fs::perms::others_exec)
+        << d;
+  }
+}
+
 TEST(ApplySessionLimits, MissingControllerFileIsAnActionableError) {
   TempDir tmp;
   touch(tmp.path() / "cpu/offload-abc/cpu.cfs_period_us");
