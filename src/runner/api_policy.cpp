@@ -217,6 +217,19 @@ class Judge {
       if (v->is_number() && v->get<double>() < 0)
         refuse("a negative --oom-score-adj", field_name(at, "OomScoreAdj"),
                "it would make other sessions' containers die first when memory runs out");
+    // dockerd runs the log driver itself, in the host's mount namespace: syslog, fluentd and
+    // gelf write to any unix socket path of the runner host (its /dev/log, its docker.sock),
+    // journald into the host's journal. Logs stay with the session's engine.
+    for (const auto* log : members(hc, "LogConfig")) {
+      if (!log->is_object()) continue;
+      for (const auto* type : matching_members(*log, "Type")) {
+        std::string driver = type->is_string() ? type->get<std::string>() : std::string();
+        if (!driver.empty() && driver != "json-file" && driver != "local" && driver != "none")
+          refuse("--log-driver " + driver, field_name(at, "LogConfig"),
+                 "a session's logs stay on its own engine (json-file, local or none); other "
+                 "drivers write to sockets and services of the runner host");
+      }
+    }
     for (const auto* binds : members(hc, "Binds")) bind_list(*binds, field_name(at, "Binds"));
     for (const auto* mounts : members(hc, "Mounts")) mount_list(*mounts, field_name(at, "Mounts"));
   }
