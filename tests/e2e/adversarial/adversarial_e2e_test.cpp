@@ -1,4 +1,4 @@
-// Issue 11's adversarial suite, the API and authentication part. A real `offload-runner serve`
+// Issue 11's adversarial suite. A real `offload-runner serve`
 // (TLS, token file, real session engines) with two accounts, alice and bob, and one session
 // each, created through the runner's gRPC API as a hostile client would: no offloadd, no
 // docker-offload, no RunnerClient. Everything below talks to the runner with a bare gRPC stub and,
@@ -15,6 +15,10 @@
 //  - Sync calls with bad mount ids, bad paths (.., absolute, NUL, very long, through a planted
 //    symlink), messages before or instead of open, data without a change, oversized messages:
 //    each refused, the runner serves the next call, and nothing is written outside the mount.
+//  - from a container of alice's session: the runner's gRPC port and an HTTP service on the
+//    runner host's address, bob's published port at bob's engine address, 169.254.169.254, and
+//    an address in the runner's --egress-deny all fail; a "public" address and a private
+//    network in --egress-allow answer (servers in namespaces the suite creates).
 // An allowed create (a bind inside alice's own sync root) succeeds, so the suite can fail.
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
@@ -31,6 +35,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "offload/common/fs.h"
@@ -40,6 +45,7 @@
 #include "offload/runner/docker_backend.h"
 #include "offload/tls/tls.h"
 #include "offload/v1/runner.grpc.pb.h"
+#include "e2e_support.h"
 
 using namespace offload;
 using namespace std::chrono_literals;
@@ -78,6 +84,18 @@ struct World {
   std::unique_ptr<v1::Runner::Stub> stub;
   std::string skip;  // why the suite cannot run here
 
+  // The network the suite builds (addresses only in namespaces it creates, see net_setup):
+  // `outside` stands for the internet, joined to the host by a /29 veth: the host end
+  // (runner_host) is where the runner listens and a host HTTP service runs, as on a cloud VM's
+  // own address; `public_server` serves in the namespace, `denied_server` too but is in the
+  // runner's --egress-deny; `lan` stands for a private network, with `lan_server` in the
+  // runner's --egress-allow.
+  std::string tag;
+  std::string outside, lan;
+  std::string runner_host, public_server, denied_server, lan_host, lan_server, lan_cidr;
+  int host_http_port = 0;
+  std::vector<pid_t> servers;
+
   fs::path state() const { return dir / "state"; }
   fs::path engine_socket(const Creds& s) const { return run_dir / s.id.substr(0, 8) / "docker.sock"; }
   fs::path sync_root(const Creds& s) const { return state() / "sessions" / s.id / "sync"; }
@@ -105,6 +123,72 @@ v1::CreateSessionResponse create_session(const std::string& account_token, grpc:
   return resp;
 }
 
+// Runs each command; the first failure, as text ("" when all ran).
+std::string run_all(const std::vector<std::vector<std::string>>& commands) {
+  for (const auto& argv : commands) {
+    auto r = run_command(argv);
+    if (!r.ok()) {
+      std::string line;
+      for (const auto& a : argv) line += a + " ";
+      return line + ": " + r.output + r.error;
+    }
+  }
+  return "";
+}
+
+std::string serve_http(World& w, std::vector<std::string> argv) {
+  std::string error;
+  pid_t pid = spawn_process(argv, {}, error);
+  if (pid <= 0) return "cannot start " + argv[0] + ": " + error;
+  w.servers.push_back(pid);
+  return "";
+}
+
+// The namespaces and servers the network attacks need (see World). TEST-NET-2 for the
+// "internet", a 10.246/16 /30 for the private network: neither is in the runner's pool.
+std::string net_setup(World& w) {
+  const int salt = ::getpid() % 30;
+  const std::string net = "198.51.100." + std::to_string(salt * 8);
+  w.outside = "ofladvo" + w.tag;
+  w.lan = "ofladvl" + w.tag;
+  w.runner_host = "198.51.100." + std::to_string(salt * 8 + 1);
+  w.public_server = "198.51.100." + std::to_string(salt * 8 + 2);
+  w.denied_server = "198.51.100." + std::to_string(salt * 8 + 3);
+  const std::string lan_net = "10.246." + std::to_string(::getpid() % 250) + ".";
+  w.lan_host = lan_net + "1";
+  w.lan_server = lan_net + "2";
+  w.lan_cidr = lan_net + "0/30";
+  w.host_http_port = 21000 + ::getpid() % 9000;
+  const fs::path www = w.dir / "www";
+  fs::create_directories(www);
+  if (write_file_atomic(www / "index.html", "reached\n", fs::perms(0644)))
+    return "cannot write " + (www / "index.html").string();
+  for (auto& [ns, host, server_addresses, prefix] :
+       std::vector<std::tuple<std::string, std::string, std::vector<std::string>, std::string>>{
+           {w.outside, w.runner_host, {w.public_server, w.denied_server}, "/29"},
+           {w.lan, w.lan_host, {w.lan_server}, "/30"}}) {
+    const std::string h = ns + "h", n = ns + "n";
+    std::vector<std::vector<std::string>> commands = {
+        {"ip", "netns", "add", ns},
+        {"ip", "link", "add", h, "type", "veth", "peer", "name", n, "netns", ns},
+        {"ip", "addr", "add", host + prefix, "dev", h},
+        {"ip", "link", "set", h, "up"},
+        {"ip", "-n", ns, "link", "set", n, "up"},
+        {"ip", "-n", ns, "link", "set", "lo", "up"}};
+    for (const auto& a : server_addresses)
+      commands.push_back({"ip", "-n", ns, "addr", "add", a + prefix, "dev", n});
+    if (auto error = run_all(commands); !error.empty()) return error;
+    if (auto error = serve_http(w, {"ip", "netns", "exec", ns, "busybox", "httpd", "-f", "-p", "80",
+                                    "-h", www.string()});
+        !error.empty())
+      return error;
+  }
+  // A service of the runner host on its own address, like sshd or an HTTP admin page.
+  return serve_http(w, {"busybox", "httpd", "-f", "-p",
+                        w.runner_host + ":" + std::to_string(w.host_http_port), "-h",
+                        www.string()});
+}
+
 class Adversarial : public ::testing::Test {
  public:
   static void SetUpTestSuite() {
@@ -119,6 +203,7 @@ class Adversarial : public ::testing::Test {
     }
     const std::string tag = random_hex(4);
     World& w = *world;
+    w.tag = tag.substr(0, 6);
     w.dir = fs::temp_directory_path() / ("offload-adversarial-" + tag);
     w.run_dir = fs::path("/run") / ("offload-test-adv-" + tag);
     w.pool = "10.254." + std::to_string(::getpid() % 250) + ".0/24";
@@ -128,13 +213,16 @@ class Adversarial : public ::testing::Test {
     if (write_file_atomic(w.dir / "tokens",
                           "alice:" + w.alice_token + "\nbob:" + w.bob_token + "\n"))
       throw std::runtime_error("cannot write the token file");
+    if (auto error = net_setup(w); !error.empty()) throw std::runtime_error(error);
     SpawnOptions options;
     options.log_file = w.dir / "runner.out";
     std::string error;
-    w.pid = spawn_process({kRunnerBin.string(), "serve", "--listen", "127.0.0.1:0",
+    w.pid = spawn_process({kRunnerBin.string(), "serve", "--listen", w.runner_host + ":0",
                            "--token-file", (w.dir / "tokens").string(), "--state-dir",
                            w.state().string(), "--run-dir", w.run_dir.string(), "--address-pool",
-                           w.pool, "--ready-file", (w.dir / "ready.json").string()},
+                           w.pool, "--ready-file", (w.dir / "ready.json").string(),
+                           "--egress-allow", w.lan_cidr, "--egress-deny",
+                           w.denied_server + "/32"},
                           options, error);
     if (w.pid <= 0) throw std::runtime_error("cannot start the runner: " + error);
     const auto until = std::chrono::steady_clock::now() + 120s;
@@ -177,6 +265,12 @@ class Adversarial : public ::testing::Test {
         ::waitpid(w.pid, &status, 0);
       }
     }
+    for (pid_t server : w.servers) terminate_process(server, 2s);
+    for (const auto& ns : {w.outside, w.lan})
+      if (!ns.empty()) {
+        run_command({"ip", "link", "del", ns + "h"});
+        run_command({"ip", "netns", "del", ns});
+      }
     if (!w.dir.empty()) {
       runner::DockerSessionBackend backend(
           {w.state(), w.run_dir, boost::asio::ip::make_network_v4(w.pool), {}, {}});
@@ -801,6 +895,80 @@ TEST_F(Adversarial, HostileSyncMessagesAreRefusedAndWriteNothingOutside) {
   EXPECT_TRUE(fs::is_symlink(w.sync_root(w.alice) / mount_id / ("link-" + marker)));
   // Bob's tree is untouched by all of it.
   EXPECT_EQ(slurp(w.sync_root(w.bob) / "fedcba9876543211" / "secret.txt"), "bob\n");
+}
+
+
+// ---- the network, from a container of alice's session ----------------------------------------
+
+// The engine address of a session: the address of the veth end inside its namespace.
+std::string engine_address(const Creds& s) {
+  auto r = run_command({"ip", "-n", "offload-" + s.id, "-4", "-o", "addr", "show"});
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    auto inet = line.find(" inet ");
+    if (inet == std::string::npos || line.find(" lo ") != std::string::npos) continue;
+    auto start = inet + 6;
+    return line.substr(start, line.find('/', start) - start);
+  }
+  return "";
+}
+
+// The containers are started on the engines' own sockets (set-up); the attacks are what they
+// dial. Each target is first shown to answer from the runner host itself, so a failure from the
+// container is the isolation and not an absent server.
+TEST_F(Adversarial, AContainerReachesTheInternetAndNothingOfTheRunnerOrOtherSessions) {
+  World& w = *world;
+  const std::string image = "adv:net";
+  for (const Creds* s : {&w.alice, &w.bob})
+    ASSERT_EQ(e2e::import_network_image(w.engine_socket(*s), w.dir / ("net-" + s->id), image),
+              "");
+  const int bob_port = 18000 + ::getpid() % 1000;
+  auto published = run_command(
+      {kDocker, "-H", "unix://" + w.engine_socket(w.bob).string(), "run", "-d", "-p",
+       std::to_string(bob_port) + ":80", image, "sh", "-c",
+       "echo reached >/index.html && exec httpd -f -p 80 -h /"},
+      60s);
+  ASSERT_TRUE(published.ok()) << published.output << published.error;
+
+  const std::string runner_port = w.address.substr(w.address.rfind(':') + 1);
+  const std::string runner_grpc = w.runner_host + ":" + runner_port;
+  const std::string host_service = w.runner_host + ":" + std::to_string(w.host_http_port);
+  const std::string bob_service = engine_address(w.bob) + ":" + std::to_string(bob_port);
+  const std::string metadata = "169.254.169.254:80";
+  const std::string internet = w.public_server + ":80";
+  const std::string denied = w.denied_server + ":80";
+  const std::string lan = w.lan_server + ":80";
+  ASSERT_NE(bob_service.front(), ':') << "no engine address for bob's session";
+  for (const auto& target : {host_service, internet, denied, lan})
+    EXPECT_EQ(e2e::probe_from_host(target), "ok") << target;
+  EXPECT_TRUE(e2e::wait_for([&] { return e2e::probe_from_host(bob_service) == "ok"; }, 10s))
+      << "bob's published port does not answer on the runner host";
+
+  auto from_alice = e2e::probe_from_container(
+      w.engine_socket(w.alice), image, {host_service, bob_service, metadata, internet, denied, lan});
+  EXPECT_EQ(from_alice[host_service], "fail") << "the runner host's own service";
+  EXPECT_EQ(from_alice[bob_service], "fail") << "bob's published port at bob's engine address";
+  EXPECT_EQ(from_alice[metadata], "fail") << "the cloud metadata address";
+  EXPECT_EQ(from_alice[denied], "fail") << "--egress-deny " << w.denied_server << "/32";
+  EXPECT_EQ(from_alice[internet], "ok") << "the internet";
+  EXPECT_EQ(from_alice[lan], "ok") << "--egress-allow " << w.lan_cidr;
+  EXPECT_EQ(from_alice.count("docker run"), 0u) << from_alice["docker run"];
+
+  // The runner's gRPC port says nothing to a plain GET either way, so the proof is the session's
+  // INPUT drop rule counting the container's attempts, and the runner seeing no connection.
+  const std::string alice_veth = "ofl" + w.alice.id.substr(0, 8) + "h";
+  const long drops_before = e2e::iptables_packets("INPUT", "DROP", alice_veth, "");
+  ASSERT_GE(drops_before, 0) << "no INPUT drop rule for " << alice_veth;
+  auto grpc_probe = e2e::probe_from_container(w.engine_socket(w.alice), image, {runner_grpc});
+  EXPECT_EQ(grpc_probe[runner_grpc], "fail");
+  EXPECT_GT(e2e::iptables_packets("INPUT", "DROP", alice_veth, ""), drops_before)
+      << "alice's connection to the runner's port " << runner_grpc << " was not dropped";
+  // The runner itself still serves (from the host).
+  grpc::ClientContext ctx;
+  authorize(ctx, w.alice.token, w.alice.id);
+  v1::GetSessionRequest get;
+  v1::SessionInfo got;
+  EXPECT_TRUE(w.stub->GetSession(&ctx, get, &got).ok());
 }
 
 }  // namespace

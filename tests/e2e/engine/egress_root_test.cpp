@@ -16,6 +16,7 @@
 #include "offload/common/token.h"
 #include "offload/engine/egress_rules.h"
 #include "offload/engine/engine.h"
+#include "e2e_support.h"
 
 using namespace offload;
 using namespace offload::engine;
@@ -48,68 +49,20 @@ CommandResult docker(const Engine& engine, std::vector<std::string> args,
 }
 
 void import_busybox(const Engine& engine, const fs::path& scratch) {
-  fs::create_directories(scratch / "rootfs" / "bin");
-  fs::copy_file("/bin/busybox", scratch / "rootfs" / "bin" / "busybox",
-                fs::copy_options::overwrite_existing);
-  for (const char* applet : {"sh", "httpd", "nc", "timeout", "printf", "sleep"}) {
-    std::error_code ec;
-    fs::create_symlink("busybox", scratch / "rootfs" / "bin" / applet, ec);
-  }
-  auto tar = run_command({"tar", "-C", (scratch / "rootfs").string(), "-cf",
-                          (scratch / "rootfs.tar").string(), "."});
-  ASSERT_TRUE(tar.ok()) << tar.output;
-  auto imported = docker(engine, {"import", (scratch / "rootfs.tar").string(), kImage});
-  ASSERT_TRUE(imported.ok()) << imported.output << imported.error;
+  auto error = e2e::import_network_image(engine.api_socket(), scratch, kImage);
+  ASSERT_EQ(error, "");
 }
 
-// One HTTP GET per target from a fresh container of `engine`: "<target> ok" when the page
-// came back, "<target> fail" otherwise. Each GET is bounded by 4 s. (nc, not wget: Debian's
-// busybox-static wget crashes.)
 std::map<std::string, std::string> probe(const Engine& engine,
                                          const std::vector<std::string>& targets) {
-  std::string script;
-  for (const auto& t : targets)
-    script += "t=" + t +
-              "; out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 4 nc -w 2 ${t%:*} ${t##*:} "
-              "2>/dev/null); case \"$out\" in *reached*) echo \"$t ok\";; *) echo \"$t fail\";; "
-              "esac; ";
-  auto r = docker(engine, {"run", "--rm", kImage, "sh", "-c", script}, 90s);
-  std::map<std::string, std::string> results;
-  std::istringstream lines(r.output);
-  std::string line;
-  while (std::getline(lines, line)) {
-    auto space = line.find(' ');
-    if (space != std::string::npos) results[line.substr(0, space)] = line.substr(space + 1);
-  }
-  if (results.size() != targets.size()) results["docker run"] = r.output + r.error;
-  return results;
+  return e2e::probe_from_container(engine.api_socket(), kImage, targets);
 }
 
-// "ok" when the runner host itself gets the page from `target`.
-std::string host_get(const std::string& target) {
-  const auto colon = target.rfind(':');
-  auto r = run_command({"sh", "-c",
-                        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox timeout 4 busybox nc -w 2 " +
-                            target.substr(0, colon) + " " + target.substr(colon + 1)},
-                       10s);
-  return r.output.find("reached") != std::string::npos ? "ok" : "fail: " + r.output + r.error;
-}
+std::string host_get(const std::string& target) { return e2e::probe_from_host(target); }
 
 // The packet count of the session chain's DROP rule for `cidr`.
 long drop_count(const std::string& session_id, const std::string& cidr) {
-  auto r = run_command({"iptables", "-w", "10", "-t", "filter", "-L", egress_chain(session_id),
-                        "-v", "-n", "-x"});
-  std::istringstream lines(r.output);
-  std::string line;
-  while (std::getline(lines, line)) {
-    std::istringstream w(line);
-    long packets = 0;
-    std::string bytes, target, prot, opt, in, out, source, destination;
-    if (!(w >> packets >> bytes >> target >> prot >> opt >> in >> out >> source >> destination))
-      continue;
-    if (target == "DROP" && destination == cidr) return packets;
-  }
-  return -1;
+  return e2e::iptables_packets(egress_chain(session_id), "DROP", "", cidr);
 }
 
 class EgressRootTest : public ::testing::Test {

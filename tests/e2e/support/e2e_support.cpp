@@ -84,4 +84,74 @@ void make_docker_config(const fs::path& dir, const fs::path& bin_dir,
   write(dir / "offload" / "config.json", offload_config);
 }
 
+std::string import_network_image(const fs::path& engine_socket, const fs::path& scratch,
+                                 const std::string& tag) {
+  const fs::path rootfs = scratch / "rootfs";
+  fs::create_directories(rootfs / "bin");
+  std::error_code ec;
+  fs::copy_file("/bin/busybox", rootfs / "bin" / "busybox", fs::copy_options::overwrite_existing,
+                ec);
+  if (ec) return "cannot copy /bin/busybox: " + ec.message();
+  for (const char* applet : {"sh", "httpd", "nc", "timeout", "printf", "sleep"})
+    fs::create_symlink("busybox", rootfs / "bin" / applet, ec);
+  auto tar = run_command({"tar", "-C", rootfs.string(), "-cf", (scratch / "rootfs.tar").string(),
+                          "."});
+  if (!tar.ok()) return "tar: " + tar.output + tar.error;
+  auto imported = run_command({"/usr/local/bin/docker", "-H", "unix://" + engine_socket.string(),
+                               "import", (scratch / "rootfs.tar").string(), tag},
+                              std::chrono::seconds(120));
+  return imported.ok() ? "" : "docker import: " + imported.output + imported.error;
+}
+
+std::map<std::string, std::string> probe_from_container(const fs::path& engine_socket,
+                                                        const std::string& image,
+                                                        const std::vector<std::string>& targets) {
+  std::string script;
+  for (const auto& t : targets)
+    script += "t=" + t +
+              "; out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 4 nc -w 2 ${t%:*} ${t##*:} "
+              "2>/dev/null); case \"$out\" in *reached*) echo \"$t ok\";; *) echo \"$t fail\";; "
+              "esac; ";
+  auto r = run_command({"/usr/local/bin/docker", "-H", "unix://" + engine_socket.string(), "run",
+                        "--rm", image, "sh", "-c", script},
+                       std::chrono::seconds(90));
+  std::map<std::string, std::string> results;
+  std::istringstream lines(r.output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    auto space = line.find(' ');
+    if (space != std::string::npos) results[line.substr(0, space)] = line.substr(space + 1);
+  }
+  if (results.size() != targets.size()) results["docker run"] = r.output + r.error;
+  return results;
+}
+
+std::string probe_from_host(const std::string& target) {
+  const auto colon = target.rfind(':');
+  auto r = run_command({"sh", "-c",
+                        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox timeout 4 busybox nc -w 2 " +
+                            target.substr(0, colon) + " " + target.substr(colon + 1)},
+                       std::chrono::seconds(10));
+  return r.output.find("reached") != std::string::npos ? "ok" : "fail: " + r.output + r.error;
+}
+
+long iptables_packets(const std::string& chain, const std::string& target, const std::string& in,
+                      const std::string& destination) {
+  auto r = run_command({"iptables", "-w", "10", "-t", "filter", "-L", chain, "-v", "-n", "-x"});
+  std::istringstream lines(r.output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream w(line);
+    long packets = 0;
+    std::string bytes, rule_target, prot, opt, rule_in, out, source, rule_destination;
+    if (!(w >> packets >> bytes >> rule_target >> prot >> opt >> rule_in >> out >> source >>
+          rule_destination))
+      continue;
+    if (rule_target == target && (in.empty() || rule_in == in) &&
+        (destination.empty() || rule_destination == destination))
+      return packets;
+  }
+  return -1;
+}
+
 }  // namespace offload::e2e

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,5 +41,30 @@ void make_busybox_rootfs(const std::filesystem::path& rootfs,
 // empty). Throws std::runtime_error naming the file that could not be written.
 void make_docker_config(const std::filesystem::path& dir, const std::filesystem::path& bin_dir,
                         const std::string& user_config, const std::string& offload_config);
+
+// ---- Network reachability, for the isolation tests ---------------------------------------------
+// Targets are "address:port" of HTTP servers that serve a page containing "reached".
+
+// Imports a busybox image with sh, httpd, nc, timeout, printf and sleep as `tag` into the engine
+// at `engine_socket` (the docker CLI at /usr/local/bin/docker). "" on success, else the error.
+std::string import_network_image(const std::filesystem::path& engine_socket,
+                                 const std::filesystem::path& scratch, const std::string& tag);
+
+// One HTTP GET per target from a fresh container of `image`: target → "ok" when the page came
+// back, "fail" otherwise; each GET is bounded by 4 s. (nc, not wget: Debian's busybox-static
+// wget crashes.) A "docker run" key holds the output when the container did not report on every
+// target.
+std::map<std::string, std::string> probe_from_container(const std::filesystem::path& engine_socket,
+                                                        const std::string& image,
+                                                        const std::vector<std::string>& targets);
+
+// "ok" when this host itself gets the page from `target`, else "fail: " and what it got.
+std::string probe_from_host(const std::string& target);
+
+// The packet counter of the first rule of `chain` (filter table) with `target` whose input
+// interface is `in` (or any, when empty) and destination `destination` (or any, when empty);
+// -1 when there is no such rule.
+long iptables_packets(const std::string& chain, const std::string& target, const std::string& in,
+                      const std::string& destination);
 
 }  // namespace offload::e2e
