@@ -421,6 +421,11 @@ class Judge {
       return !rel.empty() && rel != "." && *rel.begin() != "..";
     };
     if (!inside(lexical, root)) return refuse_outside();
+    if (policy_.is_mount_source && !policy_.is_mount_source(lexical.lexically_relative(root)))
+      return refuse(option, at,
+                    "containers of a session may bind each directory or file offloadd "
+                    "synchronises for it as a whole, not a path inside one (bind the directory "
+                    "itself from your machine instead)");
     auto resolve = policy_.resolve ? policy_.resolve
                                    : [](const fs::path& p) -> std::optional<fs::path> {
       std::error_code ec;

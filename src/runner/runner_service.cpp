@@ -69,6 +69,13 @@ RunnerService::RunnerService(asio::io_context& io, SessionBackend& backend, Runn
 
 RunnerService::~RunnerService() { blocking_.join(); }
 
+std::vector<std::shared_ptr<Session>> RunnerService::sessions() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<Session>> all;
+  for (const auto& [id, s] : sessions_) all.push_back(s);
+  return all;
+}
+
 std::size_t RunnerService::session_count() const {
   std::lock_guard lock(mu_);
   return sessions_.size();

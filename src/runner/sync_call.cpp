@@ -34,6 +34,9 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
       : ctx_(ctx), owner_(owner), label_(std::move(label)) {
     options_.sync_root = std::move(sync_root);
     options_.id_shift = id_shift;
+    options_.claim = [&owner](const std::string& id, bool single, const std::string& file) {
+      return owner.claim(id, single, file);
+    };
     send_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (send_fd_ < 0) throw std::runtime_error("eventfd failed");
     update_send_signal_locked();
@@ -188,6 +191,30 @@ bool SyncCalls::stop_all(std::chrono::milliseconds timeout) {
   stopped_ = true;
   for (auto* c : calls_) c->cancel();
   return cv_.wait_for(lock, timeout, [&] { return calls_.empty(); });
+}
+
+std::string SyncCalls::claim(const std::string& mount_id, bool single_file,
+                             const std::string& file_name) {
+  std::optional<std::string> mode;
+  if (single_file) mode = file_name;
+  std::lock_guard lock(mu_);
+  auto [it, added] = claims_.emplace(mount_id, mode);
+  if (added || it->second == mode) return "";
+  auto describe = [](const std::optional<std::string>& m) {
+    return m ? "the single file \"" + *m + "\"" : std::string("a directory");
+  };
+  return "mount " + mount_id + " was opened for " + describe(it->second) +
+         " in this session and cannot now hold " + describe(mode);
+}
+
+bool SyncCalls::is_mount_source(const std::filesystem::path& relative) const {
+  std::vector<std::string> parts;
+  for (const auto& part : relative) parts.push_back(part.string());
+  if (parts.empty() || parts.size() > 2) return false;
+  std::lock_guard lock(mu_);
+  auto it = claims_.find(parts[0]);
+  if (it == claims_.end()) return false;
+  return parts.size() == 1 ? !it->second : it->second && *it->second == parts[1];
 }
 
 std::size_t SyncCalls::size() const {

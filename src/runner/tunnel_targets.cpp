@@ -68,8 +68,11 @@ asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, st
   }
   session->stream_opened();
   // The runner is the trust boundary: every request is judged here, whoever the client is.
-  ApiGate gate(engine, ApiPolicy{session->engine().sync_root(), session->allowances(), {}},
-               "session " + short_session_id(session->id()));
+  ApiPolicy policy{session->engine().sync_root(), session->allowances(), {}, {}};
+  policy.is_mount_source = [session](const std::filesystem::path& relative) {
+    return session->syncs().is_mount_source(relative);
+  };
+  ApiGate gate(engine, std::move(policy), "session " + short_session_id(session->id()));
   auto result = co_await tunnel::splice(engine, *stream, gate.responses(), gate.requests());
   session->stream_closed();
   spdlog::debug("session {}: tunnel {} closed: up {} ({} B), down {} ({} B)",

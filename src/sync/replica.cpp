@@ -134,6 +134,12 @@ class Replica {
       return false;
     }
     file_name_ = single_file_ ? open.file_name() : "";
+    if (options_.claim) {
+      if (auto refused = options_.claim(id_, single_file_, file_name_); !refused.empty()) {
+        fail("", refused);
+        return false;
+      }
+    }
     std::error_code ec;
     auto root = options_.sync_root / id_;
     std::filesystem::create_directories(root, ec);
@@ -367,7 +373,10 @@ class Replica {
 
   void handle_change(const v1::SyncChange& change) {
     auto entry = from_wire(change.entry());
-    if (!entry || (single_file_ && entry->path != file_name_ && !entry->path.empty())) {
+    // A single-file mount holds one regular file: as a symlink (or a directory) it would make
+    // dockerd bind whatever it points to, after the API gate checked the file.
+    if (!entry || (single_file_ && entry->path != file_name_ && !entry->path.empty()) ||
+        (single_file_ && entry->path == file_name_ && entry->type != EntryType::file)) {
       // Consume the content anyway so the call stays in step.
       receiving_.begin(nullptr, Entry{}, "", change, nullptr);
       return fail(change.entry().path(), "invalid entry");

@@ -22,6 +22,7 @@
 #include "offload/daemon/bind_sync.h"
 #include "offload/daemon/docker_endpoint.h"
 #include "offload/daemon/session_manager.h"
+#include "offload/runner/session.h"
 #include "test_target.h"
 
 namespace offload::testing {
@@ -176,9 +177,12 @@ class FakeBindSync final : public daemon::BindSync {
  public:
   ~FakeBindSync() override { join(); }
 
-  // Where the copies live on the runner: inside the session's sync root, or the runner's API
-  // policy refuses the bind.
+  // Where the copies live on the runner: inside the session's sync root, one directory per
+  // source as offloadd's replicas make them, or the runner's API policy refuses the bind.
   std::string remote_root = "/runner/mnt";
+  // Registers a copy's directory with the runner, as the replica's open does.
+  std::function<void(const std::string& mount_id)> claim = [](const std::string&) {};
+  static std::string mount_id(const std::string& source) { return sha256_hex(source).substr(0, 16); }
 
   void prepare_create(std::string body, std::function<void(Prepared)> done) override {
     Prepared p;
@@ -192,7 +196,8 @@ class FakeBindSync final : public daemon::BindSync {
           p.status = 400;
           p.message = "bind source path does not exist: " + m.source;
         }
-        to[m.source] = remote_root + m.source;
+        to[m.source] = remote_root + "/" + mount_id(m.source);
+        claim(mount_id(m.source));
       }
       if (p.ok && !mounts.empty()) {
         daemon::replace_bind_sources(parsed, to);
@@ -334,6 +339,9 @@ class BindProxyTest : public ::testing::Test {
         [this](stream_protocol::socket s) { return engine_.serve(std::move(s)); });
     // TestEngine's sync root: next to the engine socket.
     sync_.remote_root = (dir_ / "sync").string();
+    sync_.claim = [this](const std::string& id) {
+      for (const auto& s : runner_->service().sessions()) s->syncs().claim(id, false, "");
+    };
     paths_ = std::make_unique<StatePaths>(dir_ / "docker");
     ASSERT_FALSE(ensure_private_dir(paths_->dir));
     OffloadConfig config;
@@ -382,8 +390,9 @@ class BindProxyTest : public ::testing::Test {
 
 json expected_rewrite(const std::string& remote_root) {
   auto body = json::parse(kCreateWithBinds);
-  body["HostConfig"]["Binds"][0] = remote_root + "/home/me/src:/src:ro";
-  body["HostConfig"]["Mounts"][0]["Source"] = remote_root + "/home/me/out";
+  body["HostConfig"]["Binds"][0] =
+      remote_root + "/" + FakeBindSync::mount_id("/home/me/src") + ":/src:ro";
+  body["HostConfig"]["Mounts"][0]["Source"] = remote_root + "/" + FakeBindSync::mount_id("/home/me/out");
   return body;
 }
 

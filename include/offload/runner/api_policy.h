@@ -40,6 +40,10 @@ struct ApiPolicy {
   // Resolves a bind source the way the kernel will when dockerd mounts it (symlinks followed);
   // nullopt when it does not exist. Default: std::filesystem::weakly_canonical.
   std::function<std::optional<std::filesystem::path>(const std::filesystem::path&)> resolve;
+  // When set, a bind source inside the sync root must also be one a mount offers as a whole
+  // (the path relative to the sync root; see SyncCalls::is_mount_source): a path inside a
+  // mount can be swapped for a symlink between the check and dockerd's mount.
+  std::function<bool(const std::filesystem::path& relative)> is_mount_source;
 };
 
 // Which requests the judge needs to see whole: their body (or query) decides.

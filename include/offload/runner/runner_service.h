@@ -59,6 +59,8 @@ class RunnerService final : public v1::Runner::CallbackService {
   // Destroys every session (runner shutdown). Blocking.
   void destroy_all(const std::string& reason);
   std::size_t session_count() const;
+  // The live sessions, at this moment.
+  std::vector<std::shared_ptr<Session>> sessions() const;
 
   // Applies the lifecycle rules at the clock's current time: warns, and ends (destroys) the
   // sessions that are idle, lost their client or ran too long. The runner's own timer calls

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <map>
 #include <set>
 
 #include "offload/sync/replica.h"
@@ -37,9 +38,22 @@ class SyncCalls {
   }
   std::size_t size() const;
 
+  // The mounts the session's calls opened, each in one mode for the session's life: a
+  // directory, or one named file. A mount id opened again in the other mode is refused (the
+  // returned error; "" when the claim holds), so a directory that was bound as one file's
+  // home can never be filled with entries by the client afterwards.
+  std::string claim(const std::string& mount_id, bool single_file, const std::string& file_name);
+  // True when `relative` (to the sync root) is what a claimed mount offers for binding: a
+  // directory mount's own directory ("<id>"), or a single-file mount's file ("<id>/<name>").
+  // Nothing inside a directory mount is: its entries change under the API gate's check (the
+  // client syncs, containers write), and dockerd would follow a symlink swapped in after it.
+  bool is_mount_source(const std::filesystem::path& relative) const;
+
  private:
   friend class SyncCall;
   void remove(SyncCall* call);
+  // mount id → the file of a single-file mount, nullopt for a directory mount
+  std::map<std::string, std::optional<std::string>> claims_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

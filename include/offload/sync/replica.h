@@ -36,6 +36,11 @@ struct ReplicaOptions {
     std::uint32_t uid_base = 0, gid_base = 0;
   };
   std::optional<IdShift> id_shift;
+  // Asked when a call opens a mount: "" lets it open, anything else refuses the open with that
+  // message (the runner keeps each mount id in one mode for a session's life).
+  std::function<std::string(const std::string& mount_id, bool single_file,
+                            const std::string& file_name)>
+      claim;
 };
 
 // Serves one call until the transport ends or `stop` is set (checked at least every 200 ms).

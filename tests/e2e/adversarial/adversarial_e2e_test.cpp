@@ -898,6 +898,73 @@ TEST_F(Adversarial, HostileSyncMessagesAreRefusedAndWriteNothingOutside) {
 }
 
 
+// ---- binds whose target could change under the check -----------------------------------------
+
+// The gate checks a bind source, then dockerd mounts it, following symlinks. Anything the
+// client (through Sync) or a container (through its own bind) can replace in between must not
+// be bindable: a path inside a mount, a single-file mount that becomes a symlink, a mount id
+// reopened in the other mode.
+TEST_F(Adversarial, BindSourcesThatCouldBeSwappedAfterTheCheckAreRefused) {
+  World& w = *world;
+  const std::string create = kApi + "/containers/create";
+  const auto containers_before = containers_on_engine(w.alice);
+  auto dir_open = sync_call(w.alice, {sync_open("1111111111111111"),
+                                      sync_file("inside.txt", "a file of the mount\n")},
+                            1);
+  ASSERT_TRUE(dir_open.bind_source().has_value()) << dir_open.errors();
+  const std::string mount = *dir_open.bind_source();
+
+  auto inside = engine_http(w.alice, "POST", create,
+                            cli_create({{"Binds", {mount + "/inside.txt:/x"}}}));
+  EXPECT_EQ(inside.code, 403) << inside.head << "\n" << inside.body;
+  EXPECT_THAT(inside.body, HasSubstr("not a path inside one"));
+  auto volume = engine_http(w.alice, "POST", kApi + "/volumes/create",
+                            json{{"Name", "inside"},
+                                 {"Driver", "local"},
+                                 {"DriverOpts",
+                                  {{"type", "none"}, {"o", "bind"}, {"device", mount + "/inside.txt"}}}}
+                                .dump());
+  EXPECT_EQ(volume.code, 403) << volume.head << "\n" << volume.body;
+  EXPECT_EQ(containers_on_engine(w.alice), containers_before);
+
+  // A single-file mount: its file is bindable, the directory holding it is not, and the client
+  // cannot turn the file into a symlink (or a directory) afterwards.
+  const std::string single_id = "2222222222222222";
+  auto single = sync_call(w.alice, {sync_open(single_id, true, "app.yml"),
+                                    sync_file("app.yml", "version: 1\n")},
+                          1);
+  ASSERT_TRUE(single.bind_source().has_value()) << single.errors();
+  const fs::path file = *single.bind_source();
+  EXPECT_EQ(file, w.sync_root(w.alice) / single_id / "app.yml");
+  auto holder = engine_http(w.alice, "POST", create,
+                            cli_create({{"Binds", {file.parent_path().string() + ":/x"}}}));
+  EXPECT_EQ(holder.code, 403) << holder.body;
+  auto swapped = sync_call(w.alice, {sync_open(single_id, true, "app.yml"),
+                                     sync_symlink("app.yml", "/etc/shadow")},
+                           2);
+  EXPECT_THAT(swapped.errors(), HasSubstr("app.yml: invalid entry")) << swapped.status.error_message();
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(file))) << file;
+  EXPECT_EQ(slurp(file), "version: 1\n");
+
+  // The same mount id reopened as a directory (whose entries the client then chooses).
+  auto reopened = sync_call(w.alice, {sync_open(single_id), sync_symlink("app.yml", "/")}, 3);
+  EXPECT_FALSE(reopened.bind_source().has_value());
+  EXPECT_THAT(reopened.errors(), HasSubstr("cannot now hold a directory"));
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(file))) << file;
+
+  // What offloadd binds still works: the mount's directory and the single file.
+  for (const std::string& source : {mount, file.string()}) {
+    auto ok = engine_http(w.alice, "POST", create + "?name=adv-ok-" + std::to_string(source.size()),
+                          cli_create({{"Binds", {source + ":/x"}}}));
+    EXPECT_EQ(ok.code, 201) << source << ": " << ok.head << "\n" << ok.body;
+  }
+  auto removed = run_command({kDocker, "-H", "unix://" + w.engine_socket(w.alice).string(), "rm",
+                              "-f", "adv-ok-" + std::to_string(mount.size()),
+                              "adv-ok-" + std::to_string(file.string().size())},
+                             60s);
+  EXPECT_TRUE(removed.ok()) << removed.output << removed.error;
+}
+
 // ---- the network, from a container of alice's session ----------------------------------------
 
 // The engine address of a session: the address of the veth end inside its namespace.

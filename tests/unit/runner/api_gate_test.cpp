@@ -136,7 +136,7 @@ class ApiGateTest : public ::testing::Test {
   // The gate between the client's stream and the engine socket, as tunnel_engine_api has it.
   // Binds must lie in /sync; paths resolve to themselves (no file system).
   void start(bool client_reads = true) {
-    gate.emplace(gate_side, ApiPolicy{"/sync", {}, identity_resolve()}, "test");
+    gate.emplace(gate_side, ApiPolicy{"/sync", {}, identity_resolve(), {}}, "test");
     spliced = true;
     asio::co_spawn(io, tunnel::splice(gate_side, *near, gate->responses(), gate->requests()),
                    [this](std::exception_ptr e, SpliceResult r) {

@@ -1059,5 +1059,38 @@ TEST(ApiPolicyAllowances, CapabilitiesAreNamedOneByOne) {
   }
 }
 
+// With the session's mount registry, a bind source must be a whole mount: a path inside one can
+// be swapped for a symlink between the check and dockerd's mount.
+TEST(ApiPolicyBinds, OnlyWholeMountsWhenTheRegistryIsGiven) {
+  ApiPolicy p = lexical_policy();
+  std::vector<fs::path> asked;
+  p.is_mount_source = [&](const fs::path& relative) {
+    asked.push_back(relative);
+    return relative == fs::path("0123456789abcdef") ||
+           relative == fs::path("fedcba9876543210/app.yml");
+  };
+  EXPECT_FALSE(bind_v(kMount, p));
+  EXPECT_FALSE(bind_v(kMount + "/", p));  // cleaned first
+  EXPECT_FALSE(bind_v(kRoot + "/fedcba9876543210/app.yml", p));
+  EXPECT_FALSE(mount_bind(kMount, p));
+  EXPECT_FALSE(volume_bind(kMount, p));
+  ASSERT_FALSE(asked.empty());
+  EXPECT_EQ(asked.front(), fs::path("0123456789abcdef"));
+  for (const std::string& source :
+       {kMount + "/sub", kMount + "/sub/../other", kRoot + "/fedcba9876543210",
+        kRoot + "/fedcba9876543210/other.yml", kRoot + "/1111111111111111"}) {
+    auto r = bind_v(source, p);
+    ASSERT_TRUE(r) << source;
+    EXPECT_EQ(r->status, 403);
+    EXPECT_NE(r->message.find("not a path inside one"), std::string::npos) << r->message;
+    EXPECT_TRUE(mount_bind(source, p)) << source;
+    EXPECT_TRUE(volume_bind(source, p)) << source;
+  }
+  // Outside the sync root the old answer stands, whatever the registry says.
+  auto outside = bind_v("/etc", p);
+  ASSERT_TRUE(outside);
+  EXPECT_NE(outside->message.find("not paths of the runner host"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace offload::runner

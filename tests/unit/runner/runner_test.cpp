@@ -13,6 +13,7 @@
 #include "offload/runner/docker_backend.h"
 #include "offload/runner/inventory.h"
 #include "offload/runner/runner_service.h"
+#include "offload/runner/sync_call.h"
 
 using namespace offload::runner;
 using ::testing::ElementsAre;
@@ -296,4 +297,27 @@ TEST_F(BackendFiles, ForeignFilesAreLeftAloneAndStaleTemporariesRemoved) {
   EXPECT_TRUE(fs::exists(backend.sessions_dir() / "notes.txt"));
   EXPECT_TRUE(fs::exists(backend.sessions_dir() / "NOT-A-SESSION"));
   EXPECT_FALSE(fs::exists(backend.sessions_dir() / ".0123456789abcdef.json.tmp-Ab12Cd"));
+}
+
+// Each mount id keeps the mode it was first opened in for the session's life; what a mount offers
+// for binding follows from it.
+TEST(SyncCallsClaims, AMountKeepsItsModeAndOffersOnlyItsWholeSelf) {
+  offload::runner::SyncCalls calls;
+  EXPECT_EQ(calls.claim("0123456789abcdef", false, ""), "");
+  EXPECT_EQ(calls.claim("0123456789abcdef", false, ""), "");  // a reconnect
+  EXPECT_EQ(calls.claim("fedcba9876543210", true, "app.yml"), "");
+  EXPECT_EQ(calls.claim("fedcba9876543210", true, "app.yml"), "");
+  auto as_file = calls.claim("0123456789abcdef", true, "x");
+  EXPECT_NE(as_file.find("cannot now hold the single file \"x\""), std::string::npos) << as_file;
+  auto as_dir = calls.claim("fedcba9876543210", false, "");
+  EXPECT_NE(as_dir.find("cannot now hold a directory"), std::string::npos) << as_dir;
+  auto other_file = calls.claim("fedcba9876543210", true, "other.yml");
+  EXPECT_NE(other_file.find("other.yml"), std::string::npos) << other_file;
+
+  EXPECT_TRUE(calls.is_mount_source("0123456789abcdef"));
+  EXPECT_TRUE(calls.is_mount_source("fedcba9876543210/app.yml"));
+  for (const char* not_offered : {"", "0123456789abcdef/x", "0123456789abcdef/x/y",
+                                  "fedcba9876543210", "fedcba9876543210/other.yml",
+                                  "1111111111111111", "fedcba9876543210/app.yml/x"})
+    EXPECT_FALSE(calls.is_mount_source(not_offered)) << not_offered;
 }
