@@ -54,6 +54,8 @@ void validate(const EngineSpec& spec) {
                                 "/run/offload-runner/<id8>");
   if (spec.slot.netns.empty() || spec.slot.host_veth.empty() || spec.slot.engine_veth.empty())
     throw std::invalid_argument("engine spec has no network slot: allocate one from AddressPool");
+  if (auto problem = check_session_disk(spec.limits.disk_bytes); !problem.empty())
+    throw std::invalid_argument(problem);
 }
 
 // Refuses to start over a live or half-dead engine of the same session: rolling back would
@@ -66,6 +68,8 @@ void require_fresh(const EngineSpec& spec) {
     clash = "interface " + spec.slot.host_veth;
   else if (fs::exists(spec.api_socket()))
     clash = "socket " + spec.api_socket().string();
+  else if (std::error_code ec; fs::exists(fs::symlink_status(spec.disk_image(), ec)))
+    clash = "disk image " + spec.disk_image().string();
   if (!clash.empty())
     throw std::runtime_error(clash + " already exists: an engine of session " + spec.session_id +
                              " is running or was not cleaned up; destroy it first");
@@ -201,6 +205,7 @@ void verify_gone(const EngineSpec& spec, const detail::EngineMarks& marks,
     if (fs::is_directory(fs::symlink_status(dir, ec)))
       report.leftovers.push_back("directory " + dir.string());
   }
+  detail::verify_session_disk(spec, report);
   for (const auto& cg : detail::cgroup_dirs(spec.cgroup_parent()))
     report.leftovers.push_back("cgroup " + cg.string());
   detail::verify_session_network(spec, report);
@@ -221,6 +226,8 @@ std::unique_ptr<Engine> Engine::start(const EngineSpec& spec) {
   std::unique_ptr<Engine> engine(new Engine(spec, 0));
   try {
     make_private_dirs(spec);
+    // First: everything the engine puts into data_dir must land on the session's own disk.
+    detail::mount_session_disk(spec);
     limit_session(spec);
     write_daemon_config(spec);
     detail::create_session_network(spec);
@@ -284,6 +291,7 @@ TeardownReport Engine::destroy(const std::string& reason) {
   detail::remove_shim_sockets(shim_sockets, report);
   phase("killing stragglers");
   detail::unmount_within({spec_.data_dir, spec_.run_dir}, report);
+  detail::release_session_disk(spec_, report);
   detail::remove_cgroups(spec_.cgroup_parent(), report);
   remove_dirs(spec_, report);
   phase("unmounting and removing directories");

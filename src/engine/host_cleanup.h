@@ -53,6 +53,17 @@ std::size_t kill_containers(const EngineMarks& marks);
 void unmount_within(const std::vector<std::filesystem::path>& dirs, TeardownReport& report);
 std::vector<std::filesystem::path> mounts_within(const std::vector<std::filesystem::path>& dirs);
 
+// The session's disk quota (session_disk.h): before anything else goes into data_dir, creates
+// the sparse image, makes the filesystem and loop-mounts it on data_dir (nothing when
+// spec.limits.disk_bytes is 0). Throws std::runtime_error with one actionable line.
+void mount_session_disk(const EngineSpec& spec);
+// The loop devices bound to `image` (/sys/block/loop*/loop/backing_file).
+std::vector<std::filesystem::path> loop_devices_of(const std::filesystem::path& image);
+// After unmount_within: makes sure the image's loop device is detached, then deletes the image.
+void release_session_disk(const EngineSpec& spec, TeardownReport& report);
+// Reports a loop device or image still there as left over.
+void verify_session_disk(const EngineSpec& spec, TeardownReport& report);
+
 // The engine's cgroup directories in every mounted hierarchy.
 std::vector<std::filesystem::path> cgroup_dirs(const std::string& parent);
 void remove_cgroups(const std::string& parent, TeardownReport& report);

@@ -155,7 +155,9 @@ std::string describe(const SessionLimits& limits) {
   return cpus() + ", " +
          (limits.memory_bytes ? format_byte_size(limits.memory_bytes) : std::string("unlimited")) +
          " memory, " + (limits.pids ? std::to_string(limits.pids) : std::string("unlimited")) +
-         " pids";
+         " pids, " +
+         (limits.disk_bytes ? format_byte_size(limits.disk_bytes) : std::string("unlimited")) +
+         " disk";
 }
 
 }  // namespace offload::engine

@@ -258,7 +258,8 @@ std::vector<std::string> DockerSessionBackend::destroy_leftovers() {
         continue;
       }
       std::string id = name;
-      if (entry.path().extension() == ".json")
+      // The record, the data directory, or the disk image beside it (a session disk quota).
+      if (entry.path().extension() == ".json" || entry.path().extension() == ".disk")
         id = entry.path().stem().string();
       else if (!entry.is_directory(ec))
         continue;

@@ -57,6 +57,7 @@ struct ServeOptions {
   std::string session_cpus = "2";
   std::string session_memory = "4GiB";
   std::string session_pids = "4096";
+  std::string session_disk = "20GiB";
   // Fair sharing (issue 11): limits per account and per session.
   std::size_t max_sessions_per_account = 4;
   std::string max_client_timeout = "24h";
@@ -244,6 +245,13 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   else
     throw StartupError("--session-pids \"" + o.session_pids +
                        "\" is not a number of processes (e.g. 4096; 0 for no limit)");
+  if (auto bytes = engine::parse_byte_size(o.session_disk))
+    limits.disk_bytes = *bytes;
+  else
+    throw StartupError("--session-disk \"" + o.session_disk +
+                       "\" is not a size (e.g. 20GiB or 512MiB; 0 for no quota)");
+  if (auto problem = engine::check_session_disk(limits.disk_bytes); !problem.empty())
+    throw StartupError("--session-disk: " + problem);
   spdlog::info("each session's engine is limited to {}", engine::describe(limits));
 
   DockerBackendOptions backend_options{o.state_dir, o.run_dir, pool, egress, limits};
@@ -426,6 +434,11 @@ int run_runner(int argc, char** argv) {
                    "Processes and threads each session's containers may have together; 0 = "
                    "unlimited (default 4096)")
       ->option_text("N");
+  serve_cmd
+      ->add_option("--session-disk", o.session_disk,
+                   "Disk each session may fill (images, containers, volumes, build cache, "
+                   "synced files), a loop-mounted ext4 image; 0 = no quota (default 20GiB)")
+      ->option_text("SIZE");
   // --- fair sharing: limits per account and per session ---
   serve_cmd
       ->add_option("--max-sessions-per-account", o.max_sessions_per_account,

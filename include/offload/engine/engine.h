@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "offload/engine/egress_rules.h"
+#include "offload/engine/session_disk.h"
 #include "offload/engine/session_limits.h"
 #include "offload/engine/userns.h"
 
@@ -85,7 +86,8 @@ struct EngineSpec {
   std::vector<std::string> extra_dockerd_args;
   // What the session's containers may reach besides the internet (see egress_rules.h).
   EgressPolicy egress;
-  // CPU, memory and pids limits of cgroup_parent(), set before dockerd starts.
+  // CPU, memory and pids limits of cgroup_parent(), set before dockerd starts; disk_bytes > 0:
+  // data_dir is a filesystem of that size in disk_image() (see session_disk.h).
   SessionLimits limits;
   // Set: dockerd runs with --userns-remap to this slot user (see userns.h), so container root is
   // an unprivileged host uid; data_dir and its ancestors get o+x for it.
@@ -94,6 +96,8 @@ struct EngineSpec {
   // Derived paths, in one place so start, adopt and destroy agree.
   std::filesystem::path data_root() const { return data_dir / "docker"; }
   std::filesystem::path log_file() const { return data_dir / "dockerd.log"; }
+  // Beside data_dir; teardown removes it whatever limits.disk_bytes says now.
+  std::filesystem::path disk_image() const { return disk_image_of(data_dir); }
   std::filesystem::path exec_root() const { return run_dir / "exec"; }
   std::filesystem::path api_socket() const { return run_dir / "docker.sock"; }
   std::filesystem::path pid_file() const { return run_dir / "docker.pid"; }

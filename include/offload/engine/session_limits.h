@@ -17,6 +17,8 @@ struct SessionLimits {
   double cpus = 2.0;                                  // CPU time, in cores
   std::uint64_t memory_bytes = 4ull << 30;            // RAM (and swap: none beyond RAM)
   std::uint64_t pids = 4096;                          // processes and threads
+  // Size of the session's own filesystem (data root, sync root): see session_disk.h.
+  std::uint64_t disk_bytes = 20ull << 30;
 };
 
 // "4GiB", "512MiB", "20G" (powers of 1024 either way), "1000000" (bytes), "0". nullopt for
@@ -49,7 +51,7 @@ std::vector<CgroupWrite> cgroup_writes(const SessionLimits& limits, CgroupVersio
 std::string apply_session_limits(const std::filesystem::path& root, CgroupVersion version,
                                  const std::string& parent, const SessionLimits& limits);
 
-// For logs and docs: "2 CPUs, 4GiB memory, 4096 pids" ("unlimited" for zeros).
+// For logs and docs: "2 CPUs, 4GiB memory, 4096 pids, 20GiB disk" ("unlimited" for zeros).
 std::string describe(const SessionLimits& limits);
 std::string format_byte_size(std::uint64_t bytes);
 

@@ -21,7 +21,7 @@ struct DockerBackendOptions {
   boost::asio::ip::network_v4 address_pool;
   // The operator's egress allow/deny lists; the pool is filled in from address_pool.
   engine::EgressPolicy egress;
-  // CPU, memory and pids limits of every session's engine.
+  // CPU, memory, pids and disk limits of every session's engine.
   engine::SessionLimits session_limits;
   // Each engine runs `dockerd --userns-remap` as slot user offload-s<slot> with subordinate ids
   // subid_base + slot * 65536 (see engine/userns.h); opt-in until the

@@ -5,7 +5,9 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -104,6 +106,14 @@ void expect_no_trace(const EngineSpec& spec) {
   EXPECT_EQ(mountinfo.find(spec.run_dir.string() + "/"), std::string::npos);
   for (const auto& hierarchy : fs::directory_iterator("/sys/fs/cgroup"))
     EXPECT_FALSE(fs::exists(hierarchy.path() / ("offload-" + spec.session_id))) << hierarchy;
+  // The disk quota's image and its loop device (losetup -j lists the devices bound to a file).
+  const fs::path image = spec.data_dir.string() + ".disk";
+  EXPECT_FALSE(fs::exists(fs::symlink_status(image))) << image;
+  auto loops = run_command({"losetup", "-j", image.string()});
+  EXPECT_TRUE(loops.ok()) << loops.output;
+  EXPECT_EQ(loops.output, "") << image;
+  auto all_loops = run_command({"losetup", "-a"});
+  EXPECT_EQ(all_loops.output.find(spec.session_id), std::string::npos) << all_loops.output;
 }
 
 // A tiny image from the host's static busybox: no registry needed.
@@ -111,7 +121,7 @@ void import_busybox(const Engine& engine, const fs::path& scratch) {
   fs::create_directories(scratch / "rootfs" / "bin");
   fs::copy_file("/bin/busybox", scratch / "rootfs" / "bin" / "busybox",
                 fs::copy_options::overwrite_existing);
-  for (const char* applet : {"sh", "httpd", "sleep"}) {
+  for (const char* applet : {"sh", "httpd", "sleep", "dd", "rm"}) {
     std::error_code ec;
     fs::create_symlink("busybox", scratch / "rootfs" / "bin" / applet, ec);
   }
@@ -500,4 +510,170 @@ TEST_F(EngineRootTest, ForkBombAndMemoryHogHitTheirSessionsLimitsWhileTheOtherSe
   auto report_b = b.destroy("test");
   EXPECT_TRUE(report_b.clean()) << ::testing::PrintToString(report_b.leftovers);
   expect_no_trace(spec_b);
+}
+
+namespace {
+
+struct FsInfo {
+  unsigned long type = 0;
+  std::uint64_t bytes = 0;
+  std::pair<int, int> fsid{};
+};
+FsInfo fs_info(const fs::path& path) {
+  struct statfs st {};
+  FsInfo info;
+  if (::statfs(path.c_str(), &st) != 0) return info;
+  info.type = static_cast<unsigned long>(st.f_type);
+  info.bytes = static_cast<std::uint64_t>(st.f_blocks) * st.f_bsize;
+  info.fsid = {st.f_fsid.__val[0], st.f_fsid.__val[1]};
+  return info;
+}
+constexpr unsigned long kExt4Magic = 0xEF53;
+
+// Writes zeros to `file` until `limit` bytes or an error; returns the errno (0 if none).
+int fill(const fs::path& file, std::uint64_t limit, std::uint64_t& written) {
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return errno;
+  const std::string chunk(1 << 20, '\0');
+  int error = 0;
+  written = 0;
+  while (written < limit) {
+    ssize_t n = ::write(fd, chunk.data(), chunk.size());
+    if (n < 0) {
+      error = errno;
+      break;
+    }
+    written += static_cast<std::uint64_t>(n);
+  }
+  if (error == 0 && ::fsync(fd) != 0) error = errno;
+  ::close(fd);
+  return error;
+}
+
+}  // namespace
+
+// The disk quota: A's data_dir is its own 256 MiB ext4 on a loop device, so a container filling
+// its disk and the runner writing into A's sync root both hit ENOSPC there, while B (no quota)
+// and the host's disk are untouched; teardown leaves no mount, loop device or image.
+TEST_F(EngineRootTest, DiskQuotaStopsAContainerAndTheSyncRootAtTheSessionsOwnLimit) {
+  auto spec_a = new_spec();
+  spec_a.limits.disk_bytes = 256ull << 20;
+  specs_.back() = spec_a;
+  auto spec_b = new_spec();
+  spec_b.limits.disk_bytes = 0;
+  specs_.back() = spec_b;
+  Engine& a = keep(Engine::start(spec_a));
+  Engine& b = keep(Engine::start(spec_b));
+  const fs::path image = spec_a.data_dir.string() + ".disk";
+
+  // A's data_dir is the image, loop-mounted (findmnt: the kernel's view, not the library's).
+  auto mount = run_command({"findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--mountpoint",
+                            spec_a.data_dir.string()});
+  ASSERT_TRUE(mount.ok()) << mount.output;
+  EXPECT_EQ(mount.output.rfind("/dev/loop", 0), 0u) << mount.output;
+  EXPECT_NE(mount.output.find(" ext4 "), std::string::npos) << mount.output;
+  EXPECT_NE(mount.output.find("nosuid"), std::string::npos) << mount.output;
+  EXPECT_NE(mount.output.find("nodev"), std::string::npos) << mount.output;
+  auto bound = run_command({"losetup", "-j", image.string()});
+  EXPECT_EQ(bound.output.substr(0, bound.output.find(':')),
+            mount.output.substr(0, mount.output.find(' ')))
+      << bound.output;
+  const auto a_fs = fs_info(spec_a.data_dir);
+  EXPECT_EQ(a_fs.type, kExt4Magic);
+  EXPECT_LE(a_fs.bytes, 256ull << 20);
+  EXPECT_GT(a_fs.bytes, 200ull << 20);
+  EXPECT_EQ((fs::status(spec_a.data_dir).permissions() & fs::perms::all), fs::perms::owner_all);
+  EXPECT_FALSE(fs::exists(spec_a.data_dir / "lost+found"));
+  // The data root is on it.
+  EXPECT_EQ(fs_info(spec_a.data_root()).fsid, a_fs.fsid);
+  // B has no quota: its data_dir is a plain directory of the host's filesystem.
+  EXPECT_FALSE(run_command({"findmnt", "--mountpoint", spec_b.data_dir.string()}).ok());
+  EXPECT_EQ(fs_info(spec_b.data_dir).fsid, fs_info(spec_b.data_dir.parent_path()).fsid);
+  EXPECT_FALSE(fs::exists(spec_b.data_dir.string() + ".disk"));
+
+  for (Engine* engine : {&a, &b}) {
+    const fs::path scratch =
+        engine->spec().data_dir.parent_path() / ("scratch-" + engine->spec().session_id);
+    import_busybox(*engine, scratch);
+    fs::remove_all(scratch);
+  }
+
+  // A container of A writes until its disk is full. Deleting a file of the image first leaves
+  // a whiteout (a 0:0 device node) in the layer: overlay2 works on the nodev filesystem.
+  auto full = docker(a, {"run", "--rm", "offload-bb:1", "/bin/sh", "-c",
+                         "rm /bin/sleep && [ ! -e /bin/sleep ] && echo whiteout-ok; "
+                         "dd if=/dev/zero of=/big bs=1M count=1000"},
+                     120s);
+  EXPECT_FALSE(full.ok()) << full.output;
+  EXPECT_NE(full.output.find("whiteout-ok"), std::string::npos) << full.output;
+  EXPECT_NE(full.output.find("No space left on device"), std::string::npos) << full.output;
+  // The host's disk held no more than the quota for it.
+  struct stat st {};
+  ASSERT_EQ(::stat(image.c_str(), &st), 0);
+  EXPECT_LE(static_cast<std::uint64_t>(st.st_blocks) * 512, 256ull << 20);
+
+  // B, without a quota, writes more than A's whole disk.
+  auto big_b = docker(b, {"run", "--rm", "offload-bb:1", "/bin/sh", "-c",
+                          "dd if=/dev/zero of=/big bs=1M count=300 && echo wrote-300"},
+                      120s);
+  EXPECT_TRUE(big_b.ok()) << big_b.output;
+  EXPECT_NE(big_b.output.find("wrote-300"), std::string::npos) << big_b.output;
+
+  // --rm gave A its space back: A still runs containers.
+  auto again = docker(a, {"run", "--rm", "offload-bb:1", "/bin/sh", "-c", "echo fine"}, 60s);
+  EXPECT_TRUE(again.ok()) << again.output;
+
+  // The sync root (where the runner writes the laptop's files) is on A's disk too: writing
+  // more than the quota there fails with ENOSPC instead of filling the host.
+  const fs::path sync_root = spec_a.data_dir / "sync";
+  fs::create_directories(sync_root);
+  EXPECT_EQ(fs_info(sync_root).fsid, a_fs.fsid);
+  std::uint64_t written = 0;
+  EXPECT_EQ(fill(sync_root / "big", 400ull << 20, written), ENOSPC) << written;
+  EXPECT_LT(written, 256ull << 20);
+  ASSERT_EQ(::stat(image.c_str(), &st), 0);
+  EXPECT_LE(static_cast<std::uint64_t>(st.st_blocks) * 512, 256ull << 20);
+
+  for (const EngineSpec* spec : {&spec_a, &spec_b}) {
+    Engine& engine = spec == &spec_a ? a : b;
+    auto report = engine.destroy("test");
+    EXPECT_TRUE(report.clean()) << ::testing::PrintToString(report.leftovers);
+    expect_no_trace(*spec);
+  }
+  EXPECT_FALSE(fs::exists(image));
+}
+
+// The quota's prerequisites missing: the session does not start, the error says what to
+// install and how to run without a quota, and nothing is left.
+TEST_F(EngineRootTest, NoMkfsFailsClearlyNamingTheWayOut) {
+  // A PATH with everything of the real one except mkfs.ext4.
+  const fs::path bin = fs::path("/tmp/offload-engine-test") / ("path-" + random_hex(4));
+  fs::create_directories(bin);
+  const std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  std::istringstream dirs(old_path);
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const auto name = it->path().filename();
+      if (name == "mkfs.ext4" || fs::exists(fs::symlink_status(bin / name))) continue;
+      std::error_code ignored;
+      fs::create_symlink(it->path(), bin / name, ignored);
+    }
+  }
+  auto spec = new_spec();
+  ::setenv("PATH", bin.c_str(), 1);
+  std::string message;
+  try {
+    keep(Engine::start(spec));
+  } catch (const std::runtime_error& e) {
+    message = e.what();
+  }
+  ::setenv("PATH", old_path.c_str(), 1);
+  fs::remove_all(bin);
+  std::cout << "[message] " << message << "\n";
+  EXPECT_NE(message.find("mkfs.ext4 not found"), std::string::npos) << message;
+  EXPECT_NE(message.find("e2fsprogs"), std::string::npos) << message;
+  EXPECT_NE(message.find("--session-disk 0"), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  expect_no_trace(spec);
 }

@@ -294,6 +294,44 @@ TEST_F(RunnerRootTest, CorruptRecordDoesNotStopTheRunner) {
   EXPECT_THAT(slurp(dir_ / "runner.out"), HasSubstr("not a JSON object"));
 }
 
+// A runner killed while sessions had their disk quota mounted: the next start-up unmounts the
+// image, detaches its loop device (one set up without autoclear too) and deletes it, also when
+// the image is all that is left of a session.
+TEST_F(RunnerRootTest, LeftoverSessionDisksAreUnmountedDetachedAndRemovedAtStartup) {
+  const fs::path sessions = dir_ / "state" / "sessions";
+  const std::string mounted = random_hex(16), lone = random_hex(16);
+  std::vector<fs::path> images;
+  for (const auto& id : {mounted, lone}) {
+    const fs::path image = sessions / (id + ".disk");
+    ASSERT_FALSE(ensure_private_dir(sessions));
+    auto made = run_command({"truncate", "-s", "64M", image.string()});
+    ASSERT_TRUE(made.ok()) << made.output;
+    auto mkfs = run_command(engine::mkfs_command(image));
+    ASSERT_TRUE(mkfs.ok()) << mkfs.output;
+    // losetup, unlike mount -o loop, leaves autoclear off: the device outlives the unmount.
+    auto loop = run_command({"losetup", "-f", "--show", image.string()});
+    ASSERT_TRUE(loop.ok()) << loop.output;
+    images.push_back(image);
+    if (id == mounted) {
+      ASSERT_FALSE(ensure_private_dir(sessions / id));
+      const std::string device = loop.output.substr(0, loop.output.find('\n'));
+      auto mount = run_command({"mount", device, (sessions / id).string()});
+      ASSERT_TRUE(mount.ok()) << mount.output;
+    }
+  }
+  const Ready ready = start_runner();
+  ASSERT_FALSE(ready.address.empty());
+  // losetup -a: a device bound to a deleted image shows it as "<image> (deleted)".
+  const std::string loops = run_command({"losetup", "-a"}).output;
+  for (const auto& image : images) {
+    EXPECT_FALSE(fs::exists(image)) << image;
+    EXPECT_EQ(loops.find(image.string()), std::string::npos) << loops;
+  }
+  EXPECT_FALSE(fs::exists(sessions / mounted));
+  EXPECT_EQ(slurp("/proc/self/mountinfo").find(mounted), std::string::npos);
+  EXPECT_THAT(slurp(dir_ / "runner.out"), HasSubstr("session " + lone));
+}
+
 TEST_F(RunnerRootTest, StartupErrorsAreOneLineAndExitOne) {
   auto args = serve_argv();
   // The log goes elsewhere, so the output holds only what the operator sees on a failed start.
@@ -325,6 +363,8 @@ TEST_F(RunnerRootTest, StartupErrorsAreOneLineAndExitOne) {
            {with("--address-pool", "10.0.0.0/31"), "smaller than a /30"},
            {with("--log-level", "loud"), "unknown log level"},
            {with("--tls-cert", (dir_ / "missing.crt").string()), "--tls-key"},
+           {with("--session-disk", "lots"), "--session-disk \"lots\" is not a size"},
+           {with("--session-disk", "1MiB"), "--session-disk: a session disk of 1MiB is too small"},
        }) {
     auto result = run_command(c.argv, 60s);
     EXPECT_EQ(result.exit_code, 1) << c.expected << ": " << result.output << result.error;
@@ -336,7 +376,8 @@ TEST_F(RunnerRootTest, StartupErrorsAreOneLineAndExitOne) {
   EXPECT_EQ(help.exit_code, 0);
   for (const char* flag :
        {"--listen", "--token-file", "--tls-dir", "--tls-cert", "--tls-key", "--state-dir",
-        "--run-dir", "--address-pool", "--ready-file", "--log-file", "--log-level"})
+        "--run-dir", "--address-pool", "--ready-file", "--log-file", "--log-level",
+        "--session-disk"})
     EXPECT_THAT(help.output, HasSubstr(flag));
   auto version = run_command({kRunnerBin.string(), "version"});
   EXPECT_EQ(version.exit_code, 0);

@@ -82,3 +82,9 @@ TEST(EngineSpec, AdoptingAnEngineThatNeverRanFindsNoDockerd) {
   EXPECT_FALSE(engine->alive());
   EXPECT_EQ(engine->api_socket(), spec.api_socket());
 }
+
+TEST(EngineSpec, StartRejectsADiskQuotaTooSmallToHoldAnything) {
+  auto spec = good_spec();
+  spec.limits.disk_bytes = 1ull << 20;
+  expect_rejected(spec, "too small");
+}

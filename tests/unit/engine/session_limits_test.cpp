@@ -160,9 +160,11 @@ TEST(ApplySessionLimits, V2EnablesControllersAndWritesUnifiedFiles) {
 }
 
 TEST(DescribeLimits, SaysWhatIsLimited) {
-  EXPECT_EQ(describe(SessionLimits{}), "2 CPUs, 4GiB memory, 4096 pids");
-  EXPECT_EQ(describe(SessionLimits{0.5, 0, 0}), "0.5 CPUs, unlimited memory, unlimited pids");
-  EXPECT_EQ(describe(SessionLimits{0, 1536ull << 20, 1}), "unlimited CPU, 1536MiB memory, 1 pids");
+  EXPECT_EQ(describe(SessionLimits{}), "2 CPUs, 4GiB memory, 4096 pids, 20GiB disk");
+  EXPECT_EQ(describe(SessionLimits{0.5, 0, 0, 0}),
+            "0.5 CPUs, unlimited memory, unlimited pids, unlimited disk");
+  EXPECT_EQ(describe(SessionLimits{0, 1536ull << 20, 1, 512ull << 20}),
+            "unlimited CPU, 1536MiB memory, 1 pids, 512MiB disk");
 }
 
 }  // namespace
