@@ -33,6 +33,37 @@ std::string read(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+
+// A Sync call made by hand, as a hostile or buggy client could: the test decides what is sent
+// and when it is read.
+struct RawSync {
+  RawSync(daemon::RunnerClient& client, std::chrono::seconds deadline = 60s) {
+    client.authorize(ctx);
+    ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+    stream = client.stub().Sync(&ctx);
+  }
+  // Opens `mount_id` and reads the runner's answer: true once the replica says it is ready.
+  bool open(const std::string& mount_id) {
+    v1::SyncMessage m;
+    m.mutable_open()->set_mount_id(mount_id);
+    m.mutable_open()->set_uid(::geteuid());
+    m.mutable_open()->set_gid(::getegid());
+    if (!stream->Write(m)) return false;
+    v1::SyncMessage answer;
+    return stream->Read(&answer) && answer.has_ready();
+  }
+  // Half-closes and waits for the runner's status.
+  grpc::Status end() {
+    stream->WritesDone();
+    v1::SyncMessage ignored;
+    while (stream->Read(&ignored)) {
+    }
+    return stream->Finish();
+  }
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::SyncMessage, v1::SyncMessage>> stream;
+};
+
 class SyncOverGrpcTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -209,6 +240,46 @@ TEST_F(SyncOverGrpcTest, DestroyingTheSessionEndsItsSyncCalls) {
   }
   EXPECT_TRUE(left) << sync::to_string(mount_->status().state);
   EXPECT_FALSE(flush());  // a mount that is not connected does not hold anyone up
+}
+
+// Issue 11: a session's Sync calls are limited; one more is refused with a status naming the
+// flag, and a call that ended gives its place back.
+TEST_F(SyncOverGrpcTest, SyncCallsPerSessionAreLimitedAndEndedOnesFreeTheirPlace) {
+  client_.reset();
+  runner_ = std::make_unique<InProcessRunner>(
+      dir_ / "limited", [](runner::RunnerOptions& o) { o.max_sync_calls_per_session = 2; });
+  client_ = std::make_unique<daemon::RunnerClient>(
+      daemon::RunnerEndpoint{runner_->address(), runner_->identity.fingerprint, runner_->token});
+  auto created = client_->create_session("limited", 10s);
+  client_->attach(created.session_id(), created.session_token());
+
+  RawSync first(*client_), second(*client_);
+  ASSERT_TRUE(first.open("00000000000000a1"));
+  ASSERT_TRUE(second.open("00000000000000a2"));
+  {
+    RawSync third(*client_);
+    EXPECT_FALSE(third.open("00000000000000a3"));
+    auto status = third.stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+    EXPECT_NE(status.error_message().find("--max-sync-calls-per-session"), std::string::npos)
+        << status.error_message();
+  }
+  auto ended = first.end();
+  EXPECT_TRUE(ended.ok()) << ended.error_message();
+  // The place comes back once the runner's side of the call is done too: bounded retries.
+  bool reopened = false;
+  for (int i = 0; i < 50 && !reopened; ++i) {
+    auto again = std::make_unique<RawSync>(*client_);
+    reopened = again->open("00000000000000a3");
+    if (reopened) {
+      EXPECT_TRUE(again->end().ok());
+    } else {
+      again->stream->Finish();
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  EXPECT_TRUE(reopened) << "an ended Sync call did not give its place back";
+  EXPECT_TRUE(second.end().ok());
 }
 
 TEST_F(SyncOverGrpcTest, AWrongSessionTokenIsRefused) {
