@@ -63,6 +63,7 @@ struct ServeOptions {
   std::string max_client_timeout = "24h";
   std::size_t max_tunnels_per_session = 256;
   std::size_t max_sync_calls_per_session = 64;
+  std::string max_sync_buffer_per_session = "256MiB";
   std::size_t max_queued_events = 256;
 };
 
@@ -216,6 +217,11 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   runner_options.max_sessions_per_account = o.max_sessions_per_account;
   runner_options.max_tunnels_per_session = o.max_tunnels_per_session;
   runner_options.max_sync_calls_per_session = o.max_sync_calls_per_session;
+  if (auto bytes = engine::parse_byte_size(o.max_sync_buffer_per_session))
+    runner_options.max_sync_buffer_per_session = *bytes;
+  else
+    throw StartupError("--max-sync-buffer-per-session \"" + o.max_sync_buffer_per_session +
+                       "\" is not a size (e.g. 256MiB or 1GiB; 0 for no limit)");
   runner_options.max_queued_events = o.max_queued_events;
   runner_options.max_client_timeout = duration_flag("--max-client-timeout", o.max_client_timeout);
   const auto identity = load_tls(o);
@@ -459,6 +465,12 @@ int run_runner(int argc, char** argv) {
       ->add_option("--max-sync-calls-per-session", o.max_sync_calls_per_session,
                    "Concurrent bind-mount sync calls per session; 0 = unlimited (default 64)")
       ->option_text("N");
+  serve_cmd
+      ->add_option("--max-sync-buffer-per-session", o.max_sync_buffer_per_session,
+                   "Received bind-mount sync data each session's replicas may have waiting, all "
+                   "its sync calls together (plus one message per call); 0 = unlimited "
+                   "(default 256MiB)")
+      ->option_text("SIZE");
   serve_cmd
       ->add_option("--max-queued-events", o.max_queued_events,
                    "Events a slow `Events` reader may fall behind before it is dropped "

@@ -81,6 +81,12 @@ std::size_t RunnerService::session_count() const {
   return sessions_.size();
 }
 
+std::shared_ptr<Session> RunnerService::find_session(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
 Status RunnerService::authenticate_account(grpc::CallbackServerContext* ctx,
                                            std::string& account) const {
   if (auto name = accounts_.authenticate(bearer_token(ctx))) {
@@ -192,6 +198,7 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
                                              *options_.clock, [this] { rearm_lifecycle_timer(); },
                                              allow);
     session->syncs().set_max_calls(options_.max_sync_calls_per_session);
+    session->syncs().set_max_buffered_bytes(options_.max_sync_buffer_per_session);
     // Whatever happens below, this request stops counting as "being created".
     struct Created {
       Created(RunnerService* s, std::string a) : self(s), account(std::move(a)) {}

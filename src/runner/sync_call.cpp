@@ -24,14 +24,17 @@ class RefusedSync final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::Sy
 
 // A gRPC callback reactor presented to the replica as a Transport. Reads go into a bounded
 // inbox; when it is full the next read starts only once the replica takes a message, so a fast
-// client cannot make the runner buffer a whole tree in memory. One write at a time: try_send
-// starts it and says busy while it is in flight (the replica then handles what it received).
+// client cannot make the runner buffer a whole tree in memory. The inbox charges what it holds to
+// the session's byte budget, shared by all its calls: the next read starts only while the
+// session is under it, else once some call's replica gives bytes back. One write at a time:
+// try_send starts it and says busy while it is in flight (the replica then handles what it
+// received).
 class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncMessage>,
                        public sync::Transport {
  public:
   SyncCall(grpc::CallbackServerContext* ctx, SyncCalls& owner, std::filesystem::path sync_root,
            std::string label, std::optional<sync::ReplicaOptions::IdShift> id_shift)
-      : ctx_(ctx), owner_(owner), label_(std::move(label)) {
+      : ctx_(ctx), owner_(owner), label_(std::move(label)), budget_(owner.budget_) {
     options_.sync_root = std::move(sync_root);
     options_.id_shift = id_shift;
     options_.claim = [&owner](const std::string& id, bool single, const std::string& file) {
@@ -41,10 +44,18 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
     if (send_fd_ < 0) throw std::runtime_error("eventfd failed");
     update_send_signal_locked();
     inbox_.set_on_space([this] { resume_reading(); });
+    inbox_.set_budget(budget_);
     StartRead(&incoming_);
-    thread_ = std::thread([this] {
+    thread_ = std::thread([this, gate = owner.replica_gate_] {  // start() holds owner.mu_
+      if (gate) gate();
       sync::serve_replica(*this, options_, stop_);
       inbox_.close();
+      {
+        // No read starts after Finish, and no budget callback runs once the call may go.
+        std::lock_guard lock(mu_);
+        reading_over_ = true;
+      }
+      budget_->stop_waiting(this);
       {
         // Finish only once the last write is done with outgoing_.
         std::unique_lock lock(mu_);
@@ -82,7 +93,7 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
     }
     std::lock_guard lock(mu_);
     if (inbox_.try_push(incoming_)) {
-      StartRead(&incoming_);
+      read_next_locked();
     } else {
       paused_ = true;
     }
@@ -127,19 +138,42 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
       paused_ = true;  // closed or (impossible with one producer) full again
       return;
     }
-    StartRead(&incoming_);
+    read_next_locked();
+  }
+
+  // Starts the next read if the session has room in its budget; otherwise waits for it. The
+  // check and the wait are one step (no wake-up lost to a give-back in between), and a session
+  // that holds nothing always has room, so a message larger than the budget cannot stall it.
+  void read_next_locked() {
+    if (reading_over_) return;
+    if (budget_->wait_for_room(this, [this] { on_budget_room(); })) {
+      StartRead(&incoming_);
+    } else {
+      waiting_for_budget_ = true;
+    }
+  }
+
+  // Some call of the session gave bytes back (on its replica's thread, or as it ended).
+  void on_budget_room() {
+    std::lock_guard lock(mu_);
+    if (!waiting_for_budget_) return;
+    waiting_for_budget_ = false;
+    read_next_locked();
   }
 
   grpc::CallbackServerContext* ctx_;
   SyncCalls& owner_;
   std::string label_;
   sync::ReplicaOptions options_;
+  std::shared_ptr<sync::ByteBudget> budget_;  // declared before inbox_, which gives back to it
   sync::Inbox inbox_;
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   v1::SyncMessage incoming_, outgoing_;
-  bool paused_ = false;
+  bool paused_ = false;              // incoming_ waits for room in the inbox
+  bool waiting_for_budget_ = false;  // the next read waits for room in the session's budget
+  bool reading_over_ = false;        // the replica is done: no more reads
   bool writing_ = false;
   bool broken_ = false;
   int send_fd_ = -1;

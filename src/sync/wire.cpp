@@ -76,6 +76,11 @@ Inbox::Inbox(std::size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {
 }
 
 Inbox::~Inbox() {
+  if (budget_) {
+    std::size_t held = 0;
+    for (auto c : charges_) held += c;
+    budget_->give_back(held);
+  }
   ::close(fd_);
   ::close(space_fd_);
 }
@@ -91,7 +96,7 @@ bool Inbox::push(v1::SyncMessage message) {
   std::unique_lock lock(mu_);
   not_full_.wait(lock, [&] { return closed_ || queue_.size() < capacity_; });
   if (closed_) return false;
-  queue_.push_back(std::move(message));
+  enqueue_locked(std::move(message));
   update_signal_locked();
   not_empty_.notify_one();
   return true;
@@ -100,10 +105,22 @@ bool Inbox::push(v1::SyncMessage message) {
 bool Inbox::try_push(v1::SyncMessage& message) {
   std::lock_guard lock(mu_);
   if (closed_ || queue_.size() >= capacity_) return false;
-  queue_.push_back(std::move(message));
+  enqueue_locked(std::move(message));
   update_signal_locked();
   not_empty_.notify_one();
   return true;
+}
+
+void Inbox::enqueue_locked(v1::SyncMessage&& message) {
+  std::size_t charge = budget_ ? message.ByteSizeLong() : 0;
+  if (charge) budget_->force_take(charge);
+  queue_.push_back(std::move(message));
+  charges_.push_back(charge);
+}
+
+void Inbox::set_budget(std::shared_ptr<ByteBudget> budget) {
+  std::lock_guard lock(mu_);
+  budget_ = std::move(budget);
 }
 
 void Inbox::set_on_space(std::function<void()> on_space) {
@@ -114,16 +131,24 @@ void Inbox::set_on_space(std::function<void()> on_space) {
 std::optional<v1::SyncMessage> Inbox::try_pop() {
   std::function<void()> notify;
   std::optional<v1::SyncMessage> m;
+  std::size_t charge = 0;
+  std::shared_ptr<ByteBudget> budget;
   {
     std::lock_guard lock(mu_);
     if (queue_.empty()) return std::nullopt;
     bool was_full = queue_.size() >= capacity_;
     m = std::move(queue_.front());
     queue_.pop_front();
+    charge = charges_.front();
+    charges_.pop_front();
+    if (charge) budget = budget_;
     update_signal_locked();
     not_full_.notify_one();
     if (was_full) notify = on_space_;
   }
+  // Both outside the lock: they wake producers, which may push at once. The bytes first, so a
+  // producer woken for space sees them back.
+  if (budget) budget->give_back(charge);
   if (notify) notify();
   return m;
 }

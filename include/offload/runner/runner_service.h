@@ -36,8 +36,11 @@ struct RunnerOptions {
   // Concurrent tunnels (engine API connections and port tunnels) per session; 0 = unlimited.
   std::size_t max_tunnels_per_session = 0;
   // Concurrent Sync calls per session; 0 = unlimited. Each buffers at most 16 messages of at
-  // most the server's maximum message size, which bounds a session's sync memory.
+  // most the server's maximum message size.
   std::size_t max_sync_calls_per_session = 0;
+  // Bytes of received Sync messages the replicas of one session have not taken yet, all its calls
+  // together; 0 = unlimited. The session holds at most this plus one message per open call.
+  std::size_t max_sync_buffer_per_session = 0;
   // Events a slow Events reader may fall behind before it is dropped.
   std::size_t max_queued_events = 256;
   std::string version = OFFLOAD_VERSION;
@@ -61,6 +64,8 @@ class RunnerService final : public v1::Runner::CallbackService {
   std::size_t session_count() const;
   // The live sessions, at this moment.
   std::vector<std::shared_ptr<Session>> sessions() const;
+  // The live session `id`, or null (read-only use: tests, metrics).
+  std::shared_ptr<Session> find_session(const std::string& id) const;
 
   // Applies the lifecycle rules at the clock's current time: warns, and ends (destroys) the
   // sessions that are idle, lost their client or ran too long. The runner's own timer calls

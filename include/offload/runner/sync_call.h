@@ -8,11 +8,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <map>
 #include <set>
 
+#include "offload/sync/byte_budget.h"
 #include "offload/sync/replica.h"
 #include "offload/v1/runner.grpc.pb.h"
 
@@ -37,6 +40,19 @@ class SyncCalls {
     max_calls_ = max;
   }
   std::size_t size() const;
+  // At most about `max` bytes of received messages the replicas have not taken yet, for all the
+  // calls together (0 = unlimited). A call reads its next message only while the session is
+  // under it, so the session holds at most `max` plus one message per open call.
+  void set_max_buffered_bytes(std::size_t max) { budget_->set_limit(max); }
+  // Bytes received and not yet taken by the replicas, now and at the most.
+  std::size_t buffered_bytes() const { return budget_->used(); }
+  std::size_t peak_buffered_bytes() const { return budget_->peak(); }
+  // Test seam: runs on each later call's own thread before its replica starts, so a test can
+  // hold replicas back (as busy ones would be) while their clients send.
+  void set_replica_gate(std::function<void()> gate) {
+    std::lock_guard lock(mu_);
+    replica_gate_ = std::move(gate);
+  }
 
   // The mounts the session's calls opened, each in one mode for the session's life: a
   // directory, or one named file. A mount id opened again in the other mode is refused (the
@@ -60,6 +76,9 @@ class SyncCalls {
   std::set<SyncCall*> calls_;
   bool stopped_ = false;
   std::size_t max_calls_ = 0;
+  // Shared with every call (and its inbox), which may outlive this object's teardown wait.
+  const std::shared_ptr<sync::ByteBudget> budget_ = std::make_shared<sync::ByteBudget>();
+  std::function<void()> replica_gate_;
 };
 
 }  // namespace offload::runner

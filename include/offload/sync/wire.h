@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "offload/sync/byte_budget.h"
 #include "offload/sync/entry.h"
 #include "offload/v1/runner.pb.h"
 
@@ -38,6 +39,10 @@ class Inbox {
   bool try_push(v1::SyncMessage& message);
   // Called (outside the lock, on the consumer's thread) when a pop frees a slot of a full inbox.
   void set_on_space(std::function<void()> on_space);
+  // Charges every message pushed from now on (its ByteSizeLong) to `budget`, whatever its room
+  // (the message is already in memory: the producer checks the room before it reads the next),
+  // and gives it back when the message is popped or the inbox is destroyed.
+  void set_budget(std::shared_ptr<ByteBudget> budget);
   // Non-blocking: a message, or nullopt if none is waiting.
   std::optional<v1::SyncMessage> try_pop();
   // Blocks up to `timeout` for a message; nullopt on timeout or when finished.
@@ -54,11 +59,14 @@ class Inbox {
 
  private:
   void update_signal_locked();
+  void enqueue_locked(v1::SyncMessage&& message);
   mutable std::mutex mu_;
   std::condition_variable not_full_;
   std::condition_variable not_empty_;
   std::function<void()> on_space_;
   std::deque<v1::SyncMessage> queue_;
+  std::deque<std::size_t> charges_;  // what each queued message costs budget_
+  std::shared_ptr<ByteBudget> budget_;
   std::size_t capacity_;
   bool closed_ = false;
   bool signalled_ = false;
