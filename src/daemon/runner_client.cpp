@@ -1,5 +1,9 @@
 #include "offload/daemon/runner_client.h"
 
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
 #include <grpcpp/create_channel.h>
 
 #include "offload/tls/tls.h"
@@ -31,6 +35,21 @@ RunnerClient::RunnerClient(RunnerEndpoint endpoint, tunnel::StreamRegistry* stre
       endpoint_.address, tls::pinned_channel_credentials(endpoint_.fingerprint, pin_mismatch_),
       args);
   stub_ = v1::Runner::NewStub(channel_);
+}
+
+RunnerClient::~RunnerClient() {
+  // Each call's ClientContext holds the channel until gRPC is done with the call, and a
+  // streaming call's reactor is released on one of gRPC's own callback threads. Were that the
+  // last reference, gRPC 1.51 would tear down its callback completion queue from inside the
+  // thread that polls it, and abort in grpc_cq_internal_unref (seen in CI). So the channel's
+  // last reference is dropped here, once the calls let go of it; a call that never ends is
+  // waited for only so long.
+  stub_.reset();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (channel_.use_count() > 1 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  if (channel_.use_count() > 1)
+    spdlog::warn("runner {}: calls still hold the connection while it is closed", endpoint_.address);
 }
 
 void RunnerClient::authorize(grpc::ClientContext& ctx, bool account_call) const {

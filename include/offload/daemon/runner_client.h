@@ -36,6 +36,10 @@ class RunnerClient {
  public:
   // Tunnels opened through this client are registered in `streams` (may be null).
   explicit RunnerClient(RunnerEndpoint endpoint, tunnel::StreamRegistry* streams = nullptr);
+  // Waits (up to 10 s) until no call started here holds the channel any more: see the .cpp.
+  ~RunnerClient();
+  RunnerClient(const RunnerClient&) = delete;
+  RunnerClient& operator=(const RunnerClient&) = delete;
 
   const std::string& address() const { return endpoint_.address; }
 
