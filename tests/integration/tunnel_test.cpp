@@ -123,6 +123,25 @@ class TunnelTest : public ::testing::Test {
     return app;
   }
 
+  // Opens tunnels, `attempts` at most and 100 ms apart, until one is upgraded: an ended
+  // tunnel gives its place back only once the runner's side of it is over too.
+  bool a_tunnel_opens(daemon::RunnerClient& client, int attempts) {
+    for (int i = 0; i < attempts; ++i) {
+      auto again = open_tunnel(client);
+      boost::system::error_code ec;
+      asio::write(again, asio::buffer(kUpgradeRequest), ec);
+      std::string head;
+      char ch = 0;
+      while (!ec && !head.ends_with("\r\n\r\n")) {
+        asio::read(again, asio::buffer(&ch, 1), ec);
+        if (!ec) head += ch;
+      }
+      if (head == kSwitched) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+
   // Like open_tunnel, for a published TCP port.
   stream_protocol::socket open_port(unsigned short port) {
     stream_protocol::socket local(client_io_), app(client_io_);
@@ -607,21 +626,7 @@ TEST_F(TunnelTest, TunnelsPerSessionAreLimitedAndClosedOnesFreeTheirPlace) {
   auto first_future = first_done.get_future();
   ASSERT_EQ(first_future.wait_for(10s), std::future_status::ready);
   // The place comes back once the runner's side has ended too: bounded retries.
-  bool reopened = false;
-  for (int i = 0; i < 50 && !reopened; ++i) {
-    auto again = open_tunnel(*c);
-    boost::system::error_code ec;
-    asio::write(again, asio::buffer(kUpgradeRequest), ec);
-    std::string head;
-    char ch = 0;
-    while (!ec && !head.ends_with("\r\n\r\n")) {
-      asio::read(again, asio::buffer(&ch, 1), ec);
-      if (!ec) head += ch;
-    }
-    reopened = head == kSwitched;
-    if (!reopened) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(reopened) << "a closed tunnel did not give its place back";
+  EXPECT_TRUE(a_tunnel_opens(*c, 50)) << "a closed tunnel did not give its place back";
 }
 
 // A slow Events reader is dropped with a clear status, not buffered for forever.
@@ -761,21 +766,8 @@ TEST_F(TunnelTest, APortTunnelStillConnectingEndsWhenTheClientCancels) {
 
   // The tunnel's place comes back once the runner's side has ended: bounded retries, far
   // shorter than the kernel's connect retries (over a minute).
-  bool reopened = false;
-  for (int i = 0; i < 100 && !reopened; ++i) {
-    auto again = open_tunnel(*client_);
-    boost::system::error_code ec;
-    asio::write(again, asio::buffer(kUpgradeRequest), ec);
-    std::string head;
-    char ch = 0;
-    while (!ec && !head.ends_with("\r\n\r\n")) {
-      asio::read(again, asio::buffer(&ch, 1), ec);
-      if (!ec) head += ch;
-    }
-    reopened = head == kSwitched;
-    if (!reopened) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(reopened) << "the cancelled tunnel still holds its place: its connect goes on";
+  EXPECT_TRUE(a_tunnel_opens(*client_, 100))
+      << "the cancelled tunnel still holds its place: its connect goes on";
   EXPECT_EQ(connects_pending_to(port), pending_before) << "the runner's connect goes on";
 }
 
