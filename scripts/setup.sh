@@ -10,7 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 scripts/install-deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOFFLOAD_BUILD_TESTS=OFF >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOFFLOAD_BUILD_TESTS=OFF \
+  -DOFFLOAD_PLUGIN_DIR=lib/docker/cli-plugins >/dev/null
 cmake --build build -j"$(nproc)"
 cmake --install build --prefix /usr/local >/dev/null
 echo "installed: $(command -v offloadd), $(command -v offload-runner), /usr/local/lib/docker/cli-plugins/docker-offload"

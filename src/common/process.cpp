@@ -132,7 +132,10 @@ pid_t spawn_process(const std::vector<std::string>& argv, const SpawnOptions& op
   posix_spawnattr_setsigdefault(&attr, &all);
 
   std::vector<std::string> env_storage;
-  for (char** e = environ; *e; ++e) env_storage.emplace_back(*e);
+  // A child never speaks to systemd for us: under Type=notify, a dockerd that inherited
+  // NOTIFY_SOCKET would send its own READY=1 there. Only an explicit options.env passes it on.
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "NOTIFY_SOCKET=", 14) != 0) env_storage.emplace_back(*e);
   for (const auto& extra : options.env) env_storage.push_back(extra);
   auto envp = to_argv(env_storage);
   auto args = to_argv(argv);

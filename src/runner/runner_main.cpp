@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -311,10 +312,15 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
     }
   }
   spdlog::info("listening on {}, fingerprint {}", address, identity.fingerprint);
+  // Under systemd (Type=notify), the unit is "started" only now: dependants and
+  // `systemctl start` wait for a runner that listens. A no-op without $NOTIFY_SOCKET.
+  ::sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%d", address.c_str(),
+               static_cast<int>(::getpid()));
 
   int signal = 0;
   while (::sigwait(&stop_signals, &signal) != 0) {
   }
+  ::sd_notifyf(0, "STOPPING=1\nSTATUS=destroying %zu sessions", service.session_count());
   spdlog::info("received {}: destroying {} sessions and shutting down", ::strsignal(signal),
                service.session_count());
   service.destroy_all("runner shutting down");

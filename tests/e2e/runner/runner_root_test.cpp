@@ -4,10 +4,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -52,9 +55,11 @@ class RunnerProcess {
   RunnerProcess(const RunnerProcess&) = delete;
   ~RunnerProcess() { stop(); }
 
-  void start(const std::vector<std::string>& argv, const fs::path& output) {
+  void start(const std::vector<std::string>& argv, const fs::path& output,
+             std::vector<std::string> env = {}) {
     SpawnOptions options;
     options.log_file = output;
+    options.env = std::move(env);
     std::string error;
     pid_ = spawn_process(argv, options, error);
     ASSERT_GT(pid_, 0) << error;
@@ -150,9 +155,9 @@ class RunnerRootTest : public ::testing::Test {
 
   // Starts the runner and waits for its ready file (start-up destroys leftovers first, which
   // takes a while when there are some).
-  Ready start_runner() {
+  Ready start_runner(std::vector<std::string> env = {}) {
     fs::remove(dir_ / "ready.json");
-    runner_.start(serve_argv(), dir_ / "runner.out");
+    runner_.start(serve_argv(), dir_ / "runner.out", std::move(env));
     const auto until = std::chrono::steady_clock::now() + 120s;
     Ready ready;
     while (std::chrono::steady_clock::now() < until) {
@@ -250,6 +255,50 @@ TEST_F(RunnerRootTest, ServesSessionsAndShutsDownCleanlyOnSigterm) {
   EXPECT_FALSE(netns_exists(second.session_id()));
   EXPECT_FALSE(fs::exists(record_of(second.session_id())));
   EXPECT_FALSE(fs::exists(dir_ / "ready.json"));
+}
+
+// Under systemd (the packaged unit is Type=notify) the runner says READY=1 on $NOTIFY_SOCKET once
+// it listens, and STOPPING=1 when it starts to shut down; the engines it spawns never inherit
+// the socket (a dockerd would announce itself there).
+TEST_F(RunnerRootTest, TellsSystemdItIsReadyOnceItListensAndWhenItStops) {
+  const fs::path notify = dir_ / "notify.sock";
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(notify.string().size(), sizeof addr.sun_path);
+  std::strcpy(addr.sun_path, notify.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  timeval limit{60, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  auto receive = [&] {
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+  };
+
+  const Ready ready = start_runner({"NOTIFY_SOCKET=" + notify.string()});
+  ASSERT_FALSE(ready.address.empty());
+  const std::string first = receive();
+  EXPECT_THAT(first, HasSubstr("READY=1"));
+  EXPECT_THAT(first, HasSubstr("STATUS=listening on " + ready.address));
+  EXPECT_THAT(first, HasSubstr("MAINPID=" + std::to_string(runner_.pid())));
+
+  // A session's dockerd starts without the socket: nothing but the runner speaks on it.
+  auto c = client(ready, token_);
+  c.hello(10s);
+  auto created = c.create_session("notify", 120s);
+  c.attach(created.session_id(), created.session_token());
+  c.destroy_session("test over");
+
+  ASSERT_EQ(::kill(runner_.pid(), SIGTERM), 0);
+  const std::string second = receive();
+  EXPECT_THAT(second, HasSubstr("STOPPING=1"));
+  EXPECT_THAT(second, Not(HasSubstr("READY=1")));
+  auto status = runner_.wait(120s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+  ::close(fd);
 }
 
 TEST_F(RunnerRootTest, RestartAfterKillNineDestroysTheLeftoverEngine) {
