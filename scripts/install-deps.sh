@@ -8,7 +8,7 @@ packages=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libssl-dev
   libgtest-dev libgmock-dev libsystemd-dev dpkg-dev
-  docker.io busybox-static iproute2 iptables util-linux mount e2fsprogs procps curl
+  docker.io busybox-static iproute2 iptables util-linux mount e2fsprogs uidmap procps curl
   docker-compose
 )
 if [ "$(id -u)" -ne 0 ]; then

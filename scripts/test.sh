@@ -15,4 +15,5 @@ ctest --test-dir "$build" --output-on-failure -j"$(nproc)" "$@"
 if [ $# -eq 0 ]; then
   BUILD_DIR="$build" scripts/package.sh
   tests/packaging/check-debs.sh "$build/packages"
+  tests/packaging/package-e2e.sh "$build/packages"
 fi

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The packages, end to end, on this machine (root): install both .debs, run the runner with the
+# installed unit's own ExecStart line and environment file (CI has no systemd to start it), start
+# a session through the installed plugin and offloadd, run a container, stop, and purge: nothing
+# of the packages may be left.
+#   tests/packaging/package-e2e.sh build/packages
+set -euo pipefail
+dir=$(cd "${1:?usage: package-e2e.sh DIR-WITH-DEBS}" && pwd)
+docker=/usr/local/bin/docker
+[ -x "$docker" ] || docker=$(command -v docker)
+# Only the packaged programs: /usr/bin and the plugin from /usr/libexec.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+work=$(mktemp -d /tmp/offload-package-e2e.XXXXXX)
+runner_pid=
+cleanup() {
+  set +e
+  if [ -n "${DOCKER_CONFIG:-}" ] && [ -f "$DOCKER_CONFIG/offload/offloadd.pid" ]; then
+    "$docker" offload stop --force >/dev/null 2>&1
+    kill "$(cat "$DOCKER_CONFIG/offload/offloadd.pid")" 2>/dev/null
+  fi
+  if [ -n "$runner_pid" ] && kill -0 "$runner_pid" 2>/dev/null; then
+    kill -TERM "$runner_pid"
+    for _ in $(seq 1 600); do kill -0 "$runner_pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq offload-runner docker-offload >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+step() { echo "--    $*"; }
+
+step "install both packages"
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$dir"/offload-runner_*_amd64.deb \
+  "$dir"/docker-offload_*_amd64.deb >/dev/null
+test "$(stat -c %a /etc/offload-runner/accounts)" = 600
+test -x /usr/libexec/docker/cli-plugins/docker-offload
+
+step "run the runner as the unit does"
+token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+echo "e2e:$token" >/etc/offload-runner/accounts
+# The test's own listen address, pool and ready file, through the unit's environment file.
+sed -i "s|^OFFLOAD_RUNNER_LISTEN=.*|OFFLOAD_RUNNER_LISTEN=127.0.0.1:0|; s|^OFFLOAD_RUNNER_ARGS=.*|OFFLOAD_RUNNER_ARGS=\"--address-pool 10.236.0.0/24 --ready-file $work/ready.json\"|" \
+  /etc/offload-runner/runner.env
+unit=/usr/lib/systemd/system/offload-runner.service
+exec_start=$(sed -n '/^ExecStart=/,/[^\\]$/p' "$unit" | sed 's/^ExecStart=//; s/\\$//' | tr '\n' ' ')
+(
+  set -a
+  . /etc/offload-runner/runner.env
+  set +a
+  eval "exec $exec_start" >"$work/runner.log" 2>&1
+) &
+runner_pid=$!
+for _ in $(seq 1 300); do [ -s "$work/ready.json" ] && break; sleep 0.2; done
+address=$(sed -n 's/.*"address":"\([^"]*\)".*/\1/p' "$work/ready.json")
+fingerprint=$(sed -n 's/.*"fingerprint":"\([^"]*\)".*/\1/p' "$work/ready.json")
+test -n "$address" || { cat "$work/runner.log"; exit 1; }
+
+step "a session through the installed plugin and offloadd"
+export DOCKER_CONFIG=$work/docker
+mkdir -p "$DOCKER_CONFIG/offload" "$DOCKER_CONFIG/cli-plugins"
+chmod 700 "$DOCKER_CONFIG/offload"
+ln -s /usr/libexec/docker/cli-plugins/docker-offload "$DOCKER_CONFIG/cli-plugins/docker-offload"
+echo '{}' >"$DOCKER_CONFIG/config.json"
+echo "$token" >"$DOCKER_CONFIG/offload/e2e.token"
+chmod 600 "$DOCKER_CONFIG/offload/e2e.token"
+cat >"$DOCKER_CONFIG/offload/config.json" <<JSON
+{"defaultAccount":"e2e","accounts":{"e2e":{"type":"remote","address":"$address","tokenFile":"e2e.token","fingerprint":"$fingerprint"}}}
+JSON
+"$docker" offload start >/dev/null
+grep -q "^/usr/bin/offloadd" "/proc/$(cat "$DOCKER_CONFIG/offload/offloadd.pid")/cmdline"
+root_dir=$("$docker" info --format '{{.DockerRootDir}}')
+case "$root_dir" in /var/lib/offload-runner/sessions/*) ;; *) echo "not the packaged runner's engine: $root_dir"; exit 1;; esac
+
+step "run a container"
+rootfs=$work/rootfs
+mkdir -p "$rootfs/bin"
+cp /usr/bin/busybox "$rootfs/bin/busybox"
+ln -s busybox "$rootfs/bin/sh"
+ln -s busybox "$rootfs/bin/echo"
+tar -C "$rootfs" -c . | "$docker" import - offload-package-e2e:1 >/dev/null
+out=$("$docker" run --rm offload-package-e2e:1 echo hello from the packaged runner)
+test "$out" = "hello from the packaged runner"
+
+step "stop, then the runner ends on SIGTERM as under systemd"
+"$docker" offload stop --force >/dev/null
+kill "$(cat "$DOCKER_CONFIG/offload/offloadd.pid")" 2>/dev/null || true
+kill -TERM "$runner_pid"
+for _ in $(seq 1 600); do kill -0 "$runner_pid" 2>/dev/null || break; sleep 0.2; done
+! kill -0 "$runner_pid" 2>/dev/null
+wait "$runner_pid"
+runner_pid=
+
+step "purge leaves nothing"
+DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq offload-runner docker-offload >/dev/null
+for gone in /usr/bin/offload-runner /usr/bin/offloadd /usr/libexec/docker/cli-plugins/docker-offload \
+  /etc/offload-runner /var/lib/offload-runner /usr/lib/systemd/system/offload-runner.service; do
+  test ! -e "$gone" || { echo "left after purge: $gone"; exit 1; }
+done
+echo "ok    the packages install, serve a session and purge cleanly"
