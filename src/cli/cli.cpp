@@ -277,6 +277,7 @@ int run(const std::vector<std::string>& argv, Console& console, const Environmen
   if (env.plugin_socket) watcher.emplace(*env.plugin_socket, interrupt);
   DaemonClient::Options daemon_options;
   daemon_options.docker_config = inv.docker_config;
+  daemon_options.notice = [&console](const std::string& line) { console.err << line << "\n"; };
   DaemonClient daemon(std::move(daemon_options));
   CommandContext cli{console, effective, daemon, interrupt};
   return run_command(line, cli);

@@ -1,5 +1,6 @@
 #include "offload/cli/daemon_client.h"
 
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -62,12 +63,57 @@ v1::Control::Stub* DaemonClient::connect_if_running() {
 v1::Control::Stub& DaemonClient::connect() {
   if (stub_) return *stub_;
   if (unix_socket_listening(paths_.control_socket)) {
-    if (open_channel()) return *stub_;
-    throw CliError("offloadd is not answering on " + display_path(paths_.control_socket) +
-                   ": no gRPC connection within " + seconds_text(options_.connect_timeout));
+    if (!open_channel())
+      throw CliError("offloadd is not answering on " + display_path(paths_.control_socket) +
+                     ": no gRPC connection within " + seconds_text(options_.connect_timeout));
+    if (!stopped_outdated_daemon()) return *stub_;
   }
   start_daemon();
   return *stub_;
+}
+
+bool DaemonClient::stopped_outdated_daemon() {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + options_.connect_timeout);
+  v1::VersionResponse version;
+  if (!stub_->Version(&context, {}, &version).ok()) return false;
+  const std::string& running = version.daemon_version();
+  if (running.empty() || running == options_.expected_daemon_version) return false;
+
+  auto say = [&](const std::string& line) {
+    if (options_.notice) options_.notice(line);
+  };
+  std::string pid_text;
+  pid_t pid = 0;
+  if (!read_file(paths_.pid_file, pid_text)) {
+    try {
+      pid = static_cast<pid_t>(std::stol(pid_text));
+    } catch (const std::exception&) {
+    }
+  }
+  std::string cmdline;
+  if (pid > 0) (void)read_file("/proc/" + std::to_string(pid) + "/cmdline", cmdline);
+  // Only a process that is an offloadd: a stale pid file may name anything by now.
+  if (pid <= 0 || cmdline.find("offloadd") == std::string::npos) {
+    say("offloadd " + running + " is running, this is docker-offload " +
+        options_.expected_daemon_version + "; cannot find its process to restart it (" +
+        display_path(paths_.pid_file) + "): stop it yourself");
+    return false;
+  }
+  say("offloadd " + running + " is running, this is docker-offload " +
+      options_.expected_daemon_version + ": restarting it; the session carries on");
+  stub_.reset();
+  channel_.reset();
+  ::kill(pid, SIGTERM);
+  const auto deadline = Clock::now() + options_.stop_timeout;
+  while (process_alive(pid)) {
+    if (Clock::now() >= deadline)
+      throw CliError("offloadd " + running + " (pid " + std::to_string(pid) +
+                     ") did not exit within " + seconds_text(options_.stop_timeout) +
+                     " of SIGTERM; stop it and try again");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
 }
 
 void DaemonClient::start_daemon() {

@@ -24,19 +24,31 @@ namespace {
 
 constexpr int kRecordVersion = 1;
 
-// What a later runner process needs to find and destroy the engine.
+// What a later runner process needs to find and destroy the engine, or (--live-restore) to take
+// it over: then also its user-namespace mapping and the session's own state.
 struct SessionRecord {
   std::string session_id;
   std::optional<std::uint32_t> slot;
   fs::path run_dir;
   std::int64_t created_unix_ms = 0;
+  std::optional<engine::UsernsMapping> userns;
+  std::string session_state;  // "" when the session never got that far
+  json doc;                   // all of it, kept as it was when the engine is adopted
 };
 
-std::string record_json(const engine::EngineSpec& spec) {
+json record_doc(const engine::EngineSpec& spec) {
   json doc = {{"version", kRecordVersion},        {"session_id", spec.session_id},
               {"slot", spec.slot.index},          {"data_dir", spec.data_dir.string()},
               {"run_dir", spec.run_dir.string()}, {"created_unix_ms", unix_now_ms()}};
-  return doc.dump(2) + "\n";
+  if (spec.userns)
+    doc["userns"] = {{"user", spec.userns->user},
+                     {"root_uid", spec.userns->root_uid},
+                     {"root_gid", spec.userns->root_gid}};
+  return doc;
+}
+
+std::error_code write_record(const fs::path& file, const json& doc) {
+  return write_file_atomic(file, doc.dump(2) + "\n");
 }
 
 // Reads what it can; `problem` says what could not be trusted. The session id always comes
@@ -75,7 +87,31 @@ SessionRecord read_record(const fs::path& file, const std::string& session_id,
     problem = "its session_id does not match its file name";
   if (auto it = doc.find("created_unix_ms"); it != doc.end() && it->is_number_integer())
     record.created_unix_ms = it->get<std::int64_t>();
+  if (auto it = doc.find("userns"); it != doc.end() && it->is_object()) {
+    const json& u = *it;
+    if (u.contains("user") && u["user"].is_string() && u.contains("root_uid") &&
+        u["root_uid"].is_number_unsigned() && u["root_uid"].get<std::uint64_t>() <= UINT32_MAX &&
+        u.contains("root_gid") && u["root_gid"].is_number_unsigned() &&
+        u["root_gid"].get<std::uint64_t>() <= UINT32_MAX)
+      record.userns = engine::UsernsMapping{u["user"].get<std::string>(),
+                                            u["root_uid"].get<std::uint32_t>(),
+                                            u["root_gid"].get<std::uint32_t>()};
+    else
+      problem = "its userns mapping is malformed";
+  }
+  if (auto it = doc.find("session"); it != doc.end() && it->is_object())
+    record.session_state = it->dump();
+  record.doc = std::move(doc);
   return record;
+}
+
+bool answers_ping(engine::Engine& engine) {
+  try {
+    std::string body;
+    return engine.get("/_ping", body) == 200;
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 void remove_record(const fs::path& file) {
@@ -87,8 +123,11 @@ void remove_record(const fs::path& file) {
 class DockerSessionEngine final : public SessionEngine {
  public:
   DockerSessionEngine(std::unique_ptr<engine::Engine> engine,
-                      std::shared_ptr<engine::AddressPool> pool, fs::path record)
-      : engine_(std::move(engine)), pool_(std::move(pool)), record_(std::move(record)) {}
+                      std::shared_ptr<engine::AddressPool> pool, fs::path record, json record_doc)
+      : engine_(std::move(engine)),
+        pool_(std::move(pool)),
+        record_(std::move(record)),
+        record_doc_(std::move(record_doc)) {}
 
   ~DockerSessionEngine() override = default;
 
@@ -144,6 +183,16 @@ class DockerSessionEngine final : public SessionEngine {
     return parse_images(query("/images/json", "GET /images/json"));
   }
 
+  void save_state(const std::string& session_state) override {
+    json state = json::parse(session_state, nullptr, false);
+    if (!state.is_object()) throw std::runtime_error("the session state is not a JSON object");
+    std::lock_guard lock(mu_);
+    if (destroyed_) return;  // its record is gone with it
+    record_doc_["session"] = std::move(state);
+    if (auto ec = write_record(record_, record_doc_))
+      throw std::runtime_error("cannot write " + record_.string() + ": " + ec.message());
+  }
+
   std::vector<std::string> destroy(const std::string& reason) override {
     std::lock_guard lock(mu_);
     if (destroyed_) return {};
@@ -181,6 +230,7 @@ class DockerSessionEngine final : public SessionEngine {
   std::unique_ptr<engine::Engine> engine_;
   std::shared_ptr<engine::AddressPool> pool_;
   fs::path record_;
+  json record_doc_;  // guarded by mu_
   SystemWaitClock clock_;
   std::unique_ptr<PortWatcher> watcher_;
   std::mutex mu_;  // guards destroyed_, version_ and the engine's pid during teardown
@@ -228,11 +278,12 @@ std::unique_ptr<SessionEngine> DockerSessionBackend::create(const std::string& s
       throw std::runtime_error("cannot create " + sessions_dir().string() + ": " + ec.message());
     // Written before anything exists, so a runner killed half-way through start-up still
     // finds and removes what it made.
-    if (auto ec = write_file_atomic(record, record_json(spec)))
+    json doc = record_doc(spec);
+    if (auto ec = write_record(record, doc))
       throw std::runtime_error("cannot write session record " + record.string() + ": " +
                                ec.message());
     auto engine = engine::Engine::start(spec);
-    return std::make_unique<DockerSessionEngine>(std::move(engine), pool_, record);
+    return std::make_unique<DockerSessionEngine>(std::move(engine), pool_, record, std::move(doc));
   } catch (const std::exception& e) {
     // Engine::start has already rolled back what it created.
     pool_->release(slot->index);
@@ -243,8 +294,21 @@ std::unique_ptr<SessionEngine> DockerSessionBackend::create(const std::string& s
 
 std::vector<std::string> DockerSessionBackend::destroy_leftovers() {
   std::vector<std::string> done;
+  sweep(nullptr, done);
+  return done;
+}
+
+std::vector<AdoptedEngine> DockerSessionBackend::adopt_engines() {
+  std::vector<AdoptedEngine> adopted;
+  std::vector<std::string> done;
+  sweep(&adopted, done);
+  return adopted;
+}
+
+void DockerSessionBackend::sweep(std::vector<AdoptedEngine>* adopted,
+                                 std::vector<std::string>& done) {
   std::error_code ec;
-  if (!fs::is_directory(sessions_dir(), ec)) return done;
+  if (!fs::is_directory(sessions_dir(), ec)) return;
 
   // Sessions are known by their record; a data directory without one is a leftover too.
   std::set<std::string> ids;
@@ -306,11 +370,34 @@ std::vector<std::string> DockerSessionBackend::destroy_leftovers() {
     // of the shape we create is taken from the record.
     if (!record.run_dir.empty() && record.run_dir.filename() == short_session_id(id))
       spec.run_dir = record.run_dir;
+    spec.userns = record.userns;
 
     std::string line = "session " + id + ": ";
     try {
       auto engine = engine::Engine::adopt(spec);
       const bool was_running = engine->alive();
+      // Taken over only when all of it can be trusted: a whole record with the session's state,
+      // its own slot, and a dockerd that answers.
+      std::string why_not;
+      if (!adopted) why_not = "";
+      else if (!problem.empty()) why_not = "its record is damaged";
+      else if (record.session_state.empty()) why_not = "it never finished starting";
+      else if (!reserved) why_not = "its network slot is not in --address-pool";
+      else if (!was_running) why_not = "its dockerd is not running";
+      else if (!answers_ping(*engine)) why_not = "its dockerd does not answer";
+      if (adopted && why_not.empty()) {
+        // The runner's start-up made the state directory private again (0700); the engine's
+        // remapped root must still reach its data root, or no new container could start.
+        if (spec.userns) engine::grant_traverse(spec.data_dir);
+        adopted->push_back({id, record.session_state,
+                            std::make_unique<DockerSessionEngine>(std::move(engine), pool_, file,
+                                                                  std::move(record.doc))});
+        line += "running engine adopted";
+        spdlog::info("{}", line);
+        done.push_back(line);
+        continue;
+      }
+      if (adopted) spdlog::warn("session {}: not restored: {}", short_session_id(id), why_not);
       auto report = engine->destroy("left over from an earlier runner process");
       line += std::string(was_running ? "running engine" : "dead engine") + " destroyed, removed " +
               std::to_string(report.removed.size()) + " items";
@@ -329,7 +416,6 @@ std::vector<std::string> DockerSessionBackend::destroy_leftovers() {
     }
     done.push_back(line);
   }
-  return done;
 }
 
 }  // namespace offload::runner

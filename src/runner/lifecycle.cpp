@@ -46,12 +46,14 @@ LifecycleLimits checked(LifecycleLimits limits) {
 
 }  // namespace
 
-SessionLifecycle::SessionLifecycle(LifecycleLimits limits, time_point start)
+SessionLifecycle::SessionLifecycle(LifecycleLimits limits, time_point start,
+                                   std::chrono::milliseconds lived)
     : limits_(checked(limits)),
       // Half the timeout at most, so a short timeout still leaves time to act on the warning
       // and the warning is not shown the moment the session becomes idle.
       warning_lead_(std::min(limits_.idle_warning, limits_.idle_timeout / 2)),
       start_(start),
+      lived_(std::max(lived, std::chrono::milliseconds(0))),
       latest_(start),
       idle_since_(start),
       unleased_since_(start) {}
@@ -74,7 +76,8 @@ time_point SessionLifecycle::lease_deadline_locked() const {
 
 time_point SessionLifecycle::max_deadline_locked() const {
   if (limits_.max_duration.count() == 0) return kNever;
-  return saturating_add(start_, limits_.max_duration);
+  // A session that lived longer than its maximum before a restart ends at once.
+  return saturating_add(start_, std::max(limits_.max_duration - lived_, std::chrono::milliseconds(0)));
 }
 
 SessionLifecycle::PendingEnd SessionLifecycle::pending_end_locked(time_point now) const {

@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,6 +49,7 @@ struct ServeOptions {
   fs::path run_dir = "/run/offload-runner";
   std::string address_pool = "10.213.0.0/16";
   bool userns_remap = true;
+  bool live_restore = false;
   std::uint64_t subid_base = engine::kDefaultSubidBase;
   fs::path ready_file;
   fs::path log_file;
@@ -154,6 +157,26 @@ tls::Identity load_tls(const ServeOptions& o) {
   }
 }
 
+// One runner per state directory: two would adopt, sweep and destroy each other's engines. The
+// lock lives as long as the process (the descriptor is never closed, and not inherited: dockerd
+// must not hold it after the runner is gone). Holds the pid for the error of the next one.
+void lock_state_dir(const fs::path& state_dir) {
+  const fs::path file = state_dir / "runner.lock";
+  int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    throw StartupError("cannot open " + file.string() + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    (void)!::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    std::string holder = pid[0] ? " (pid " + std::string(pid, ::strcspn(pid, "\n")) + ")" : "";
+    throw StartupError("another offload-runner" + holder + " is using --state-dir " +
+                       state_dir.string() + "; stop it first");
+  }
+  const std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, me.data(), me.size(), 0);
+}
+
 // gRPC's own log lines go to our log, not to a bare stderr next to it. Its errors are mostly
 // about single peers (a failed handshake), hence warnings.
 void grpc_log_to_spdlog(gpr_log_func_args* args) {
@@ -200,6 +223,7 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
     throw StartupError("cannot create --state-dir " + o.state_dir.string() + ": " + ec.message());
   if (auto ec = ensure_private_dir(o.run_dir))
     throw StartupError("cannot create --run-dir " + o.run_dir.string() + ": " + ec.message());
+  lock_state_dir(o.state_dir);
 
   RunnerOptions runner_options;
   for (auto& [name, entry] : load_accounts(o.token_file)) {
@@ -277,10 +301,20 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
       throw StartupError("useradd not found: install passwd (or run with --no-userns-remap)");
   }
   DockerSessionBackend backend(std::move(backend_options));
-  for (const auto& line : backend.destroy_leftovers()) (void)line;  // each is logged already
+  // Each session is logged as it is adopted or destroyed.
+  std::vector<AdoptedEngine> adopted;
+  if (o.live_restore) adopted = backend.adopt_engines();
+  else backend.destroy_leftovers();
 
   TunnelThreads tunnels;
   RunnerService service(tunnels.io(), backend, std::move(runner_options));
+  // Before the server listens: a client that reconnects finds its session at once.
+  if (o.live_restore && !adopted.empty()) {
+    const std::size_t found = adopted.size();
+    const std::size_t restored = service.restore(std::move(adopted));
+    spdlog::info("restored {} of {} sessions left by the previous runner process", restored,
+                 found);
+  }
 
   int port = 0;
   grpc::ServerBuilder builder;
@@ -320,17 +354,65 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   int signal = 0;
   while (::sigwait(&stop_signals, &signal) != 0) {
   }
-  ::sd_notifyf(0, "STOPPING=1\nSTATUS=destroying %zu sessions", service.session_count());
-  spdlog::info("received {}: destroying {} sessions and shutting down", ::strsignal(signal),
-               service.session_count());
-  service.destroy_all("runner shutting down");
-  server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+  if (o.live_restore) {
+    // The sessions' engines, containers, namespaces and rules stay; the next runner process
+    // adopts them and the clients reconnect as after a network cut.
+    ::sd_notifyf(0, "STOPPING=1\nSTATUS=leaving %zu sessions running", service.session_count());
+    spdlog::info("received {}: shutting down, leaving {} sessions running (--live-restore)",
+                 ::strsignal(signal), service.session_count());
+    server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+    service.detach_all();
+  } else {
+    ::sd_notifyf(0, "STOPPING=1\nSTATUS=destroying %zu sessions", service.session_count());
+    spdlog::info("received {}: destroying {} sessions and shutting down", ::strsignal(signal),
+                 service.session_count());
+    service.destroy_all("runner shutting down");
+    server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+  }
   tunnels.stop();
   if (!o.ready_file.empty()) {
     std::error_code ec;
     fs::remove(o.ready_file, ec);
   }
   spdlog::info("stopped");
+  return 0;
+}
+
+struct CleanupOptions {
+  fs::path state_dir = "/var/lib/offload-runner";
+  fs::path run_dir = "/run/offload-runner";
+  std::string address_pool = "10.213.0.0/16";
+};
+
+// `offload-runner cleanup`: what the package's removal runs after stopping the service, so that
+// removing the runner never leaves engines of a --live-restore stop behind.
+int cleanup(const CleanupOptions& c) {
+  setup_logging("offload-runner", {}, "warn");
+  if (::geteuid() != 0)
+    throw StartupError("offload-runner cleanup must run as root: it removes network namespaces "
+                       "and session engines");
+  if (auto missing = engine::check_prerequisites(); !missing.empty()) throw StartupError(missing);
+  const auto pool = parse_pool(c.address_pool);
+  std::error_code ec;
+  if (!fs::is_directory(c.state_dir / "sessions", ec)) {
+    std::cout << "no sessions in " << c.state_dir.string() << "\n";
+    return 0;
+  }
+  lock_state_dir(c.state_dir);
+  DockerBackendOptions options{c.state_dir, c.run_dir, pool, {}, {}};
+  DockerSessionBackend backend(std::move(options));
+  const auto lines = backend.destroy_leftovers();
+  for (const auto& line : lines) std::cout << line << "\n";
+  // A session whose teardown left something keeps its record: say so, and fail.
+  std::size_t left = 0;
+  for (const auto& entry : fs::directory_iterator(c.state_dir / "sessions", ec))
+    left += entry.path().extension() == ".json";
+  if (left > 0) {
+    std::cerr << "offload-runner: " << left << " sessions could not be removed completely; "
+              << "see the lines above, fix the cause and run cleanup again\n";
+    return 1;
+  }
+  std::cout << "destroyed " << lines.size() << " sessions\n";
   return 0;
 }
 
@@ -394,6 +476,11 @@ int run_runner(int argc, char** argv) {
                       "Run each session's dockerd with --userns-remap, so container root is an "
                       "unprivileged host uid of the session's own (default on; --no-userns-remap runs "
                       "rootful engines, for a runner only trusted people use)");
+  serve_cmd->add_flag("--live-restore", o.live_restore,
+                      "Keep sessions running while the runner is stopped or restarted (an "
+                      "upgrade): their engines stay up, the next start takes them over and "
+                      "clients reconnect. Without it, stopping destroys every session; "
+                      "`offload-runner cleanup` destroys what a stopped runner left");
   serve_cmd
       ->add_option("--subid-base", o.subid_base,
                    "First subordinate uid/gid of session engines; slot n gets 65536 ids from "
@@ -488,6 +575,20 @@ int run_runner(int argc, char** argv) {
       ->add_option("--log-level", o.log_level, "trace, debug, info, warn or error (default info)")
       ->option_text("LEVEL");
 
+  CleanupOptions c;
+  auto* cleanup_cmd = app.add_subcommand(
+      "cleanup",
+      "Destroy every session engine a stopped runner left behind (after a --live-restore stop, "
+      "or a crash); refuses while a runner uses --state-dir");
+  cleanup_cmd->add_option("--state-dir", c.state_dir, "As given to serve (default /var/lib/offload-runner)")
+      ->option_text("DIR");
+  cleanup_cmd->add_option("--run-dir", c.run_dir, "As given to serve (default /run/offload-runner)")
+      ->option_text("DIR");
+  cleanup_cmd
+      ->add_option("--address-pool", c.address_pool,
+                   "As given to serve (default 10.213.0.0/16)")
+      ->option_text("CIDR");
+
   auto* version_cmd = app.add_subcommand("version", "Print the version and exit");
 
   try {
@@ -500,6 +601,14 @@ int run_runner(int argc, char** argv) {
   if (version_cmd->parsed()) {
     std::cout << "offload-runner " << OFFLOAD_VERSION << "\n";
     return 0;
+  }
+  if (cleanup_cmd->parsed()) {
+    try {
+      return cleanup(c);
+    } catch (const std::exception& e) {
+      std::cerr << "offload-runner: " << e.what() << "\n";
+      return 1;
+    }
   }
   try {
     return serve(o, stop_signals);

@@ -107,8 +107,7 @@ Status RunnerService::authenticate_session(grpc::CallbackServerContext* ctx,
     auto it = sessions_.find(id);
     if (it != sessions_.end()) session = it->second;
   }
-  if (session && !presented.empty() && secrets_equal(presented, session->token()))
-    return Status::OK;
+  if (session && session->token_matches(presented)) return Status::OK;
   session.reset();
   spdlog::warn("rejected a call from {} for session {}: unknown session or invalid token",
                ctx->peer(), short_session_id(id));
@@ -240,16 +239,11 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
       reactor->Finish(Status(StatusCode::CANCELLED, "cancelled"));
       return;
     }
+    // Before the client learns the token: a runner restarted from now on finds the session.
+    session->persist();
     created->session = session;
     created.reset();  // in the table now, and no longer "being created"
-    std::weak_ptr<Session> weak = session;
-    session->engine().watch(
-        [weak](const std::vector<v1::PublishedPort>& ports) {
-          if (auto s = weak.lock()) s->set_ports(ports);
-        },
-        [weak](std::size_t running) {
-          if (auto s = weak.lock()) s->set_running_containers(running);
-        });
+    follow_engine(session);
     rearm_lifecycle_timer();
     response->set_session_id(session->id());
     response->set_session_token(session->token());
@@ -259,6 +253,73 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     reactor->Finish(Status::OK);
   });
   return reactor;
+}
+
+void RunnerService::follow_engine(const std::shared_ptr<Session>& session) {
+  std::weak_ptr<Session> weak = session;
+  session->engine().watch(
+      [weak](const std::vector<v1::PublishedPort>& ports) {
+        if (auto s = weak.lock()) s->set_ports(ports);
+      },
+      [weak](std::size_t running) {
+        if (auto s = weak.lock()) s->set_running_containers(running);
+      });
+}
+
+std::size_t RunnerService::restore(std::vector<AdoptedEngine> engines) {
+  std::size_t restored = 0;
+  for (auto& adopted : engines) {
+    const std::string id8 = short_session_id(adopted.session_id);
+    std::shared_ptr<Session> session;
+    try {
+      auto snapshot = parse_session_snapshot(adopted.session_state, adopted.session_id);
+      session = std::make_shared<Session>(snapshot, *options_.clock,
+                                          [this] { rearm_lifecycle_timer(); });
+    } catch (const std::exception& e) {
+      // Nobody could ever authenticate to it: an engine without a usable session is a leftover.
+      spdlog::error("session {}: cannot restore it ({}); destroying its engine", id8, e.what());
+      try {
+        adopted.engine->destroy("its session could not be restored after a runner restart");
+      } catch (const std::exception& teardown) {
+        spdlog::error("session {}: {}", id8, teardown.what());
+      }
+      continue;
+    }
+    session->syncs().set_max_calls(options_.max_sync_calls_per_session);
+    session->syncs().set_max_buffered_bytes(options_.max_sync_buffer_per_session);
+    session->attach_engine(std::move(adopted.engine));
+    {
+      std::lock_guard lock(mu_);
+      sessions_[session->id()] = session;
+    }
+    follow_engine(session);
+    ++restored;
+    spdlog::info("session {}: restored for account {} ({}), created {} ago", id8,
+                 session->account(), session->client_label(),
+                 format_duration(std::chrono::milliseconds(
+                     std::max<std::int64_t>(0, unix_now_ms() - session->created_unix_ms()))));
+  }
+  rearm_lifecycle_timer();
+  return restored;
+}
+
+std::size_t RunnerService::detach_all() {
+  std::vector<std::shared_ptr<Session>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, s] : sessions_) all.push_back(s);
+    sessions_.clear();
+    if (lifecycle_timer_) lifecycle_timer_->cancel();
+  }
+  for (auto& s : all) {
+    // Replicas finish what they were writing; the clients' sync resumes after the restart.
+    if (!s->syncs().stop_all(std::chrono::seconds(10)))
+      spdlog::warn("session {}: a sync call did not stop in time", short_session_id(s->id()));
+    s->persist();
+    spdlog::info("session {}: left running for the next runner process",
+                 short_session_id(s->id()));
+  }
+  return all.size();
 }
 
 std::shared_ptr<Session> RunnerService::remove_session(const std::string& id) {

@@ -3,6 +3,11 @@
 #include <algorithm>
 #include <chrono>
 
+#include <spdlog/spdlog.h>
+
+#include "offload/common/text.h"
+#include "offload/common/token.h"
+
 namespace offload::runner {
 
 using grpc::Status;
@@ -15,13 +20,62 @@ Session::Session(std::string id, std::string token, std::string account, std::st
                  std::function<void()> on_lifecycle_input, ApiAllowances allow)
     : id_(std::move(id)),
       token_(std::move(token)),
+      token_sha256_(sha256_hex(token_)),
       account_(std::move(account)),
       client_label_(std::move(client_label)),
       allow_(std::move(allow)),
       created_ms_(unix_now_ms()),
       clock_(clock),
       lifecycle_(limits, clock.now()),
-      on_lifecycle_input_(std::move(on_lifecycle_input)) {}
+      on_lifecycle_input_(std::move(on_lifecycle_input)) {
+  syncs_.set_on_new_claim([this] { persist(); });
+}
+
+Session::Session(const SessionSnapshot& snapshot, const Clock& clock,
+                 std::function<void()> on_lifecycle_input)
+    : id_(snapshot.id),
+      token_sha256_(snapshot.token_sha256),
+      account_(snapshot.account),
+      client_label_(snapshot.client_label),
+      allow_(snapshot.allow),
+      created_ms_(snapshot.created_unix_ms),
+      clock_(clock),
+      // The wall clock says how long the session has existed; a clock set back counts as none.
+      lifecycle_(snapshot.limits, clock.now(),
+                 std::chrono::milliseconds(std::max<std::int64_t>(
+                     0, unix_now_ms() - snapshot.created_unix_ms))),
+      on_lifecycle_input_(std::move(on_lifecycle_input)) {
+  syncs_.restore_claims(snapshot.mounts);
+  syncs_.set_on_new_claim([this] { persist(); });
+}
+
+bool Session::token_matches(std::string_view presented) const {
+  return !presented.empty() && secrets_equal(sha256_hex(presented), token_sha256_);
+}
+
+SessionSnapshot Session::snapshot() const {
+  SessionSnapshot s;
+  s.id = id_;
+  s.token_sha256 = token_sha256_;
+  s.account = account_;
+  s.client_label = client_label_;
+  s.limits = lifecycle_.limits();
+  s.allow = allow_;
+  s.created_unix_ms = created_ms_;
+  s.mounts = syncs_.claims();
+  return s;
+}
+
+void Session::persist() {
+  if (!engine_) return;
+  try {
+    engine_->save_state(snapshot_json(snapshot()));
+  } catch (const std::exception& e) {
+    spdlog::error("session {}: cannot record its state, so it would not survive a runner "
+                  "restart: {}",
+                  short_session_id(id_), e.what());
+  }
+}
 
 void Session::set_running_containers(std::size_t n) {
   running_containers_ = static_cast<std::int64_t>(n);

@@ -231,9 +231,15 @@ std::string SyncCalls::claim(const std::string& mount_id, bool single_file,
                              const std::string& file_name) {
   std::optional<std::string> mode;
   if (single_file) mode = file_name;
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   auto [it, added] = claims_.emplace(mount_id, mode);
-  if (added || it->second == mode) return "";
+  if (added) {
+    auto on_new_claim = on_new_claim_;
+    lock.unlock();
+    if (on_new_claim) on_new_claim();
+    return "";
+  }
+  if (it->second == mode) return "";
   auto describe = [](const std::optional<std::string>& m) {
     return m ? "the single file \"" + *m + "\"" : std::string("a directory");
   };
@@ -249,6 +255,16 @@ bool SyncCalls::is_mount_source(const std::filesystem::path& relative) const {
   auto it = claims_.find(parts[0]);
   if (it == claims_.end()) return false;
   return parts.size() == 1 ? !it->second : it->second && *it->second == parts[1];
+}
+
+std::map<std::string, std::optional<std::string>> SyncCalls::claims() const {
+  std::lock_guard lock(mu_);
+  return claims_;
+}
+
+void SyncCalls::restore_claims(std::map<std::string, std::optional<std::string>> claims) {
+  std::lock_guard lock(mu_);
+  claims_ = std::move(claims);
 }
 
 std::size_t SyncCalls::size() const {

@@ -52,6 +52,12 @@ unit="$work/unit"
 dpkg-deb --fsys-tarfile "$runner" | tar -xO ./usr/lib/systemd/system/offload-runner.service >"$unit"
 check "unit is Type=notify" grep -qx "Type=notify" "$unit"
 check "unit runs /usr/bin/offload-runner serve" grep -q "^ExecStart=/usr/bin/offload-runner serve" "$unit"
+# Engines outlive a restart: systemd must not kill the unit's other processes on stop.
+check "unit kills only the runner on stop" grep -qx "KillMode=process" "$unit"
+env_file="$work/runner.env"
+dpkg-deb --fsys-tarfile "$runner" | tar -xO ./etc/offload-runner/runner.env >"$env_file"
+check "runner.env turns on --live-restore" grep -qx "OFFLOAD_RUNNER_ARGS=--live-restore" "$env_file"
+check "prerm destroys leftover engines on removal" grep -q "offload-runner cleanup" "$work/control/prerm"
 # Unpacked into an empty directory, the programs run (their libraries are the declared ones).
 dpkg -x "$client" "$work/client"
 dpkg -x "$runner" "$work/runner"

@@ -37,19 +37,39 @@ test -x /usr/libexec/docker/cli-plugins/docker-offload
 step "run the runner as the unit does"
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "e2e:$token" >/etc/offload-runner/accounts
-# The test's own listen address, pool and ready file, through the unit's environment file.
-sed -i "s|^OFFLOAD_RUNNER_LISTEN=.*|OFFLOAD_RUNNER_LISTEN=127.0.0.1:0|; s|^OFFLOAD_RUNNER_ARGS=.*|OFFLOAD_RUNNER_ARGS=\"--address-pool 10.236.0.0/24 --ready-file $work/ready.json\"|" \
+# The packaged flags stay (--live-restore); the test adds its own pool and ready file, and a
+# fixed loopback port, so that the client finds the runner again after a restart.
+grep -qx 'OFFLOAD_RUNNER_ARGS=--live-restore' /etc/offload-runner/runner.env
+port=
+for _ in $(seq 1 50); do
+  candidate=$((20000 + RANDOM % 20000))
+  ss -Hltn "sport = :$candidate" | grep -q . || { port=$candidate; break; }
+done
+test -n "$port"
+sed -i "s|^OFFLOAD_RUNNER_LISTEN=.*|OFFLOAD_RUNNER_LISTEN=127.0.0.1:$port|; s|^OFFLOAD_RUNNER_ARGS=\(.*\)|OFFLOAD_RUNNER_ARGS=\"\1 --address-pool 10.236.0.0/24 --ready-file $work/ready.json\"|" \
   /etc/offload-runner/runner.env
 unit=/usr/lib/systemd/system/offload-runner.service
 exec_start=$(sed -n '/^ExecStart=/,/[^\\]$/p' "$unit" | sed 's/^ExecStart=//; s/\\$//' | tr '\n' ' ')
-(
-  set -a
-  . /etc/offload-runner/runner.env
-  set +a
-  eval "exec $exec_start" >"$work/runner.log" 2>&1
-) &
-runner_pid=$!
-for _ in $(seq 1 300); do [ -s "$work/ready.json" ] && break; sleep 0.2; done
+# What systemd does for the unit: its environment file, then its ExecStart.
+start_runner() {
+  rm -f "$work/ready.json"
+  (
+    set -a
+    . /etc/offload-runner/runner.env
+    set +a
+    eval "exec $exec_start" >>"$work/runner.log" 2>&1
+  ) &
+  runner_pid=$!
+  for _ in $(seq 1 300); do [ -s "$work/ready.json" ] && break; sleep 0.2; done
+}
+stop_runner() {
+  kill -TERM "$runner_pid"
+  for _ in $(seq 1 600); do kill -0 "$runner_pid" 2>/dev/null || break; sleep 0.2; done
+  ! kill -0 "$runner_pid" 2>/dev/null
+  wait "$runner_pid" || { echo "the runner exited with $?"; cat "$work/runner.log"; exit 1; }
+  runner_pid=
+}
+start_runner
 address=$(sed -n 's/.*"address":"\([^"]*\)".*/\1/p' "$work/ready.json")
 fingerprint=$(sed -n 's/.*"fingerprint":"\([^"]*\)".*/\1/p' "$work/ready.json")
 test -n "$address" || { cat "$work/runner.log"; exit 1; }
@@ -76,21 +96,39 @@ mkdir -p "$rootfs/bin"
 cp /usr/bin/busybox "$rootfs/bin/busybox"
 ln -s busybox "$rootfs/bin/sh"
 ln -s busybox "$rootfs/bin/echo"
+ln -s busybox "$rootfs/bin/sleep"
 tar -C "$rootfs" -c . | "$docker" import - offload-package-e2e:1 >/dev/null
 out=$("$docker" run --rm offload-package-e2e:1 echo hello from the packaged runner)
 test "$out" = "hello from the packaged runner"
 
-step "stop, then the runner ends on SIGTERM as under systemd"
-"$docker" offload stop --force >/dev/null
+step "restart the runner (systemctl restart): the session and its container live on"
+"$docker" run -d --name survivor offload-package-e2e:1 sh -c 'while :; do sleep 1; done' >/dev/null
+session=$("$docker" offload status --format json | sed -n 's/.*"sessionId":"\([^"]*\)".*/\1/p')
+test -n "$session"
+stop_runner
+ip netns list | grep -q "offload-$session"
+start_runner
+grep -q "session $session: running engine adopted" "$work/runner.log"
+back=
+for _ in $(seq 1 150); do
+  if [ "$("$docker" ps --filter name=survivor --format '{{.State}}' 2>/dev/null)" = running ]; then
+    back=1
+    break
+  fi
+  sleep 0.2
+done
+test -n "$back" || { echo "the container is not back after the restart"; cat "$work/runner.log"; exit 1; }
+"$docker" offload status --format json | grep -q "\"sessionId\":\"$session\""
+
+step "stop the runner with the session running; removing the package destroys it"
 kill "$(cat "$DOCKER_CONFIG/offload/offloadd.pid")" 2>/dev/null || true
-kill -TERM "$runner_pid"
-for _ in $(seq 1 600); do kill -0 "$runner_pid" 2>/dev/null || break; sleep 0.2; done
-! kill -0 "$runner_pid" 2>/dev/null
-wait "$runner_pid"
-runner_pid=
+stop_runner
+ip netns list | grep -q "offload-$session"
 
 step "purge leaves nothing"
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq offload-runner docker-offload >/dev/null
+! ip netns list | grep -q "offload-$session" || { echo "the session's namespace survived removal"; exit 1; }
+! pgrep -f "/run/offload-runner/" >/dev/null || { echo "session processes survived removal"; exit 1; }
 for gone in /usr/bin/offload-runner /usr/bin/offloadd /usr/libexec/docker/cli-plugins/docker-offload \
   /etc/offload-runner /var/lib/offload-runner /usr/lib/systemd/system/offload-runner.service; do
   test ! -e "$gone" || { echo "left after purge: $gone"; exit 1; }

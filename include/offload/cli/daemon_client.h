@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include <grpcpp/grpcpp.h>
 
@@ -26,12 +27,21 @@ class DaemonClient {
     std::chrono::milliseconds start_timeout{10000};
     // Where offloadd is; empty means offload::find_program("offloadd").
     std::function<std::optional<std::filesystem::path>()> locate_daemon;
+    // The version a running offloadd must have; one that reports another (an upgrade replaced
+    // the programs under it) is stopped and started again from the installed program. The
+    // session lives on: the new daemon re-attaches to it.
+    std::string expected_daemon_version = OFFLOAD_VERSION;
+    // How long the old daemon may take to exit.
+    std::chrono::milliseconds stop_timeout{30000};
+    // Tells the user what happens (a line without newline); default: nothing.
+    std::function<void(const std::string&)> notice;
   };
 
   explicit DaemonClient(Options options);
 
   // A stub for a daemon that answers, spawning offloadd first when nothing listens on the
-  // socket. Throws CliError("daemon not running and could not be started: ...").
+  // socket, and restarting one of another version. Throws CliError("daemon not running and
+  // could not be started: ...").
   v1::Control::Stub& connect();
 
   // A stub when offloadd already listens, else nullptr; never spawns it (for `version`).
@@ -48,6 +58,10 @@ class DaemonClient {
  private:
   bool open_channel();
   void start_daemon();
+  // True when the daemon behind the open channel reports a version other than the expected one
+  // and has been stopped (the channel is closed then). A daemon that reports no version, or
+  // whose process cannot be identified, is left alone.
+  bool stopped_outdated_daemon();
 
   Options options_;
   StatePaths paths_;

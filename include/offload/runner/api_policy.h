@@ -31,6 +31,8 @@ struct ApiAllowances {
   bool host_namespaces = false;   // --pid/--ipc/--uts/--userns/--cgroupns host, --network host
   bool devices = false;           // --device, device cgroup rules, --gpus
   std::set<std::string> capabilities;  // extra --cap-add names (upper case, without CAP_)
+
+  friend bool operator==(const ApiAllowances&, const ApiAllowances&) = default;
 };
 
 struct ApiPolicy {

@@ -46,6 +46,11 @@ class DockerSessionBackend final : public SessionBackend {
   // start-up tries again) and its slot (so no new engine collides with its leftovers).
   std::vector<std::string> destroy_leftovers();
 
+  // --live-restore: like destroy_leftovers(), except that a session whose engine still runs and
+  // answers, whose record is whole and holds the session's state, and whose slot lies in this
+  // runner's pool is taken over instead (its slot reserved again), not destroyed.
+  std::vector<AdoptedEngine> adopt_engines() override;
+
   std::filesystem::path sessions_dir() const { return options_.state_dir / "sessions"; }
   std::filesystem::path record_path(const std::string& session_id) const {
     return sessions_dir() / (session_id + ".json");
@@ -53,6 +58,9 @@ class DockerSessionBackend final : public SessionBackend {
 
  private:
   engine::EngineSpec spec_for(const std::string& session_id, const engine::NetworkSlot& slot) const;
+  // Goes through every recorded session: adopts it into `adopted` when allowed (non-null) and
+  // possible, destroys it otherwise; one line per session into `done`.
+  void sweep(std::vector<AdoptedEngine>* adopted, std::vector<std::string>& done);
 
   DockerBackendOptions options_;
   std::shared_ptr<engine::AddressPool> pool_;  // shared with the engines it handed slots to

@@ -20,6 +20,8 @@ struct LifecycleLimits {
   // How long the session survives with no client holding the lease. 0 = the lease never expires.
   std::chrono::milliseconds client_ttl{std::chrono::minutes(10)};
   std::chrono::milliseconds max_duration{std::chrono::hours(8)};  // 0 = unlimited
+
+  friend bool operator==(const LifecycleLimits&, const LifecycleLimits&) = default;
 };
 
 // First reason wins; the order of the values breaks ties between deadlines at the same instant.
@@ -57,7 +59,12 @@ class SessionLifecycle {
   // The session starts idle and with no lease holder: the idle countdown and the client TTL
   // both run from `start`, so a session whose client never attaches is reclaimed.
   // Throws std::invalid_argument on a negative limit.
-  SessionLifecycle(LifecycleLimits limits, time_point start);
+  //
+  // `lived`: how long the session had existed before `start` (a session restored after a
+  // runner restart). It counts towards the maximum duration only: idleness and the client TTL
+  // start afresh at `start`, as after any other interruption of the runner.
+  SessionLifecycle(LifecycleLimits limits, time_point start,
+                   std::chrono::milliseconds lived = std::chrono::milliseconds(0));
 
   // Activity, each counted so nesting is allowed: API requests and streams in flight (attach,
   // exec, logs -f, events, BuildKit /session), port-forward connections and builds all count as
@@ -110,6 +117,7 @@ class SessionLifecycle {
   const LifecycleLimits limits_;
   const std::chrono::milliseconds warning_lead_;
   const time_point start_;
+  const std::chrono::milliseconds lived_;
 
   mutable std::mutex mutex_;
   time_point latest_;             // the latest time seen

@@ -61,6 +61,14 @@ class RunnerService final : public v1::Runner::CallbackService {
 
   // Destroys every session (runner shutdown). Blocking.
   void destroy_all(const std::string& reason);
+  // Runner shutdown with --live-restore: stops the sessions' sync calls, records their state
+  // and forgets them, leaving their engines running for the next runner process. Call after the
+  // server stopped taking calls. Returns how many sessions were left running.
+  std::size_t detach_all();
+  // Runner start-up with --live-restore, before the server takes calls: brings back the
+  // sessions of engines the backend adopted. An engine whose state cannot be used is destroyed.
+  // Returns how many sessions were restored.
+  std::size_t restore(std::vector<AdoptedEngine> engines);
   std::size_t session_count() const;
   // The live sessions, at this moment.
   std::vector<std::shared_ptr<Session>> sessions() const;
@@ -103,6 +111,8 @@ class RunnerService final : public v1::Runner::CallbackService {
   template <class Work>
   grpc::ServerUnaryReactor* with_session(grpc::CallbackServerContext* ctx, Work work);
   std::shared_ptr<Session> remove_session(const std::string& id);
+  // Feeds the engine's published ports and running containers into the session.
+  void follow_engine(const std::shared_ptr<Session>& session);
   std::vector<std::string> destroy_session(const std::shared_ptr<Session>& session,
                                            const std::string& reason);
 

@@ -13,12 +13,14 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "offload/common/clock.h"
 #include "offload/runner/api_policy.h"
 #include "offload/runner/lifecycle.h"
 #include "offload/runner/session_backend.h"
+#include "offload/runner/session_snapshot.h"
 #include "offload/runner/sync_call.h"
 #include "offload/v1/runner.grpc.pb.h"
 
@@ -38,10 +40,23 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(std::string id, std::string token, std::string account, std::string client_label,
           LifecycleLimits limits, const Clock& clock, std::function<void()> on_lifecycle_input,
           ApiAllowances allow = {});
+  // A session brought back after a runner restart (serve --live-restore): the same id, owner,
+  // token, limits, creation time and mounts. Its maximum duration counts from its creation;
+  // idleness and the client TTL start afresh now. It has no token to hand out (token() is "").
+  Session(const SessionSnapshot& snapshot, const Clock& clock,
+          std::function<void()> on_lifecycle_input);
 
   const std::string& id() const { return id_; }
-  // The secret of the session's calls: for authenticating them and for the creating client only.
+  // The secret of the session's calls, for the creating client only; "" for a restored session.
   const std::string& token() const { return token_; }
+  // True when `presented` is this session's token. Compares hashes in constant time.
+  bool token_matches(std::string_view presented) const;
+  // What a restarted runner needs to restore this session (see session_snapshot.h).
+  SessionSnapshot snapshot() const;
+  // Writes snapshot() into the engine's record, so a runner restart finds the session as it is
+  // now. Called once the engine is attached and again whenever a client opens a new mount.
+  // Failures are logged: the session itself goes on.
+  void persist();
   const std::string& account() const { return account_; }
   const std::string& client_label() const { return client_label_; }
   // What the account's settings let this session's API requests do beyond the default policy.
@@ -107,6 +122,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   const std::string id_;
   const std::string token_;
+  const std::string token_sha256_;
   const std::string account_;
   const std::string client_label_;
   const ApiAllowances allow_;

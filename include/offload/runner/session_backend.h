@@ -48,6 +48,18 @@ class SessionEngine {
   // Idempotent teardown; returns what was removed. Throws if something was left behind (the
   // message lists it).
   virtual std::vector<std::string> destroy(const std::string& reason) = 0;
+  // Keeps `session_state` (the session's snapshot, opaque here) with the engine's own record,
+  // for a runner that restarts with --live-restore. Throws std::runtime_error when it cannot.
+  // Backends that cannot restore sessions keep nothing.
+  virtual void save_state(const std::string& session_state) { (void)session_state; }
+};
+
+// An engine that outlived the runner process that started it, with the session state saved
+// beside it (SessionEngine::save_state).
+struct AdoptedEngine {
+  std::string session_id;
+  std::string session_state;
+  std::unique_ptr<SessionEngine> engine;
 };
 
 class SessionBackend {
@@ -56,6 +68,10 @@ class SessionBackend {
   // Blocking; returns a ready engine or throws std::runtime_error with a user-facing line.
   virtual std::unique_ptr<SessionEngine> create(const std::string& session_id) = 0;
   virtual bool gpu_available() const { return false; }
+  // At start-up with --live-restore, before create(): takes over the engines of an earlier
+  // runner process that are still alive and have a session state saved; destroys every other
+  // leftover. The caller restores the sessions, or destroys an engine whose state it cannot use.
+  virtual std::vector<AdoptedEngine> adopt_engines() { return {}; }
 };
 
 }  // namespace offload::runner

@@ -64,6 +64,16 @@ class SyncCalls {
   // Nothing inside a directory mount is: its entries change under the API gate's check (the
   // client syncs, containers write), and dockerd would follow a symlink swapped in after it.
   bool is_mount_source(const std::filesystem::path& relative) const;
+  // The claims so far, and the claims of a session restored after a runner restart (before
+  // any call starts), so that a mount keeps its mode across the restart too.
+  std::map<std::string, std::optional<std::string>> claims() const;
+  void restore_claims(std::map<std::string, std::optional<std::string>> claims);
+  // Runs (outside the lock, on the call's thread) after claim() added a mount: the session
+  // records it.
+  void set_on_new_claim(std::function<void()> on_new_claim) {
+    std::lock_guard lock(mu_);
+    on_new_claim_ = std::move(on_new_claim);
+  }
 
  private:
   friend class SyncCall;
@@ -79,6 +89,7 @@ class SyncCalls {
   // Shared with every call (and its inbox), which may outlive this object's teardown wait.
   const std::shared_ptr<sync::ByteBudget> budget_ = std::make_shared<sync::ByteBudget>();
   std::function<void()> replica_gate_;
+  std::function<void()> on_new_claim_;
 };
 
 }  // namespace offload::runner

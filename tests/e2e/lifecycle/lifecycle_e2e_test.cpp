@@ -7,6 +7,9 @@
 // assertion is about how long something took.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -180,6 +183,13 @@ json config_with(const std::string& pool, const json& extra = json::object()) {
   for (auto& [k, v] : extra.items()) c[k] = v;
   return c;
 }
+
+#define EXPECT_THAT_LOG(file, text)                                                     \
+  do {                                                                                 \
+    std::string _log;                                                                  \
+    (void)read_file((file), _log);                                                     \
+    EXPECT_NE(_log.find(text), std::string::npos) << "no \"" << (text) << "\" in " << (file); \
+  } while (0)
 
 #define ASSERT_SH_OK(shell)                          \
   do {                                               \
@@ -452,23 +462,39 @@ class OwnRunner {
  public:
   ~OwnRunner() { stop(); }
 
-  void start(const fs::path& dir, const std::map<std::string, std::string>& tokens) {
+  // `extra` is appended to serve's command line; `listen` stays the same across restart().
+  void start(const fs::path& dir, const std::map<std::string, std::string>& tokens,
+             std::vector<std::string> extra = {}, std::string listen = "127.0.0.1:0") {
     dir_ = dir;
     fs::create_directories(dir_);
     std::string token_lines;
     for (auto& [name, token] : tokens) token_lines += name + ":" + token + "\n";
     ASSERT_FALSE(write_file_atomic(dir_ / "tokens", token_lines, fs::perms(0600)));
     run_dir_ = "/run/offload-e2e-life-" + random_hex(4);
+    extra_ = std::move(extra);
+    listen_ = std::move(listen);
+    launch();
+  }
+
+  // SIGTERM and the same command line again (what `systemctl restart` does).
+  void restart() {
+    ASSERT_EQ(terminate(60s), 0) << tail(log(), 40);
+    launch();
+  }
+
+  void launch() {
+    fs::remove(dir_ / "ready.json");
     SpawnOptions o;
     o.log_file = dir_ / "runner.stderr.log";
     std::string error;
-    pid_ = spawn_process({(fs::path(OFFLOAD_BIN_DIR) / "offload-runner").string(), "serve",
-                          "--listen", "127.0.0.1:0", "--token-file", (dir_ / "tokens").string(),
-                          "--state-dir", state_dir().string(), "--run-dir", run_dir_.string(),
-                          "--address-pool", "10.235.0.0/24", "--ready-file",
-                          (dir_ / "ready.json").string(), "--log-file",
-                          (dir_ / "runner.log").string(), "--log-level", "debug"},
-                         o, error);
+    std::vector<std::string> argv = {
+        (fs::path(OFFLOAD_BIN_DIR) / "offload-runner").string(), "serve", "--listen", listen_,
+        "--token-file", (dir_ / "tokens").string(), "--state-dir", state_dir().string(),
+        "--run-dir", run_dir_.string(), "--address-pool", "10.235.0.0/24", "--ready-file",
+        (dir_ / "ready.json").string(), "--log-file", (dir_ / "runner.log").string(),
+        "--log-level", "debug"};
+    argv.insert(argv.end(), extra_.begin(), extra_.end());
+    pid_ = spawn_process(argv, o, error);
     ASSERT_GT(pid_, 0) << error;
     json ready;
     ASSERT_TRUE(wait_for(
@@ -514,9 +540,26 @@ class OwnRunner {
  private:
   fs::path dir_;
   fs::path run_dir_;
+  std::vector<std::string> extra_;
+  std::string listen_;
   pid_t pid_ = -1;
   std::string address_, fingerprint_;
 };
+
+// A loopback port nothing listens on right now.
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
 
 TEST_F(Lifecycle, TwoClientsHoldSessionsOnOneRunnerWithoutInterfering) {
   const std::map<std::string, std::string> tokens = {{"alice", random_hex(16)},
@@ -608,6 +651,66 @@ TEST_F(Lifecycle, TwoClientsHoldSessionsOnOneRunnerWithoutInterfering) {
   bool sessions_empty = !fs::exists(sessions_dir) || fs::is_empty(sessions_dir, ec);
   EXPECT_TRUE(sessions_empty) << sessions_dir;
   if (HasFailure()) std::cout << "---- " << runner.log() << " (tail)\n" << tail(runner.log(), 80);
+}
+
+// ---- 7. The runner restarts (an upgrade) under a running session ------------------------------
+
+// `systemctl restart offload-runner` with --live-restore (the packaged default) in the middle of
+// a detached container with a forwarded port and a bind mount: the container keeps running, the
+// port answers again, and the mount keeps syncing, all through the same session.
+TEST_F(Lifecycle, ARunnerRestartKeepsTheSessionItsContainerPortAndBindMount) {
+  const std::map<std::string, std::string> tokens = {{"carol", random_hex(16)}};
+  const int runner_port = free_port();
+  ASSERT_GT(runner_port, 0);
+  OwnRunner runner;
+  ASSERT_NO_FATAL_FAILURE(runner.start(g_dir / "restart-runner", tokens, {"--live-restore"},
+                                       "127.0.0.1:" + std::to_string(runner_port)));
+  json remote = {{"type", "remote"},
+                 {"address", runner.address()},
+                 {"tokenFile", "carol.token"},
+                 {"fingerprint", runner.fingerprint()}};
+  const auto& c = make_config("restart-client",
+                              config_with("10.241.0.0/24", {{"defaultAccount", "shared"},
+                                                            {"accounts", {{"shared", remote}}}}));
+  ASSERT_FALSE(write_file_atomic(c.offload_dir() / "carol.token", tokens.at("carol") + "\n",
+                                 fs::perms(0600)));
+  ASSERT_NO_FATAL_FAILURE(start_with_image(c));
+  const std::string id = c.status().value("sessionId", std::string());
+  ASSERT_FALSE(id.empty());
+
+  const fs::path site = g_dir / "restart-site";
+  fs::create_directories(site);
+  ASSERT_FALSE(write_file_atomic(site / "index.html", "before\n", fs::perms(0644)));
+  ASSERT_SH_OK(c.run("docker run -d --name web -p 18193:80 -v " + quoted(site.string()) +
+                     ":/site " + kImage + " httpd -f -p 80 -h /site"));
+  ASSERT_TRUE(wait_for([] { return http_get(18193) == "before\n"; }, 30s))
+      << "the forwarded port never answered before the restart";
+
+  ASSERT_NO_FATAL_FAILURE(runner.restart());
+  EXPECT_THAT_LOG(runner.log(), "session " + id + ": running engine adopted");
+  // The container never stopped, and the session is the same one.
+  EXPECT_FALSE(processes_mentioning("httpd -f -p 80 -h /site").empty());
+  EXPECT_TRUE(wait_for([] { return http_get(18193) == "before\n"; }, 30s))
+      << "the forwarded port did not come back; status: " << c.status().dump();
+  json status = c.wait_status(
+      [](const json& s) { return DockerConfig::state(s) == "started"; }, 30s);
+  EXPECT_EQ(DockerConfig::state(status), "started") << status.dump();
+  EXPECT_EQ(status.value("sessionId", std::string()), id) << status.dump();
+  auto ps = c.run("docker ps --format '{{.Names}} {{.Status}}'");
+  EXPECT_EQ(ps.out.rfind("web Up", 0), 0u) << ps.out << ps.err;
+
+  // The bind mount syncs again, and a new container can bind it.
+  ASSERT_FALSE(write_file_atomic(site / "index.html", "after\n", fs::perms(0644)));
+  EXPECT_TRUE(wait_for([] { return http_get(18193) == "after\n"; }, 30s))
+      << "the laptop's change never reached the container after the restart";
+  auto again = c.run("docker run --rm -v " + quoted(site.string()) + ":/data " + kImage +
+                     " cat /data/index.html");
+  EXPECT_EQ(again.out, "after\n") << again.err;
+
+  ASSERT_SH_OK(c.run("docker offload stop --force", 180s));
+  auto left = footprint(id, runner.state_dir() / "sessions", runner.run_dir() / id.substr(0, 8));
+  EXPECT_TRUE(left.present.empty()) << lines(left.present);
+  if (HasFailure()) std::cout << "---- " << runner.log() << " (tail)\n" << tail(runner.log(), 120);
 }
 
 }  // namespace

@@ -144,13 +144,27 @@ class RunnerRootTest : public ::testing::Test {
   }
 
   std::vector<std::string> serve_argv() const {
-    return {kRunnerBin.string(), "serve",
-            "--listen",          "127.0.0.1:0",
-            "--token-file",      (dir_ / "tokens").string(),
-            "--state-dir",       (dir_ / "state").string(),
-            "--run-dir",         run_dir_.string(),
-            "--address-pool",    pool_,
-            "--ready-file",      (dir_ / "ready.json").string()};
+    std::vector<std::string> argv = {kRunnerBin.string(), "serve",
+                                     "--listen",          "127.0.0.1:0",
+                                     "--token-file",      (dir_ / "tokens").string(),
+                                     "--state-dir",       (dir_ / "state").string(),
+                                     "--run-dir",         run_dir_.string(),
+                                     "--address-pool",    pool_,
+                                     "--ready-file",      (dir_ / "ready.json").string()};
+    argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+    return argv;
+  }
+
+  // `offload-runner cleanup` for this test's directories.
+  CommandResult cleanup() const {
+    return run_command({kRunnerBin.string(), "cleanup", "--state-dir", (dir_ / "state").string(),
+                        "--run-dir", run_dir_.string(), "--address-pool", pool_});
+  }
+
+  // The pid in the session engine's pidfile, 0 if none.
+  pid_t dockerd_pid(const std::string& id) const {
+    std::string text = slurp(run_dir_ / id.substr(0, 8) / "docker.pid");
+    return text.empty() ? 0 : static_cast<pid_t>(std::stol(text));
   }
 
   // Starts the runner and waits for its ready file (start-up destroys leftovers first, which
@@ -188,6 +202,7 @@ class RunnerRootTest : public ::testing::Test {
 
   fs::path dir_, run_dir_;
   std::string token_, pool_;
+  std::vector<std::string> extra_args_;  // appended to serve's command line
   RunnerProcess runner_;
 };
 
@@ -329,6 +344,123 @@ TEST_F(RunnerRootTest, RestartAfterKillNineDestroysTheLeftoverEngine) {
   old.attach(id, created.session_token());
   EXPECT_THROW(old.get_session(), daemon::RunnerError);
   EXPECT_EQ(client(ready, token_).hello(10s).protocol(), v1::PROTOCOL_VERSION_1);
+}
+
+// serve --live-restore (the packaged unit's setting): SIGTERM leaves the session's engine running
+// and the next runner process takes it over, token and all; the client goes on where it was.
+TEST_F(RunnerRootTest, LiveRestoreKeepsASessionAcrossARestart) {
+  extra_args_ = {"--live-restore"};
+  Ready ready = start_runner();
+  ASSERT_FALSE(ready.address.empty());
+  auto created = client(ready, token_).create_session("e2e@test", 120s);
+  const std::string id = created.session_id();
+  const pid_t dockerd = dockerd_pid(id);
+  ASSERT_GT(dockerd, 0);
+  auto record = nlohmann::json::parse(slurp(record_of(id)), nullptr, false);
+  ASSERT_TRUE(record.contains("session")) << record.dump();
+  // The record keeps the token's hash, never the token.
+  EXPECT_THAT(slurp(record_of(id)), Not(HasSubstr(created.session_token())));
+
+  runner_.signal(SIGTERM);
+  auto status = runner_.wait(60s);
+  ASSERT_TRUE(status.has_value()) << "the runner did not exit within 60 s of SIGTERM";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
+  EXPECT_THAT(slurp(dir_ / "runner.out"), HasSubstr("leaving 1 sessions running"));
+  // Nothing of the session was touched.
+  EXPECT_TRUE(netns_exists(id));
+  EXPECT_TRUE(process_alive(dockerd));
+  EXPECT_TRUE(fs::exists(record_of(id)));
+
+  ready = start_runner();
+  ASSERT_FALSE(ready.address.empty());
+  EXPECT_THAT(slurp(dir_ / "runner.out"), HasSubstr("session " + id + ": running engine adopted"));
+  auto old = client(ready, token_);
+  old.attach(id, created.session_token());
+  auto info = old.get_session();
+  EXPECT_EQ(info.state(), v1::SESSION_STATE_RUNNING);
+  EXPECT_EQ(info.created_unix_ms(), created.info().created_unix_ms());
+  EXPECT_EQ(info.engine_version(), created.info().engine_version());
+  EXPECT_EQ(old.list_containers(true).containers_size(), 0);  // the engine answers through it
+  EXPECT_EQ(dockerd_pid(id), dockerd);                      // the same dockerd
+  // A wrong token is still refused.
+  auto forger = client(ready, token_);
+  forger.attach(id, random_hex(32));
+  EXPECT_THROW(forger.get_session(), daemon::RunnerError);
+
+  // It ends like any other session, and leaves nothing.
+  old.destroy_session("e2e done");
+  EXPECT_FALSE(netns_exists(id));
+  EXPECT_FALSE(process_alive(dockerd));
+  EXPECT_FALSE(fs::exists(record_of(id)));
+  EXPECT_FALSE(fs::exists(run_dir_ / id.substr(0, 8)));
+}
+
+// An engine that died while no runner watched it (a crash, the OOM killer, a reboot) is not
+// restored: its leftovers are destroyed and its client learns the session is gone.
+TEST_F(RunnerRootTest, LiveRestoreDestroysAnEngineThatDiedWhileTheRunnerWasDown) {
+  extra_args_ = {"--live-restore"};
+  Ready ready = start_runner();
+  ASSERT_FALSE(ready.address.empty());
+  auto created = client(ready, token_).create_session("e2e@test", 120s);
+  const std::string id = created.session_id();
+  runner_.signal(SIGTERM);
+  ASSERT_TRUE(runner_.wait(60s).has_value());
+  const pid_t dockerd = dockerd_pid(id);
+  ASSERT_GT(dockerd, 0);
+  ASSERT_EQ(::kill(dockerd, SIGKILL), 0);
+  for (int i = 0; i < 200 && process_alive(dockerd); ++i) std::this_thread::sleep_for(50ms);
+
+  ready = start_runner();
+  ASSERT_FALSE(ready.address.empty());
+  EXPECT_THAT(slurp(dir_ / "runner.out"), HasSubstr("not restored: its dockerd is not running"));
+  EXPECT_FALSE(netns_exists(id));
+  EXPECT_FALSE(fs::exists(record_of(id)));
+  auto old = client(ready, token_);
+  old.attach(id, created.session_token());
+  try {
+    old.get_session();
+    ADD_FAILURE() << "the dead session is still served";
+  } catch (const daemon::RunnerError& e) {
+    EXPECT_EQ(e.code, grpc::StatusCode::UNAUTHENTICATED) << e.what();
+  }
+}
+
+// What the package's removal runs after stopping a --live-restore runner: every engine left
+// running is destroyed. It refuses while a runner uses the state directory, and so does a
+// second runner.
+TEST_F(RunnerRootTest, CleanupDestroysWhatALiveRestoreStopLeftAndOneRunnerOwnsAStateDir) {
+  extra_args_ = {"--live-restore"};
+  Ready ready = start_runner();
+  ASSERT_FALSE(ready.address.empty());
+  auto created = client(ready, token_).create_session("e2e@test", 120s);
+  const std::string id = created.session_id();
+
+  auto refused = cleanup();
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.output, HasSubstr("another offload-runner (pid " +
+                                        std::to_string(runner_.pid()) + ") is using --state-dir"));
+  RunnerProcess second;
+  auto argv = serve_argv();
+  second.start(argv, dir_ / "second.out");
+  auto second_status = second.wait(30s);
+  ASSERT_TRUE(second_status.has_value());
+  EXPECT_EQ(WEXITSTATUS(*second_status), 1);
+  EXPECT_THAT(slurp(dir_ / "second.out"), HasSubstr("is using --state-dir"));
+  EXPECT_TRUE(netns_exists(id));  // the refused runner touched nothing
+
+  runner_.signal(SIGTERM);
+  ASSERT_TRUE(runner_.wait(60s).has_value());
+  ASSERT_TRUE(netns_exists(id));
+  const pid_t dockerd = dockerd_pid(id);
+  auto done = cleanup();
+  EXPECT_EQ(done.exit_code, 0) << done.output;
+  EXPECT_THAT(done.output, HasSubstr("session " + id + ": running engine destroyed"));
+  EXPECT_FALSE(netns_exists(id));
+  EXPECT_FALSE(process_alive(dockerd));
+  EXPECT_FALSE(fs::exists(record_of(id)));
+  EXPECT_FALSE(fs::exists(run_dir_ / id.substr(0, 8)));
+  auto again = cleanup();
+  EXPECT_EQ(again.exit_code, 0) << again.output;
 }
 
 TEST_F(RunnerRootTest, CorruptRecordDoesNotStopTheRunner) {

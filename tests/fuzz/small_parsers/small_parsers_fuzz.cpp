@@ -1,5 +1,5 @@
 // The small parsers that read files and flags: the runner's token file, offloadd's state.json,
-// durations and certificate fingerprints. Each either parses or says why; nothing else.
+// durations, certificate fingerprints and the session state a --live-restore runner keeps. Each either parses or says why; nothing else.
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
@@ -9,6 +9,7 @@
 #include "offload/common/token.h"
 #include "offload/daemon/state_file.h"
 #include "offload/runner/runner_service.h"
+#include "offload/runner/session_snapshot.h"
 #include "offload/tls/tls.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -26,6 +27,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // Round trip: what we write, we read back the same.
     auto again = offload::daemon::parse_persisted_session(offload::daemon::to_json(s), "again");
     if (again.session_id != s.session_id || again.previous_context != s.previous_context)
+      std::abort();
+  } catch (const std::runtime_error&) {
+  }
+  try {
+    const std::string id = "0123456789abcdef0123456789abcdef";
+    auto snap = offload::runner::parse_session_snapshot(input, id);
+    // Only the session's own id, a SHA-256 and mounts that stay one path component get through;
+    // and what we write, we read back the same.
+    if (snap.id != id || snap.token_sha256.size() != 64) std::abort();
+    for (const auto& [mount, file] : snap.mounts)
+      if (mount.size() != 16 || (file && (file->find('/') != std::string::npos || *file == "..")))
+        std::abort();
+    if (offload::runner::parse_session_snapshot(offload::runner::snapshot_json(snap), id) != snap)
       std::abort();
   } catch (const std::runtime_error&) {
   }

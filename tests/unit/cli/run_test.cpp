@@ -15,6 +15,7 @@
 #include "offload/cli/interrupt.h"
 #include "offload/cli/render.h"
 #include "offload/common/fs.h"
+#include "offload/common/process.h"
 #include "offload/common/token.h"
 #include "temp_dir.h"
 
@@ -41,6 +42,7 @@ struct Harness {
       ++locate_calls;
       return daemon_program;
     };
+    options.notice = [this](const std::string& line) { err << line << "\n"; };
     daemon = std::make_unique<DaemonClient>(options);
     interrupt.when_idle = [this] { idle_interrupts++; };
   }
@@ -584,4 +586,63 @@ TEST(Run, DiagnoseAgainstAnOlderDaemon) {
                               0),
             0u)
       << h.out.str();
+}
+
+// After an upgrade the plugin is new and the running offloadd old: the plugin stops the old
+// daemon (SIGTERM, as at logout) and starts the installed one, which re-attaches to the session.
+TEST(Run, AnOffloaddOfAnotherVersionIsRestartedAndTheCommandGoesOn) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.version_response.set_daemon_version("0.0.1-old");
+  daemon.status_response = started();
+  // The old daemon's process: its command line names offloadd.
+  const fs::path old_program = dir.path() / "old" / "offloadd";
+  fs::create_directories(old_program.parent_path());
+  {
+    std::ofstream script(old_program);
+    script << "#!/bin/sh\nwhile :; do sleep 1; done\n";
+  }
+  fs::permissions(old_program, fs::perms(0755));
+  std::string error;
+  pid_t old_pid = offload::spawn_process({old_program.string()}, {}, error);
+  ASSERT_GT(old_pid, 0) << error;
+  ASSERT_FALSE(offload::write_file_atomic(dir.path() / "offload" / "offloadd.pid",
+                                          std::to_string(old_pid) + "\n"));
+
+  Harness h(dir.path());
+  h.daemon_program = "/bin/true";  // "the installed offloadd"; the fake keeps answering
+  EXPECT_EQ(h.run({"status"}), 0);
+  EXPECT_NE(h.err.str().find("offloadd 0.0.1-old is running, this is docker-offload " OFFLOAD_VERSION
+                             ": restarting it; the session carries on\n"),
+            std::string::npos)
+      << h.err.str();
+  EXPECT_FALSE(offload::process_alive(old_pid));
+  EXPECT_EQ(h.locate_calls, 1);  // the new daemon was started
+}
+
+TEST(Run, AnOffloaddOfTheSameVersionOrAnUnknownProcessIsLeftAlone) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.status_response = started();
+  daemon.version_response.set_daemon_version(OFFLOAD_VERSION);
+  {
+    Harness h(dir.path());
+    EXPECT_EQ(h.run({"status"}), 0);
+    EXPECT_EQ(h.locate_calls, 0);
+    EXPECT_EQ(h.err.str(), "");
+  }
+  // Another version, but the pid file names something that is not offloadd (a stale file).
+  daemon.version_response.set_daemon_version("0.0.1-old");
+  std::string error;
+  pid_t stranger = offload::spawn_process({"/bin/sleep", "30"}, {}, error);
+  ASSERT_GT(stranger, 0) << error;
+  ASSERT_FALSE(offload::write_file_atomic(dir.path() / "offload" / "offloadd.pid",
+                                          std::to_string(stranger) + "\n"));
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"status"}), 0);
+  EXPECT_NE(h.err.str().find("cannot find its process to restart it"), std::string::npos)
+      << h.err.str();
+  EXPECT_TRUE(offload::process_alive(stranger));
+  EXPECT_EQ(h.locate_calls, 0);
+  offload::terminate_process(stranger, std::chrono::seconds(1));
 }
