@@ -5,7 +5,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
@@ -14,6 +16,8 @@
 #include <optional>
 #include <map>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "offload/sync/byte_budget.h"
 #include "offload/sync/replica.h"
@@ -64,6 +68,11 @@ class SyncCalls {
   // Nothing inside a directory mount is: its entries change under the API gate's check (the
   // client syncs, containers write), and dockerd would follow a symlink swapped in after it.
   bool is_mount_source(const std::filesystem::path& relative) const;
+  // The ids of the mounts claimed so far (for the runner's admin view).
+  std::vector<std::string> mount_ids() const;
+  // Bytes of sync messages received from and sent to the session's clients, all calls together.
+  std::uint64_t bytes_received() const { return bytes_received_.load(); }
+  std::uint64_t bytes_sent() const { return bytes_sent_.load(); }
 
  private:
   friend class SyncCall;
@@ -79,6 +88,8 @@ class SyncCalls {
   // Shared with every call (and its inbox), which may outlive this object's teardown wait.
   const std::shared_ptr<sync::ByteBudget> budget_ = std::make_shared<sync::ByteBudget>();
   std::function<void()> replica_gate_;
+  std::atomic<std::uint64_t> bytes_received_{0};
+  std::atomic<std::uint64_t> bytes_sent_{0};
 };
 
 }  // namespace offload::runner
