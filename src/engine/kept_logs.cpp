@@ -28,9 +28,13 @@ fs::path keep_dockerd_log(const fs::path& log, const fs::path& dir, const std::s
   tail.resize(static_cast<std::size_t>(in.gcount()));
   if (skip > 0) {
     // Start at a line: the cut one is useless.
+    std::uintmax_t dropped = skip;
     auto nl = tail.find('\n');
-    if (nl != std::string::npos) tail.erase(0, nl + 1);
-    tail = "[... the first " + std::to_string(skip) + " bytes were not kept ...]\n" + tail;
+    if (nl != std::string::npos && nl + 1 < tail.size()) {
+      tail.erase(0, nl + 1);
+      dropped += nl + 1;
+    }
+    tail = "[... the first " + std::to_string(dropped) + " bytes were not kept ...]\n" + tail;
   }
   const fs::path copy = dir / (session_id + ".dockerd.log");
   if (auto wec = write_file_atomic(copy, tail, fs::perms(0600))) {
