@@ -35,7 +35,7 @@ TEST_F(KeptLogsTest, KeepsTheTailOfTheLogPrivately) {
   EXPECT_EQ(kept, dir_ / "failed" / "abcdef0123.dockerd.log");
   // The last 30 bytes, from the first whole line in them.
   EXPECT_EQ(read(kept),
-            "[... the first 19 bytes were not kept ...]\nfailed to start daemon: boom\n");
+            "[... the first 18 bytes were not kept ...]\nfailed to start daemon: boom\n");
   EXPECT_EQ(fs::status(kept).permissions() & fs::perms::all, fs::perms(0600));
   EXPECT_EQ(fs::status(dir_ / "failed").permissions() & fs::perms::all, fs::perms(0700));
 }
