@@ -7,7 +7,7 @@ packages=(
   libboost1.81-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libssl-dev
-  libgtest-dev libgmock-dev libsystemd-dev dpkg-dev
+  libgtest-dev libgmock-dev libsystemd-dev dpkg-dev prometheus-cpp-dev
   docker.io busybox-static iproute2 iptables util-linux mount e2fsprogs uidmap procps curl
   docker-compose
 )

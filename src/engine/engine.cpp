@@ -1,4 +1,5 @@
 #include "offload/engine/engine.h"
+#include "offload/engine/kept_logs.h"
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -234,9 +235,18 @@ std::unique_ptr<Engine> Engine::start(const EngineSpec& spec) {
     engine->pid_ = spawn_dockerd(spec);
     wait_until_ready(spec, engine->pid_);
   } catch (const std::exception& e) {
+    // Before teardown deletes data_dir with the log in it.
+    fs::path kept;
+    if (!spec.kept_logs_dir.empty())
+      kept = keep_dockerd_log(spec.log_file(), spec.kept_logs_dir, spec.session_id);
+    engine->log_kept_ = true;
     auto report = engine->destroy("start failed");
     std::string message = "engine for session " + id8(spec) + " did not start: " + e.what();
     if (!report.clean()) message += " (and teardown left: " + join(report.leftovers) + ")";
+    if (!kept.empty()) {
+      spdlog::error("[engine {}] start failed; dockerd log kept at {}", id8(spec), kept.string());
+      message += " (dockerd log kept at " + kept.string() + " on the runner)";
+    }
     throw std::runtime_error(message);
   }
   spdlog::info("[engine {}] started in {} ms: dockerd pid {}, netns {}, engine address {}, {}",
@@ -277,6 +287,13 @@ TeardownReport Engine::destroy(const std::string& reason) {
   const auto began = steady_clock::now();
   TeardownReport report;
   const auto marks = detail::EngineMarks::of(spec_);
+  if (pid_ > 0 && !process_alive(pid_) && !log_kept_ && !spec_.kept_logs_dir.empty()) {
+    log_kept_ = true;
+    auto kept = keep_dockerd_log(spec_.log_file(), spec_.kept_logs_dir, spec_.session_id);
+    if (!kept.empty())
+      spdlog::error("[engine {}] dockerd (pid {}) had died before teardown; its log is kept at {}",
+                    id8(spec_), pid_, kept.string());
+  }
   auto phase = [&, last = began](const char* name) mutable {
     auto now = steady_clock::now();
     spdlog::debug("[engine {}] teardown: {} took {} ms", id8(spec_), name,

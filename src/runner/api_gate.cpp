@@ -1,5 +1,7 @@
 #include "offload/runner/api_gate.h"
 
+#include "offload/runner/metrics.h"
+
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -173,6 +175,7 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
       case http::RequestFramer::Event::head: {
         if (auto ec = co_await settle()) co_return ec;
         const auto& head = framer_.head();
+        request_began_ = std::chrono::steady_clock::now();
         ApiRoute route = api_route(head.method, head.target);
         current_head_ = route.method == "HEAD";
         current_upgrade_ = head.upgrade;
@@ -193,11 +196,11 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
               refuse(refusal->status, refusal->message, current_head_);
               co_return std::error_code{};
             }
-            sent_.push_back({current_head_, current_upgrade_});
+            sent_.push_back({current_head_, current_upgrade_, request_began_});
             break;
           }
           case Judged::no:
-            sent_.push_back({current_head_, current_upgrade_});
+            sent_.push_back({current_head_, current_upgrade_, request_began_});
             break;
         }
         break;
@@ -274,7 +277,7 @@ asio::awaitable<std::error_code> ApiGate::release_held() {
     refuse(refusal->status, refusal->message, current_head_);
     co_return std::error_code{};
   }
-  sent_.push_back({current_head_, current_upgrade_});
+  sent_.push_back({current_head_, current_upgrade_, request_began_});
   co_return co_await write(held);
 }
 
@@ -284,6 +287,7 @@ void ApiGate::response_head(unsigned status) {
   bool upgrade = false;
   if (!sent_.empty()) {
     upgrade = sent_.front().upgrade;
+    RunnerMetrics::global().api_request(std::chrono::steady_clock::now() - sent_.front().began);
     sent_.pop_front();
   }
   if (upgrade && upgrade_ == Upgrade::waiting) {

@@ -2,6 +2,7 @@
 
 #include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
@@ -26,9 +27,12 @@
 #include "offload/common/log.h"
 #include "offload/common/process.h"
 #include "offload/engine/engine.h"
+#include "offload/runner/admin.h"
 #include "offload/runner/docker_backend.h"
+#include "offload/runner/metrics.h"
 #include "offload/runner/runner_service.h"
 #include "offload/tls/tls.h"
+#include "admin_cli.h"
 
 namespace offload::runner {
 namespace fs = std::filesystem;
@@ -69,6 +73,10 @@ struct ServeOptions {
   std::size_t max_sync_calls_per_session = 64;
   std::string max_sync_buffer_per_session = "256MiB";
   std::size_t max_queued_events = 256;
+  // Admin and observability (admin.h, metrics.h).
+  fs::path admin_socket;  // default <run-dir>/admin.sock
+  std::string metrics_address;
+  std::string log_format = "text";
 };
 
 // A start-up failure: its message is the one line the operator sees.
@@ -209,7 +217,7 @@ class TunnelThreads {
 
 int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   ::umask(077);
-  setup_logging("offload-runner", o.log_file, o.log_level);
+  setup_logging("offload-runner", o.log_file, o.log_level, o.log_format == "json");
   gpr_set_log_function(grpc_log_to_spdlog);
 
   if (::geteuid() != 0)
@@ -315,8 +323,19 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
     spdlog::info("restored {} of {} sessions left by the previous runner process", restored,
                  found);
   }
+  std::optional<MetricsEndpoint> metrics;
+  std::optional<AdminServer> admin;
+  try {
+    if (!o.metrics_address.empty()) metrics.emplace(o.metrics_address, RunnerMetrics::global());
+    admin.emplace(o.admin_socket.empty() ? o.run_dir / "admin.sock" : o.admin_socket, service,
+                  SystemClock::instance());
+  } catch (const std::exception& e) {
+    throw StartupError(e.what());
+  }
 
   int port = 0;
+  // grpc.health.v1.Health on the client port, answered without a token (load balancers, probes).
+  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(o.listen, tls::server_credentials(identity), &port);
   builder.RegisterService(&service);
@@ -354,6 +373,7 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   int signal = 0;
   while (::sigwait(&stop_signals, &signal) != 0) {
   }
+  admin.reset();  // no admin command races the shutdown
   if (o.live_restore) {
     // The sessions' engines, containers, namespaces and rules stay; the next runner process
     // adopts them and the clients reconnect as after a network cut.
@@ -575,6 +595,23 @@ int run_runner(int argc, char** argv) {
       ->add_option("--log-level", o.log_level, "trace, debug, info, warn or error (default info)")
       ->option_text("LEVEL");
 
+  serve_cmd
+      ->add_option("--log-format", o.log_format,
+                   "text (default) or json: one JSON object per line (time, level, message, fields)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->option_text("FORMAT");
+  serve_cmd
+      ->add_option("--admin-socket", o.admin_socket,
+                   "Unix socket (0600, root only) for `offload-runner sessions` (default "
+                   "<run-dir>/admin.sock, i.e. " + std::string(kDefaultAdminSocket) + ")")
+      ->option_text("PATH");
+  serve_cmd
+      ->add_option("--metrics-address", o.metrics_address,
+                   "Serve Prometheus metrics (offload_runner_*) on HOST:PORT/metrics; off by "
+                   "default")
+      ->option_text("HOST:PORT");
+  SessionsCommand sessions;
+  add_sessions_command(app, sessions);
   CleanupOptions c;
   auto* cleanup_cmd = app.add_subcommand(
       "cleanup",
@@ -598,6 +635,7 @@ int run_runner(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 1;
   }
 
+  if (sessions.command->parsed()) return run_sessions_command(sessions);
   if (version_cmd->parsed()) {
     std::cout << "offload-runner " << OFFLOAD_VERSION << "\n";
     return 0;

@@ -11,6 +11,7 @@
 #include "offload/common/clock.h"
 #include "offload/common/text.h"
 #include "offload/common/token.h"
+#include "offload/runner/metrics.h"
 #include "offload/runner/session.h"
 #include "offload/runner/sync_call.h"
 #include "offload/runner/tunnel_targets.h"
@@ -214,6 +215,11 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     };
     std::optional<Created> created;
     created.emplace(this, account);
+    RunnerMetrics::global().session_starting();
+    const auto began = std::chrono::steady_clock::now();
+    auto start_done = [began](SessionStart result) {
+      RunnerMetrics::global().session_start_done(result, std::chrono::steady_clock::now() - began);
+    };
     spdlog::info("session {}: creating for account {} ({}); idle timeout {}, client TTL {}, "
                  "maximum duration {}",
                  short_session_id(session->id()), account, label,
@@ -224,6 +230,7 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     } catch (const std::exception& e) {
       spdlog::error("session {}: engine failed to start: {}", short_session_id(session->id()),
                     e.what());
+      start_done(SessionStart::failed);
       reactor->Finish(Status(StatusCode::FAILED_PRECONDITION, e.what()));
       return;
     }
@@ -236,6 +243,7 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
       } catch (const std::exception& e) {
         spdlog::error("session {}: {}", short_session_id(session->id()), e.what());
       }
+      start_done(SessionStart::cancelled);
       reactor->Finish(Status(StatusCode::CANCELLED, "cancelled"));
       return;
     }
@@ -243,6 +251,7 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     session->persist();
     created->session = session;
     created.reset();  // in the table now, and no longer "being created"
+    start_done(SessionStart::ok);
     follow_engine(session);
     rearm_lifecycle_timer();
     response->set_session_id(session->id());
@@ -293,6 +302,7 @@ std::size_t RunnerService::restore(std::vector<AdoptedEngine> engines) {
       sessions_[session->id()] = session;
     }
     follow_engine(session);
+    RunnerMetrics::global().session_restored();
     ++restored;
     spdlog::info("session {}: restored for account {} ({}), created {} ago", id8,
                  session->account(), session->client_label(),
@@ -316,6 +326,7 @@ std::size_t RunnerService::detach_all() {
     if (!s->syncs().stop_all(std::chrono::seconds(10)))
       spdlog::warn("session {}: a sync call did not stop in time", short_session_id(s->id()));
     s->persist();
+    RunnerMetrics::global().session_detached();
     spdlog::info("session {}: left running for the next runner process",
                  short_session_id(s->id()));
   }
@@ -332,7 +343,9 @@ std::shared_ptr<Session> RunnerService::remove_session(const std::string& id) {
 }
 
 std::vector<std::string> RunnerService::destroy_session(const std::shared_ptr<Session>& session,
-                                                        const std::string& reason) {
+                                                        const std::string& reason,
+                                                        SessionEnd why) {
+  RunnerMetrics::global().session_stopping(why);
   session->transition(v1::SESSION_STATE_STOPPING, reason);
   if (!session->syncs().stop_all(std::chrono::seconds(10)))
     spdlog::warn("session {}: a sync call did not stop in time", short_session_id(session->id()));
@@ -344,6 +357,7 @@ std::vector<std::string> RunnerService::destroy_session(const std::shared_ptr<Se
     failure = e.what();
   }
   session->transition(v1::SESSION_STATE_ENDED, reason);
+  RunnerMetrics::global().session_stopped();
   if (!failure.empty()) {
     spdlog::error("session {}: teardown incomplete: {}", short_session_id(session->id()), failure);
     throw std::runtime_error(failure);
@@ -380,7 +394,8 @@ grpc::ServerUnaryReactor* RunnerService::DestroySession(grpc::CallbackServerCont
   return with_session(ctx, [this, response, reason](const std::shared_ptr<Session>& session) {
     if (!remove_session(session->id())) return Status::OK;  // a concurrent destroy won
     try {
-      for (auto& r : destroy_session(session, reason)) response->add_removed(r);
+      for (auto& r : destroy_session(session, reason, SessionEnd::client_request))
+        response->add_removed(r);
       return Status::OK;
     } catch (const std::exception& e) {
       return Status(StatusCode::INTERNAL, std::string("teardown incomplete: ") + e.what());
@@ -469,11 +484,12 @@ void RunnerService::advance_lifecycles() {
                    format_duration(s->lifecycle().limits().idle_warning));
     if (!tick.ended) continue;
     std::string reason = s->end_reason_text();
+    const SessionEnd why = session_end_of(s->lifecycle().view(options_.clock->now()).ended);
     if (!remove_session(s->id())) continue;  // destroyed meanwhile
     spdlog::info("session {}: ending: {}", short_session_id(s->id()), reason);
-    asio::post(blocking_, [this, s, reason] {
+    asio::post(blocking_, [this, s, reason, why] {
       try {
-        destroy_session(s, reason);
+        destroy_session(s, reason, why);
       } catch (const std::exception&) {
         // logged by destroy_session; the record stays for the next start-up to retry
       }
@@ -500,6 +516,15 @@ void RunnerService::rearm_lifecycle_timer() {
   });
 }
 
+std::vector<std::string> RunnerService::end_session(const std::string& id,
+                                                    const std::string& reason) {
+  auto session = remove_session(id);
+  if (!session) throw std::out_of_range("no session " + id + " (it may have ended)");
+  spdlog::info("session {}: ending: {}", short_session_id(id), reason);
+  rearm_lifecycle_timer();
+  return destroy_session(session, reason, SessionEnd::admin);
+}
+
 void RunnerService::destroy_all(const std::string& reason) {
   std::vector<std::shared_ptr<Session>> all;
   {
@@ -509,7 +534,7 @@ void RunnerService::destroy_all(const std::string& reason) {
   }
   for (auto& s : all) {
     try {
-      destroy_session(s, reason);
+      destroy_session(s, reason, SessionEnd::runner_shutdown);
     } catch (const std::exception&) {
       // already logged
     }

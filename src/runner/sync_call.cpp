@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "offload/runner/metrics.h"
 #include "offload/sync/replica.h"
 #include "offload/sync/wire.h"
 
@@ -72,6 +73,7 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
     if (broken_) return Offer::broken;
     if (writing_) return Offer::busy;
     outgoing_ = std::move(message);
+    count_sent(outgoing_.ByteSizeLong());
     writing_ = true;
     update_send_signal_locked();
     StartWrite(&outgoing_);
@@ -91,6 +93,7 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
       inbox_.close();
       return;
     }
+    count_received(incoming_.ByteSizeLong());
     std::lock_guard lock(mu_);
     if (inbox_.try_push(incoming_)) {
       read_next_locked();
@@ -120,6 +123,15 @@ class SyncCall final : public grpc::ServerBidiReactor<v1::SyncMessage, v1::SyncM
   }
 
  private:
+  void count_received(std::size_t bytes) {
+    owner_.bytes_received_.fetch_add(bytes, std::memory_order_relaxed);
+    RunnerMetrics::global().sync_received(bytes);
+  }
+  void count_sent(std::size_t bytes) {
+    owner_.bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
+    RunnerMetrics::global().sync_sent(bytes);
+  }
+
   // send_fd_ is readable while try_send would not answer busy.
   void update_send_signal_locked() {
     bool on = !writing_ || broken_;
@@ -265,6 +277,13 @@ std::map<std::string, std::optional<std::string>> SyncCalls::claims() const {
 void SyncCalls::restore_claims(std::map<std::string, std::optional<std::string>> claims) {
   std::lock_guard lock(mu_);
   claims_ = std::move(claims);
+}
+
+std::vector<std::string> SyncCalls::mount_ids() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, mode] : claims_) ids.push_back(id);
+  return ids;
 }
 
 std::size_t SyncCalls::size() const {

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "offload/common/text.h"
+#include "offload/runner/metrics.h"
 #include "offload/runner/session.h"
 #include "offload/tunnel/grpc_streams.h"
 #include "offload/tunnel/pump.h"
@@ -50,6 +51,29 @@ std::optional<std::string> published_host_ip(const std::vector<v1::PublishedPort
   return found;
 }
 
+// A tunnel that reached its target: open while this lives; what it moved is counted as it ends
+// (the runner's metrics and the session's own traffic, for `offload-runner sessions inspect`).
+class TunnelCount {
+ public:
+  TunnelCount(tunnel::ServerTunnelStream& stream, Session& session)
+      : stream_(stream), session_(session) {
+    RunnerMetrics::global().tunnel_opened();
+    session_.traffic().tunnels_total.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~TunnelCount() {
+    const std::uint64_t in = stream_.bytes_in(), out = stream_.bytes_out();
+    RunnerMetrics::global().tunnel_closed(in, out);
+    session_.traffic().tunnel_bytes_in.fetch_add(in, std::memory_order_relaxed);
+    session_.traffic().tunnel_bytes_out.fetch_add(out, std::memory_order_relaxed);
+  }
+  TunnelCount(const TunnelCount&) = delete;
+  TunnelCount& operator=(const TunnelCount&) = delete;
+
+ private:
+  tunnel::ServerTunnelStream& stream_;
+  Session& session_;
+};
+
 void finish_splice(tunnel::ServerTunnelStream& stream, const tunnel::SpliceResult& result,
                    const char* what) {
   if (result.clean())
@@ -73,6 +97,7 @@ asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, st
     return session->syncs().is_mount_source(relative);
   };
   ApiGate gate(engine, std::move(policy), "session " + short_session_id(session->id()));
+  TunnelCount counted(*stream, *session);
   auto result = co_await tunnel::splice(engine, *stream, gate.responses(), gate.requests());
   session->stream_closed();
   spdlog::debug("session {}: tunnel {} closed: up {} ({} B), down {} ({} B)",
@@ -153,6 +178,7 @@ asio::awaitable<void> tunnel_tcp_port(StreamPtr stream, SessionPtr session, Port
   }
   socket.set_option(asio::ip::tcp::no_delay(true));
   session->stream_opened();
+  TunnelCount counted(*stream, *session);
   auto result = co_await tunnel::splice(socket, *stream);
   session->stream_closed();
   finish_splice(*stream, result, "the published port");
@@ -173,6 +199,7 @@ asio::awaitable<void> tunnel_udp_port(StreamPtr stream, SessionPtr session, Port
     co_return;
   }
   session->stream_opened();
+  TunnelCount counted(*stream, *session);
   auto to_port = [&]() -> asio::awaitable<bool> {
     v1::TunnelFrame frame;
     for (;;) {

@@ -92,6 +92,9 @@ struct EngineSpec {
   // Set: dockerd runs with --userns-remap to this slot user (see userns.h), so container root is
   // an unprivileged host uid; data_dir and its ancestors get o+x for it.
   std::optional<UsernsMapping> userns;
+  // Set: a failed start, or a teardown that finds dockerd dead, keeps the tail of dockerd.log
+  // here (kept_logs.h), e.g. <state>/failed.
+  std::filesystem::path kept_logs_dir;
 
   // Derived paths, in one place so start, adopt and destroy agree.
   std::filesystem::path data_root() const { return data_dir / "docker"; }
@@ -163,6 +166,7 @@ class Engine {
   std::filesystem::path api_socket_;
   pid_t pid_ = 0;
   bool destroyed_ = false;
+  bool log_kept_ = false;
 };
 
 }  // namespace offload::engine

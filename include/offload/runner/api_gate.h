@@ -17,6 +17,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -70,6 +71,7 @@ class ApiGate {
   struct Sent {  // a request forwarded to the engine, for the response tracker
     bool head = false;
     bool upgrade = false;
+    std::chrono::steady_clock::time_point began;  // when its head arrived (latency metric)
   };
 
   boost::asio::awaitable<std::error_code> to_engine(std::string_view data);
@@ -97,6 +99,7 @@ class ApiGate {
   ApiRoute held_route_;
   bool current_head_ = false;    // the current request is a HEAD
   bool current_upgrade_ = false;
+  std::chrono::steady_clock::time_point request_began_;
   std::optional<std::string> refusal_;  // the response to send after the engine's last byte
   bool refusal_sent_ = false;
 

@@ -18,6 +18,7 @@
 #include "offload/common/clock.h"
 #include "offload/runner/account_tokens.h"  // parse_token_file, for the runner's start-up
 #include "offload/runner/lifecycle.h"
+#include "offload/runner/metrics.h"
 #include "offload/runner/session_backend.h"
 #include "offload/v1/runner.grpc.pb.h"
 
@@ -79,6 +80,10 @@ class RunnerService final : public v1::Runner::CallbackService {
   // sessions that are idle, lost their client or ran too long. The runner's own timer calls
   // this at each session's next deadline; tests call it after moving a ManualClock.
   void advance_lifecycles();
+  // Ends the live session `id` as a lifecycle end would (its clients see it end with `reason`);
+  // blocking, returns what teardown removed. Throws std::out_of_range when there is no such
+  // session, std::runtime_error when teardown left something behind.
+  std::vector<std::string> end_session(const std::string& id, const std::string& reason);
 
   grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext*, const v1::HelloRequest*,
                                   v1::HelloResponse*) override;
@@ -114,7 +119,7 @@ class RunnerService final : public v1::Runner::CallbackService {
   // Feeds the engine's published ports and running containers into the session.
   void follow_engine(const std::shared_ptr<Session>& session);
   std::vector<std::string> destroy_session(const std::shared_ptr<Session>& session,
-                                           const std::string& reason);
+                                           const std::string& reason, SessionEnd why);
 
   void rearm_lifecycle_timer();
 

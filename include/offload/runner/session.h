@@ -19,6 +19,7 @@
 #include "offload/common/clock.h"
 #include "offload/runner/api_policy.h"
 #include "offload/runner/lifecycle.h"
+#include "offload/runner/metrics.h"
 #include "offload/runner/session_backend.h"
 #include "offload/runner/session_snapshot.h"
 #include "offload/runner/sync_call.h"
@@ -72,6 +73,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // session already has `max` (0 = unlimited) tunnels open.
   std::shared_ptr<void> try_hold_tunnel(std::size_t max);
   std::size_t open_tunnels() const { return tunnels_.load(); }
+  // What its tunnels moved (metrics.h), for the runner's admin view.
+  SessionTraffic& traffic() { return traffic_; }
   // Read-only: inputs go through the session, which publishes what they change.
   const SessionLifecycle& lifecycle() const { return lifecycle_; }
 
@@ -129,6 +132,7 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::int64_t created_ms_;
   std::unique_ptr<SessionEngine> engine_;
   SyncCalls syncs_;
+  SessionTraffic traffic_;
   const Clock& clock_;
   SessionLifecycle lifecycle_;
   const std::function<void()> on_lifecycle_input_;

@@ -5,7 +5,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
@@ -14,6 +16,8 @@
 #include <optional>
 #include <map>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "offload/sync/byte_budget.h"
 #include "offload/sync/replica.h"
@@ -74,6 +78,11 @@ class SyncCalls {
     std::lock_guard lock(mu_);
     on_new_claim_ = std::move(on_new_claim);
   }
+  // The ids of the mounts claimed so far (for the runner's admin view).
+  std::vector<std::string> mount_ids() const;
+  // Bytes of sync messages received from and sent to the session's clients, all calls together.
+  std::uint64_t bytes_received() const { return bytes_received_.load(); }
+  std::uint64_t bytes_sent() const { return bytes_sent_.load(); }
 
  private:
   friend class SyncCall;
@@ -90,6 +99,8 @@ class SyncCalls {
   const std::shared_ptr<sync::ByteBudget> budget_ = std::make_shared<sync::ByteBudget>();
   std::function<void()> replica_gate_;
   std::function<void()> on_new_claim_;
+  std::atomic<std::uint64_t> bytes_received_{0};
+  std::atomic<std::uint64_t> bytes_sent_{0};
 };
 
 }  // namespace offload::runner

@@ -294,6 +294,43 @@ TEST_F(EngineRootTest, DockerdThatCannotStartFailsClearlyAndLeavesNothing) {
   expect_no_trace(spec);
 }
 
+// The failed engine's data directory goes with its teardown; its dockerd.log is kept for the
+// operator, and the error says where.
+TEST_F(EngineRootTest, DockerdThatCannotStartKeepsItsLogForTheOperator) {
+  auto spec = new_spec();
+  spec.extra_dockerd_args = {"--no-such-flag"};
+  const fs::path kept_dir = fs::path("/tmp/offload-engine-test") / ("failed-" + spec.session_id);
+  spec.kept_logs_dir = kept_dir;
+  const fs::path kept = kept_dir / (spec.session_id + ".dockerd.log");
+  try {
+    Engine::start(spec);
+    FAIL() << "start succeeded with a bad flag";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("dockerd log kept at " + kept.string() + " on the runner"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_NE(slurp(kept).find("no-such-flag"), std::string::npos) << slurp(kept);
+  expect_no_trace(spec);
+  fs::remove_all(kept_dir);
+}
+
+TEST_F(EngineRootTest, TeardownThatFindsDockerdDeadKeepsItsLog) {
+  auto spec = new_spec();
+  const fs::path kept_dir = fs::path("/tmp/offload-engine-test") / ("failed-" + spec.session_id);
+  spec.kept_logs_dir = kept_dir;
+  auto& engine = keep(Engine::start(spec));
+  ASSERT_GT(engine.pid(), 0);
+  ASSERT_EQ(::kill(engine.pid(), SIGKILL), 0);
+  for (int i = 0; i < 100 && engine.alive(); ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_FALSE(engine.alive());
+  engine.destroy("test");
+  const fs::path kept = kept_dir / (spec.session_id + ".dockerd.log");
+  EXPECT_NE(slurp(kept).find("API listen on"), std::string::npos) << slurp(kept);
+  expect_no_trace(spec);
+  fs::remove_all(kept_dir);
+}
+
 TEST_F(EngineRootTest, DataDirThatIsAFileFailsClearlyAndIsLeftAlone) {
   auto spec = new_spec();
   fs::create_directories(spec.data_dir.parent_path());

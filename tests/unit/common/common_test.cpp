@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "offload/common/clock.h"
+#include "offload/common/log.h"
 #include "offload/common/duration.h"
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
@@ -126,3 +127,22 @@ TEST(Clock, UnixNowIsWallClockMilliseconds) {
   EXPECT_GE(now, before);
   EXPECT_GT(now, 1'600'000'000'000);  // after 2020: milliseconds, not seconds
 }
+
+namespace offload {
+namespace {
+
+TEST(JsonLog, OneObjectPerLineWithTheSessionAsAField) {
+  const auto t = std::chrono::system_clock::time_point(std::chrono::milliseconds(1'700'000'000'123));
+  EXPECT_EQ(json_log_line(t, "info", "offload-runner", "session 0123abcd: running (engine 20.10)"),
+            "{\"time\":\"2023-11-14T22:13:20.123Z\",\"level\":\"info\",\"message\":\"running "
+            "(engine 20.10)\",\"fields\":{\"program\":\"offload-runner\",\"session\":\"0123abcd\"}}\n");
+  EXPECT_EQ(json_log_line(t, "warning", "p", "a \"quoted\"\tline\nnext\x01"),
+            "{\"time\":\"2023-11-14T22:13:20.123Z\",\"level\":\"warning\",\"message\":\"a "
+            "\\\"quoted\\\"\\tline\\nnext\\u0001\",\"fields\":{\"program\":\"p\"}}\n");
+  // Not the runner's session prefix: the message stays whole.
+  EXPECT_NE(json_log_line(t, "info", "p", "session of bob: x").find("\"session of bob: x\""),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace offload
