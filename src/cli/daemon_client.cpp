@@ -125,4 +125,26 @@ CliError DaemonClient::error(const grpc::Status& status) const {
   return CliError(status.error_message());
 }
 
+bool DaemonClient::restart_if_running() {
+  if (!unix_socket_listening(paths_.control_socket)) return true;
+  std::string text;
+  if (read_file(paths_.pid_file, text)) return false;
+  pid_t pid = 0;
+  try {
+    pid = static_cast<pid_t>(std::stol(text));
+  } catch (const std::exception&) {
+    return false;
+  }
+  // Only offloadd itself: a stale pid file must not make us signal some other process.
+  std::string comm;
+  if (pid <= 1 || read_file("/proc/" + std::to_string(pid) + "/comm", comm) ||
+      comm.rfind("offloadd", 0) != 0)
+    return false;
+  stub_.reset();
+  channel_.reset();
+  if (!terminate_process(pid, std::chrono::seconds(10))) return false;
+  connect();
+  return true;
+}
+
 }  // namespace offload::cli

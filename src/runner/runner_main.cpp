@@ -24,6 +24,8 @@
 #include "offload/common/log.h"
 #include "offload/common/process.h"
 #include "offload/engine/engine.h"
+#include "accounts_command.h"
+#include "offload/runner/accounts_file.h"
 #include "offload/runner/docker_backend.h"
 #include "offload/runner/runner_service.h"
 #include "offload/tls/tls.h"
@@ -37,6 +39,8 @@ namespace {
 constexpr int kMaxMessageBytes = 16 * 1024 * 1024;
 constexpr auto kShutdownGrace = std::chrono::seconds(5);
 constexpr int kTunnelThreads = 2;
+// How often the accounts file is looked at for changes (one stat; SIGHUP reloads at once).
+constexpr auto kAccountsPoll = std::chrono::seconds(1);
 
 struct ServeOptions {
   std::string listen;
@@ -281,6 +285,10 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
 
   TunnelThreads tunnels;
   RunnerService service(tunnels.io(), backend, std::move(runner_options));
+  // Accounts come and go without a restart: on SIGHUP and when the file changes.
+  AccountsFileWatcher accounts_file(o.token_file,
+                                    [&service](auto accounts) { service.set_accounts(std::move(accounts)); });
+  accounts_file.start_polling(kAccountsPoll);
 
   int port = 0;
   grpc::ServerBuilder builder;
@@ -318,8 +326,11 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
                static_cast<int>(::getpid()));
 
   int signal = 0;
-  while (::sigwait(&stop_signals, &signal) != 0) {
+  while (::sigwait(&stop_signals, &signal) != 0 || signal == SIGHUP) {
+    if (signal == SIGHUP) accounts_file.reload("SIGHUP");
+    signal = 0;
   }
+  accounts_file.stop();
   ::sd_notifyf(0, "STOPPING=1\nSTATUS=destroying %zu sessions", service.session_count());
   spdlog::info("received {}: destroying {} sessions and shutting down", ::strsignal(signal),
                service.session_count());
@@ -338,7 +349,7 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
 
 int run_runner(int argc, char** argv) {
   // Blocked before any thread exists, so only sigwait in the main thread sees them.
-  const sigset_t stop_signals = block_signals_for_sigwait({SIGTERM, SIGINT});
+  const sigset_t stop_signals = block_signals_for_sigwait({SIGTERM, SIGINT, SIGHUP});
 
   CLI::App app{
       "offload-runner: creates one ephemeral Docker engine per docker-offload session "
@@ -350,7 +361,10 @@ int run_runner(int argc, char** argv) {
   });
 
   ServeOptions o;
-  auto* serve_cmd = app.add_subcommand("serve", "Serve the runner API until SIGTERM or SIGINT");
+  auto* serve_cmd = app.add_subcommand(
+      "serve",
+      "Serve the runner API until SIGTERM or SIGINT; the accounts file is reloaded on SIGHUP and "
+      "when it changes, without touching running sessions");
   serve_cmd
       ->add_option("--listen", o.listen,
                    "Required: HOST:PORT to accept clients on; port 0 picks a free one (see "
@@ -360,7 +374,8 @@ int run_runner(int argc, char** argv) {
   serve_cmd
       ->add_option("--token-file", o.token_file,
                    "Required: accounts file, one `NAME:TOKEN [max-sessions=N] [allow=LIST]` per "
-                   "line (# comments); clients need one of the tokens to create sessions")
+                   "line (# comments); clients need one of the tokens to create sessions; "
+                   "edit it with `offload-runner accounts`, reloaded on change and SIGHUP")
       ->option_text("FILE")
       ->required();
   serve_cmd
@@ -489,6 +504,7 @@ int run_runner(int argc, char** argv) {
       ->option_text("LEVEL");
 
   auto* version_cmd = app.add_subcommand("version", "Print the version and exit");
+  AccountsCommand accounts_cmd(app);
 
   try {
     app.parse(argc, argv);
@@ -497,6 +513,7 @@ int run_runner(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 1;
   }
 
+  if (accounts_cmd.parsed()) return accounts_cmd.run();
   if (version_cmd->parsed()) {
     std::cout << "offload-runner " << OFFLOAD_VERSION << "\n";
     return 0;

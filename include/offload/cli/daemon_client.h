@@ -37,6 +37,11 @@ class DaemonClient {
   // A stub when offloadd already listens, else nullptr; never spawns it (for `version`).
   v1::Control::Stub* connect_if_running();
 
+  // Stops the offloadd that runs for this docker config (it reads config.json at start-up) and
+  // starts a new one, which re-attaches a running session as after a crash. Nothing when none
+  // runs. False when one runs that could not be stopped.
+  bool restart_if_running();
+
   // The one line a failed call shows the user: the daemon's own message, or what went wrong
   // with the socket when the daemon itself did not answer.
   CliError error(const grpc::Status& status) const;
