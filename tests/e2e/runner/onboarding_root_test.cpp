@@ -54,7 +54,7 @@ class Onboarding : public ::testing::Test {
     // The runner starts with one account; alice comes later.
     ASSERT_FALSE(write_file_atomic(accounts(), "# operators\nops:" + random_hex(24) + "\n"));
     pool_ = "10.253." + std::to_string(::getpid() % 250) + ".0/24";
-    make_docker_config(docker_config(), kBinDir, "{\"auths\": {}}\n", "");
+    e2e::make_docker_config(docker_config(), kBinDir, "{\"auths\": {}}\n", "");
   }
 
   void TearDown() override {
