@@ -160,7 +160,11 @@ TEST_F(Onboarding, AJoinStringTakesANewUserFromZeroToASessionAndRemovalRefusesOn
   EXPECT_TRUE(e2e::wait_for([&] { return hello(join.token) == grpc::StatusCode::OK; }, 20s))
       << "the runner never accepted the new account";
 
-  // The user joins with the one line and starts a session with that account.
+  // The user's offloadd already runs (it read config.json before alice existed)...
+  auto before = sh("docker offload accounts", 60s);
+  ASSERT_EQ(before.exit_code, 0) << before.err;
+  EXPECT_EQ(before.out.find("alice"), std::string::npos) << before.out;
+  // ...joins with the one line (which restarts that offloadd) and starts a session with it.
   auto joined = sh("docker offload accounts add alice " + quoted(join_line));
   ASSERT_EQ(joined.exit_code, 0) << joined.err << joined.out;
   auto start = sh("docker offload start --account alice", 180s);
