@@ -170,24 +170,38 @@ std::optional<int> parse_command_line(const std::vector<std::string>& args, Comm
     auto subs = app->get_subcommands();
     return subs.empty() ? nullptr : subs.front();
   };
-  auto path_of = [&](CLI::App* cmd) { return cmd ? root_path + " " + cmd->get_name() : root_path; };
+  // A verb's own subcommand (`accounts add`), or nullptr.
+  auto selected_sub = [&]() -> CLI::App* {
+    CLI::App* cmd = selected();
+    if (!cmd) return nullptr;
+    auto subs = cmd->get_subcommands();
+    return subs.empty() ? nullptr : subs.front();
+  };
+  auto path_of = [&](CLI::App* cmd) {
+    if (!cmd) return root_path;
+    std::string path = cmd->get_name();
+    for (CLI::App* p = cmd->get_parent(); p && p != app.get(); p = p->get_parent())
+      path = p->get_name() + " " + path;
+    return root_path + " " + path;
+  };
+  auto deepest = [&]() { return selected_sub() ? selected_sub() : selected(); };
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 pops from the back
   try {
     app->parse(reversed);
   } catch (const CLI::CallForHelp&) {
-    CLI::App* cmd = selected();
+    CLI::App* cmd = deepest();
     out << render_help(cmd ? *cmd : *app, path_of(cmd));
     return 0;
   } catch (const CLI::ArgumentMismatch& e) {
     // CLI11 words it "--format: 1 required string missing"; pflag says which flag lacks a value.
     std::string what = e.what();
     err << flag_error("flag needs an argument: " + what.substr(0, what.find(':')),
-                      path_of(selected()))
+                      path_of(deepest()))
         << "\n";
     return 1;
   } catch (const CLI::ParseError& e) {
-    err << flag_error(e.what(), path_of(selected())) << "\n";
+    err << flag_error(e.what(), path_of(deepest())) << "\n";
     return 1;
   }
 
@@ -207,6 +221,10 @@ std::optional<int> parse_command_line(const std::vector<std::string>& args, Comm
     return 0;
   }
   std::vector<std::string> extra = cmd->remaining();
+  if (CLI::App* sub = selected_sub(); sub && extra.empty()) {
+    cmd = sub;
+    extra = sub->remaining();
+  }
   if (!extra.empty()) {
     const std::string& first = extra.front();
     if (!first.empty() && first[0] == '-' && first != "-")
@@ -215,7 +233,18 @@ std::optional<int> parse_command_line(const std::vector<std::string>& args, Comm
       err << flag_error("\"" + path_of(cmd) + "\" accepts no arguments.", path_of(cmd)) << "\n";
     return 1;
   }
-  line.verb = cmd->get_name();
+  line.verb = selected()->get_name();
+  if (line.verb == "accounts" && !line.accounts.action.empty()) {
+    // docker's wording for a subcommand with a fixed number of arguments.
+    const std::size_t wanted = line.accounts.action == "add" ? 2 : 1;
+    if (line.accounts.args.size() != wanted) {
+      err << flag_error("\"" + path_of(cmd) + "\" requires exactly " + std::to_string(wanted) +
+                            (wanted == 1 ? " argument." : " arguments."),
+                        path_of(cmd))
+          << "\n";
+      return 1;
+    }
+  }
   if (auto complaint = validate(line)) {
     err << flag_error(*complaint, path_of(cmd)) << "\n";
     return 1;

@@ -83,18 +83,8 @@ bool DaemonClient::stopped_outdated_daemon() {
   auto say = [&](const std::string& line) {
     if (options_.notice) options_.notice(line);
   };
-  std::string pid_text;
-  pid_t pid = 0;
-  if (!read_file(paths_.pid_file, pid_text)) {
-    try {
-      pid = static_cast<pid_t>(std::stol(pid_text));
-    } catch (const std::exception&) {
-    }
-  }
-  std::string cmdline;
-  if (pid > 0) (void)read_file("/proc/" + std::to_string(pid) + "/cmdline", cmdline);
-  // Only a process that is an offloadd: a stale pid file may name anything by now.
-  if (pid <= 0 || cmdline.find("offloadd") == std::string::npos) {
+  const pid_t pid = daemon_pid();
+  if (pid == 0) {
     say("offloadd " + running + " is running, this is docker-offload " +
         options_.expected_daemon_version + "; cannot find its process to restart it (" +
         display_path(paths_.pid_file) + "): stop it yourself");
@@ -104,15 +94,10 @@ bool DaemonClient::stopped_outdated_daemon() {
       options_.expected_daemon_version + ": restarting it; the session carries on");
   stub_.reset();
   channel_.reset();
-  ::kill(pid, SIGTERM);
-  const auto deadline = Clock::now() + options_.stop_timeout;
-  while (process_alive(pid)) {
-    if (Clock::now() >= deadline)
-      throw CliError("offloadd " + running + " (pid " + std::to_string(pid) +
-                     ") did not exit within " + seconds_text(options_.stop_timeout) +
-                     " of SIGTERM; stop it and try again");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  // SIGTERM: the daemon leaves the session running; SIGKILL only if it hangs.
+  if (!terminate_process(pid, options_.stop_timeout))
+    throw CliError("offloadd " + running + " (pid " + std::to_string(pid) +
+                   ") did not exit; stop it and try again");
   return true;
 }
 
@@ -169,6 +154,34 @@ CliError DaemonClient::error(const grpc::Status& status) const {
     return CliError("offloadd failed the request without saying why (see " +
                     display_path(paths_.log_file) + ")");
   return CliError(status.error_message());
+}
+
+pid_t DaemonClient::daemon_pid() const {
+  std::string text;
+  if (read_file(paths_.pid_file, text)) return 0;
+  pid_t pid = 0;
+  try {
+    pid = static_cast<pid_t>(std::stol(text));
+  } catch (const std::exception&) {
+    return 0;
+  }
+  // Only offloadd itself: a stale pid file must not make us signal some other process.
+  std::string comm;
+  if (pid <= 1 || read_file("/proc/" + std::to_string(pid) + "/comm", comm) ||
+      comm.rfind("offloadd", 0) != 0)
+    return 0;
+  return pid;
+}
+
+bool DaemonClient::restart_if_running() {
+  if (!unix_socket_listening(paths_.control_socket)) return true;
+  const pid_t pid = daemon_pid();
+  if (pid == 0) return false;
+  stub_.reset();
+  channel_.reset();
+  if (!terminate_process(pid, std::chrono::seconds(10))) return false;
+  connect();
+  return true;
 }
 
 }  // namespace offload::cli

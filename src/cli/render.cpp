@@ -209,8 +209,12 @@ std::string render_help(const CLI::App& app, const std::string& command_path) {
 
   std::ostringstream out;
   out << "Usage:  " << command_path;
-  if (!commands.empty()) out << " COMMAND";
+  // A verb that does something of its own and has subcommands too (`accounts`, `accounts add`).
+  if (!commands.empty() && !options.empty()) out << " [OPTIONS] [COMMAND]";
+  else if (!commands.empty()) out << " COMMAND";
   else if (!options.empty()) out << " [OPTIONS]";
+  for (const CLI::Option* opt : app.get_options())
+    if (!opt->nonpositional() && opt != app.get_help_ptr()) out << " " << opt->get_type_name();
   out << "\n\n" << app.get_description() << "\n";
 
   if (!options.empty()) {

@@ -456,4 +456,61 @@ std::string to_json(const OffloadConfig& config) {
   return doc.dump(2) + "\n";
 }
 
+namespace {
+
+nlohmann::ordered_json editable(std::string_view text, const std::string& source) {
+  if (std::all_of(text.begin(), text.end(),
+                  [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }))
+    return nlohmann::ordered_json::object();
+  try {
+    parse_config(text, source);
+  } catch (const ConfigError& e) {
+    throw ConfigError(std::string(e.what()) + " (fix the file first; nothing was changed)");
+  }
+  return nlohmann::ordered_json::parse(text);
+}
+
+std::string checked(const nlohmann::ordered_json& doc, const std::string& source) {
+  std::string out = doc.dump(2) + "\n";
+  parse_config(out, source);  // throws: the edit would make the file invalid
+  return out;
+}
+
+}  // namespace
+
+std::string with_remote_account(std::string_view text, const std::string& name,
+                                const RemoteAccountSettings& account, const std::string& source) {
+  auto doc = editable(text, source);
+  if (name == kLocalAccountName)
+    throw ConfigError(source + ": \"local\" is the built-in account's name; pick another name");
+  if (!is_valid_account_name(name))
+    throw ConfigError(source + ": " + quote(name) +
+                      " is not a valid account name (letters, digits and _ . + -, starting with "
+                      "a letter or digit, at least 2 characters)");
+  if (doc.contains("accounts") && doc["accounts"].contains(name))
+    throw ConfigError(source + ": account " + quote(name) +
+                      " exists already (remove it first: docker offload accounts remove " + name +
+                      ")");
+  if (!doc.contains("version")) doc["version"] = kSupportedVersion;
+  auto& entry = doc["accounts"][name];
+  entry["type"] = "remote";
+  entry["address"] = account.address;
+  entry["tokenFile"] = account.token_file;
+  entry["fingerprint"] = account.fingerprint;
+  return checked(doc, source);
+}
+
+std::string without_remote_account(std::string_view text, const std::string& name,
+                                   const std::string& source) {
+  auto doc = editable(text, source);
+  if (!doc.contains("accounts") || !doc["accounts"].contains(name))
+    throw ConfigError(source + ": there is no remote account " + quote(name) +
+                      " (see docker offload accounts)");
+  if (doc.value("defaultAccount", std::string(kLocalAccountName)) == name)
+    throw ConfigError(source + ": " + quote(name) +
+                      " is the default account (\"defaultAccount\"): set another default first");
+  doc["accounts"].erase(name);
+  return checked(doc, source);
+}
+
 }  // namespace offload

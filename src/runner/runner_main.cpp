@@ -28,6 +28,8 @@
 #include "offload/common/process.h"
 #include "offload/engine/engine.h"
 #include "offload/runner/admin.h"
+#include "accounts_command.h"
+#include "offload/runner/accounts_file.h"
 #include "offload/runner/docker_backend.h"
 #include "offload/runner/metrics.h"
 #include "offload/runner/runner_service.h"
@@ -43,6 +45,8 @@ namespace {
 constexpr int kMaxMessageBytes = 16 * 1024 * 1024;
 constexpr auto kShutdownGrace = std::chrono::seconds(5);
 constexpr int kTunnelThreads = 2;
+// How often the accounts file is looked at for changes (one stat; SIGHUP reloads at once).
+constexpr auto kAccountsPoll = std::chrono::seconds(1);
 
 struct ServeOptions {
   std::string listen;
@@ -332,6 +336,10 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   } catch (const std::exception& e) {
     throw StartupError(e.what());
   }
+  // Accounts come and go without a restart: on SIGHUP and when the file changes.
+  AccountsFileWatcher accounts_file(o.token_file,
+                                    [&service](auto accounts) { service.set_accounts(std::move(accounts)); });
+  accounts_file.start_polling(kAccountsPoll);
 
   int port = 0;
   // grpc.health.v1.Health on the client port, answered without a token (load balancers, probes).
@@ -371,8 +379,11 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
                static_cast<int>(::getpid()));
 
   int signal = 0;
-  while (::sigwait(&stop_signals, &signal) != 0) {
+  while (::sigwait(&stop_signals, &signal) != 0 || signal == SIGHUP) {
+    if (signal == SIGHUP) accounts_file.reload("SIGHUP");
+    signal = 0;
   }
+  accounts_file.stop();
   admin.reset();  // no admin command races the shutdown
   if (o.live_restore) {
     // The sessions' engines, containers, namespaces and rules stay; the next runner process
@@ -440,7 +451,7 @@ int cleanup(const CleanupOptions& c) {
 
 int run_runner(int argc, char** argv) {
   // Blocked before any thread exists, so only sigwait in the main thread sees them.
-  const sigset_t stop_signals = block_signals_for_sigwait({SIGTERM, SIGINT});
+  const sigset_t stop_signals = block_signals_for_sigwait({SIGTERM, SIGINT, SIGHUP});
 
   CLI::App app{
       "offload-runner: creates one ephemeral Docker engine per docker-offload session "
@@ -452,7 +463,10 @@ int run_runner(int argc, char** argv) {
   });
 
   ServeOptions o;
-  auto* serve_cmd = app.add_subcommand("serve", "Serve the runner API until SIGTERM or SIGINT");
+  auto* serve_cmd = app.add_subcommand(
+      "serve",
+      "Serve the runner API until SIGTERM or SIGINT; the accounts file is reloaded on SIGHUP and "
+      "when it changes, without touching running sessions");
   serve_cmd
       ->add_option("--listen", o.listen,
                    "Required: HOST:PORT to accept clients on; port 0 picks a free one (see "
@@ -462,7 +476,8 @@ int run_runner(int argc, char** argv) {
   serve_cmd
       ->add_option("--token-file", o.token_file,
                    "Required: accounts file, one `NAME:TOKEN [max-sessions=N] [allow=LIST]` per "
-                   "line (# comments); clients need one of the tokens to create sessions")
+                   "line (# comments); clients need one of the tokens to create sessions; "
+                   "edit it with `offload-runner accounts`, reloaded on change and SIGHUP")
       ->option_text("FILE")
       ->required();
   serve_cmd
@@ -627,6 +642,7 @@ int run_runner(int argc, char** argv) {
       ->option_text("CIDR");
 
   auto* version_cmd = app.add_subcommand("version", "Print the version and exit");
+  AccountsCommand accounts_cmd(app);
 
   try {
     app.parse(argc, argv);
@@ -636,6 +652,7 @@ int run_runner(int argc, char** argv) {
   }
 
   if (sessions.command->parsed()) return run_sessions_command(sessions);
+  if (accounts_cmd.parsed()) return accounts_cmd.run();
   if (version_cmd->parsed()) {
     std::cout << "offload-runner " << OFFLOAD_VERSION << "\n";
     return 0;

@@ -88,9 +88,28 @@ std::shared_ptr<Session> RunnerService::find_session(const std::string& id) cons
   return it == sessions_.end() ? nullptr : it->second;
 }
 
+void RunnerService::set_accounts(std::map<std::string, AccountEntry> accounts) {
+  std::map<std::string, std::string> tokens;
+  std::map<std::string, AccountSettings> settings;
+  for (auto& [name, entry] : accounts) {
+    tokens[name] = std::move(entry.token);
+    settings[name] = std::move(entry.settings);
+  }
+  AccountTokens replacement(tokens);
+  std::lock_guard lock(accounts_mu_);
+  accounts_ = std::move(replacement);
+  options_.account_tokens = std::move(tokens);
+  options_.account_settings = std::move(settings);
+}
+
 Status RunnerService::authenticate_account(grpc::CallbackServerContext* ctx,
                                            std::string& account) const {
-  if (auto name = accounts_.authenticate(bearer_token(ctx))) {
+  std::optional<std::string> name;
+  {
+    std::lock_guard lock(accounts_mu_);
+    name = accounts_.authenticate(bearer_token(ctx));
+  }
+  if (name) {
     account = std::move(*name);
     return Status::OK;
   }
@@ -169,9 +188,12 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     limits.max_duration = cap;
 
   // Sessions per account: the ones being created count too, or parallel requests would slip by.
-  const auto settings_it = options_.account_settings.find(account);
-  const AccountSettings settings =
-      settings_it == options_.account_settings.end() ? AccountSettings{} : settings_it->second;
+  AccountSettings settings;
+  {
+    std::lock_guard lock(accounts_mu_);
+    if (auto it = options_.account_settings.find(account); it != options_.account_settings.end())
+      settings = it->second;
+  }
   const std::size_t max_sessions =
       settings.max_sessions.value_or(options_.max_sessions_per_account);
   {

@@ -52,6 +52,9 @@ struct VersionOptions {
 
 struct AccountsOptions {
   std::string format = "pretty";
+  // "" lists the accounts; "add" (NAME JOINSTRING) or "remove" (NAME) edits config.json.
+  std::string action;
+  std::vector<std::string> args;
 };
 
 struct DiagnoseOptions {

@@ -2,6 +2,8 @@
 // nothing listens there.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -47,6 +49,11 @@ class DaemonClient {
   // A stub when offloadd already listens, else nullptr; never spawns it (for `version`).
   v1::Control::Stub* connect_if_running();
 
+  // Stops the offloadd that runs for this docker config (it reads config.json at start-up) and
+  // starts a new one, which re-attaches a running session as after a crash. Nothing when none
+  // runs. False when one runs that could not be stopped.
+  bool restart_if_running();
+
   // The one line a failed call shows the user: the daemon's own message, or what went wrong
   // with the socket when the daemon itself did not answer.
   CliError error(const grpc::Status& status) const;
@@ -62,6 +69,8 @@ class DaemonClient {
   // and has been stopped (the channel is closed then). A daemon that reports no version, or
   // whose process cannot be identified, is left alone.
   bool stopped_outdated_daemon();
+  // The pid in offloadd's pid file if that process is an offloadd (by its name), else 0.
+  pid_t daemon_pid() const;
 
   Options options_;
   StatePaths paths_;

@@ -80,4 +80,17 @@ OffloadConfig load_config(const std::filesystem::path& file);
 // Every key, camelCase, two-space indented, trailing newline. parse_config(to_json(c)) == c.
 std::string to_json(const OffloadConfig& config);
 
+// Edits of the config file's text (`docker offload accounts add|remove`): every other key and
+// value is kept as written (key order too; the layout becomes two-space indented JSON). Empty
+// `text` means no file yet. Both refuse (ConfigError) a file that is not valid now, since an
+// edit must never turn a file the user can fix into one that lost something, and check that the
+// result is valid.
+//
+// `text` with remote account `name` added; refuses "local", invalid names and a name that exists.
+std::string with_remote_account(std::string_view text, const std::string& name,
+                                const RemoteAccountSettings& account, const std::string& source);
+// `text` without remote account `name`; refuses an unknown name and the default account.
+std::string without_remote_account(std::string_view text, const std::string& name,
+                                   const std::string& source);
+
 }  // namespace offload

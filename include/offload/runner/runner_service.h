@@ -85,6 +85,10 @@ class RunnerService final : public v1::Runner::CallbackService {
   // session, std::runtime_error when teardown left something behind.
   std::vector<std::string> end_session(const std::string& id, const std::string& reason);
 
+  // Replaces the accounts (the accounts file was reloaded). New sessions and Hello use the new
+  // ones at once; running sessions keep going, since their calls carry their own session token.
+  void set_accounts(std::map<std::string, AccountEntry> accounts);
+
   grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext*, const v1::HelloRequest*,
                                   v1::HelloResponse*) override;
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext*,
@@ -125,8 +129,9 @@ class RunnerService final : public v1::Runner::CallbackService {
 
   boost::asio::io_context& io_;
   SessionBackend& backend_;
-  RunnerOptions options_;
-  AccountTokens accounts_;
+  RunnerOptions options_;  // account_tokens and account_settings guarded by accounts_mu_
+  AccountTokens accounts_;  // guarded by accounts_mu_
+  mutable std::mutex accounts_mu_;
   boost::asio::thread_pool blocking_{4};
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;

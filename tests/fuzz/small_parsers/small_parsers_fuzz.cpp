@@ -1,11 +1,13 @@
 // The small parsers that read files and flags: the runner's token file, offloadd's state.json,
-// durations, certificate fingerprints and the session state a --live-restore runner keeps. Each either parses or says why; nothing else.
+// durations, certificate fingerprints, join strings and the session state a --live-restore
+// runner keeps. Each either parses or says why; nothing else.
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
 
 #include "offload/common/duration.h"
+#include "offload/common/join_string.h"
 #include "offload/common/token.h"
 #include "offload/daemon/state_file.h"
 #include "offload/runner/runner_service.h"
@@ -50,5 +52,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto fp = offload::normalize_fingerprint(input);
   if (!fp.empty() && (fp.size() != 71 || offload::normalize_fingerprint(fp) != fp))
     std::abort();
+  try {
+    // A join string that parses formats back to one that parses the same; the error never
+    // echoes the token.
+    auto join = offload::parse_join_string(input);
+    auto again = offload::parse_join_string(offload::format_join_string(join));
+    if (again.address != join.address || again.fingerprint != join.fingerprint ||
+        again.token != join.token || join.token.size() < 16)
+      std::abort();
+  } catch (const offload::JoinStringError& e) {
+    if (std::string(e.what()).find("join string") == std::string::npos) std::abort();
+  }
   return 0;
 }

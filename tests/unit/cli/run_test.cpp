@@ -16,6 +16,8 @@
 #include "offload/cli/render.h"
 #include "offload/common/fs.h"
 #include "offload/common/process.h"
+#include "offload/common/join_string.h"
+#include "offload/config/config.h"
 #include "offload/common/token.h"
 #include "temp_dir.h"
 
@@ -645,4 +647,163 @@ TEST(Run, AnOffloaddOfTheSameVersionOrAnUnknownProcessIsLeftAlone) {
   EXPECT_TRUE(offload::process_alive(stranger));
   EXPECT_EQ(h.locate_calls, 0);
   offload::terminate_process(stranger, std::chrono::seconds(1));
+}
+
+// --- accounts add / remove: config.json and the token file, without offloadd ---
+
+namespace {
+
+const std::string kJoinFingerprint = "sha256:" + std::string(64, 'c');
+const std::string kJoinToken = "0123456789abcdef0123456789abcdef";
+
+std::string join_string(const std::string& address = "runner.example.com:7443") {
+  return offload::format_join_string({address, kJoinFingerprint, kJoinToken});
+}
+
+std::string slurp(const fs::path& file) {
+  std::string text;
+  (void)offload::read_file(file, text);
+  return text;
+}
+
+unsigned mode_of(const fs::path& file) {
+  return static_cast<unsigned>(fs::status(file).permissions()) & 0777;
+}
+
+// A hand-written config: its keys, their order and values must survive an edit.
+const std::string kUserConfig = R"({
+  "startTimeout": "3m",
+  "sync": {"exclude": [".env", "secrets/"]},
+  "accounts": {
+    "gpu": {"type": "remote", "address": "gpu.example.com:7443", "tokenFile": "/keys/gpu",
+            "fingerprint": "sha256:)" + std::string(64, 'd') + R"("}
+  },
+  "defaultAccount": "gpu"
+}
+)";
+
+}  // namespace
+
+TEST(Accounts, AddWritesTheAccountAndItsPrivateTokenFileKeepingEverythingElse) {
+  TempDir dir;
+  const fs::path offload_dir = dir.path() / "offload";
+  fs::create_directories(offload_dir);
+  ASSERT_FALSE(offload::write_file_atomic(offload_dir / "config.json", kUserConfig));
+  Harness h(dir.path());
+  ASSERT_EQ(h.run({"accounts", "add", "team", join_string()}), 0) << h.err.str();
+  EXPECT_EQ(h.out.str(),
+            "Added account \"team\" (runner runner.example.com:7443). Start a session with: "
+            "docker offload start --account team\n");
+  EXPECT_EQ(h.locate_calls, 0) << "adding an account does not need offloadd";
+  EXPECT_EQ(h.err.str(), "");
+
+  const std::string text = slurp(offload_dir / "config.json");
+  auto config = offload::parse_config(text, "config.json");
+  ASSERT_EQ(config.accounts.count("team"), 1u);
+  EXPECT_EQ(config.accounts.at("team").address, "runner.example.com:7443");
+  EXPECT_EQ(config.accounts.at("team").fingerprint, kJoinFingerprint);
+  EXPECT_EQ(config.accounts.at("team").token_file, "team.token");
+  // The token is in its own 0600 file, never in config.json.
+  EXPECT_EQ(text.find(kJoinToken), std::string::npos);
+  EXPECT_EQ(slurp(offload_dir / "team.token"), kJoinToken + "\n");
+  EXPECT_EQ(mode_of(offload_dir / "team.token"), 0600u);
+  EXPECT_EQ(mode_of(offload_dir / "config.json"), 0600u);
+  // Everything else as it was, in its order.
+  EXPECT_EQ(config.default_account, "gpu");
+  EXPECT_EQ(config.start_timeout, std::chrono::minutes(3));
+  EXPECT_EQ(config.sync.exclude, (std::vector<std::string>{".env", "secrets/"}));
+  EXPECT_EQ(config.accounts.at("gpu").token_file, "/keys/gpu");
+  EXPECT_LT(text.find("startTimeout"), text.find("sync"));
+  EXPECT_LT(text.find("\"gpu\""), text.find("\"team\""));
+  EXPECT_LT(text.find("\"team\""), text.find("defaultAccount"));
+}
+
+TEST(Accounts, AddWithoutAConfigFileMakesOne) {
+  TempDir dir;
+  Harness h(dir.path());
+  ASSERT_EQ(h.run({"accounts", "add", "team", "  " + join_string() + "\n"}), 0) << h.err.str();
+  auto config = offload::load_config(dir.path() / "offload" / "config.json");
+  EXPECT_EQ(config.accounts.at("team").address, "runner.example.com:7443");
+  EXPECT_EQ(config.default_account, "local");
+}
+
+TEST(Accounts, BadInputChangesNothing) {
+  TempDir dir;
+  const fs::path offload_dir = dir.path() / "offload";
+  fs::create_directories(offload_dir);
+  ASSERT_FALSE(offload::write_file_atomic(offload_dir / "config.json", kUserConfig));
+  auto unchanged = [&] {
+    EXPECT_EQ(slurp(offload_dir / "config.json"), kUserConfig);
+    EXPECT_FALSE(fs::exists(offload_dir / "team.token"));
+    EXPECT_FALSE(fs::exists(offload_dir / "gpu.token"));
+    EXPECT_FALSE(fs::exists(offload_dir / "local.token"));
+  };
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"accounts", "add", "team", "offload1.garbage"}, "not a valid join string"},
+      {{"accounts", "add", "team", join_string().substr(0, 40)}, "not a valid join string"},
+      {{"accounts", "add", "gpu", join_string()}, "account \"gpu\" exists already"},
+      {{"accounts", "add", "local", join_string()}, "built-in account"},
+      {{"accounts", "add", "-x", join_string()}, "unknown shorthand flag"},
+      {{"accounts", "add", "a/b", join_string()}, "not a valid account name"},
+      {{"accounts", "add", "team", join_string("bad!host:1")}, "is not host:port"},
+      {{"accounts", "add", "team"}, "\"docker offload accounts add\" requires exactly 2 arguments."},
+      {{"accounts", "remove"}, "\"docker offload accounts remove\" requires exactly 1 argument."},
+      {{"accounts", "remove", "nobody"}, "there is no remote account \"nobody\""},
+      {{"accounts", "remove", "gpu"}, "is the default account"},
+  };
+  for (const auto& [args, expected] : cases) {
+    Harness h(dir.path());
+    EXPECT_EQ(h.run(args), 1) << args.back();
+    EXPECT_NE(h.err.str().find(expected), std::string::npos) << h.err.str();
+    EXPECT_EQ(h.err.str().find(kJoinToken), std::string::npos) << h.err.str();
+    unchanged();
+  }
+  // A config.json that is already invalid is not rewritten: the user's text stays theirs.
+  const std::string broken = "{\"startTimeout\": \"3m\", \"colour\": \"blue\"}\n";
+  ASSERT_FALSE(offload::write_file_atomic(offload_dir / "config.json", broken));
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"accounts", "add", "team", join_string()}), 1);
+  EXPECT_NE(h.err.str().find("fix the file first"), std::string::npos) << h.err.str();
+  EXPECT_EQ(slurp(offload_dir / "config.json"), broken);
+  EXPECT_FALSE(fs::exists(offload_dir / "team.token"));
+}
+
+TEST(Accounts, RemoveDeletesTheAccountAndTheTokenFileAddMade) {
+  TempDir dir;
+  {
+    Harness h(dir.path());
+    ASSERT_EQ(h.run({"accounts", "add", "team", join_string()}), 0) << h.err.str();
+  }
+  const fs::path offload_dir = dir.path() / "offload";
+  ASSERT_TRUE(fs::exists(offload_dir / "team.token"));
+  Harness h(dir.path());
+  ASSERT_EQ(h.run({"accounts", "rm", "team"}), 0) << h.err.str();
+  EXPECT_EQ(h.out.str(), "Removed account \"team\"\n");
+  EXPECT_FALSE(fs::exists(offload_dir / "team.token"));
+  EXPECT_TRUE(offload::load_config(offload_dir / "config.json").accounts.empty());
+}
+
+TEST(Accounts, AnOffloaddItCannotRestartIsNamedInAWarning) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());  // listens, but there is no offloadd pid file
+  Harness h(dir.path());
+  ASSERT_EQ(h.run({"accounts", "add", "team", join_string()}), 0) << h.err.str();
+  EXPECT_NE(h.err.str().find("WARNING: offloadd is running with the accounts it read"),
+            std::string::npos)
+      << h.err.str();
+}
+
+TEST(Accounts, ListingStillAsksTheDaemonAndSubcommandsHaveHelp) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  auto* a = daemon.accounts_response.add_accounts();
+  a->set_name("local");
+  a->set_type("local");
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"accounts", "--format", "json"}), 0) << h.err.str();
+  EXPECT_NE(h.out.str().find("\"local\""), std::string::npos) << h.out.str();
+  Harness help(dir.path());
+  EXPECT_EQ(help.run({"accounts", "add", "--help"}), 0);
+  EXPECT_EQ(help.out.str().rfind("Usage:  docker offload accounts add NAME JOINSTRING\n", 0), 0u)
+      << help.out.str();
 }

@@ -601,3 +601,59 @@ TEST(ConfigAccountErrors, MessagesAreOneLine) {
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   }
 }
+
+// --- Edits for `docker offload accounts add|remove` ---
+
+TEST(ConfigEdit, AddingAnAccountKeepsEveryOtherKeyAndItsOrder) {
+  const std::string fp = "sha256:" + std::string(64, 'e');
+  const std::string text =
+      "{\"logLevel\": \"debug\", \"idleTimeout\": \"90s\", \"accounts\": {}, \"version\": 1}\n";
+  const std::string out =
+      with_remote_account(text, "team", {"runner:7443", "team.token", fp}, kSource);
+  EXPECT_EQ(out,
+            "{\n  \"logLevel\": \"debug\",\n  \"idleTimeout\": \"90s\",\n  \"accounts\": {\n"
+            "    \"team\": {\n      \"type\": \"remote\",\n      \"address\": \"runner:7443\",\n"
+            "      \"tokenFile\": \"team.token\",\n      \"fingerprint\": \"" + fp + "\"\n    }\n"
+            "  },\n  \"version\": 1\n}\n");
+  // And back: only the account goes.
+  EXPECT_EQ(without_remote_account(out, "team", kSource),
+            "{\n  \"logLevel\": \"debug\",\n  \"idleTimeout\": \"90s\",\n  \"accounts\": {},\n"
+            "  \"version\": 1\n}\n");
+}
+
+TEST(ConfigEdit, RefusesWhatWouldLoseOrBreakSomething) {
+  const std::string fp = "sha256:" + std::string(64, 'e');
+  auto error = [](auto f) -> std::string {
+    try {
+      f();
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const RemoteAccountSettings account{"runner:7443", "t.token", fp};
+  EXPECT_NE(error([&] { with_remote_account("{\"x\": 1}", "team", account, kSource); })
+                .find("fix the file first"),
+            std::string::npos);
+  EXPECT_NE(error([&] { with_remote_account("{", "team", account, kSource); })
+                .find("not valid JSON"),
+            std::string::npos);
+  EXPECT_NE(error([&] { with_remote_account("", "local", account, kSource); }).find("built-in"),
+            std::string::npos);
+  EXPECT_NE(error([&] {
+              with_remote_account("", "team", {"http://runner:1", "t", fp}, kSource);
+            }).find("is not host:port"),
+            std::string::npos);
+  const std::string with_team = with_remote_account("", "team", account, kSource);
+  EXPECT_NE(error([&] { with_remote_account(with_team, "team", account, kSource); })
+                .find("exists already"),
+            std::string::npos);
+  EXPECT_NE(error([&] { without_remote_account("{}", "team", kSource); })
+                .find("no remote account"),
+            std::string::npos);
+  std::string defaulted = with_team;
+  defaulted.insert(1, "\"defaultAccount\": \"team\",");
+  EXPECT_NE(error([&] { without_remote_account(defaulted, "team", kSource); })
+                .find("default account"),
+            std::string::npos);
+}
