@@ -9,7 +9,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libssl-dev
   libgtest-dev libgmock-dev libsystemd-dev dpkg-dev go-md2man graphviz
   docker.io busybox-static iproute2 iptables util-linux mount e2fsprogs uidmap procps curl
-  docker-compose bash-completion fish
+  docker-compose bash-completion fish zsh
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (apt-get install needs it)" >&2

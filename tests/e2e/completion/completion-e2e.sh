@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `docker offload <TAB>` end to end: the real docker CLI 28 asks the plugin (`docker __complete
 # offload ...`), and the shells' completion scripts turn that into candidates: docker's own bash
-# completion (cobra's, from `docker completion bash`), Debian's docker.io bash completion, and
-# fish with the file the docker-offload package installs. No engine or root needed.
+# and zsh completion (cobra's, from `docker completion bash|zsh`), Debian's docker.io bash
+# completion, and fish with the file the docker-offload package installs. No engine or root
+# needed.
 #   tests/e2e/completion/completion-e2e.sh PLUGIN FISH-FILE
 set -euo pipefail
 plugin=$(realpath "${1:?usage: completion-e2e.sh PLUGIN FISH-FILE}")
@@ -98,6 +99,29 @@ else
   echo "FAIL  $debian (docker.io) is missing or does not complete plugins"
   fail=1
 fi
+
+# 3b. zsh, with the script docker itself prints (cobra's): its _docker runs for WORDS as zsh's
+# completion system would call it; _describe, which would draw the menu, is replaced by a
+# function that prints the "value:description" pairs it is given.
+zsh_complete() {  # zsh_complete WORDS...
+  zsh -f -c '
+    compdef() { :; }
+    compadd() { :; }
+    _arguments() { print -r -- "_arguments $*"; }
+    _describe() { print -rl -- "${completions[@]}"; }
+    source "$0"
+    words=("$@"); CURRENT=$#
+    _docker' "$work/docker-cobra.zsh" "$@" 2>/dev/null
+}
+"$docker" completion zsh >"$work/docker-cobra.zsh"
+expect "zsh (docker completion zsh): docker offload st" \
+  "start:Start an offload session
+status:Show the offload session status
+stop:Stop the offload session and destroy its environment" \
+  "$(zsh_complete docker offload st)"
+expect "zsh (docker completion zsh): docker offload status --format ''" \
+  "pretty:Human-readable output
+json:JSON output" "$(zsh_complete docker offload status --format '')"
 
 # 4. fish, with the package's vendor_conf.d file and whatever docker.fish fish finds.
 fish_complete() { fish --no-config -c "source '$fish_file'; complete -C '$1'"; }
