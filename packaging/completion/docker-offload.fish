@@ -63,6 +63,20 @@ function __docker_offload_no_command
     return 0
 end
 
+# Debian's docker.fish offers docker's own commands and global flags wherever its
+# __fish_docker_no_subcommand finds none of the commands it knows, so also after `offload`.
+# Once it is loaded (fish loads it before it evaluates any condition for `docker`), it is
+# wrapped to say "a command was given" on a `docker offload` line.
+function __docker_offload_quiet_docker_fish
+    functions -q __fish_docker_no_subcommand; or return
+    functions -q __docker_offload_fish_docker_no_subcommand; and return
+    functions -c __fish_docker_no_subcommand __docker_offload_fish_docker_no_subcommand
+    function __fish_docker_no_subcommand
+        __docker_offload_words >/dev/null; and return 1
+        __docker_offload_fish_docker_no_subcommand $argv
+    end
+end
+
 function __docker_offload_complete
     set -l words (__docker_offload_words); or return
     set -l plugin (__docker_offload_plugin); or return
@@ -76,6 +90,7 @@ function __docker_offload_complete
     end
 end
 
-complete -c docker -f -n __docker_offload_no_command -a offload \
+complete -c docker -f -n '__docker_offload_quiet_docker_fish; __docker_offload_no_command' -a offload \
     -d 'Run containers and builds on an ephemeral remote engine'
-complete -c docker -f -n '__docker_offload_words >/dev/null' -a '(__docker_offload_complete)'
+complete -c docker -f -n '__docker_offload_quiet_docker_fish; __docker_offload_words >/dev/null' \
+    -a '(__docker_offload_complete)'

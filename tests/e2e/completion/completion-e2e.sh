@@ -146,4 +146,18 @@ expect "fish: docker -c ctx offload images -" \
 expect "fish: docker off" \
   "offload${tab}Run containers and builds on an ephemeral remote engine" \
   "$(fish_complete 'docker off' | grep '^offload' || true)"
+# With Debian's docker.io docker.fish also loaded (it lists docker's own commands wherever it
+# sees none it knows): from the second <TAB> on, only the plugin's candidates after `offload`.
+docker_fish=/usr/share/fish/vendor_completions.d/docker.fish
+if [ -f "$docker_fish" ]; then
+  expect "fish with docker.io's docker.fish: docker offload s" \
+    "start${tab}Start an offload session
+status${tab}Show the offload session status
+stop${tab}Stop the offload session and destroy its environment" \
+    "$(fish --no-config -c "set -a fish_complete_path $(dirname "$docker_fish"); source '$fish_file'
+        complete -C 'docker offload s' >/dev/null; complete -C 'docker offload s'")"
+  expect "fish with docker.io's docker.fish: docker ru (docker's own still there)" \
+    "run" "$(fish --no-config -c "set -a fish_complete_path $(dirname "$docker_fish"); source '$fish_file'
+        complete -C 'docker offload s' >/dev/null; complete -C 'docker ru'" | cut -f1)"
+fi
 exit $fail
