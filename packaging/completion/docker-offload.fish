@@ -4,7 +4,7 @@
 # docker.fish knows nothing of CLI plugins. So this file adds to them: `offload` as a docker
 # command, and everything after `docker offload` from the plugin itself, through the docker
 # CLI's completion protocol (`docker-offload __complete offload WORDS... CURRENT`). The script
-# `docker completion fish` prints (docker 23 and later) erases every completion of `docker`
+# `docker completion fish` prints (tested with the docker CLI 28) erases every completion of `docker`
 # when it loads, these included, and asks the plugin the same way itself.
 
 # The plugin, where the docker CLI looks for it, in the docker CLI's order.
