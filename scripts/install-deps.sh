@@ -7,9 +7,9 @@ packages=(
   libboost1.81-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libssl-dev
-  libgtest-dev libgmock-dev libsystemd-dev dpkg-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libsystemd-dev dpkg-dev prometheus-cpp-dev go-md2man graphviz
   docker.io busybox-static iproute2 iptables util-linux mount e2fsprogs uidmap procps curl
-  docker-compose
+  docker-compose bash-completion fish zsh
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (apt-get install needs it)" >&2

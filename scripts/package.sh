@@ -10,7 +10,7 @@ build=${BUILD_DIR:-build}
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOFFLOAD_BUILD_TESTS=OFF >/dev/null
 fi
-cmake --build "$build" -j"$(nproc)" --target docker-offload offloadd offload-runner
+cmake --build "$build" -j"$(nproc)" --target docker-offload offloadd offload-runner man-pages
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 export SOURCE_DATE_EPOCH
 rm -rf "$build/packages"

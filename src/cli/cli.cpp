@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "offload/cli/commands.h"
+#include "offload/cli/complete.h"
 #include "offload/cli/daemon_client.h"
 #include "offload/cli/interrupt.h"
 #include "offload/cli/render.h"
@@ -291,6 +292,18 @@ int run_command(const CommandLine& line, CommandContext& cli) {
 }
 
 int run(const std::vector<std::string>& argv, Console& console, const Environment& env) {
+  // Shell completion: answered from the command tree and the config file alone, before anything
+  // that could start offloadd or wait on the network, since it runs at every <TAB>.
+  if (argv.size() >= 2 && (argv[1] == "__complete" || argv[1] == "__completeNoDesc")) {
+    CompletionSources sources;
+    sources.accounts = [&] { return configured_accounts(env.docker_config); };
+    Completions completions = complete_command_line(
+        std::vector<std::string>(argv.begin() + 2, argv.end()), sources);
+    console.out << render_completions(completions, argv[1] == "__complete");
+    console.err << "Completion ended with directive: " << describe_directive(completions.directive)
+                << "\n";
+    return 0;
+  }
   Invocation inv = preprocess_argv(argv, env.docker_config);
   if (inv.metadata) {
     console.out << plugin_metadata_json() << "\n";

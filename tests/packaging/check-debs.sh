@@ -38,6 +38,10 @@ check "systemd unit" has "$runner" "-rw-r--r-- ./usr/lib/systemd/system/offload-
 check "config file" has "$runner" "-rw-r--r-- ./etc/offload-runner/runner.env"
 check "no accounts file shipped (secrets)" sh -c "! dpkg-deb -c '$runner' | grep -q 'etc/offload-runner/accounts'"
 check "client package holds no runner" sh -c "! dpkg-deb -c '$client' | grep -q offload-runner"
+check "man page docker-offload(1)" has "$client" "-rw-r--r-- ./usr/share/man/man1/docker-offload.1.gz"
+check "man page offloadd(8)" has "$client" "-rw-r--r-- ./usr/share/man/man8/offloadd.8.gz"
+check "man page offload-runner(8)" has "$runner" "-rw-r--r-- ./usr/share/man/man8/offload-runner.8.gz"
+check "fish completion of docker offload" has "$client" "-rw-r--r-- ./usr/share/fish/vendor_conf.d/docker-offload.fish"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -64,5 +68,10 @@ dpkg -x "$runner" "$work/runner"
 check "offload-runner --help runs" "$work/runner/usr/bin/offload-runner" --help
 check "offloadd --help runs" "$work/client/usr/bin/offloadd" --help
 check "the plugin answers docker's metadata call" sh -c "'$work/client/usr/libexec/docker/cli-plugins/docker-offload' docker-cli-plugin-metadata | grep -q '\"SchemaVersion\"'"
+for page in usr/share/man/man1/docker-offload.1.gz usr/share/man/man8/offloadd.8.gz; do
+  check "$page is a man page (.TH)" sh -c "gzip -dc '$work/client/$page' | grep -q '^\.TH '"
+done
+check "offload-runner.8.gz is a man page (.TH)" sh -c "gzip -dc '$work/runner/usr/share/man/man8/offload-runner.8.gz' | grep -q '^\.TH '"
+check "the fish completion parses" sh -c "! command -v fish || fish --no-execute '$work/client/usr/share/fish/vendor_conf.d/docker-offload.fish'"
 check "the binaries carry no debug info" sh -c "! readelf -S '$work/runner/usr/bin/offload-runner' | grep -q debug_info"
 exit $fail

@@ -34,6 +34,15 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$dir"/offload-runner_*_am
 test "$(stat -c %a /etc/offload-runner/accounts)" = 600
 test -x /usr/libexec/docker/cli-plugins/docker-offload
 
+step "docker finds the packaged plugin for completion and its man pages are installed"
+# An empty docker config: the plugin can only come from /usr/libexec/docker/cli-plugins.
+verbs=$(DOCKER_CONFIG=$work/empty "$docker" __complete offload st 2>/dev/null | cut -f1 | tr '\n' ' ')
+test "$verbs" = "start status stop :4 " || { echo "docker __complete offload st: $verbs"; exit 1; }
+for page in man1/docker-offload.1.gz man8/offloadd.8.gz man8/offload-runner.8.gz; do
+  test -s "/usr/share/man/$page"
+done
+test -f /usr/share/fish/vendor_conf.d/docker-offload.fish
+
 step "run the runner as the unit does"
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "e2e:$token" >/etc/offload-runner/accounts
@@ -130,7 +139,9 @@ DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq offload-runner docker-offloa
 ! ip netns list | grep -q "offload-$session" || { echo "the session's namespace survived removal"; exit 1; }
 ! pgrep -f "/run/offload-runner/" >/dev/null || { echo "session processes survived removal"; exit 1; }
 for gone in /usr/bin/offload-runner /usr/bin/offloadd /usr/libexec/docker/cli-plugins/docker-offload \
-  /etc/offload-runner /var/lib/offload-runner /usr/lib/systemd/system/offload-runner.service; do
+  /etc/offload-runner /var/lib/offload-runner /usr/lib/systemd/system/offload-runner.service \
+  /usr/share/man/man1/docker-offload.1.gz /usr/share/man/man8/offload-runner.8.gz \
+  /usr/share/fish/vendor_conf.d/docker-offload.fish; do
   test ! -e "$gone" || { echo "left after purge: $gone"; exit 1; }
 done
 echo "ok    the packages install, serve a session and purge cleanly"
