@@ -22,9 +22,8 @@ function __docker_offload_plugin
     return 1
 end
 
-# The words after `docker [global flags] offload` on the command line, before the current
-# token; fails when the command line is not a `docker offload` one.
-function __docker_offload_words
+# The tokens of the command line after `docker` and its global flags, before the current token.
+function __docker_offload_after_globals
     set -l tokens (commandline -opc)
     set -e tokens[1]
     while set -q tokens[1]
@@ -33,34 +32,31 @@ function __docker_offload_words
                 set -e tokens[1..2]
             case '-*'
                 set -e tokens[1]
-            case offload
-                set -e tokens[1]
-                for token in $tokens
-                    echo $token
-                end
-                return 0
             case '*'
-                return 1
+                break
         end
     end
-    return 1
+    for token in $tokens
+        echo $token
+    end
+end
+
+# The words after `docker [global flags] offload` on the command line, before the current
+# token; fails when the command line is not a `docker offload` one.
+function __docker_offload_words
+    set -l tokens (__docker_offload_after_globals)
+    test "$tokens[1]" = offload; or return 1
+    set -e tokens[1]
+    for token in $tokens
+        echo $token
+    end
+    return 0
 end
 
 # True while no docker command has been typed yet (only global flags).
 function __docker_offload_no_command
-    set -l tokens (commandline -opc)
-    set -e tokens[1]
-    while set -q tokens[1]
-        switch $tokens[1]
-            case --config --context -c --host -H --log-level -l --tlscacert --tlscert --tlskey
-                set -e tokens[1..2]
-            case '-*'
-                set -e tokens[1]
-            case '*'
-                return 1
-        end
-    end
-    return 0
+    set -l tokens (__docker_offload_after_globals)
+    not set -q tokens[1]
 end
 
 # Debian's docker.fish offers docker's own commands and global flags wherever its

@@ -10,6 +10,7 @@
 
 #include "offload/common/fs.h"
 #include "temp_dir.h"
+#include "error_of.h"
 
 using namespace offload;
 using namespace offload::runner;
@@ -22,15 +23,7 @@ namespace {
 const std::string kTokenA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const std::string kTokenB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using offload::testing::error_of;
 
 // Comments, odd spacing, CRLF, settings and no final newline: all must survive edits.
 const std::string kHandWritten =

@@ -13,6 +13,7 @@
 #include "offload/runner/runner_service.h"
 #include "offload/runner/session.h"
 #include "offload/runner/session_snapshot.h"
+#include "error_of.h"
 
 using namespace offload;
 using namespace offload::runner;
@@ -43,16 +44,7 @@ SessionSnapshot sample() {
   return s;
 }
 
-// The message of the std::runtime_error `f` throws, "" if none.
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "";
-}
+using offload::testing::error_of;
 
 class FakeEngine final : public SessionEngine {
  public:

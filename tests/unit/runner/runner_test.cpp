@@ -14,6 +14,7 @@
 #include "offload/runner/inventory.h"
 #include "offload/runner/runner_service.h"
 #include "offload/runner/sync_call.h"
+#include "error_of.h"
 
 using namespace offload::runner;
 using ::testing::ElementsAre;
@@ -33,16 +34,7 @@ std::string corpus(const std::string& name) {
   return out.str();
 }
 
-// The message of the std::runtime_error that `f` throws ("" if it throws nothing).
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "";
-}
+using offload::testing::error_of;
 
 }  // namespace
 
