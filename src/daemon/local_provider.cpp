@@ -114,13 +114,17 @@ ProvisionedRunner LocalProvider::provision(milliseconds timeout) {
 void LocalProvider::release(const ProvisionedRunner& runner) {
   if (runner.runner_pid <= 0) return;
   // The runner tears down any session it still has on SIGTERM; give it time to do so.
-  if (!terminate_process(runner.runner_pid, seconds(90)))
+  if (!terminate_process(runner.runner_pid, seconds(90))) {
     spdlog::error("local runner (pid {}) did not exit", runner.runner_pid);
-  else
-    spdlog::info("local runner (pid {}) stopped", runner.runner_pid);
+    return;  // it still holds its lock and may still be tearing sessions down
+  }
+  spdlog::info("local runner (pid {}) stopped", runner.runner_pid);
   // Its per-session directories are gone with the sessions; drop the (now empty) parents too.
   // Non-recursive: whatever a session left (the runner reported it) stays for inspection.
+  // The runner never deletes its lock file itself (a runner starting meanwhile could lock a
+  // file already unlinked); with the runner gone, no one can hold it.
   std::error_code ec;
+  fs::remove(paths_.local_runner_data_dir / "runner.lock", ec);
   fs::remove(paths_.local_runner_run_dir, ec);
   fs::remove(paths_.local_runner_data_dir / "sessions", ec);
   fs::remove(paths_.local_runner_data_dir, ec);

@@ -195,8 +195,60 @@ void remove_dirs(const EngineSpec& spec, TeardownReport& report) {
   }
 }
 
+// dockerd --userns-remap (docker.io 20.10) keeps containerd's state for the remapped root in a
+// copy of the exec-root path in which every directory from the first one that root cannot
+// traverse on is renamed "<name>.<uid>.<gid>": /run/offload-runner/<id8>/exec/containerd becomes
+// /run/offload-runner.U.G/<id8>.U.G/exec.U.G/containerd.U.G. Nothing removes it, so each session
+// would leave a chain of empty directories behind. These are the candidates for the twin of
+// run_dir, one per place the renaming could have started; the caller checks which exist.
+struct RemappedTwin {
+  fs::path run_dir;  // the twin of run_dir itself: this session's alone
+  fs::path top;      // the first renamed directory, shared by the sessions of the slot
+};
+
+std::vector<RemappedTwin> remapped_twins(const EngineSpec& spec) {
+  std::vector<RemappedTwin> twins;
+  if (!spec.userns) return twins;
+  const std::string suffix =
+      "." + std::to_string(spec.userns->root_uid) + "." + std::to_string(spec.userns->root_gid);
+  const std::vector<fs::path> parts(spec.run_dir.begin(), spec.run_dir.end());
+  for (std::size_t first = 1; first < parts.size(); ++first) {  // parts[0] is "/"
+    fs::path twin;
+    for (std::size_t i = 0; i < parts.size(); ++i)
+      twin /= i < first ? parts[i] : fs::path(parts[i].string() + suffix);
+    fs::path top;
+    for (std::size_t i = 0; i <= first; ++i)
+      top /= i < first ? parts[i] : fs::path(parts[i].string() + suffix);
+    twins.push_back({twin, top});
+  }
+  return twins;
+}
+
+void remove_remapped_twin(const EngineSpec& spec, TeardownReport& report) {
+  for (const auto& twin : remapped_twins(spec)) {
+    std::error_code ec;
+    if (!fs::is_directory(fs::symlink_status(twin.run_dir, ec))) continue;
+    if (!detail::mounts_within({twin.run_dir}).empty()) continue;
+    fs::remove_all(twin.run_dir, ec);
+    if (ec) continue;
+    report.removed.push_back("directory " + twin.run_dir.string());
+    // The shared ancestors go only once no other session of the slot has its twin there:
+    // fs::remove refuses a directory that is not empty.
+    for (auto dir = twin.run_dir.parent_path(); dir.string().size() >= twin.top.string().size();
+         dir = dir.parent_path()) {
+      if (!fs::remove(dir, ec) || ec) break;
+      if (dir == twin.top) break;
+    }
+  }
+}
+
 void verify_gone(const EngineSpec& spec, const detail::EngineMarks& marks,
                  TeardownReport& report) {
+  for (const auto& twin : remapped_twins(spec)) {
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(twin.run_dir, ec)))
+      report.leftovers.push_back("directory " + twin.run_dir.string());
+  }
   for (const auto& p : detail::engine_processes(marks))
     report.leftovers.push_back("process " + std::to_string(p.pid) + " (" + p.name + ")");
   for (const auto& m : detail::mounts_within({spec.data_dir, spec.run_dir}))
@@ -311,6 +363,7 @@ TeardownReport Engine::destroy(const std::string& reason) {
   detail::release_session_disk(spec_, report);
   detail::remove_cgroups(spec_.cgroup_parent(), report);
   remove_dirs(spec_, report);
+  remove_remapped_twin(spec_, report);
   phase("unmounting and removing directories");
   detail::remove_session_network(spec_, report);
   phase("removing the network");

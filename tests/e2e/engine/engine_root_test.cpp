@@ -88,6 +88,19 @@ std::vector<std::string> processes_mentioning(const std::string& text) {
   return found;
 }
 
+// Every path under /run (four levels deep) with a directory named "<id8>" or "<id8>.<anything>".
+std::vector<std::string> entries_under_run_named(const std::string& id8) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  fs::recursive_directory_iterator it("/run", fs::directory_options::skip_permission_denied, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const auto name = it->path().filename().string();
+    if (name == id8 || name.rfind(id8 + ".", 0) == 0) found.push_back(it->path().string());
+    if (it.depth() >= 3 || it->is_symlink()) it.disable_recursion_pending();
+  }
+  return found;
+}
+
 // Checks the host for every trace of the engine without using the library's own verification.
 void expect_no_trace(const EngineSpec& spec) {
   auto netns = run_command({"ip", "netns", "list"});
@@ -101,6 +114,9 @@ void expect_no_trace(const EngineSpec& spec) {
   EXPECT_FALSE(fs::exists(spec.run_dir)) << spec.run_dir;
   EXPECT_EQ(processes_mentioning(spec.run_dir.string()), std::vector<std::string>{});
   EXPECT_EQ(processes_mentioning(spec.data_dir.string()), std::vector<std::string>{});
+  // Nothing named after the session anywhere under /run either: a remapped dockerd makes
+  // "<name>.<uid>.<gid>" copies of its exec-root path there.
+  EXPECT_EQ(entries_under_run_named(spec.session_id.substr(0, 8)), std::vector<std::string>{});
   const std::string mountinfo = slurp("/proc/self/mountinfo");
   EXPECT_EQ(mountinfo.find(spec.session_id), std::string::npos);
   EXPECT_EQ(mountinfo.find(spec.run_dir.string() + "/"), std::string::npos);

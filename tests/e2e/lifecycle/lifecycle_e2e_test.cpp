@@ -87,6 +87,15 @@ Footprint footprint(const std::string& session_id, const fs::path& sessions_dir,
        "iptables rules offload:" + session_id);
   note(fs::exists(sessions_dir / session_id), "session dir " + (sessions_dir / session_id).string());
   note(fs::exists(session_run_dir), "run dir " + session_run_dir.string());
+  // A remapped dockerd's "<name>.<uid>.<gid>" copy of the run dir's path: only ever a leftover.
+  const std::string id8 = session_id.substr(0, 8);
+  std::error_code ec;
+  fs::recursive_directory_iterator it("/run", fs::directory_options::skip_permission_denied, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->path().filename().string().rfind(id8 + ".", 0) == 0)
+      f.present.push_back("remapped copy of the run dir " + it->path().string());
+    if (it.depth() >= 3 || it->is_symlink()) it.disable_recursion_pending();
+  }
   auto procs = processes_mentioning(session_run_dir.string());
   std::string list;
   for (auto& p : procs) list += "\n    " + p;
@@ -312,6 +321,10 @@ TEST_F(Lifecycle, IdleEndDestroysEverythingAndStartGivesAFreshEnvironment) {
   // Stop also ends the local runner.
   auto runners = processes_mentioning((c.offload_dir() / "local-runner").string());
   EXPECT_TRUE(runners.empty()) << lines(runners);
+  // And leaves none of its directories behind (its lock file included).
+  for (const auto& dir : {StatePaths(c.dir()).local_runner_data_dir,
+                          StatePaths(c.dir()).local_runner_run_dir})
+    EXPECT_FALSE(fs::exists(dir)) << dir << " is left after stop";
 }
 
 // ---- 2. The warning before the end ------------------------------------------------------
