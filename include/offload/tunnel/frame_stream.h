@@ -66,6 +66,27 @@ class FrameStream {
         token);
   }
 
+  // Direct operations, for pumps that run on the transport's own threads (direct_splice.h):
+  // the completion calls `frame_read`/`frame_written` inline, on the thread that completes the
+  // operation (a gRPC thread; the starting thread when the stream has ended already), instead of
+  // posting a handler to an executor. The same one-read-one-write rule holds across both kinds.
+  class DirectHandler {
+   public:
+    virtual void frame_read(bool ok) = 0;
+    virtual void frame_written(bool ok) = 0;
+
+   protected:
+    ~DirectHandler() = default;
+  };
+  void read_direct(TunnelFrame& frame, DirectHandler& handler) {
+    direct_reader_.store(&handler, std::memory_order_release);
+    start_read(&frame);
+  }
+  void write_direct(const TunnelFrame& frame, DirectHandler& handler) {
+    direct_writer_.store(&handler, std::memory_order_release);
+    start_write(&frame);
+  }
+
   // Aborts the stream: pending and future operations complete with false, the peer sees the
   // stream fail. `reason` goes to the peer (server side) and the log.
   virtual void cancel(const std::string& reason) = 0;
@@ -90,8 +111,18 @@ class FrameStream {
   virtual void start_write(const TunnelFrame* frame) = 0;
 
   // Called by the gRPC reactor on a gRPC thread.
-  void read_done(bool ok) { complete(read_handler_, ok); }
-  void write_done(bool ok) { complete(write_handler_, ok); }
+  void read_done(bool ok) {
+    if (auto* direct = direct_reader_.exchange(nullptr, std::memory_order_acq_rel))
+      direct->frame_read(ok);
+    else
+      complete(read_handler_, ok);
+  }
+  void write_done(bool ok) {
+    if (auto* direct = direct_writer_.exchange(nullptr, std::memory_order_acq_rel))
+      direct->frame_written(ok);
+    else
+      complete(write_handler_, ok);
+  }
   // Implementations call this when the call ended other than cleanly.
   void call_ended() {
     std::lock_guard lock(interrupt_mu_);
@@ -112,6 +143,7 @@ class FrameStream {
 
   HandlerSlot read_handler_;
   HandlerSlot write_handler_;
+  std::atomic<DirectHandler*> direct_reader_{nullptr}, direct_writer_{nullptr};
   std::mutex interrupt_mu_;
   std::function<void()> interrupt_;  // guarded by interrupt_mu_
   bool ended_ = false;               // guarded by interrupt_mu_

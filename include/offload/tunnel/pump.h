@@ -10,14 +10,20 @@
 // plain tunnel's defaults are resolved at compile time, so they cost nothing per chunk.
 #pragma once
 
+#include <sys/socket.h>
+
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/socket_base.hpp>
 #include <boost/asio/write.hpp>
 
+#include <atomic>
+#include <cerrno>
 #include <concepts>
 #include <functional>
 #include <memory>
@@ -238,11 +244,197 @@ struct SpliceResult {
   bool clean() const { return up == PumpEnd::eof && down == PumpEnd::eof; }
 };
 
+// The plain tunnel's splice (no filter, no writer), run on the transport's threads. The
+// coroutine pumps above resume on the socket's executor after every frame: each gRPC completion
+// is posted from a gRPC thread to an Asio thread, a thread hand-off (a futex wake and a context
+// switch) per frame and direction that cost most of the CPU at high frame rates. Here each
+// completion continues inline where it arrives: a frame read from the stream is written to the
+// socket with a non-blocking send() on the gRPC thread, which then starts the next read; a
+// frame written to the stream is followed, on the same thread, by a non-blocking recv() and
+// the next write. Only a socket that is not ready yet parks its direction in Asio's reactor
+// (async_wait), and the reactor thread that wakes for it carries on the same way.
+//
+// One frame per direction is in flight, so a slow reader on either side stalls the other within
+// one frame (back-pressure as in the pumps). Both directions touch the socket at once, but only
+// through the descriptor (send, recv, shutdown) and async_wait, which Asio's reactor serialises
+// per descriptor once the socket is non-blocking; nothing closes it before both have ended.
+// Failures end a direction as in the pumps; where they close the socket to wake the other
+// direction, this shuts it down instead (close() would free the descriptor under a thread that
+// still uses it).
+template <class Socket>
+class DirectSplice final : public FrameStream::DirectHandler,
+                           public std::enable_shared_from_this<DirectSplice<Socket>> {
+ public:
+  using Done = asio::any_completion_handler<void(SpliceResult)>;
+
+  // `socket` is non-blocking already; `socket` and `stream` outlive `done`'s call.
+  DirectSplice(Socket& socket, FrameStream& stream, Done done)
+      : socket_(socket), stream_(stream), fd_(socket.native_handle()), done_(std::move(done)) {}
+
+  void start() {
+    self_ = this->shared_from_this();
+    receive();
+    read_socket();
+  }
+
+  // Wakes whatever waits on the socket, for good: the splice is ending. The upstream direction
+  // then ends as a local error, not as the client's end-of-file.
+  void shut_down() {
+    shut_down_.store(true, std::memory_order_release);
+    ::shutdown(fd_, SHUT_RDWR);
+  }
+
+ private:
+  // --- socket → stream ---
+  void read_socket() {
+    std::string* data = up_.mutable_data();
+    for (;;) {
+      data->resize(sizer_.next());
+      const ssize_t n = ::recv(fd_, data->data(), data->size(), MSG_DONTWAIT);
+      if (n > 0) {
+        sizer_.filled(static_cast<std::size_t>(n));
+        data->resize(static_cast<std::size_t>(n));
+        stream_.count_out(data->size());
+        return stream_.write_direct(up_, *this);
+      }
+      if (n == 0) {
+        if (shut_down_.load(std::memory_order_acquire)) return end_up(PumpEnd::local_error);
+        data->clear();
+        up_.set_eof(true);
+        return stream_.write_direct(up_, *this);
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return wait(asio::socket_base::wait_read);
+      return fail_up(std::error_code(errno, std::system_category()));
+    }
+  }
+
+  void frame_written(bool ok) override {
+    if (!ok) return end_up(PumpEnd::stream_error);
+    if (up_.eof()) return end_up(PumpEnd::eof);
+    read_socket();
+  }
+
+  void fail_up(std::error_code ec) {
+    stream_.cancel("local read failed: " + ec.message());
+    end_up(PumpEnd::local_error);
+  }
+
+  // --- stream → socket ---
+  void receive() {
+    down_.Clear();
+    written_ = 0;
+    stream_.read_direct(down_, *this);
+  }
+
+  void frame_read(bool ok) override {
+    if (!ok) return end_down(PumpEnd::stream_error);
+    stream_.count_in(down_.data().size());
+    write_socket();
+  }
+
+  void write_socket() {
+    const std::string& data = down_.data();
+    while (written_ < data.size()) {
+      const ssize_t n =
+          ::send(fd_, data.data() + written_, data.size() - written_, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n >= 0) {
+        written_ += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return wait(asio::socket_base::wait_write);
+      return fail_down(std::error_code(errno, std::system_category()));
+    }
+    if (down_.eof()) {
+      ::shutdown(fd_, SHUT_WR);
+      return end_down(PumpEnd::eof);
+    }
+    receive();
+  }
+
+  void fail_down(std::error_code ec) {
+    stream_.cancel("local write failed: " + ec.message());
+    end_down(PumpEnd::local_error);
+  }
+
+  // --- both ---
+  void wait(asio::socket_base::wait_type what) {
+    socket_.async_wait(what, [self = this->shared_from_this(), what](boost::system::error_code ec) {
+      const bool reading = what == asio::socket_base::wait_read;
+      if (ec) return reading ? self->fail_up(ec) : self->fail_down(ec);
+      reading ? self->read_socket() : self->write_socket();
+    });
+  }
+
+  void end_up(PumpEnd end) {
+    result_.up = end;
+    finish_one();
+  }
+
+  void end_down(PumpEnd end) {
+    result_.down = end;
+    // The upstream direction may be parked on an idle client: wake it (its recv() then sees
+    // end-of-file, and its eof frame the broken stream).
+    if (end != PumpEnd::eof) shut_down();
+    finish_one();
+  }
+
+  // The last direction to end hands the result over; callers touch nothing after this.
+  void finish_one() {
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    auto self = std::move(self_);
+    post_to_handler_executor(std::move(*done_), result_);
+  }
+
+  Socket& socket_;
+  FrameStream& stream_;
+  const int fd_;
+  std::optional<Done> done_;
+  std::shared_ptr<DirectSplice> self_;  // alive until both directions have ended
+  std::atomic<int> pending_{2};
+  std::atomic<bool> shut_down_{false};
+  SpliceResult result_;  // each direction writes its half before pending_ counts it
+  TunnelFrame up_, down_;
+  ChunkSizer sizer_;
+  std::size_t written_ = 0;  // of down_'s data
+};
+
+// Runs the plain splice on the transport's threads (DirectSplice) and waits for it here.
+template <class Socket>
+asio::awaitable<SpliceResult> direct_splice(Socket& socket, FrameStream& stream) {
+  boost::system::error_code ec;
+  socket.non_blocking(true, ec);  // before two threads may start waits on it (see DirectSplice)
+  if (ec) {
+    stream.cancel("cannot make the local socket non-blocking: " + ec.message());
+    socket.close(ec);
+    co_return SpliceResult{PumpEnd::local_error, PumpEnd::local_error};
+  }
+  SpliceResult result = co_await asio::async_initiate<const asio::use_awaitable_t<>&,
+                                                      void(SpliceResult)>(
+      [&socket, &stream](auto handler) {
+        auto splice = std::make_shared<DirectSplice<Socket>>(
+            socket, stream, typename DirectSplice<Socket>::Done(std::move(handler)));
+        // A call that ends while neither direction waits on the stream must still end the
+        // splice: shutting the socket down wakes whatever waits on it. Cleared (set_interrupt
+        // returns only once it cannot run any more) before the socket may be closed below.
+        stream.set_interrupt([splice] { splice->shut_down(); });
+        splice->start();
+      },
+      asio::use_awaitable);
+  stream.set_interrupt({});
+  if (!result.clean()) socket.close(ec);
+  co_return result;
+}
+
 // Runs both directions until each has ended. A failure in one tears the other down too, so a
 // splice never outlives a dead peer; the socket is closed unless both ended cleanly.
 template <class Socket, UpstreamFilter Filter = SendAsRead, DownstreamWriter Writer = WriteAsIs>
 asio::awaitable<SpliceResult> splice(Socket& socket, FrameStream& stream, Filter filter = {},
                                      Writer writer = {}) {
+  if constexpr (std::same_as<Filter, SendAsRead> && std::same_as<Writer, WriteAsIs>) {
+    co_return co_await direct_splice(socket, stream);
+  }
   using namespace asio::experimental::awaitable_operators;
   // A call that ends while neither pump waits on the stream (the client neither reads nor
   // writes) would otherwise go unnoticed: the stream's end cancels the socket's operations.

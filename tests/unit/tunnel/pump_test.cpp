@@ -6,6 +6,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/local/connect_pair.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 
 #include <algorithm>
 #include <optional>
@@ -456,6 +458,65 @@ TEST_F(PumpTest, AWriterGetsEveryFrameWithDataAndItsFailureCancelsTheStream) {
   ASSERT_TRUE(near->cancel_reason());
   EXPECT_TRUE(near->cancel_reason()->starts_with("local write failed: "));
   ASSERT_TRUE(run_until(io, [&] { return at_app.data == "[a][bc]"; }));
+}
+
+}  // namespace
+}  // namespace offload::tunnel
+
+namespace offload::tunnel {
+namespace {
+
+// The plain splice runs on the transport's threads (DirectSplice): once its directions are
+// flowing, frames cross between the stream and the socket without a single handler on the
+// socket's executor, which is what removes the per-frame thread hand-off. Here the socket's
+// io_context runs only to start the splice; all the bytes then cross while only the
+// transport's runs (the coroutine pumps would wait for the socket's to resume them).
+TEST(DirectSpliceTest, FlowingFramesNeedNoHandlerOnTheSocketsExecutor) {
+  asio::io_context sockets, transport;
+  stream_protocol::socket local(sockets), app(sockets);
+  asio::local::connect_pair(local, app);
+  auto [near, far] = MemoryFrameStream::make_pair(transport.get_executor(), 2);
+
+  // Upstream bytes are waiting before the splice starts: its first recv() finds them.
+  constexpr std::size_t kUp = 48 * 1024;
+  const std::string up = random_bytes(kUp, 11);
+  ASSERT_EQ(asio::write(app, asio::buffer(up)), kUp);
+
+  std::optional<SpliceResult> result;
+  asio::co_spawn(sockets, splice(local, *near), [&](std::exception_ptr e, SpliceResult r) {
+    if (e) std::rethrow_exception(e);
+    result = r;
+  });
+  ASSERT_GT(sockets.poll(), 0u);  // the coroutine starts the splice and suspends
+
+  Received at_far;
+  bool sent = false;
+  std::vector<TunnelFrame> frames;
+  const std::string down = random_bytes(64 * 1024, 12);
+  for (std::size_t at = 0; at < down.size(); at += 4096)
+    frames.push_back(frame_of(std::string_view(down).substr(at, 4096)));
+  offload::testing::spawn(transport, receive_frames(*far, at_far));
+  offload::testing::spawn(transport, send_frames(*far, std::move(frames), sent));
+  for (int i = 0; i < 1000 && !(sent && at_far.bytes == kUp); ++i) transport.poll();
+  EXPECT_TRUE(sent);
+  EXPECT_EQ(at_far.bytes, kUp);
+  EXPECT_TRUE(at_far.data == up);
+  // The frames from the stream were written to the socket on the transport's thread.
+  EXPECT_EQ(app.available(), down.size());
+  std::string got(down.size(), '\0');
+  asio::read(app, asio::buffer(got));
+  EXPECT_TRUE(got == down);
+
+  // Both ends half-close; the splice ends cleanly and hands its result to the coroutine.
+  app.shutdown(stream_protocol::socket::shutdown_send);
+  offload::testing::spawn(transport, send_frames(*far, {frame_of("", /*eof=*/true)}, sent));
+  for (int i = 0; i < 1000 && !result; ++i) {
+    transport.poll();
+    sockets.poll();
+  }
+  ASSERT_TRUE(result);
+  EXPECT_TRUE(result->clean()) << to_string(result->up) << ", " << to_string(result->down);
+  EXPECT_TRUE(at_far.eof);
 }
 
 }  // namespace
