@@ -15,7 +15,7 @@
 #
 # Knobs (environment): RUNS_API (15), RUNS_RUN (7), STREAM_MIB (1024), RUNS_STREAM (3),
 # RR_CONNS (100), RR_ROUNDS (50), BULK_MIB (500; 0 skips the save|load scenario),
-# BUILD_CTX_MIB (200; 0 skips docker build), RUNS_BUILD (3),
+# BUILD_CTX_MIB (200; 0 skips docker build), RUNS_BUILD (3), PERF_DIR (unset: no profile),
 # FAR (1; 0 skips the far-away runner), FAR_DELAY_MS (20, each way), FAR_RATE_MBIT (200),
 # FAR_STREAM_MIB (200), RUNS_FAR (7), RUNS_FAR_STREAM (3),
 # SSH_PORT (2222), OUT (docs/benchmarks.md).
@@ -75,7 +75,7 @@ chmod 755 "$W"
 export DOCKER_CONFIG=$W/docker
 unset DOCKER_HOST DOCKER_CONTEXT
 DIRECT_PID= SSHD_PID= MADE_RUN_SSHD= STARTED= FORWARDS=()
-FAR_CONFIG=$W/far/docker FAR_RUNNER_PID= FAR_STARTED= RELAYS=() SAMPLER=
+FAR_CONFIG=$W/far/docker FAR_RUNNER_PID= FAR_STARTED= RELAYS=() SAMPLER= PERFS=()
 DIRECT_SOCK=$W/direct/docker.sock
 
 cleanup() {
@@ -83,6 +83,7 @@ cleanup() {
   say "cleaning up"
   # An interrupted scenario leaves its footprint sampler polling processes that go away now.
   if [ -n "$SAMPLER" ]; then kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; fi
+  for p in "${PERFS[@]}"; do kill -INT "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   for p in "${FORWARDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   # The far session first, while its runner and the relay in front of it still answer.
   if [ -n "$FAR_STARTED" ]; then DOCKER_CONFIG=$FAR_CONFIG docker offload stop --force >/dev/null 2>&1; fi
@@ -239,6 +240,24 @@ footprint_end() {
     >"$R/footprint-$1.json"
 }
 
+# PERF_DIR=DIR: `perf record` (call graphs) of offloadd and the runner during scenarios 2 and
+# 3, into DIR/<scenario>-<program>.data; see "Profiling" in docs/benchmarks.md.
+perf_begin() {
+  [ -n "${PERF_DIR:-}" ] || return 0
+  mkdir -p "$PERF_DIR"
+  local who
+  for who in "offloadd:$OFFLOADD_PID" "runner:$RUNNER_PID"; do
+    perf record -q -g -F 999 -p "${who#*:}" -o "$PERF_DIR/$1-${who%%:*}.data" >/dev/null 2>&1 &
+    PERFS+=($!)
+  done
+  sleep 1  # perf attaches before the clock starts
+}
+perf_end() {
+  local p
+  for p in "${PERFS[@]}"; do kill -INT "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+  PERFS=()
+}
+
 # ---- 1. API latency ------------------------------------------------------------------------
 say "1. API latency"
 $O run --rm "$IMAGE" true && $D run --rm "$IMAGE" true   # first runs set up the engines' state
@@ -260,10 +279,12 @@ ssh -N -L "127.0.0.1:19002:127.0.0.1:19001" 127.0.0.1 &
 FORWARDS+=($!)
 for p in 19001 19002 19003; do $BENCH wait sink $p --timeout 30 || die "sink on $p"; done
 footprint_begin stream
+perf_begin throughput
 $BENCH stream --bytes "${STREAM_MIB}M" --streams 1 --runs "$RUNS_STREAM" \
   direct 19001 offload 19003 ssh 19002 >"$R/stream-1.json"
 $BENCH stream --bytes "${STREAM_MIB}M" --streams 16 --runs "$RUNS_STREAM" \
   direct 19001 offload 19003 ssh 19002 >"$R/stream-16.json"
+perf_end
 footprint_end stream
 
 # ---- 3. request/response under concurrency (and the footprint with 100 streams) -------------
@@ -274,8 +295,10 @@ ssh -N -L "127.0.0.1:19012:127.0.0.1:19011" 127.0.0.1 &
 FORWARDS+=($!)
 for p in 19011 19012 19013; do $BENCH wait echo $p --timeout 30 || die "echo on $p"; done
 footprint_begin rr
+perf_begin rr
 $BENCH rr --conns "$RR_CONNS" --rounds "$RR_ROUNDS" --size 64 \
   direct 19011 offload 19013 ssh 19012 >"$R/rr.json"
+perf_end
 footprint_end rr
 
 # ---- 4. bulk API transfer: docker save | docker load -----------------------------------------

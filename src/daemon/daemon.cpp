@@ -18,6 +18,7 @@
 #include "offload/common/fs.h"
 #include "offload/common/log.h"
 #include "offload/common/process.h"
+#include "offload/tunnel/process_tuning.h"
 
 namespace offload::daemon {
 namespace fs = std::filesystem;
@@ -101,6 +102,7 @@ void Daemon::stop() {
 }
 
 int run_daemon(int argc, char** argv) {
+  tunnel::tune_for_data_plane();
   CLI::App app{"offloadd: the docker-offload daemon (started on demand by `docker offload`)",
                "offloadd"};
   std::string docker_config, log_level;

@@ -34,6 +34,7 @@
 #include "offload/runner/metrics.h"
 #include "offload/runner/runner_service.h"
 #include "offload/tls/tls.h"
+#include "offload/tunnel/process_tuning.h"
 #include "admin_cli.h"
 
 namespace offload::runner {
@@ -450,6 +451,7 @@ int cleanup(const CleanupOptions& c) {
 }  // namespace
 
 int run_runner(int argc, char** argv) {
+  tunnel::tune_for_data_plane();
   // Blocked before any thread exists, so only sigwait in the main thread sees them.
   const sigset_t stop_signals = block_signals_for_sigwait({SIGTERM, SIGINT, SIGHUP});
 
