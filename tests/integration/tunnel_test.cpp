@@ -813,5 +813,120 @@ TEST_F(TunnelTest, APublishedUdpPortCarriesDatagrams) {
   echo.get();
 }
 
+
+// ---- throughput regression, as a ratio against a loopback relay of the same run ----------
+
+// A sink on 127.0.0.1 for `connections` connections, one after the other: each is read to its
+// end, answered with the byte count, and closed.
+class CountingSink {
+ public:
+  explicit CountingSink(int connections)
+      : acceptor_(io_, {asio::ip::make_address("127.0.0.1"), 0}),
+        thread_([this, connections] {
+          for (int i = 0; i < connections; ++i) {
+            boost::system::error_code ec;
+            auto s = acceptor_.accept(ec);
+            if (ec) return;
+            std::vector<char> buf(256 * 1024);
+            std::size_t total = 0;
+            while (!ec) total += s.read_some(asio::buffer(buf), ec);
+            asio::write(s, asio::buffer(std::to_string(total)), ec);
+          }
+        }) {}
+  ~CountingSink() {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    thread_.join();
+  }
+  unsigned short port() const { return acceptor_.local_endpoint().port(); }
+
+ private:
+  asio::io_context io_;
+  asio::ip::tcp::acceptor acceptor_;
+  std::thread thread_;
+};
+
+// What `ssh -L` or docker-proxy does, in its simplest form: two threads copying between a
+// unix socket and a TCP connection with blocking reads and writes, 256 KiB at a time.
+class LoopbackRelay {
+ public:
+  LoopbackRelay(asio::io_context& io, unsigned short port) : local_(io), app_(io), tcp_(io) {
+    asio::local::connect_pair(local_, app_);
+    tcp_.connect({asio::ip::make_address("127.0.0.1"), port});
+    up_ = std::thread([this] { copy(local_, tcp_); });
+    down_ = std::thread([this] { copy(tcp_, local_); });
+  }
+  ~LoopbackRelay() {
+    up_.join();
+    down_.join();
+  }
+  stream_protocol::socket& app() { return app_; }
+
+ private:
+  template <class From, class To>
+  static void copy(From& from, To& to) {
+    std::vector<char> buf(256 * 1024);
+    boost::system::error_code ec;
+    for (;;) {
+      std::size_t n = from.read_some(asio::buffer(buf), ec);
+      if (n) asio::write(to, asio::buffer(buf.data(), n), ec);
+      if (ec) break;
+    }
+    to.shutdown(asio::socket_base::shutdown_send, ec);
+  }
+  stream_protocol::socket local_, app_;
+  asio::ip::tcp::socket tcp_;
+  std::thread up_, down_;
+};
+
+// Sends `bytes` into `app`, half-closes, and waits for the sink's count: MB/s of a transfer
+// that reached the far end whole, or 0 if it did not.
+double transfer_mb_per_s(stream_protocol::socket& app, std::size_t bytes) {
+  const std::string chunk(256 * 1024, 'x');
+  const auto began = std::chrono::steady_clock::now();
+  for (std::size_t sent = 0; sent < bytes; sent += chunk.size())
+    asio::write(app, asio::buffer(chunk.data(), std::min(chunk.size(), bytes - sent)));
+  app.shutdown(stream_protocol::socket::shutdown_send);
+  std::string answer;
+  boost::system::error_code ec;
+  char buf[64];
+  while (!ec) answer.append(buf, app.read_some(asio::buffer(buf), ec));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+  if (answer != std::to_string(bytes)) return 0;
+  return static_cast<double>(bytes) / 1e6 / seconds;
+}
+
+// Not a benchmark (bench/run.sh is): a guard against a data plane that becomes an order of
+// magnitude slower, measured as a ratio so that a slow or busy machine does not fail it. A
+// forwarded port (offloadd's splice, gRPC over loopback TLS, the runner's splice, a TCP dial)
+// against a plain relay of the same bytes to the same sink, interleaved, best of three each.
+// On an idle 2-core machine the ratio is about 0.3 (TLS and gRPC cost what the relay does
+// not); below 0.05 something is badly wrong (a per-frame hand-off, tiny frames, a copy loop).
+TEST_F(TunnelTest, AForwardedPortCarriesBulkDataAtAFairShareOfALoopbackRelaysSpeed) {
+  constexpr std::size_t kBytes = 64u * 1024 * 1024;
+  constexpr int kRounds = 3;
+  CountingSink sink(2 * kRounds);
+  backend_->last->set_ports({published(sink.port(), "tcp")});
+  double best_relay = 0, best_tunnel = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    {
+      LoopbackRelay relay(runner_io_for_test_, sink.port());
+      best_relay = std::max(best_relay, transfer_mb_per_s(relay.app(), kBytes));
+    }
+    auto tunnel = open_port(sink.port());
+    best_tunnel = std::max(best_tunnel, transfer_mb_per_s(tunnel, kBytes));
+  }
+  ASSERT_GT(best_relay, 0) << "the relay lost bytes";
+  ASSERT_GT(best_tunnel, 0) << "the tunnel lost bytes";
+  const double ratio = best_tunnel / best_relay;
+  RecordProperty("relay_mb_s", std::to_string(best_relay));
+  RecordProperty("tunnel_mb_s", std::to_string(best_tunnel));
+  std::printf("forwarded port %.0f MB/s, loopback relay %.0f MB/s: %.2fx\n", best_tunnel,
+              best_relay, ratio);
+  EXPECT_GE(ratio, 0.05) << best_tunnel << " MB/s through the tunnel, " << best_relay
+                         << " MB/s through the relay";
+}
+
 }  // namespace
 }  // namespace offload::testing

@@ -27,6 +27,7 @@
 #include <concepts>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -254,8 +255,9 @@ struct SpliceResult {
 // the next write. Only a socket that is not ready yet parks its direction in Asio's reactor
 // (async_wait), and the reactor thread that wakes for it carries on the same way.
 //
-// One frame per direction is in flight, so a slow reader on either side stalls the other within
-// one frame (back-pressure as in the pumps). Both directions touch the socket at once, but only
+// At most two frames per direction are held (socket → stream double-buffers as the coroutine
+// pump does; stream → socket holds one), so a slow reader on either side stalls the other
+// within a frame or two (back-pressure as in the pumps). Both directions touch the socket at once, but only
 // through the descriptor (send, recv, shutdown) and async_wait, which Asio's reactor serialises
 // per descriptor once the socket is non-blocking; nothing closes it before both have ended.
 // Failures end a direction as in the pumps; where they close the socket to wake the other
@@ -286,38 +288,112 @@ class DirectSplice final : public FrameStream::DirectHandler,
 
  private:
   // --- socket → stream ---
+  // Two frames, as in the coroutine pump: while one is with gRPC, the next is read into the
+  // other, so the socket and the transport work at the same time. The reader (a recv() loop,
+  // or a wait for the socket) and the writer's completion run on different threads; up_mu_
+  // guards which frame does what, and stream or socket calls are made outside it (a stream that
+  // has ended completes a write inline).
   void read_socket() {
-    std::string* data = up_.mutable_data();
     for (;;) {
+      TunnelFrame* frame = nullptr;
+      {
+        std::unique_lock lock(up_mu_);
+        if (up_end_) {  // the writer failed meanwhile: stop reading
+          reading_ = false;
+          return report_up(lock);
+        }
+        frame = &up_[filling_];
+      }
+      std::string* data = frame->mutable_data();
       data->resize(sizer_.next());
       const ssize_t n = ::recv(fd_, data->data(), data->size(), MSG_DONTWAIT);
-      if (n > 0) {
-        sizer_.filled(static_cast<std::size_t>(n));
-        data->resize(static_cast<std::size_t>(n));
-        stream_.count_out(data->size());
-        return stream_.write_direct(up_, *this);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return wait(asio::socket_base::wait_read);
+        return fail_up(std::error_code(errno, std::system_category()));
       }
-      if (n == 0) {
-        if (shut_down_.load(std::memory_order_acquire)) return end_up(PumpEnd::local_error);
-        data->clear();
-        up_.set_eof(true);
-        return stream_.write_direct(up_, *this);
+      if (n == 0 && shut_down_.load(std::memory_order_acquire)) {
+        // Our own shutdown, not the client's end-of-file. A write still out decides how the
+        // direction ends (it fails if the stream broke, which is what shut the socket down).
+        std::unique_lock lock(up_mu_);
+        reading_ = false;
+        if (!up_end_ && writing_ < 0) up_end_ = PumpEnd::local_error;
+        return report_up(lock);
       }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return wait(asio::socket_base::wait_read);
-      return fail_up(std::error_code(errno, std::system_category()));
+      sizer_.filled(static_cast<std::size_t>(n));
+      data->resize(static_cast<std::size_t>(n));
+      frame->set_eof(n == 0);
+      stream_.count_out(data->size());
+      int write = -1;
+      {
+        std::lock_guard lock(up_mu_);
+        if (writing_ < 0) {
+          writing_ = write = filling_;
+          filling_ ^= 1;  // free: a ready frame only exists while a write is out
+        } else {
+          ready_ = filling_;
+        }
+        if (n == 0 || ready_ >= 0) reading_ = false;  // end-of-file, or no free frame
+      }
+      if (write >= 0) stream_.write_direct(up_[write], *this);
+      std::lock_guard lock(up_mu_);
+      if (!reading_) return;
     }
   }
 
   void frame_written(bool ok) override {
-    if (!ok) return end_up(PumpEnd::stream_error);
-    if (up_.eof()) return end_up(PumpEnd::eof);
-    read_socket();
+    int write = -1;
+    bool read = false;
+    std::unique_lock lock(up_mu_);
+    const int written = std::exchange(writing_, -1);
+    if (!ok) {
+      if (!up_end_) up_end_ = PumpEnd::stream_error;
+      ready_ = -1;
+      // A reader parked on an idle client would never notice: wake it (the stream is broken,
+      // so the other direction ends too).
+      if (reading_) {
+        lock.unlock();
+        shut_down();
+        lock.lock();
+      }
+      return report_up(lock);
+    }
+    if (up_[written].eof()) {
+      if (!up_end_) up_end_ = PumpEnd::eof;
+      return report_up(lock);
+    }
+    if (shut_down_.load(std::memory_order_acquire)) {  // the splice is ending: send no more
+      ready_ = -1;
+      if (!up_end_) up_end_ = PumpEnd::local_error;
+      return report_up(lock);
+    }
+    if (ready_ >= 0) writing_ = write = std::exchange(ready_, -1);
+    const bool at_eof = write >= 0 && up_[write].eof();
+    if (!reading_ && !at_eof && !up_end_) {
+      reading_ = read = true;
+      filling_ = written;
+    }
+    lock.unlock();
+    if (write >= 0) stream_.write_direct(up_[write], *this);
+    if (read) read_socket();
   }
 
   void fail_up(std::error_code ec) {
     stream_.cancel("local read failed: " + ec.message());
-    end_up(PumpEnd::local_error);
+    std::unique_lock lock(up_mu_);
+    reading_ = false;
+    if (!up_end_) up_end_ = PumpEnd::local_error;
+    report_up(lock);
+  }
+
+  // The direction ends once its end is known and neither the reader nor a write is out.
+  template <class Lock>
+  void report_up(Lock& lock) {
+    if (!up_end_ || reading_ || writing_ >= 0 || up_reported_) return;
+    up_reported_ = true;
+    const PumpEnd end = *up_end_;
+    lock.unlock();
+    end_up(end);
   }
 
   // --- stream → socket ---
@@ -395,8 +471,15 @@ class DirectSplice final : public FrameStream::DirectHandler,
   std::atomic<int> pending_{2};
   std::atomic<bool> shut_down_{false};
   SpliceResult result_;  // each direction writes its half before pending_ counts it
-  TunnelFrame up_, down_;
-  ChunkSizer sizer_;
+  std::mutex up_mu_;
+  TunnelFrame up_[2];            // guarded by up_mu_ as to which is filled, ready or written
+  int filling_ = 0;              // the frame the reader fills (while reading_)
+  int writing_ = -1, ready_ = -1;  // the frame with gRPC; a filled one waiting for it
+  bool reading_ = true;          // a recv() loop or a wait for the socket is out
+  std::optional<PumpEnd> up_end_;
+  bool up_reported_ = false;
+  TunnelFrame down_;
+  ChunkSizer sizer_;             // the reader's alone
   std::size_t written_ = 0;  // of down_'s data
 };
 
