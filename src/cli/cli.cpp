@@ -30,10 +30,12 @@ const std::set<std::string> kGlobalValueFlags = {
     "--tlscacert", "--tlscert", "--tlskey"};
 const std::set<std::string> kGlobalBoolFlags = {"-D", "--debug", "--tls", "--tlsverify"};
 
-std::string see_help(const std::string& path) { return "See '" + path + " --help'."; }
-
-std::string flag_error(const std::string& message, const std::string& path) {
-  return message + "\n" + see_help(path);
+// docker 28's usage errors (cobra + docker/cli's FlagErrorFunc): the complaint, the command's
+// usage line, and where its help is. Flag errors exit 125 (docker's StatusError for them);
+// argument and command errors exit 1, as docker's own commands do.
+std::string usage_error(const std::string& message, const CLI::App& cmd, const std::string& path) {
+  return message + "\n\n" + render_usage_line(cmd, path) + "\n\nRun '" + path +
+         " --help' for more information\n";
 }
 
 // pflag's unknown-flag wording: long flags by name, short ones by letter.
@@ -188,6 +190,14 @@ std::optional<int> parse_command_line(const std::vector<std::string>& args, Comm
   auto deepest = [&]() { return selected_sub() ? selected_sub() : selected(); };
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 pops from the back
+  auto flag_error = [&](const std::string& message, CLI::App* cmd) {
+    err << usage_error(message, cmd ? *cmd : *app, path_of(cmd));
+    return kExitUsage;
+  };
+  auto argument_error = [&](const std::string& message, CLI::App* cmd) {
+    err << usage_error(message, cmd ? *cmd : *app, path_of(cmd));
+    return 1;
+  };
   try {
     app->parse(reversed);
   } catch (const CLI::CallForHelp&) {
@@ -197,25 +207,17 @@ std::optional<int> parse_command_line(const std::vector<std::string>& args, Comm
   } catch (const CLI::ArgumentMismatch& e) {
     // CLI11 words it "--format: 1 required string missing"; pflag says which flag lacks a value.
     std::string what = e.what();
-    err << flag_error("flag needs an argument: " + what.substr(0, what.find(':')),
-                      path_of(deepest()))
-        << "\n";
-    return 1;
+    return flag_error("flag needs an argument: " + what.substr(0, what.find(':')), deepest());
   } catch (const CLI::ParseError& e) {
-    err << flag_error(e.what(), path_of(deepest())) << "\n";
-    return 1;
+    return flag_error(e.what(), deepest());
   }
 
   CLI::App* cmd = selected();
   std::vector<std::string> root_extra = app->remaining();
   if (!root_extra.empty()) {
     const std::string& first = root_extra.front();
-    if (!first.empty() && first[0] == '-')
-      err << flag_error(unknown_flag(first), root_path) << "\n";
-    else
-      err << "docker: '" << first << "' is not a docker offload command.\n"
-          << see_help(root_path) << "\n";
-    return 1;
+    if (!first.empty() && first[0] == '-') return flag_error(unknown_flag(first), nullptr);
+    return argument_error("docker: unknown command: " + root_path + " " + first, nullptr);
   }
   if (!cmd) {
     out << render_help(*app, root_path);
@@ -229,27 +231,22 @@ std::optional<int> parse_command_line(const std::vector<std::string>& args, Comm
   if (!extra.empty()) {
     const std::string& first = extra.front();
     if (!first.empty() && first[0] == '-' && first != "-")
-      err << flag_error(unknown_flag(first), path_of(cmd)) << "\n";
-    else
-      err << flag_error("\"" + path_of(cmd) + "\" accepts no arguments.", path_of(cmd)) << "\n";
-    return 1;
+      return flag_error(unknown_flag(first), cmd);
+    // A verb with subcommands of its own (`accounts`) names the stray word as docker does.
+    if (!cmd->get_subcommands({}).empty())
+      return argument_error("docker: unknown command: " + path_of(cmd) + " " + first, cmd);
+    return argument_error("docker: '" + path_of(cmd) + "' accepts no arguments", cmd);
   }
   line.verb = selected()->get_name();
   if (line.verb == "accounts" && !line.accounts.action.empty()) {
-    // docker's wording for a subcommand with a fixed number of arguments.
+    // docker/cli's ExactArgs wording.
     const std::size_t wanted = line.accounts.action == "add" ? 2 : 1;
-    if (line.accounts.args.size() != wanted) {
-      err << flag_error("\"" + path_of(cmd) + "\" requires exactly " + std::to_string(wanted) +
-                            (wanted == 1 ? " argument." : " arguments."),
-                        path_of(cmd))
-          << "\n";
-      return 1;
-    }
+    if (line.accounts.args.size() != wanted)
+      return argument_error("docker: '" + path_of(cmd) + "' requires " + std::to_string(wanted) +
+                                (wanted == 1 ? " argument" : " arguments"),
+                            cmd);
   }
-  if (auto complaint = validate(line)) {
-    err << flag_error(*complaint, path_of(cmd)) << "\n";
-    return 1;
-  }
+  if (auto complaint = validate(line)) return flag_error(*complaint, cmd);
   return std::nullopt;
 }
 

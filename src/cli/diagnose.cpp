@@ -1,4 +1,7 @@
+#include <algorithm>
 #include <ostream>
+
+#include <nlohmann/json.hpp>
 
 #include "offload/cli/render.h"
 #include "offload/common/fs.h"
@@ -43,12 +46,56 @@ v1::Check environment_check(const Environment& env, const StatePaths& paths) {
   return check;
 }
 
+bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
+  std::error_code ec;
+  return std::filesystem::equivalent(a, b, ec) && !ec;
+}
+
+// The plugin docker runs for `docker offload` must be this one: an older copy earlier in
+// docker's search order (a hand-installed ~/.docker/cli-plugins/docker-offload over the package
+// one) answers every command instead, with its own bugs and its own offloadd.
 v1::Check plugin_check(const Environment& env) {
   v1::Check check;
   check.set_name("plugin");
+  std::string ours = std::string("docker-offload ") + OFFLOAD_VERSION;
+  if (!env.program.empty()) ours += " at " + display_path(env.program);
+  const auto candidates = docker_plugin_candidates(env.docker_config, env.system_plugin_dirs);
+  const auto user_dir = env.docker_config / "cli-plugins";
+  if (env.program.empty()) {  // nothing to compare with: say what docker would run
+    check.set_ok(true);
+    check.set_detail(ours);
+    return check;
+  }
+  if (candidates.empty()) {
+    check.set_ok(false);
+    check.set_detail(ours + ", but the docker CLI finds no docker-offload in its plugin "
+                            "directories, so `docker offload` does not run this one");
+    check.set_fix("ln -s " + display_path(env.program) + " " +
+                  display_path(user_dir / "docker-offload"));
+    return check;
+  }
+  const auto& first = candidates.front();
+  if (!same_file(first, env.program)) {
+    const bool found = std::any_of(candidates.begin(), candidates.end(),
+                                   [&](const auto& c) { return same_file(c, env.program); });
+    check.set_ok(false);
+    check.set_detail(ours + ", but `docker offload` runs " + display_path(first) + ", which " +
+                     (found ? "shadows this one (docker looks there first)"
+                            : "is another docker-offload (this one is not where docker looks)"));
+    check.set_fix("remove " + display_path(first) + " if it is an old copy, or run " +
+                  display_path(first) + " diagnose");
+    return check;
+  }
+  std::vector<std::string> shadowed;
+  for (std::size_t i = 1; i < candidates.size(); ++i)
+    if (!same_file(candidates[i], env.program)) shadowed.push_back(display_path(candidates[i]));
   check.set_ok(true);
-  std::string detail = std::string("docker-offload ") + OFFLOAD_VERSION;
-  if (!env.program.empty()) detail += " at " + display_path(env.program);
+  std::string detail = ours;
+  if (!shadowed.empty()) {
+    detail += " (it shadows ";
+    for (std::size_t i = 0; i < shadowed.size(); ++i) detail += (i ? ", " : "") + shadowed[i];
+    detail += ", which docker never runs)";
+  }
   check.set_detail(detail);
   return check;
 }
@@ -63,6 +110,31 @@ v1::Check daemon_failed(const std::string& detail, const std::string& fix) {
 }
 
 }  // namespace
+
+std::vector<std::filesystem::path> docker_plugin_candidates(
+    const std::filesystem::path& docker_config,
+    const std::vector<std::filesystem::path>& system_dirs) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> dirs;
+  std::string text;
+  if (!read_file(docker_config / "config.json", text)) {
+    // docker reads the same file; one it cannot parse fails docker before any plugin runs.
+    auto config = nlohmann::json::parse(text, nullptr, false);
+    if (config.is_object())
+      if (auto it = config.find("cliPluginsExtraDirs"); it != config.end() && it->is_array())
+        for (const auto& dir : *it)
+          if (dir.is_string()) dirs.emplace_back(dir.get<std::string>());
+  }
+  dirs.push_back(docker_config / "cli-plugins");
+  dirs.insert(dirs.end(), system_dirs.begin(), system_dirs.end());
+  std::vector<fs::path> found;
+  for (const auto& dir : dirs) {
+    std::error_code ec;
+    fs::path candidate = dir / "docker-offload";
+    if (fs::exists(candidate, ec) && !fs::is_directory(candidate, ec)) found.push_back(candidate);
+  }
+  return found;
+}
 
 CLI::App* new_diagnose_command(CLI::App& parent, DiagnoseOptions& options) {
   CLI::App* cmd = detail::add_verb(parent, "diagnose",

@@ -199,22 +199,38 @@ json diagnose_json(const v1::DiagnoseResponse& report) {
 
 // --- help ---
 
-std::string render_help(const CLI::App& app, const std::string& command_path) {
-  std::vector<const CLI::App*> commands = app.get_subcommands({});
+namespace {
+
+std::vector<const CLI::Option*> flag_options(const CLI::App& app) {
   std::vector<const CLI::Option*> options;
   for (const CLI::Option* opt : app.get_options()) {
     if (opt == app.get_help_ptr() || !opt->nonpositional()) continue;
     options.push_back(opt);
   }
+  return options;
+}
+
+}  // namespace
+
+std::string render_usage_line(const CLI::App& app, const std::string& command_path) {
+  const bool has_commands = !app.get_subcommands({}).empty();
+  const bool has_options = !flag_options(app).empty();
+  std::string out = "Usage:  " + command_path;
+  // A verb that does something of its own and has subcommands too (`accounts`, `accounts add`).
+  if (has_commands && has_options) out += " [OPTIONS] [COMMAND]";
+  else if (has_commands) out += " COMMAND";
+  else if (has_options) out += " [OPTIONS]";
+  for (const CLI::Option* opt : app.get_options())
+    if (!opt->nonpositional() && opt != app.get_help_ptr()) out += " " + opt->get_type_name();
+  return out;
+}
+
+std::string render_help(const CLI::App& app, const std::string& command_path) {
+  std::vector<const CLI::App*> commands = app.get_subcommands({});
+  std::vector<const CLI::Option*> options = flag_options(app);
 
   std::ostringstream out;
-  out << "Usage:  " << command_path;
-  // A verb that does something of its own and has subcommands too (`accounts`, `accounts add`).
-  if (!commands.empty() && !options.empty()) out << " [OPTIONS] [COMMAND]";
-  else if (!commands.empty()) out << " COMMAND";
-  else if (!options.empty()) out << " [OPTIONS]";
-  for (const CLI::Option* opt : app.get_options())
-    if (!opt->nonpositional() && opt != app.get_help_ptr()) out << " " << opt->get_type_name();
+  out << render_usage_line(app, command_path);
   out << "\n\n" << app.get_description() << "\n";
 
   if (!options.empty()) {

@@ -4,6 +4,7 @@
 #include "offload/cli/render.h"
 
 #include <algorithm>
+#include <map>
 
 #include "offload/common/duration.h"
 #include "offload/common/text.h"
@@ -34,6 +35,42 @@ std::optional<std::chrono::milliseconds> idle_left(const v1::SessionStatus& stat
   return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
 }
 
+// When the runner ends the session whatever happens (its maximum duration): the runner's own
+// deadline when the session reported one, else creation plus the maximum. nullopt when it is
+// not known; 0 when the session has no maximum duration.
+std::optional<std::int64_t> latest_end_unix_ms(const v1::SessionStatus& status) {
+  if (!session_running(status)) return std::nullopt;
+  if (status.lifecycle().max_deadline_unix_ms() > 0) return status.lifecycle().max_deadline_unix_ms();
+  const v1::SessionInfo& info = status.session();
+  if (info.created_unix_ms() <= 0) return std::nullopt;
+  if (info.max_duration_ms() <= 0) return 0;
+  return info.created_unix_ms() + info.max_duration_ms();
+}
+
+std::string latest_end_line(std::int64_t end_ms, const v1::SessionStatus& status, TimePoint now) {
+  if (end_ms == 0) return "never (no maximum duration)";
+  auto left = TimePoint(std::chrono::milliseconds(end_ms)) - now;
+  std::string line = format_utc(end_ms) + " (in " +
+                     format_countdown(std::chrono::duration_cast<std::chrono::milliseconds>(left));
+  if (status.session().max_duration_ms() > 0)
+    line += ", maximum duration " +
+            format_duration(std::chrono::milliseconds(status.session().max_duration_ms()));
+  return line + ")";
+}
+
+// "Yes (NVIDIA A100-SXM4-40GB)", "Yes (2 x NVIDIA A100-SXM4-40GB, NVIDIA T4)", "No".
+std::string gpu_line(const v1::SessionStatus& status) {
+  if (!status.gpu()) return "No";
+  std::vector<std::string> order;
+  std::map<std::string, int> count;
+  for (const auto& m : status.session().gpu_models())
+    if (count[m]++ == 0) order.push_back(m);
+  std::vector<std::string> parts;
+  for (const auto& m : order)
+    parts.push_back(count[m] > 1 ? std::to_string(count[m]) + " x " + m : m);
+  return parts.empty() ? "Yes" : "Yes (" + join(parts, ", ") + ")";
+}
+
 }  // namespace
 
 std::string state_key(v1::DaemonState state) {
@@ -51,7 +88,8 @@ std::string state_key(v1::DaemonState state) {
 std::string state_label(const v1::SessionStatus& status) {
   switch (status.state()) {
     case v1::DAEMON_STATE_STOPPED: return "Stopped";
-    case v1::DAEMON_STATE_STARTING: return "Starting";
+    case v1::DAEMON_STATE_STARTING:
+      return status.start_phase().empty() ? "Starting" : "Starting (" + status.start_phase() + ")";
     case v1::DAEMON_STATE_STARTED:
       if (!status.has_lifecycle()) return "Started";
       return status.lifecycle().active() ? "Started (Active)" : "Started (Idle)";
@@ -91,6 +129,8 @@ std::string render_status_pretty(const v1::SessionStatus& status, TimePoint now)
       add_line(out, "Warning",
                "the session will end in " + format_countdown(*left) + " unless something runs");
   }
+  // The idle timeout can end it sooner; nothing keeps it longer.
+  if (auto end = latest_end_unix_ms(status)) add_line(out, "Ends by", latest_end_line(*end, status, now));
   const v1::SessionInfo& info = status.session();
   if (!status.runner_address().empty()) {
     std::string runner = status.runner_address();
@@ -109,7 +149,7 @@ std::string render_status_pretty(const v1::SessionStatus& status, TimePoint now)
     if (!details.empty()) engine += " (" + join(details, ", ") + ")";
     add_line(out, "Engine", engine);
   }
-  add_line(out, "GPU", status.gpu() ? "Yes" : "No");
+  add_line(out, "GPU", gpu_line(status));
   if (!status.context().empty()) {
     std::string context = status.context();
     if (!status.docker_host().empty()) context += " (" + status.docker_host() + ")";
@@ -217,6 +257,8 @@ json status_json(const v1::SessionStatus& status) {
       {"engineApiVersion", info.engine_api_version()},
       {"engineOs", info.engine_os()},
       {"gpu", status.gpu()},
+      {"gpuModels", std::vector<std::string>(status.session().gpu_models().begin(),
+                                             status.session().gpu_models().end())},
       {"context", status.context()},
       {"dockerHost", status.docker_host()},
       {"activeStreams", status.active_streams()},
@@ -235,6 +277,14 @@ json status_json(const v1::SessionStatus& status) {
                           ? format_duration(std::chrono::milliseconds(status.idle_timeout_ms()))
                           : ""},
       {"reconnectError", status.reconnect_error()},
+      // The latest the session ends (its maximum duration), RFC 3339; "" when unknown or when
+      // it has no maximum. maxDuration: "8h", "0s" for none, "" when unknown.
+      {"endsBy", latest_end_unix_ms(status).value_or(0) > 0
+                     ? format_rfc3339(*latest_end_unix_ms(status))
+                     : ""},
+      {"maxDuration", latest_end_unix_ms(status)
+                          ? format_duration(std::chrono::milliseconds(status.session().max_duration_ms()))
+                          : ""},
   };
 }
 

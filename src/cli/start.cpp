@@ -1,4 +1,9 @@
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <ostream>
+#include <thread>
+#include <vector>
 
 #include "offload/common/duration.h"
 #include "verb.h"
@@ -13,7 +18,92 @@ CLI::App* new_start_command(CLI::App& parent, StartOptions& options) {
                      "How long provisioning may take, e.g. 90s or 5m");
   detail::value_flag(*cmd, "--idle-timeout", options.idle_timeout, "duration",
                      "End the session after this long with nothing running, e.g. 2m");
+  detail::bool_flag(*cmd, "-g,--gpu", options.gpu,
+                    "Request an engine with GPU support (the runner's NVIDIA GPUs)");
   return cmd;
+}
+
+namespace {
+
+// The order the daemon goes through them (session_manager.cpp).
+const std::vector<std::string> kStartPhases = {"runner", "engine", "context", "events"};
+
+// Shows Start's phases while the call waits: a WatchStatus call of its own, read on a thread
+// that alone writes to stderr until stop(). A daemon that reports no phases (an older one)
+// shows none.
+class StartProgress {
+ public:
+  StartProgress(v1::Control::Stub& stub, std::ostream& err) : err_(err) {
+    thread_ = std::thread([this, &stub] { read(stub); });
+    // Subscribed before Start begins, so the first phase is not missed (bounded: a daemon that
+    // does not answer the watch still gets its Start).
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(2), [this] { return subscribed_ || done_; });
+  }
+  ~StartProgress() { stop(false); }
+
+  // Start succeeded: the daemon reported its last phase before it answered, so wait (briefly)
+  // for that frame to be read and shown. Otherwise stop at once.
+  void stop(bool started) {
+    if (!thread_.joinable()) return;
+    if (started) {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(2), [this] { return finished_ || done_; });
+    }
+    context_.TryCancel();
+    thread_.join();
+  }
+
+ private:
+  void read(v1::Control::Stub& stub) {
+    auto reader = stub.WatchStatus(&context_, {});
+    v1::SessionStatus status;
+    bool first = true;
+    while (reader->Read(&status)) {
+      if (!first) show(status.start_phase());  // the first frame is from before Start
+      std::lock_guard lock(mu_);
+      subscribed_ = true;
+      // Done once this start was seen under way and is over (a change before it is not).
+      if (!first && (status.state() == v1::DAEMON_STATE_STARTING || !status.start_phase().empty()))
+        saw_start_ = true;
+      if (saw_start_ && status.state() != v1::DAEMON_STATE_STARTING &&
+          status.start_phase().empty())
+        finished_ = true;
+      first = false;
+      cv_.notify_all();
+    }
+    reader->Finish();
+    std::lock_guard lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  // Each phase once, in order; one the watch skipped (two changes between reads) is still shown.
+  void show(const std::string& phase) {
+    auto it = std::find(kStartPhases.begin(), kStartPhases.end(), phase);
+    if (it == kStartPhases.end()) return;
+    const std::size_t index = static_cast<std::size_t>(it - kStartPhases.begin());
+    for (; next_ <= index; ++next_) err_ << start_phase_line(kStartPhases[next_]) << "\n";
+    err_.flush();
+  }
+
+  std::ostream& err_;
+  grpc::ClientContext context_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool subscribed_ = false, saw_start_ = false, finished_ = false, done_ = false;
+  std::size_t next_ = 0;  // the first phase not shown yet
+};
+
+}  // namespace
+
+std::string start_phase_line(const std::string& phase) {
+  if (phase == "runner") return "[1/4] Provisioning the runner and connecting to it";
+  if (phase == "engine") return "[2/4] Starting the session's Docker engine on the runner";
+  if (phase == "context") return "[3/4] Switching the docker context to docker-offload";
+  if (phase == "events") return "[4/4] Following the session's events";
+  return "";
 }
 
 std::string environment_override_warning(const Environment& env) {
@@ -60,7 +150,18 @@ int run_start(CommandContext& cli, const StartOptions& options) {
   else out << "Starting offload session on account \"" << account << "\"...\n";
   out.flush();
 
-  v1::StartResponse response = detail::call(cli, stub, &v1::Control::Stub::Start, request);
+  request.set_gpu(options.gpu);
+  v1::StartResponse response;
+  {
+    StartProgress progress(stub, cli.console.err);
+    try {
+      response = detail::call(cli, stub, &v1::Control::Stub::Start, request);
+    } catch (...) {
+      progress.stop(false);
+      throw;
+    }
+    progress.stop(true);
+  }
   std::string context = response.status().context().empty() ? "docker-offload"
                                                             : response.status().context();
   std::string previous = response.previous_context().empty() ? "default"

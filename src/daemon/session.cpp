@@ -136,13 +136,26 @@ std::unique_ptr<Session> Session::start(Provider& provider, const StartPlan& pla
       return std::max(milliseconds(1000),
                       duration_cast<milliseconds>(deadline - steady_clock::now()));
     };
+    auto phase = [&](const char* name) {
+      if (plan.on_phase) plan.on_phase(name);
+    };
+    phase("runner");
     session->provisioned_ = provider.provision(plan.timeout);
     session->record_.endpoint = session->provisioned_->endpoint;
     session->record_.runner_pid = session->provisioned_->runner_pid;
     if (cancelled()) throw ControlError(StatusCode::CANCELLED, "start cancelled");
     session->client_ =
         std::make_shared<RunnerClient>(session->record_.endpoint, session->wiring_.streams);
-    session->client_->hello(left());
+    v1::HelloResponse hello = session->client_->hello(left());
+    if (plan.create.gpu() && !hello.gpu_available())
+      throw ControlError(
+          StatusCode::FAILED_PRECONDITION,
+          "runner " + (hello.hostname().empty() ? std::string() : hello.hostname() + " ") + "at " +
+              session->record_.endpoint.address + " (account \"" + plan.account +
+              "\") cannot give the session a GPU: " +
+              (hello.gpu_problem().empty() ? "it has none" : hello.gpu_problem()) +
+              "; start without --gpu, or with an account whose runner has NVIDIA GPUs");
+    phase("engine");
     v1::CreateSessionRequest create = plan.create;
     create.set_client_label(client_label());
     auto created = session->client_->create_session(create, left());

@@ -65,6 +65,14 @@ void SessionManager::set_state(v1::DaemonState state, const std::string& ended_r
   notify();
 }
 
+void SessionManager::set_start_phase(const std::string& phase) {
+  {
+    std::lock_guard lock(mu_);
+    start_phase_ = phase;
+  }
+  notify();
+}
+
 void SessionManager::notify() {
   auto s = status();
   std::vector<std::shared_ptr<WatcherSlot>> slots;
@@ -252,6 +260,8 @@ v1::StartResponse SessionManager::start(const v1::StartRequest& request,
                                       : duration_cast<milliseconds>(hours(24 * 365)).count());
   plan.create.set_client_ttl_ms(config_.client_ttl.count());
   plan.create.set_max_duration_ms(config_.max_session_duration.count());
+  plan.create.set_gpu(request.gpu());
+  plan.on_phase = [this](const std::string& phase) { set_start_phase(phase); };
 
   std::string carried_previous;
   {
@@ -283,6 +293,7 @@ v1::StartResponse SessionManager::start(const v1::StartRequest& request,
     } catch (const std::runtime_error& e) {
       throw ControlError(StatusCode::INTERNAL, e.what());
     }
+    set_start_phase("context");
     contexts_.switch_to_offload(plan.account);
   } catch (const std::exception& e) {
     std::string message = e.what();
@@ -290,6 +301,10 @@ v1::StartResponse SessionManager::start(const v1::StartRequest& request,
     if (session) session->abandon("start failed: " + message);
     session.reset();  // the rollback
     state_file_.remove();
+    {
+      std::lock_guard lock(mu_);
+      start_phase_.clear();
+    }
     set_state(v1::DAEMON_STATE_STOPPED);
     if (auto* c = dynamic_cast<const ControlError*>(&e)) throw *c;
     if (auto* r = dynamic_cast<const RunnerError*>(&e)) throw ControlError(r->code, message);
@@ -302,8 +317,14 @@ v1::StartResponse SessionManager::start(const v1::StartRequest& request,
     session_ = live;
     state_ = v1::DAEMON_STATE_STARTED;
     ended_reason_.clear();
+    start_phase_ = "events";  // Start still waits for the runner's first session event
   }
+  notify();
   live->follow(seconds(10));
+  {
+    std::lock_guard lock(mu_);
+    start_phase_.clear();
+  }
   notify();
   spdlog::info("session {} started on account {} ({})", short_session_id(live->record().session_id),
                plan.account, live->record().endpoint.address);
@@ -373,11 +394,12 @@ v1::SessionStatus SessionManager::status() const {
   s.set_context(kOffloadContextName);
   s.set_docker_host("unix://" + paths_.docker_socket.string());
   s.set_ended_reason(ended_reason_);
-  s.set_gpu(false);
+  s.set_start_phase(start_phase_);
   s.set_active_streams(active_streams_.load());
   if (session_) {
     const bool live = state_ == v1::DAEMON_STATE_STARTED;
     session_->describe(s, live);
+    s.set_gpu(s.session().gpu());
     if (state_ == v1::DAEMON_STATE_RECONNECTING)
       s.set_reconnect_error(session_->reconnect_error());
   }

@@ -91,6 +91,8 @@ void write_daemon_config(const EngineSpec& spec) {
     config["userns-remap"] = spec.userns->user + ":" + spec.userns->user;
     grant_traverse(spec.data_dir);
   }
+  if (!spec.nvidia_runtime.empty())
+    config["runtimes"] = {{"nvidia", {{"path", spec.nvidia_runtime.string()}, {"runtimeArgs", nlohmann::json::array()}}}};
   std::ofstream out(spec.config_file(), std::ios::trunc);
   out << config.dump(2) << "\n";
   if (!out.flush()) throw std::runtime_error("cannot write " + spec.config_file().string());

@@ -207,7 +207,8 @@ class Judge {
           refuse("--security-opt systempaths=unconfined", field_name(at, name));
     for (const auto* v : members(hc, "Runtime")) {
       std::string runtime = v->is_string() ? v->get<std::string>() : std::string();
-      if (!runtime.empty() && runtime != "runc" && runtime != "io.containerd.runc.v2")
+      if (!runtime.empty() && runtime != "runc" && runtime != "io.containerd.runc.v2" &&
+          !(runtime == "nvidia" && policy_.allow.gpu))
         refuse("--runtime " + runtime, field_name(at, "Runtime"));
     }
     for (const auto* v : members(hc, "VolumeDriver"))
@@ -236,15 +237,55 @@ class Judge {
 
   // The resource fields container create and update share.
   void resources(const json& r, const std::string& at) {
-    for (const char* name : {"Devices", "DeviceCgroupRules", "DeviceRequests"})
+    for (const char* name : {"Devices", "DeviceCgroupRules"})
       for (const auto* v : members(r, name))
         if (v->is_array() && !v->empty() && !policy_.allow.devices)
-          refuse(std::string(name) == "DeviceRequests" ? "--gpus" : "--device",
-                 field_name(at, name), "this runner gives sessions no host devices");
+          refuse("--device", field_name(at, name), "this runner gives sessions no host devices");
+    for (const auto* v : members(r, "DeviceRequests")) {
+      if (!v->is_array() || v->empty() || policy_.allow.devices) continue;
+      if (!policy_.allow.gpu)
+        refuse("--gpus", field_name(at, "DeviceRequests"),
+               "this session has no GPU (start one with `docker offload start --gpu`, on a "
+               "runner that has NVIDIA GPUs)");
+      else
+        for (const auto& request : *v) gpu_request(request, field_name(at, "DeviceRequests"));
+    }
     for (const auto* v : members(r, "CgroupParent"))
       if (v->is_string() && !v->get<std::string>().empty())
         refuse("--cgroup-parent", field_name(at, "CgroupParent"),
                "a session's containers stay in the session's own cgroup and its limits");
+  }
+
+  // A GPU session's device request: for dockerd's nvidia driver, by name or by capabilities
+  // that only it has, so no other driver (a CDI one on newer engines) is reached through it.
+  void gpu_request(const json& request, const std::string& at) {
+    static const std::set<std::string> kNvidiaCapabilities = {
+        "gpu", "nvidia", "compute", "compat32", "graphics", "utility", "video", "display"};
+    auto bad = [&](const std::string& what) {
+      refuse("--gpus with " + what, at,
+             "a session's GPUs are for dockerd's nvidia driver only (e.g. --gpus all, "
+             "--gpus 2, --gpus '\"device=0,1\"', --gpus 'all,capabilities=utility')");
+    };
+    if (!request.is_object()) return bad("a device request that is not an object");
+    for (const auto* driver : members(request, "Driver"))
+      if (!driver->is_null() &&
+          !(driver->is_string() && (driver->get<std::string>().empty() ||
+                                    driver->get<std::string>() == "nvidia")))
+        return bad("driver " + (driver->is_string() ? driver->get<std::string>() : driver->dump()));
+    for (const auto* sets : members(request, "Capabilities")) {
+      if (sets->is_null()) continue;
+      if (!sets->is_array()) return bad("capabilities that are not a list");
+      for (const auto& set : *sets) {
+        if (!set.is_array()) return bad("capabilities that are not lists");
+        for (const auto& cap : set)
+          if (!cap.is_string() || !kNvidiaCapabilities.count(cap.get<std::string>()))
+            return bad("capability " + (cap.is_string() ? cap.get<std::string>() : cap.dump()));
+      }
+    }
+    // The nvidia driver reads no options; anything here is meant for another one.
+    for (const auto* options : members(request, "Options"))
+      if (!options->is_null() && !(options->is_object() && options->empty()))
+        return bad("driver options");
   }
 
   void exec_config(const json& body) {

@@ -124,7 +124,8 @@ class DockerSessionEngine final : public SessionEngine {
  public:
   DockerSessionEngine(std::unique_ptr<engine::Engine> engine,
                       std::shared_ptr<engine::AddressPool> pool, fs::path record, json record_doc)
-      : engine_(std::move(engine)),
+      : gpu_models_(gpu_models_of(record_doc)),
+        engine_(std::move(engine)),
         pool_(std::move(pool)),
         record_(std::move(record)),
         record_doc_(std::move(record_doc)) {}
@@ -153,6 +154,7 @@ class DockerSessionEngine final : public SessionEngine {
   }
 
   void describe(v1::SessionInfo& info) override {
+    for (const auto& model : gpu_models_) info.add_gpu_models(model);
     std::lock_guard lock(mu_);
     if (!version_) {
       try {
@@ -227,6 +229,16 @@ class DockerSessionEngine final : public SessionEngine {
     return std::move(reply.body);
   }
 
+  // In the record, so that an engine a restarted runner adopts still names its GPUs.
+  static std::vector<std::string> gpu_models_of(const json& doc) {
+    std::vector<std::string> out;
+    if (auto it = doc.find("gpu_models"); it != doc.end() && it->is_array())
+      for (const auto& m : *it)
+        if (m.is_string()) out.push_back(m.get<std::string>());
+    return out;
+  }
+
+  const std::vector<std::string> gpu_models_;
   std::unique_ptr<engine::Engine> engine_;
   std::shared_ptr<engine::AddressPool> pool_;
   fs::path record_;
@@ -259,6 +271,18 @@ engine::EngineSpec DockerSessionBackend::spec_for(const std::string& session_id,
 }
 
 std::unique_ptr<SessionEngine> DockerSessionBackend::create(const std::string& session_id) {
+  return start_engine(session_id, /*gpu=*/false);
+}
+
+std::unique_ptr<SessionEngine> DockerSessionBackend::create_with_gpus(
+    const std::string& session_id) {
+  if (!options_.gpus.usable())
+    throw std::runtime_error("this runner cannot give sessions a GPU: " + options_.gpus.problem);
+  return start_engine(session_id, /*gpu=*/true);
+}
+
+std::unique_ptr<SessionEngine> DockerSessionBackend::start_engine(const std::string& session_id,
+                                                                  bool gpu) {
   // Skip addresses already on this host's interfaces: another runner with the same pool (two
   // users' local accounts) or any other program must not get a clashing route.
   auto taken = engine::host_ipv4_addresses();
@@ -280,6 +304,10 @@ std::unique_ptr<SessionEngine> DockerSessionBackend::create(const std::string& s
     // Written before anything exists, so a runner killed half-way through start-up still
     // finds and removes what it made.
     json doc = record_doc(spec);
+    if (gpu) {
+      spec.nvidia_runtime = options_.gpus.runtime;
+      doc["gpu_models"] = options_.gpus.models;
+    }
     if (auto ec = write_record(record, doc))
       throw std::runtime_error("cannot write session record " + record.string() + ": " +
                                ec.message());

@@ -26,11 +26,13 @@
 #include "offload/common/fs.h"
 #include "offload/common/log.h"
 #include "offload/common/process.h"
+#include "offload/common/text.h"
 #include "offload/engine/engine.h"
 #include "offload/runner/admin.h"
 #include "accounts_command.h"
 #include "offload/runner/accounts_file.h"
 #include "offload/runner/docker_backend.h"
+#include "offload/runner/gpu.h"
 #include "offload/runner/metrics.h"
 #include "offload/runner/runner_service.h"
 #include "offload/tls/tls.h"
@@ -59,6 +61,8 @@ struct ServeOptions {
   std::string address_pool = "10.213.0.0/16";
   bool userns_remap = true;
   bool live_restore = false;
+  bool no_gpu = false;           // never give sessions the GPUs
+  std::string gpu_probe_root = "/";
   std::uint64_t subid_base = engine::kDefaultSubidBase;
   fs::path ready_file;
   fs::path log_file;
@@ -301,6 +305,22 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   DockerBackendOptions backend_options{o.state_dir, o.run_dir, pool, egress, limits};
   backend_options.userns_remap = o.userns_remap;
   backend_options.subid_base = o.subid_base;
+  if (o.no_gpu) {
+    backend_options.gpus.problem = "its operator gives sessions no GPU (offload-runner --no-gpu)";
+  } else {
+    GpuProbe probe;
+    probe.root = o.gpu_probe_root;
+    backend_options.gpus = detect_gpus(probe);
+    if (backend_options.gpus.usable())
+      spdlog::info("sessions started with --gpu get {} ({}; toolkit hook {}{})",
+                   backend_options.gpus.describe_models(), join(backend_options.gpus.devices),
+                   backend_options.gpus.hook.string(),
+                   backend_options.gpus.runtime.empty()
+                       ? std::string()
+                       : ", runtime " + backend_options.gpus.runtime.string());
+    else
+      spdlog::info("no GPU sessions: {}", backend_options.gpus.problem);
+  }
   if (o.userns_remap) {
     // Every slot of the pool needs its own range: refuse now rather than at the n-th session.
     const auto slots = static_cast<std::uint32_t>(engine::AddressPool(pool).capacity());
@@ -513,6 +533,16 @@ int run_runner(int argc, char** argv) {
                       "Run each session's dockerd with --userns-remap, so container root is an "
                       "unprivileged host uid of the session's own (default on; --no-userns-remap runs "
                       "rootful engines, for a runner only trusted people use)");
+  serve_cmd->add_flag("--no-gpu", o.no_gpu,
+                      "Never give sessions this machine's NVIDIA GPUs (`docker offload start "
+                      "--gpu` is then refused); by default sessions may ask for them when the "
+                      "GPUs and the NVIDIA Container Toolkit are found");
+  serve_cmd
+      ->add_option("--gpu-probe-root", o.gpu_probe_root,
+                   "Look for GPUs (dev/nvidia<N>, etc/cdi, var/run/cdi, proc/driver/nvidia, "
+                   "usr/bin/nvidia-smi and the toolkit) under DIR instead of / (tests describe a "
+                   "GPU machine with a fake tree; default /)")
+      ->option_text("DIR");
   serve_cmd->add_flag("--live-restore", o.live_restore,
                       "Keep sessions running while the runner is stopped or restarted (an "
                       "upgrade): their engines stay up, the next start takes them over and "

@@ -147,7 +147,10 @@ grpc::ServerUnaryReactor* RunnerService::Hello(grpc::CallbackServerContext* ctx,
   response->set_protocol(v1::PROTOCOL_VERSION_1);
   response->set_runner_version(options_.version);
   response->set_hostname(options_.hostname);
-  response->set_gpu_available(backend_.gpu_available());
+  const GpuInventory gpus = backend_.gpus();
+  response->set_gpu_available(gpus.usable());
+  for (const auto& model : gpus.models) response->add_gpu_models(model);
+  response->set_gpu_problem(gpus.problem);
   if (request->protocol() != v1::PROTOCOL_VERSION_1) {
     reactor->Finish(Status(StatusCode::FAILED_PRECONDITION,
                            "this runner speaks protocol 1 only; upgrade docker-offload"));
@@ -187,6 +190,16 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
   else
     limits.max_duration = cap;
 
+  // Before anything is counted or started: a GPU asked of a runner without one fails at once.
+  const bool gpu = request->gpu();
+  if (gpu && !backend_.gpu_available()) {
+    const std::string problem = backend_.gpus().problem;
+    spdlog::warn("refused a GPU session for account {}: {}", account, problem);
+    reactor->Finish(Status(StatusCode::FAILED_PRECONDITION,
+                           "runner " + options_.hostname + " cannot give the session a GPU: " +
+                               problem));
+    return reactor;
+  }
   // Sessions per account: the ones being created count too, or parallel requests would slip by.
   AccountSettings settings;
   {
@@ -214,7 +227,9 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
     ++creating_[account];
   }
   // Starting an engine takes seconds: never on a gRPC thread.
-  asio::post(blocking_, [this, ctx, reactor, response, account, limits, allow = settings.allow,
+  ApiAllowances allow = settings.allow;
+  allow.gpu = gpu;  // the session's own, not the account's: `--gpus` only where it was asked for
+  asio::post(blocking_, [this, ctx, reactor, response, account, limits, allow, gpu,
                          label = request->client_label()] {
     auto session = std::make_shared<Session>(random_hex(16), random_hex(32), account, label, limits,
                                              *options_.clock, [this] { rearm_lifecycle_timer(); },
@@ -243,12 +258,13 @@ grpc::ServerUnaryReactor* RunnerService::CreateSession(grpc::CallbackServerConte
       RunnerMetrics::global().session_start_done(result, std::chrono::steady_clock::now() - began);
     };
     spdlog::info("session {}: creating for account {} ({}); idle timeout {}, client TTL {}, "
-                 "maximum duration {}",
+                 "maximum duration {}{}",
                  short_session_id(session->id()), account, label,
                  format_duration(limits.idle_timeout), format_duration(limits.client_ttl),
-                 format_duration(limits.max_duration));
+                 format_duration(limits.max_duration), gpu ? "; with the GPUs" : "");
     try {
-      session->attach_engine(backend_.create(session->id()));
+      session->attach_engine(gpu ? backend_.create_with_gpus(session->id())
+                                 : backend_.create(session->id()));
     } catch (const std::exception& e) {
       spdlog::error("session {}: engine failed to start: {}", short_session_id(session->id()),
                     e.what());

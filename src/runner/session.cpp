@@ -111,6 +111,7 @@ v1::SessionInfo Session::info(const std::string& runner_version,
   info.set_idle_timeout_ms(limits.idle_timeout.count());
   info.set_client_ttl_ms(limits.client_ttl.count());
   info.set_max_duration_ms(limits.max_duration.count());
+  info.set_gpu(allow_.gpu);
   std::lock_guard lock(mu_);
   info.set_state(state_);
   if (engine_ && state_ == v1::SESSION_STATE_RUNNING) engine_->describe(info);

@@ -74,6 +74,7 @@ std::string snapshot_json(const SessionSnapshot& s) {
        {{"privileged", s.allow.privileged},
         {"host_namespaces", s.allow.host_namespaces},
         {"devices", s.allow.devices},
+        {"gpu", s.allow.gpu},
         {"capabilities", caps}}},
       {"mounts", mounts},
   };
@@ -109,6 +110,8 @@ SessionSnapshot parse_session_snapshot(std::string_view text_in, const std::stri
   s.allow.privileged = field(allow, "privileged", json::value_t::boolean).get<bool>();
   s.allow.host_namespaces = field(allow, "host_namespaces", json::value_t::boolean).get<bool>();
   s.allow.devices = field(allow, "devices", json::value_t::boolean).get<bool>();
+  // Records written before GPU sessions existed have no "gpu": such a session had none.
+  if (allow.contains("gpu")) s.allow.gpu = field(allow, "gpu", json::value_t::boolean).get<bool>();
   for (const auto& cap : field(allow, "capabilities", json::value_t::array)) {
     if (!cap.is_string()) bad("a capability is not a string");
     auto name = cap.get<std::string>();

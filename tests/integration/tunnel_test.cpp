@@ -476,6 +476,30 @@ TEST_F(TunnelTest, AnAccountsAllowanceLetsItsPrivilegedCreateThroughAndNoOtherAc
   EXPECT_EQ(rec->bytes, create) << "the engine saw the refused request, or not the allowed one";
 }
 
+// A runner without GPUs says so in Hello, and refuses a GPU session before any engine starts
+// (offloadd checks Hello first; this is the runner's own check for any other client).
+TEST_F(TunnelTest, ARunnerWithoutGpusRefusesAGpuSessionBeforeAnyEngine) {
+  auto hello = client_->hello(5s);
+  EXPECT_FALSE(hello.gpu_available());
+  EXPECT_EQ(hello.gpu_models_size(), 0);
+  EXPECT_EQ(hello.gpu_problem(), "it has no NVIDIA GPU");
+  const int engines = backend_->created;
+  v1::CreateSessionRequest request;
+  request.set_client_label("gpu");
+  request.set_gpu(true);
+  try {
+    client_->create_session(request, 10s);
+    ADD_FAILURE() << "a runner without GPUs created a GPU session";
+  } catch (const daemon::RunnerError& e) {
+    EXPECT_EQ(e.code, grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(std::string(e.what()).find("runner " + hello.hostname() +
+                                         " cannot give the session a GPU: it has no NVIDIA GPU"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(backend_->created, engines);
+}
+
 // Sessions per account: over the limit a clear RESOURCE_EXHAUSTED naming the knobs, no engine
 // started; ending a session frees its place.
 TEST_F(TunnelTest, SessionsPerAccountAreLimitedWithAClearError) {

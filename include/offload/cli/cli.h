@@ -27,8 +27,21 @@ struct Environment {
   std::optional<std::string> docker_context;  // DOCKER_CONTEXT, when set and not empty
   std::optional<std::string> plugin_socket;   // DOCKER_CLI_PLUGIN_SOCKET (Ctrl-C channel)
   std::filesystem::path program;              // this plugin's executable (for `diagnose`)
+  // Where the docker CLI looks for plugins after config.json's cliPluginsExtraDirs and
+  // <docker_config>/cli-plugins: docker/cli's defaultSystemPluginDirs on Linux. Tests replace it.
+  std::vector<std::filesystem::path> system_plugin_dirs = {
+      "/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+      "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins"};
   static Environment from_process();
 };
+
+// Every docker-offload the docker CLI would find, in its order of preference: the first is the
+// one `docker offload` runs, the others are shadowed by it. docker 28 (cli-plugins/manager)
+// looks in config.json's cliPluginsExtraDirs first, then <docker_config>/cli-plugins, then
+// `system_dirs`; a name that exists there (a file or a symlink, followed) is a candidate.
+std::vector<std::filesystem::path> docker_plugin_candidates(
+    const std::filesystem::path& docker_config,
+    const std::vector<std::filesystem::path>& system_dirs);
 
 // A failure and the exit code it maps to (docker/cli's StatusError). `what()` is the text for
 // stderr, printed as is; it may be empty when there is nothing left to say (Ctrl-C).
@@ -43,6 +56,8 @@ class CliError : public std::runtime_error {
 };
 
 inline constexpr int kExitInterrupted = 130;
+// A flag the command does not know, lacks a value for or refuses the value of: docker's 125.
+inline constexpr int kExitUsage = 125;
 
 // The plugin's argv with the docker CLI's part taken off.
 struct Invocation {
@@ -62,7 +77,8 @@ Invocation preprocess_argv(const std::vector<std::string>& argv,
 std::string plugin_metadata_json();
 
 // Runs the plugin: parses, connects to offloadd (starting it when needed), renders, and maps
-// every failure to one line on `console.err` and an exit code (0 ok, 1 error, 130 Ctrl-C).
+// every failure to one line on `console.err` and an exit code (0 ok, 1 error, 125 a flag error
+// as docker's own commands, 130 Ctrl-C).
 int run(const std::vector<std::string>& argv, Console& console, const Environment& env);
 
 }  // namespace offload::cli

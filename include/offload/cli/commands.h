@@ -23,6 +23,7 @@ struct StartOptions {
   std::string account;       // empty: the configured default
   std::string timeout;       // a duration as typed; empty: the configured default
   std::string idle_timeout;  // a duration as typed, longer than zero; empty: the configured default
+  bool gpu = false;          // a session with the runner's NVIDIA GPUs
 };
 
 struct StopOptions {
@@ -86,8 +87,9 @@ CLI::App* new_accounts_command(CLI::App& parent, AccountsOptions& options);
 CLI::App* new_diagnose_command(CLI::App& parent, DiagnoseOptions& options);
 
 // Parses the arguments after the `offload` word. Returns an exit code when parsing alone ends
-// the run (help printed on `out`: 0; a flag error in docker's wording on `err`: 1); otherwise
-// nullopt, with the verb and its validated options in `line`.
+// the run (help printed on `out`: 0; in docker 28's wording on `err`, a flag error: 125, a
+// stray or missing argument or an unknown command: 1); otherwise nullopt, with the verb and its
+// validated options in `line`.
 std::optional<int> parse_command_line(const std::vector<std::string>& args, CommandLine& line,
                                       std::ostream& out, std::ostream& err);
 
@@ -118,6 +120,10 @@ int run_diagnose(CommandContext& cli, const DiagnoseOptions& options);
 // `stop` destroys everything in the session, so it asks first. True: go ahead; false: the user
 // said no. Throws CliError when it may not ask (no --force and stdin is not a terminal).
 bool confirm_stop(const StopOptions& options, Console& console);
+
+// What `start` prints on stderr when the daemon reports that it begins `phase` ("runner",
+// "engine", "context", "events"); "" for a phase it does not know.
+std::string start_phase_line(const std::string& phase);
 
 // The warning `start` shows when DOCKER_HOST or DOCKER_CONTEXT will win over the docker-offload
 // context (the docker CLI's precedence); empty when neither is set.

@@ -68,5 +68,7 @@ nlohmann::ordered_json diagnose_json(const v1::DiagnoseResponse& report);
 // docker-style help for `app` (the root or a verb): Usage, description, Commands or Options.
 // `command_path` is what the user types, e.g. "docker offload status".
 std::string render_help(const CLI::App& app, const std::string& command_path);
+// Its first line: "Usage:  docker offload status [OPTIONS]" (also in usage errors).
+std::string render_usage_line(const CLI::App& app, const std::string& command_path);
 
 }  // namespace offload::cli

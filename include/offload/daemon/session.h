@@ -62,7 +62,10 @@ struct StartPlan {
   std::string account;
   std::string previous_context;  // recorded in state.json for `stop`
   std::chrono::milliseconds timeout{0};
-  v1::CreateSessionRequest create;
+  v1::CreateSessionRequest create;  // create.gpu(): refused at Hello by a runner without GPUs
+  // Told each phase as it begins: "runner", "engine" (then "events" and "context" are the
+  // manager's own). May be empty.
+  std::function<void(const std::string& phase)> on_phase;
 };
 
 // The reconnect watchdog's backoff: 250 ms, doubling, at most 30 s.

@@ -92,6 +92,8 @@ class SessionManager final : public SessionAccess, private SessionObserver {
   Provider& provider_for(const std::string& account) const;
   SessionWiring wiring();
   void set_state(v1::DaemonState state, const std::string& ended_reason = {});
+  // What Start waits for now (SessionStatus.start_phase); watchers see each one.
+  void set_start_phase(const std::string& phase);
   void notify();
   // Lets go of an ended or stopped session: its events, ports, mounts, runner, state.json.
   void end_session();
@@ -108,6 +110,7 @@ class SessionManager final : public SessionAccess, private SessionObserver {
   mutable std::mutex mu_;
   v1::DaemonState state_ = v1::DAEMON_STATE_STOPPED;
   std::string ended_reason_;
+  std::string start_phase_;  // "" unless Start is under way
   // Shared only so that detach() can use it while a stop() replaces it; nothing else keeps it.
   std::shared_ptr<Session> session_;
   std::shared_ptr<PortForwarder> ports_;

@@ -84,6 +84,9 @@ struct EngineSpec {
   std::chrono::milliseconds ready_timeout = std::chrono::seconds(60);
   // Appended to dockerd's command line (e.g. "--default-runtime=nvidia", or a bad flag in tests).
   std::vector<std::string> extra_dockerd_args;
+  // Set for a GPU session: registered as dockerd's "nvidia" runtime (`docker run --runtime
+  // nvidia`). `--gpus` itself needs only nvidia-container-runtime-hook on dockerd's PATH.
+  std::filesystem::path nvidia_runtime;
   // What the session's containers may reach besides the internet (see egress_rules.h).
   EgressPolicy egress;
   // CPU, memory and pids limits of cgroup_parent(), set before dockerd starts; disk_bytes > 0:

@@ -31,6 +31,9 @@ struct ApiAllowances {
   bool host_namespaces = false;   // --pid/--ipc/--uts/--userns/--cgroupns host, --network host
   bool devices = false;           // --device, device cgroup rules, --gpus
   std::set<std::string> capabilities;  // extra --cap-add names (upper case, without CAP_)
+  // Not an account setting: the session was started with --gpu on a runner with NVIDIA GPUs.
+  // `--gpus` (device requests for dockerd's nvidia driver, nothing else) and `--runtime nvidia`.
+  bool gpu = false;
 
   friend bool operator==(const ApiAllowances&, const ApiAllowances&) = default;
 };

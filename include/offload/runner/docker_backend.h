@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "offload/engine/engine.h"
+#include "offload/runner/gpu.h"
 #include "offload/runner/session_backend.h"
 
 namespace offload::runner {
@@ -28,6 +29,14 @@ struct DockerBackendOptions {
   // end-to-end suites are proven with it on.
   bool userns_remap = false;
   std::uint64_t subid_base = engine::kDefaultSubidBase;
+  // The runner's NVIDIA GPUs (detect_gpus() at start-up): what create_with_gpus() hands out.
+  GpuInventory gpus = no_gpus();
+
+  static GpuInventory no_gpus() {
+    GpuInventory none;
+    none.problem = "it has no NVIDIA GPU";
+    return none;
+  }
 };
 
 class DockerSessionBackend final : public SessionBackend {
@@ -38,6 +47,10 @@ class DockerSessionBackend final : public SessionBackend {
   // Allocates a network slot, writes the session's record, then starts its engine. On failure
   // nothing is left (slot released, record removed) and std::runtime_error carries the reason.
   std::unique_ptr<SessionEngine> create(const std::string& session_id) override;
+  // A GPU session's engine also gets the nvidia runtime (when the toolkit has one); --gpus works
+  // through dockerd's own nvidia driver (nvidia-container-runtime-hook on PATH).
+  std::unique_ptr<SessionEngine> create_with_gpus(const std::string& session_id) override;
+  GpuInventory gpus() const override { return options_.gpus; }
 
   // Destroys every engine recorded by an earlier runner process (which crashed or was killed)
   // and returns one line per session saying what was done. Call once at start-up, before
@@ -57,6 +70,7 @@ class DockerSessionBackend final : public SessionBackend {
   }
 
  private:
+  std::unique_ptr<SessionEngine> start_engine(const std::string& session_id, bool gpu);
   engine::EngineSpec spec_for(const std::string& session_id, const engine::NetworkSlot& slot) const;
   // Goes through every recorded session: adopts it into `adopted` when allowed (non-null) and
   // possible, destroys it otherwise; one line per session into `done`.

@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include <stdexcept>
+
+#include "offload/runner/gpu.h"
 #include "offload/sync/replica.h"
 #include "offload/v1/runner.pb.h"
 
@@ -67,7 +70,19 @@ class SessionBackend {
   virtual ~SessionBackend() = default;
   // Blocking; returns a ready engine or throws std::runtime_error with a user-facing line.
   virtual std::unique_ptr<SessionEngine> create(const std::string& session_id) = 0;
-  virtual bool gpu_available() const { return false; }
+  // The runner's NVIDIA GPUs (gpu.h): none, unless the backend found usable ones.
+  virtual GpuInventory gpus() const {
+    GpuInventory none;
+    none.problem = "it has no NVIDIA GPU";
+    return none;
+  }
+  bool gpu_available() const { return gpus().usable(); }
+  // Like create(), for a session whose containers may use the GPUs (`docker run --gpus`).
+  // Called only when gpu_available().
+  virtual std::unique_ptr<SessionEngine> create_with_gpus(const std::string& session_id) {
+    (void)session_id;
+    throw std::runtime_error("this runner has no GPU for sessions");
+  }
   // At start-up with --live-restore, before create(): takes over the engines of an earlier
   // runner process that are still alive and have a session state saved; destroys every other
   // leftover. The caller restores the sessions, or destroys an engine whose state it cannot use.

@@ -74,6 +74,7 @@ TEST(Complete, NoWordsAtAllIsAnEmptyWord) {
 TEST(Complete, LongFlagsSortedByNameWithTheirUsage) {
   EXPECT_EQ(complete({"offload", "start", "--"}),
             "--account\tAccount to start the session with\n"
+            "--gpu\tRequest an engine with GPU support (the runner's NVIDIA GPUs)\n"
             "--help\tPrint usage\n"
             "--idle-timeout\tEnd the session after this long with nothing running, e.g. 2m\n"
             "--timeout\tHow long provisioning may take, e.g. 90s or 5m\n"

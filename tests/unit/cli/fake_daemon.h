@@ -43,6 +43,9 @@ class FakeDaemon final : public v1::Control::Service {
   v1::SessionStatus status_response;
   std::vector<v1::SessionStatus> watch_frames;
   bool watch_blocks = false;  // after the frames, wait until the client cancels
+  // Sent to a watcher once Start is called, before Start answers: its phases, as offloadd
+  // reports them while it starts a session.
+  std::vector<v1::SessionStatus> start_frames;
   v1::ListContainersResponse containers_response;
   v1::ListImagesResponse images_response;
   v1::VersionResponse version_response;
@@ -65,8 +68,12 @@ class FakeDaemon final : public v1::Control::Service {
 
   grpc::Status Start(grpc::ServerContext*, const v1::StartRequest* request,
                      v1::StartResponse* response) override {
-    std::lock_guard lock(mutex);
+    std::unique_lock lock(mutex);
     start_requests.push_back(*request);
+    start_called_ = true;
+    watching.notify_all();
+    if (!start_frames.empty())
+      watching.wait_for(lock, std::chrono::seconds(5), [this] { return start_frames_sent_; });
     *response = start_response;
     return status_to_return;
   }
@@ -88,6 +95,12 @@ class FakeDaemon final : public v1::Control::Service {
     std::unique_lock lock(mutex);
     watch_started = true;
     watching.notify_all();
+    if (!start_frames.empty() && !start_frames_sent_) {
+      watching.wait_for(lock, std::chrono::seconds(5), [this] { return start_called_ || released_; });
+      for (const auto& frame : start_frames) writer->Write(frame);
+      start_frames_sent_ = true;
+      watching.notify_all();
+    }
     if (!watch_blocks) return status_to_return;
     // Poll for the cancellation: ServerContext offers no blocking wait for it.
     while (!context->IsCancelled() && !released_)
@@ -140,6 +153,7 @@ class FakeDaemon final : public v1::Control::Service {
   }
 
   bool released_ = false;
+  bool start_called_ = false, start_frames_sent_ = false;
   std::unique_ptr<grpc::Server> server_;
 };
 

@@ -23,11 +23,29 @@ Parsed parse(std::vector<std::string> args) {
   return p;
 }
 
-void expect_flag_error(std::vector<std::string> args, const std::string& err) {
+// docker 28's usage errors: the complaint, the usage line, where help is.
+std::string usage_error(const std::string& message, const std::string& usage,
+                        const std::string& path) {
+  return message + "\n\nUsage:  " + usage + "\n\nRun '" + path + " --help' for more information\n";
+}
+
+// A flag error: unknown flag, missing or bad value. docker exits 125 for these.
+void expect_flag_error(std::vector<std::string> args, const std::string& message,
+                       const std::string& path) {
+  Parsed p = parse(args);
+  ASSERT_TRUE(p.code.has_value());
+  EXPECT_EQ(*p.code, 125);
+  EXPECT_EQ(p.err, usage_error(message, path + " [OPTIONS]", path));
+  EXPECT_EQ(p.out, "");
+}
+
+// A stray or missing argument, or an unknown command: docker exits 1 for these.
+void expect_argument_error(std::vector<std::string> args, const std::string& message,
+                           const std::string& usage, const std::string& path) {
   Parsed p = parse(args);
   ASSERT_TRUE(p.code.has_value());
   EXPECT_EQ(*p.code, 1);
-  EXPECT_EQ(p.err, err);
+  EXPECT_EQ(p.err, usage_error(message, usage, path));
   EXPECT_EQ(p.out, "");
 }
 
@@ -63,13 +81,24 @@ TEST(Parse, StartFlags) {
   EXPECT_EQ(p.line.start.timeout, "");
 }
 
+TEST(Parse, StartGpu) {
+  EXPECT_FALSE(parse({"start"}).line.start.gpu);
+  EXPECT_TRUE(parse({"start", "--gpu"}).line.start.gpu);
+  Parsed p = parse({"start", "-g", "-a", "gpu-box"});
+  EXPECT_FALSE(p.code);
+  EXPECT_TRUE(p.line.start.gpu);
+  EXPECT_EQ(p.line.start.account, "gpu-box");
+  EXPECT_TRUE(parse({"start", "-ga", "gpu-box"}).line.start.gpu);
+  expect_flag_error({"status", "--gpu"}, "unknown flag: --gpu", "docker offload status");
+}
+
 TEST(Parse, StartRejectsBadDuration) {
   expect_flag_error({"start", "--timeout", "ten"},
                     "invalid argument \"ten\" for \"--timeout\" flag: not a duration (use e.g. "
-                    "90s, 5m or 1h30m)\nSee 'docker offload start --help'.\n");
+                    "90s, 5m or 1h30m)", "docker offload start");
   expect_flag_error({"start", "--timeout", "-5m"},
                     "invalid argument \"-5m\" for \"--timeout\" flag: not a duration (use e.g. "
-                    "90s, 5m or 1h30m)\nSee 'docker offload start --help'.\n");
+                    "90s, 5m or 1h30m)", "docker offload start");
 }
 
 TEST(Parse, StartIdleTimeout) {
@@ -79,13 +108,13 @@ TEST(Parse, StartIdleTimeout) {
   EXPECT_EQ(parse({"start"}).line.start.idle_timeout, "");
   expect_flag_error({"start", "--idle-timeout", "2 minutes"},
                     "invalid argument \"2 minutes\" for \"--idle-timeout\" flag: not a duration "
-                    "(use e.g. 90s, 5m or 1h30m)\nSee 'docker offload start --help'.\n");
+                    "(use e.g. 90s, 5m or 1h30m)", "docker offload start");
   expect_flag_error({"start", "--idle-timeout", "0"},
                     "invalid argument \"0\" for \"--idle-timeout\" flag: must be longer than zero "
-                    "(to never end an idle session, set \"idleTimeout\": \"0\" in config.json)\n"
-                    "See 'docker offload start --help'.\n");
+                    "(to never end an idle session, set \"idleTimeout\": \"0\" in config.json)",
+                    "docker offload start");
   expect_flag_error({"start", "--idle-timeout"},
-                    "flag needs an argument: --idle-timeout\nSee 'docker offload start --help'.\n");
+                    "flag needs an argument: --idle-timeout", "docker offload start");
 }
 
 TEST(Parse, DiagnoseFlags) {
@@ -96,10 +125,9 @@ TEST(Parse, DiagnoseFlags) {
   EXPECT_EQ(parse({"diagnose", "--format", "json"}).line.diagnose.format, "json");
   expect_flag_error({"diagnose", "--format", "yaml"},
                     "invalid argument \"yaml\" for \"--format\" flag: must be \"pretty\" or "
-                    "\"json\"\nSee 'docker offload diagnose --help'.\n");
-  expect_flag_error({"diagnose", "now"},
-                    "\"docker offload diagnose\" accepts no arguments.\nSee 'docker offload "
-                    "diagnose --help'.\n");
+                    "\"json\"", "docker offload diagnose");
+  expect_argument_error({"diagnose", "now"}, "docker: 'docker offload diagnose' accepts no arguments",
+                        "docker offload diagnose [OPTIONS]", "docker offload diagnose");
 }
 
 TEST(Parse, StopFlags) {
@@ -131,18 +159,17 @@ TEST(Parse, StatusFlags) {
 TEST(Parse, StatusRejectsBadValues) {
   expect_flag_error({"status", "--format", "xml"},
                     "invalid argument \"xml\" for \"-f, --format\" flag: must be \"pretty\" or "
-                    "\"json\"\nSee 'docker offload status --help'.\n");
+                    "\"json\"", "docker offload status");
   expect_flag_error({"status", "--format"},
-                    "flag needs an argument: --format\nSee 'docker offload status --help'.\n");
+                    "flag needs an argument: --format", "docker offload status");
   expect_flag_error({"status", "--bogus"},
-                    "unknown flag: --bogus\nSee 'docker offload status --help'.\n");
+                    "unknown flag: --bogus", "docker offload status");
   expect_flag_error({"status", "--bogus=1"},
-                    "unknown flag: --bogus\nSee 'docker offload status --help'.\n");
+                    "unknown flag: --bogus", "docker offload status");
   expect_flag_error({"status", "-x"},
-                    "unknown shorthand flag: 'x' in -x\nSee 'docker offload status --help'.\n");
-  expect_flag_error({"status", "now"},
-                    "\"docker offload status\" accepts no arguments.\nSee 'docker offload "
-                    "status --help'.\n");
+                    "unknown shorthand flag: 'x' in -x", "docker offload status");
+  expect_argument_error({"status", "now"}, "docker: 'docker offload status' accepts no arguments",
+                        "docker offload status [OPTIONS]", "docker offload status");
 }
 
 TEST(Parse, PsFlags) {
@@ -160,10 +187,10 @@ TEST(Parse, PsFlags) {
 
   // -f is status's shorthand only.
   expect_flag_error({"ps", "-f", "json"},
-                    "unknown shorthand flag: 'f' in -f\nSee 'docker offload ps --help'.\n");
+                    "unknown shorthand flag: 'f' in -f", "docker offload ps");
   expect_flag_error({"ps", "--format", "table"},
                     "invalid argument \"table\" for \"--format\" flag: must be \"pretty\" or "
-                    "\"json\"\nSee 'docker offload ps --help'.\n");
+                    "\"json\"", "docker offload ps");
 }
 
 TEST(Parse, ImagesFlags) {
@@ -172,15 +199,14 @@ TEST(Parse, ImagesFlags) {
   EXPECT_TRUE(p.line.images.quiet);
   EXPECT_EQ(p.line.images.format, "json");
   expect_flag_error({"images", "-a"},
-                    "unknown shorthand flag: 'a' in -a\nSee 'docker offload images --help'.\n");
+                    "unknown shorthand flag: 'a' in -a", "docker offload images");
 }
 
 TEST(Parse, VersionFlags) {
   EXPECT_TRUE(parse({"version", "--json"}).line.version.json);
   EXPECT_TRUE(parse({"version", "--short"}).line.version.short_only);
   expect_flag_error({"version", "--json", "--short"},
-                    "--json and --short cannot be used together\nSee 'docker offload version "
-                    "--help'.\n");
+                    "--json and --short cannot be used together", "docker offload version");
 }
 
 TEST(Parse, AccountsFlags) {
@@ -191,14 +217,32 @@ TEST(Parse, AccountsFlags) {
 }
 
 TEST(Parse, UnknownCommandAndRootFlags) {
-  expect_flag_error({"bogus"},
-                    "docker: 'bogus' is not a docker offload command.\nSee 'docker offload "
-                    "--help'.\n");
-  expect_flag_error({"--bogus", "status"}, "unknown flag: --bogus\nSee 'docker offload --help'.\n");
+  expect_argument_error({"bogus"}, "docker: unknown command: docker offload bogus",
+                        "docker offload COMMAND", "docker offload");
+  Parsed root = parse({"--bogus", "status"});
+  EXPECT_EQ(root.code, 125);
+  EXPECT_EQ(root.err, usage_error("unknown flag: --bogus", "docker offload COMMAND",
+                                  "docker offload"));
   // One verb per run: a second one is a stray argument of the first.
-  expect_flag_error({"status", "ps"},
-                    "\"docker offload status\" accepts no arguments.\nSee 'docker offload "
-                    "status --help'.\n");
+  expect_argument_error({"status", "ps"}, "docker: 'docker offload status' accepts no arguments",
+                        "docker offload status [OPTIONS]", "docker offload status");
+}
+
+TEST(Parse, AccountsArguments) {
+  expect_argument_error({"accounts", "add", "gpu"},
+                        "docker: 'docker offload accounts add' requires 2 arguments",
+                        "docker offload accounts add NAME JOINSTRING",
+                        "docker offload accounts add");
+  expect_argument_error({"accounts", "remove"},
+                        "docker: 'docker offload accounts remove' requires 1 argument",
+                        "docker offload accounts remove NAME", "docker offload accounts remove");
+  expect_argument_error({"accounts", "bogus"}, "docker: unknown command: docker offload accounts bogus",
+                        "docker offload accounts [OPTIONS] [COMMAND]", "docker offload accounts");
+  Parsed bogus = parse({"accounts", "add", "--bogus"});
+  EXPECT_EQ(bogus.code, 125);
+  EXPECT_EQ(bogus.err, usage_error("unknown flag: --bogus",
+                                   "docker offload accounts add NAME JOINSTRING",
+                                   "docker offload accounts add"));
 }
 
 TEST(Help, BareCommandPrintsRootHelp) {
@@ -242,6 +286,8 @@ TEST(Help, StartGolden) {
             "\n"
             "Options:\n"
             "  -a, --account string          Account to start the session with\n"
+            "  -g, --gpu                     Request an engine with GPU support (the runner's "
+            "NVIDIA GPUs)\n"
             "      --idle-timeout duration   End the session after this long with nothing "
             "running, e.g. 2m\n"
             "      --timeout duration        How long provisioning may take, e.g. 90s or 5m\n");

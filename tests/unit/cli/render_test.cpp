@@ -257,17 +257,17 @@ TEST(Status, Json) {
             "{\"account\":\"local\",\"state\":\"started\",\"sessionStarted\":\"2026-11-29T15:04:05Z\","
             "\"runner\":\"127.0.0.1:41234\",\"runnerVersion\":\"0.1.0\",\"runnerHostname\":\"host\","
             "\"engineVersion\":\"20.10.24\",\"engineApiVersion\":\"1.41\",\"engineOs\":\"linux/amd64\","
-            "\"gpu\":false,\"context\":\"docker-offload\","
+            "\"gpu\":false,\"gpuModels\":[],\"context\":\"docker-offload\","
             "\"dockerHost\":\"unix:///root/.docker/offload/docker.sock\",\"activeStreams\":2,"
             "\"endedReason\":\"\",\"sessionId\":\"s-42\",\"ports\":[],\"mounts\":[],\"activity\":\"\","
             "\"idleDeadline\":\"\",\"idleWarning\":false,\"idleTimeout\":\"0s\","
-            "\"reconnectError\":\"\"}");
+            "\"reconnectError\":\"\",\"endsBy\":\"\",\"maxDuration\":\"\"}");
   v1::SessionStatus stopped;
   stopped.set_state(v1::DAEMON_STATE_STOPPED);
   auto j = status_json(stopped);
   EXPECT_EQ(j["state"], "stopped");
   EXPECT_EQ(j["sessionStarted"], "");
-  EXPECT_EQ(j.size(), 22u);  // the same keys whatever the state
+  EXPECT_EQ(j.size(), 25u);  // the same keys whatever the state
   EXPECT_EQ(j["activity"], "");
   EXPECT_EQ(j["idleTimeout"], "");
 }
@@ -428,6 +428,61 @@ TEST(Status, PrettyStartedIdleCountsDown) {
   EXPECT_NE(later.find("Time until idle:  3m 12s\n"), std::string::npos) << later;
 }
 
+TEST(Status, GpuSessionNamesItsModels) {
+  auto s = started_status();
+  s.set_gpu(true);
+  EXPECT_NE(render_status_pretty(s, now).find("GPU:              Yes\n"), std::string::npos);
+  for (const char* model : {"NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB", "Tesla T4"})
+    s.mutable_session()->add_gpu_models(model);
+  EXPECT_NE(render_status_pretty(s, now).find(
+                "GPU:              Yes (2 x NVIDIA A100-SXM4-40GB, Tesla T4)\n"),
+            std::string::npos)
+      << render_status_pretty(s, now);
+  auto j = status_json(s);
+  EXPECT_EQ(j["gpu"], true);
+  EXPECT_EQ(j["gpuModels"], nlohmann::ordered_json::array(
+                                {"NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB", "Tesla T4"}));
+}
+
+TEST(Status, StartingNamesItsPhase) {
+  v1::SessionStatus s;
+  s.set_state(v1::DAEMON_STATE_STARTING);
+  s.set_start_phase("engine");
+  EXPECT_EQ(state_label(s), "Starting (engine)");
+}
+
+TEST(Status, ShowsWhenTheSessionEndsAtTheLatest) {
+  // The runner's own deadline: 7h 57m from now, 8h after the session was created.
+  auto s = with_lifecycle(true);
+  s.mutable_session()->set_created_unix_ms((kNow - 180) * 1000);
+  s.mutable_session()->set_max_duration_ms(8 * 3600 * 1000);
+  s.mutable_lifecycle()->set_max_deadline_unix_ms((kNow - 180 + 8 * 3600) * 1000);
+  auto out = render_status_pretty(s, now);
+  EXPECT_NE(out.find("Time until idle:  \u2014\n"
+                     "Ends by:          2026-11-29 23:04:05 UTC (in 7h 57m, maximum duration 8h)\n"
+                     "Runner:  "),
+            std::string::npos)
+      << out;
+  auto j = status_json(s);
+  EXPECT_EQ(j["endsBy"], "2026-11-29T23:04:05Z");
+  EXPECT_EQ(j["maxDuration"], "8h");
+
+  // Without the runner's lifecycle yet: creation plus the maximum.
+  s.mutable_lifecycle()->set_max_deadline_unix_ms(0);
+  EXPECT_NE(render_status_pretty(s, now).find("Ends by:          2026-11-29 23:04:05 UTC (in 7h 57m, "),
+            std::string::npos);
+  // No maximum duration (an operator's --max-session-duration 0).
+  s.mutable_session()->set_max_duration_ms(0);
+  EXPECT_NE(render_status_pretty(s, now).find("Ends by:          never (no maximum duration)\n"),
+            std::string::npos);
+  EXPECT_EQ(status_json(s)["endsBy"], "");
+  EXPECT_EQ(status_json(s)["maxDuration"], "0s");
+  // An ended session ends by nothing any more.
+  s.set_state(v1::DAEMON_STATE_ENDED);
+  EXPECT_EQ(render_status_pretty(s, now).find("Ends by"), std::string::npos);
+  EXPECT_EQ(status_json(s)["maxDuration"], "");
+}
+
 TEST(Status, PrettyIdleWarning) {
   auto out = render_status_pretty(with_lifecycle(false, 45'000, true), now);
   EXPECT_NE(out.find("State:            Started (Idle)\n"
@@ -485,7 +540,7 @@ TEST(Status, JsonLifecycle) {
   EXPECT_EQ(active["activity"], "active");
   EXPECT_EQ(active["idleDeadline"], "");
   EXPECT_EQ(active["idleWarning"], false);
-  EXPECT_EQ(active.size(), 22u);
+  EXPECT_EQ(active.size(), 25u);
 }
 
 // --- diagnose ---

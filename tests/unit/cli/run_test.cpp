@@ -9,6 +9,8 @@
 #include <future>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "fake_daemon.h"
 #include "offload/cli/commands.h"
 #include "offload/cli/daemon_client.h"
@@ -36,6 +38,7 @@ struct Harness {
   explicit Harness(const fs::path& dir, bool tty = false, std::string input = "")
       : in(std::move(input)), console{in, out, err, tty, tty} {
     env.docker_config = dir;
+    env.system_plugin_dirs = {};  // hermetic: never the machine's own plugins
     DaemonClient::Options options;
     options.docker_config = dir;
     options.start_timeout = std::chrono::milliseconds(3000);
@@ -68,6 +71,15 @@ struct Harness {
   int locate_calls = 0;
 };
 
+// A docker-offload where the docker CLI may find one: an executable file.
+fs::path fake_plugin(const fs::path& dir) {
+  fs::create_directories(dir);
+  fs::path plugin = dir / "docker-offload";
+  std::ofstream(plugin) << "#!/bin/sh\n";
+  fs::permissions(plugin, fs::perms::owner_all);
+  return plugin;
+}
+
 v1::SessionStatus started() {
   v1::SessionStatus s;
   s.set_state(v1::DAEMON_STATE_STARTED);
@@ -77,6 +89,59 @@ v1::SessionStatus started() {
 }
 
 }  // namespace
+
+TEST(Run, StartShowsItsPhasesOnStderrWhileItWaits) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  v1::SessionStatus stopped;
+  stopped.set_state(v1::DAEMON_STATE_STOPPED);
+  daemon.watch_frames = {stopped};  // the state before Start
+  auto phase = [](v1::DaemonState state, const std::string& name) {
+    v1::SessionStatus s;
+    s.set_state(state);
+    s.set_start_phase(name);
+    return s;
+  };
+  // "engine" is never seen (two changes between two reads): it is still shown, in its place.
+  daemon.start_frames = {phase(v1::DAEMON_STATE_STARTING, ""),
+                         phase(v1::DAEMON_STATE_STARTING, "runner"),
+                         phase(v1::DAEMON_STATE_STARTING, "context"),
+                         phase(v1::DAEMON_STATE_STARTED, "events"),
+                         phase(v1::DAEMON_STATE_STARTED, "")};
+  daemon.watch_blocks = true;
+  *daemon.start_response.mutable_status() = started();
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"start", "--gpu"}), 0);
+  EXPECT_EQ(h.err.str(),
+            "[1/4] Provisioning the runner and connecting to it\n"
+            "[2/4] Starting the session's Docker engine on the runner\n"
+            "[3/4] Switching the docker context to docker-offload\n"
+            "[4/4] Following the session's events\n");
+  EXPECT_EQ(h.out.str(),
+            "Starting offload session...\n"
+            "Offload session started. Docker context \"docker-offload\" is now current (was "
+            "\"default\").\n");
+  ASSERT_EQ(daemon.start_requests.size(), 1u);
+  EXPECT_TRUE(daemon.start_requests[0].gpu());
+}
+
+TEST(Run, StartWithoutAGpuOnTheRunnerSaysWhichRunner) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  daemon.status_to_return = grpc::Status(
+      grpc::StatusCode::FAILED_PRECONDITION,
+      "runner box at 10.0.0.5:7443 (account \"cloud\") cannot give the session a GPU: it has no "
+      "NVIDIA GPU (no /dev/nvidia<N> device nodes); start without --gpu, or with an account "
+      "whose runner has NVIDIA GPUs");
+  Harness h(dir.path());
+  EXPECT_EQ(h.run({"start", "-g", "-a", "cloud"}), 1);
+  EXPECT_NE(h.err.str().find("runner box at 10.0.0.5:7443 (account \"cloud\") cannot give the "
+                             "session a GPU"),
+            std::string::npos)
+      << h.err.str();
+  ASSERT_EQ(daemon.start_requests.size(), 1u);
+  EXPECT_TRUE(daemon.start_requests[0].gpu());
+}
 
 TEST(Run, StartSendsOptionsAndReportsTheContextSwitch) {
   TempDir dir;
@@ -489,17 +554,103 @@ TEST(Run, DiagnoseAddsTheCliChecks) {
   *daemon.diagnose_response.add_checks() = check("daemon", true, "offloadd 0.1.0 (pid 1234)");
   *daemon.diagnose_response.add_checks() = check("session", true, "abc on host, Docker 24.0.7");
   Harness h(dir.path());
-  h.env.program = "/usr/libexec/docker/cli-plugins/docker-offload";
+  const fs::path system = dir.path() / "usr-libexec";
+  h.env.system_plugin_dirs = {system};
+  h.env.program = fake_plugin(system);
   EXPECT_EQ(h.run({"diagnose"}), 0);
   EXPECT_EQ(h.out.str(),
             "\u2714 daemon: offloadd 0.1.0 (pid 1234)\n"
             "\u2714 session: abc on host, Docker 24.0.7\n"
             "\u2714 DOCKER_HOST/DOCKER_CONTEXT: neither is set\n"
             "\u2714 plugin: docker-offload " OFFLOAD_VERSION
-            " at /usr/libexec/docker/cli-plugins/docker-offload\n"
+            " at " + h.env.program.string() + "\n"
             "\n"
             "All 4 checks passed.\n");
   EXPECT_EQ(h.err.str(), "");
+}
+
+// docker 28's order (verified with docker 28.2 and a plugin in two places): config.json's
+// cliPluginsExtraDirs, then <config>/cli-plugins, then the system directories.
+TEST(Plugin, CandidatesInTheDockerCliOrder) {
+  TempDir dir;
+  const fs::path extra = dir.path() / "extra", system = dir.path() / "system";
+  std::ofstream(dir.path() / "config.json")
+      << R"({"auths": {}, "cliPluginsExtraDirs": [")" << extra.string() << R"(", "/nonexistent"]})";
+  EXPECT_EQ(docker_plugin_candidates(dir.path(), {system}), std::vector<fs::path>{});
+  fake_plugin(system);
+  fake_plugin(dir.path() / "cli-plugins");
+  fake_plugin(extra);
+  fs::create_directories(dir.path() / "dir-only" / "docker-offload");  // not a plugin
+  EXPECT_EQ(docker_plugin_candidates(dir.path(), {dir.path() / "dir-only", system}),
+            (std::vector<fs::path>{extra / "docker-offload",
+                                   dir.path() / "cli-plugins" / "docker-offload",
+                                   system / "docker-offload"}));
+}
+
+TEST(Run, DiagnoseFindsAPluginThatShadowsThisOne) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  Harness h(dir.path());
+  // This one in the user's plugin directory; an old copy in an extra directory docker prefers.
+  h.env.program = fake_plugin(dir.path() / "cli-plugins");
+  const fs::path old = fake_plugin(dir.path() / "old");
+  std::ofstream(dir.path() / "config.json")
+      << R"({"cliPluginsExtraDirs": [")" << (dir.path() / "old").string() << R"("]})";
+  EXPECT_EQ(h.run({"diagnose", "--format", "json"}), 1);
+  const auto report = nlohmann::json::parse(h.out.str());
+  ASSERT_EQ(report.back()["name"], "plugin");
+  EXPECT_EQ(report.back()["ok"], false);
+  EXPECT_EQ(report.back()["detail"],
+            "docker-offload " OFFLOAD_VERSION " at " + h.env.program.string() +
+                ", but `docker offload` runs " + old.string() +
+                ", which shadows this one (docker looks there first)");
+  EXPECT_EQ(report.back()["fix"], "remove " + old.string() + " if it is an old copy, or run " +
+                                      old.string() + " diagnose");
+
+  // Not where docker looks at all: another plugin answers, or none.
+  Harness elsewhere(dir.path());
+  elsewhere.env.program = fake_plugin(dir.path() / "build");
+  EXPECT_EQ(elsewhere.run({"diagnose"}), 1);
+  EXPECT_NE(elsewhere.out.str().find("`docker offload` runs " + old.string() +
+                                     ", which is another docker-offload (this one is not where "
+                                     "docker looks)"),
+            std::string::npos)
+      << elsewhere.out.str();
+  fs::remove(dir.path() / "config.json");
+  fs::remove(dir.path() / "cli-plugins" / "docker-offload");
+  Harness none(dir.path());
+  none.env.program = elsewhere.env.program;
+  EXPECT_EQ(none.run({"diagnose"}), 1);
+  EXPECT_NE(none.out.str().find("the docker CLI finds no docker-offload in its plugin "
+                                "directories, so `docker offload` does not run this one \u2014 "
+                                "try: ln -s " + none.env.program.string() + " " +
+                                (dir.path() / "cli-plugins" / "docker-offload").string()),
+            std::string::npos)
+      << none.out.str();
+}
+
+TEST(Run, DiagnoseNamesThePluginsThisOneShadows) {
+  TempDir dir;
+  FakeDaemon daemon(dir.path());
+  Harness h(dir.path());
+  const fs::path system = dir.path() / "system";
+  h.env.system_plugin_dirs = {system};
+  h.env.program = fake_plugin(dir.path() / "cli-plugins");
+  const fs::path other = fake_plugin(system);
+  EXPECT_EQ(h.run({"diagnose"}), 0);
+  EXPECT_NE(h.out.str().find("\u2714 plugin: docker-offload " OFFLOAD_VERSION " at " +
+                             h.env.program.string() + " (it shadows " + other.string() +
+                             ", which docker never runs)\n"),
+            std::string::npos)
+      << h.out.str();
+  // A symlink to this very file is this plugin, not another one.
+  fs::remove(other);
+  fs::create_symlink(h.env.program, other);
+  Harness linked(dir.path());
+  linked.env.system_plugin_dirs = {system};
+  linked.env.program = h.env.program;
+  EXPECT_EQ(linked.run({"diagnose"}), 0);
+  EXPECT_EQ(linked.out.str().find("shadows"), std::string::npos) << linked.out.str();
 }
 
 TEST(Run, DiagnoseFailsOnEnvironmentOverrides) {
@@ -743,17 +894,17 @@ TEST(Accounts, BadInputChangesNothing) {
       {{"accounts", "add", "team", join_string().substr(0, 40)}, "not a valid join string"},
       {{"accounts", "add", "gpu", join_string()}, "account \"gpu\" exists already"},
       {{"accounts", "add", "local", join_string()}, "built-in account"},
-      {{"accounts", "add", "-x", join_string()}, "unknown shorthand flag"},
+      {{"accounts", "add", "-x", join_string()}, "unknown shorthand flag"},  // exits 125
       {{"accounts", "add", "a/b", join_string()}, "not a valid account name"},
       {{"accounts", "add", "team", join_string("bad!host:1")}, "is not host:port"},
-      {{"accounts", "add", "team"}, "\"docker offload accounts add\" requires exactly 2 arguments."},
-      {{"accounts", "remove"}, "\"docker offload accounts remove\" requires exactly 1 argument."},
+      {{"accounts", "add", "team"}, "docker: 'docker offload accounts add' requires 2 arguments"},
+      {{"accounts", "remove"}, "docker: 'docker offload accounts remove' requires 1 argument"},
       {{"accounts", "remove", "nobody"}, "there is no remote account \"nobody\""},
       {{"accounts", "remove", "gpu"}, "is the default account"},
   };
   for (const auto& [args, expected] : cases) {
     Harness h(dir.path());
-    EXPECT_EQ(h.run(args), 1) << args.back();
+    EXPECT_EQ(h.run(args), args.size() > 2 && args[2] == "-x" ? 125 : 1) << args.back();
     EXPECT_NE(h.err.str().find(expected), std::string::npos) << h.err.str();
     EXPECT_EQ(h.err.str().find(kJoinToken), std::string::npos) << h.err.str();
     unchanged();

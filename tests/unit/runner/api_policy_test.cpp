@@ -1092,5 +1092,59 @@ TEST(ApiPolicyBinds, OnlyWholeMountsWhenTheRegistryIsGiven) {
   EXPECT_NE(outside->message.find("not paths of the runner host"), std::string::npos);
 }
 
+// `docker offload start --gpu`: the session's --gpus requests reach dockerd's nvidia driver,
+// and only it; a session without the GPUs is told how to get one.
+TEST(ApiPolicyAllowances, GpuSessionsMayAskForNvidiaGpusOnly) {
+  auto gpus = [](const std::string& requests) {
+    return cli_create({{"DeviceRequests", json::parse(requests)}});
+  };
+  // What the docker CLI 28 sends for --gpus all, --gpus 2, --gpus '"device=0,1"' and
+  // --gpus 'all,capabilities=utility'.
+  const std::vector<std::string> cli_requests = {
+      R"([{"Driver":"","Count":-1,"DeviceIDs":null,"Capabilities":[["gpu"]],"Options":{}}])",
+      R"([{"Driver":"","Count":2,"DeviceIDs":null,"Capabilities":[["gpu"]],"Options":{}}])",
+      R"([{"Driver":"","Count":0,"DeviceIDs":["0","1"],"Capabilities":[["gpu"]],"Options":{}}])",
+      R"([{"Driver":"","Count":-1,"DeviceIDs":null,"Capabilities":[["gpu","utility"]],"Options":null}])",
+      R"([{"Driver":"nvidia","Count":-1}])",
+  };
+  ApiPolicy plain = lexical_policy();
+  for (const auto& r : cli_requests) {
+    auto refusal = judge("POST", kCreate, gpus(r), plain);
+    ASSERT_TRUE(refusal) << r;
+    EXPECT_NE(refusal->message.find("--gpus (HostConfig.DeviceRequests): this session has no GPU "
+                                    "(start one with `docker offload start --gpu`"),
+              std::string::npos)
+        << refusal->message;
+  }
+  ApiPolicy gpu = lexical_policy();
+  gpu.allow.gpu = true;
+  for (const auto& r : cli_requests) EXPECT_FALSE(judge("POST", kCreate, gpus(r), gpu)) << r;
+  EXPECT_FALSE(judge("POST", kUpdate, R"({"DeviceRequests":[{"Count":-1,"Capabilities":[["gpu"]]}]})", gpu));
+  EXPECT_FALSE(judge("POST", kCreate, cli_create({{"Runtime", "nvidia"}}), gpu));
+  EXPECT_TRUE(judge("POST", kCreate, cli_create({{"Runtime", "nvidia"}}), plain));
+
+  // Anything else a device request could reach stays refused.
+  for (const char* r : {
+           R"([{"Driver":"cdi","DeviceIDs":["vendor.com/device=all"]}])",
+           R"([{"Driver":"","Count":-1,"Capabilities":[["cdi"]]}])",
+           R"([{"Count":-1,"Capabilities":[["gpu"],["fpga"]]}])",
+           R"([{"Count":-1,"Capabilities":[["gpu"]],"Options":{"mode":"x"}}])",
+           R"([{"Count":-1,"Capabilities":"gpu"}])",
+           R"([{"Count":-1,"Driver":7}])",
+           R"(["all"])",
+       }) {
+    auto refusal = judge("POST", kCreate, gpus(r), gpu);
+    ASSERT_TRUE(refusal) << r;
+    EXPECT_NE(refusal->message.find("this offload runner does not allow --gpus with "),
+              std::string::npos)
+        << refusal->message;
+  }
+  // Devices and other runtimes are not part of a GPU session.
+  EXPECT_TRUE(judge("POST", kCreate,
+                    cli_create({{"Devices", json::parse(R"([{"PathOnHost":"/dev/nvidia0"}])")}}),
+                    gpu));
+  EXPECT_TRUE(judge("POST", kCreate, cli_create({{"Runtime", "runsc"}}), gpu));
+}
+
 }  // namespace
 }  // namespace offload::runner

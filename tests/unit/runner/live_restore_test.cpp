@@ -93,6 +93,19 @@ TEST(SessionSnapshot, RoundTripsEveryField) {
   EXPECT_EQ(snapshot_json(s).find("the-session-token"), std::string::npos);
 }
 
+// A GPU session keeps its GPUs across a runner restart; a record from before GPU sessions had
+// none.
+TEST(SessionSnapshot, KeepsTheGpuAndReadsOlderRecordsWithout) {
+  auto s = sample();
+  s.allow.gpu = true;
+  EXPECT_TRUE(parse_session_snapshot(snapshot_json(s), kId).allow.gpu);
+  json older = json::parse(snapshot_json(s));
+  older["allow"].erase("gpu");
+  EXPECT_FALSE(parse_session_snapshot(older.dump(), kId).allow.gpu);
+  older["allow"]["gpu"] = "yes";
+  EXPECT_THAT(error_of([&] { parse_session_snapshot(older.dump(), kId); }), HasSubstr("wrong type"));
+}
+
 TEST(SessionSnapshot, RefusesWhatCouldRestoreTheWrongSessionOrEscapeItsMounts) {
   const json good = json::parse(snapshot_json(sample()));
   auto with = [&](const std::function<void(json&)>& change) {
