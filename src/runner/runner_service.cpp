@@ -148,6 +148,7 @@ grpc::ServerUnaryReactor* RunnerService::Hello(grpc::CallbackServerContext* ctx,
   response->set_runner_version(options_.version);
   response->set_hostname(options_.hostname);
   response->set_gpu_available(backend_.gpu_available());
+  if (options_.describe_image_cache) options_.describe_image_cache(*response->mutable_image_cache());
   if (request->protocol() != v1::PROTOCOL_VERSION_1) {
     reactor->Finish(Status(StatusCode::FAILED_PRECONDITION,
                            "this runner speaks protocol 1 only; upgrade docker-offload"));
