@@ -154,7 +154,8 @@ grpc::ServerUnaryReactor* RunnerService::Hello(grpc::CallbackServerContext* ctx,
                            "this runner speaks protocol 1 only; upgrade docker-offload"));
     return reactor;
   }
-  spdlog::info("hello from {} (account {}, offloadd {})", ctx->peer(), account,
+  // Debug: offloadd also greets at every `docker offload status` (for the image cache).
+  spdlog::debug("hello from {} (account {}, offloadd {})", ctx->peer(), account,
                request->client_version());
   reactor->Finish(Status::OK);
   return reactor;

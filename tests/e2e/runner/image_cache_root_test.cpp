@@ -159,6 +159,9 @@ class ImageCacheE2E : public ::testing::Test {
                     "--token-file " + accounts().string() + " --state-dir " +
                     (dir_ / "state").string() + " --advertise " + ready["address"].get<std::string>());
     ASSERT_EQ(added.exit_code, 0) << added.err;
+    // The runner rereads the file within a second.
+    ASSERT_TRUE(e2e::wait_for(
+        [&] { return slurp(dir_ / "runner.log").find("reloaded") != std::string::npos; }, 20s));
     auto joined = sh("docker offload accounts add alice " + quoted(e2e::trim(added.out)), 60s);
     ASSERT_EQ(joined.exit_code, 0) << joined.err << joined.out;
   }
@@ -206,7 +209,7 @@ TEST_F(ImageCacheE2E, ASecondSessionPullsFromTheCacheAfterTheUpstreamIsGone) {
   EXPECT_NE(pretty.out.find("of 1.07GB, Docker Hub names from http://" + upstream()),
             std::string::npos)
       << pretty.out;
-  auto stop = sh("docker offload stop", 180s);
+  auto stop = sh("docker offload stop --force", 180s);
   ASSERT_EQ(stop.exit_code, 0) << stop.err;
   EXPECT_TRUE(fs::exists(cache_dir() / "storage" / "docker" / "registry" / "v2" /
                          "repositories" / "e2e" / "cached"));
@@ -232,7 +235,7 @@ TEST_F(ImageCacheE2E, ASecondSessionPullsFromTheCacheAfterTheUpstreamIsGone) {
   ASSERT_TRUE(e2e::wait_for([&] { return status()["imageCache"].value("usedBytes", 0ull) > 100000; },
                             30s))
       << status().dump();
-  stop = sh("docker offload stop", 180s);
+  stop = sh("docker offload stop --force", 180s);
   ASSERT_EQ(stop.exit_code, 0) << stop.err;
 
   // The runner's exit stops the registry and takes the address off lo; the storage stays.
