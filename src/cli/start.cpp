@@ -1,6 +1,10 @@
 #include <ostream>
 
+#include <chrono>
+
+#include "offload/cli/docker_format.h"
 #include "offload/common/duration.h"
+#include "preload.h"
 #include "verb.h"
 
 namespace offload::cli {
@@ -13,6 +17,10 @@ CLI::App* new_start_command(CLI::App& parent, StartOptions& options) {
                      "How long provisioning may take, e.g. 90s or 5m");
   detail::value_flag(*cmd, "--idle-timeout", options.idle_timeout, "duration",
                      "End the session after this long with nothing running, e.g. 2m");
+  cmd->add_option("--preload", options.preload,
+                  "Images to copy into the session from the engine used before")
+      ->type_name("list")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   return cmd;
 }
 
@@ -28,6 +36,36 @@ std::string environment_override_warning(const Environment& env) {
            "offload session";
   return "";
 }
+
+namespace {
+
+// `docker save` from the engine used before the switch, `docker load` into the session, with the
+// bytes copied so far (a line a second, or one line rewritten on a terminal).
+void preload(CommandContext& cli, const std::vector<std::string>& images,
+             const v1::StartResponse& started) {
+  auto& out = cli.console.out;
+  const std::string from = preload_source(cli.env, started.previous_context());
+  std::string names;
+  for (const auto& image : images) names += (names.empty() ? "" : ", ") + image;
+  out << "Preloading " << names << " from " << from << "...\n";
+  out.flush();
+  auto last = std::chrono::steady_clock::now();
+  std::uint64_t total = 0;
+  auto said = copy_images(images, from, started.status().docker_host(), [&](std::uint64_t n) {
+    total = n;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last < std::chrono::seconds(1)) return;
+    last = now;
+    out << (cli.console.stdout_is_tty ? "\r" : "") << "  copied "
+        << docker_human_size(static_cast<std::int64_t>(n)) << (cli.console.stdout_is_tty ? "" : "\n");
+    out.flush();
+  });
+  out << (cli.console.stdout_is_tty ? "\r" : "") << "  copied "
+      << docker_human_size(static_cast<std::int64_t>(total)) << "\n" << said;
+  out.flush();
+}
+
+}  // namespace
 
 int run_start(CommandContext& cli, const StartOptions& options) {
   v1::StartRequest request;
@@ -72,6 +110,7 @@ int run_start(CommandContext& cli, const StartOptions& options) {
 
   std::string warning = environment_override_warning(cli.env);
   if (!warning.empty()) cli.console.err << warning << "\n";
+  if (!options.preload.empty()) preload(cli, options.preload, response);
   return 0;
 }
 

@@ -23,6 +23,7 @@ struct StartOptions {
   std::string account;       // empty: the configured default
   std::string timeout;       // a duration as typed; empty: the configured default
   std::string idle_timeout;  // a duration as typed, longer than zero; empty: the configured default
+  std::vector<std::string> preload;  // images copied from the previous engine into the session
 };
 
 struct StopOptions {

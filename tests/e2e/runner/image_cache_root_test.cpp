@@ -133,9 +133,8 @@ class ImageCacheE2E : public ::testing::Test {
     ASSERT_EQ(imported.exit_code, 0) << imported.err;
     auto pushed = sh(docker + "push " + upstream() + "/" + name, 120s);
     ASSERT_EQ(pushed.exit_code, 0) << pushed.err << pushed.out;
-    terminate_process(pusher_pid_, 30s);
-    pusher_pid_ = -1;
   }
+  fs::path pusher_socket() const { return dir_ / "pusher" / "docker.sock"; }
 
   void start_runner() {
     SpawnOptions o;
@@ -185,9 +184,22 @@ TEST_F(ImageCacheE2E, ASecondSessionPullsFromTheCacheAfterTheUpstreamIsGone) {
   // The registry's address is on lo (and the pool's slot holding it is skipped).
   EXPECT_NE(sh("ip -4 addr show dev lo").out.find(cache_address_ + "/32"), std::string::npos);
 
+  // The user's own engine (the test's pusher) is their current context and has an image only
+  // it holds: `start --preload` copies it into the session.
+  ASSERT_EQ(sh("tar -C " + (dir_ / "rootfs").string() + " -c . | docker -H unix://" +
+               pusher_socket().string() + " import - e2e/local-only:1", 120s).exit_code, 0);
+  ASSERT_EQ(sh("docker context create laptop --docker host=unix://" + pusher_socket().string() +
+               " && docker context use laptop").exit_code, 0);
+
   // Session 1: a Docker Hub name, which dockerd asks its mirror for first.
-  auto start = sh("docker offload start --account alice", 180s);
+  auto start = sh("docker offload start --account alice --preload e2e/local-only:1", 180s);
   ASSERT_EQ(start.exit_code, 0) << start.err << start.out;
+  EXPECT_NE(start.out.find("Preloading e2e/local-only:1 from unix://" + pusher_socket().string()),
+            std::string::npos) << start.out;
+  EXPECT_NE(start.out.find("  copied "), std::string::npos) << start.out;
+  EXPECT_NE(start.out.find("Loaded image: e2e/local-only:1"), std::string::npos) << start.out;
+  auto preloaded = sh("docker run --rm e2e/local-only:1 echo preloaded", 60s);
+  EXPECT_EQ(preloaded.out, "preloaded\n") << preloaded.err;
   json s;
   ASSERT_TRUE(e2e::wait_for(
       [&] {
@@ -219,9 +231,14 @@ TEST_F(ImageCacheE2E, ASecondSessionPullsFromTheCacheAfterTheUpstreamIsGone) {
   upstream_pid_ = -1;
   ASSERT_FALSE(upstream_answers());
 
-  // Session 2, a new engine with an empty image store: the cache alone has the image.
-  start = sh("docker offload start --account alice", 180s);
-  ASSERT_EQ(start.exit_code, 0) << start.err << start.out;
+  // Session 2, a new engine with an empty image store: the cache alone has the image. A preload
+  // of an image the local engine does not have fails clearly, after the session started.
+  start = sh("docker offload start --account alice --preload e2e/nowhere:1", 180s);
+  EXPECT_NE(start.exit_code, 0);
+  EXPECT_NE(start.err.find("the local engine (unix://" + pusher_socket().string() +
+                           ") cannot save e2e/nowhere:1"),
+            std::string::npos) << start.err << start.out;
+  ASSERT_EQ(status().value("state", ""), "started");
   auto images = sh("docker images -q e2e/cached:1");
   EXPECT_EQ(e2e::trim(images.out), "") << "session 2 should start without the image";
   pulled = sh("docker pull e2e/cached:1", 120s);

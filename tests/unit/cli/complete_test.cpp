@@ -76,6 +76,7 @@ TEST(Complete, LongFlagsSortedByNameWithTheirUsage) {
             "--account\tAccount to start the session with\n"
             "--help\tPrint usage\n"
             "--idle-timeout\tEnd the session after this long with nothing running, e.g. 2m\n"
+            "--preload\tImages to copy into the session from the engine used before\n"
             "--timeout\tHow long provisioning may take, e.g. 90s or 5m\n"
             ":4\n");
 }

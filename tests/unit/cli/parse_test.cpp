@@ -244,6 +244,8 @@ TEST(Help, StartGolden) {
             "  -a, --account string          Account to start the session with\n"
             "      --idle-timeout duration   End the session after this long with nothing "
             "running, e.g. 2m\n"
+            "      --preload list            Images to copy into the session from the engine used "
+            "before\n"
             "      --timeout duration        How long provisioning may take, e.g. 90s or 5m\n");
 }
 
