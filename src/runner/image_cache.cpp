@@ -324,6 +324,7 @@ void ImageCache::stop() {
     spdlog::info("image cache: registry (pid {}) stopped", pid_);
     pid_ = 0;
   }
+  publish();
 }
 
 void ImageCache::read_new_log_lines() {
@@ -356,6 +357,10 @@ void ImageCache::supervise(Clock::time_point now) {
   if (pid_ > 0) {
     problem_ = "the registry (pid " + std::to_string(pid_) + ") exited; see " +
                options_.log_file().string();
+    // distribution 2.8's most likely reason, and the one the operator can act on.
+    if (!control_.upstream_answers())
+      problem_ += " (it cannot start while the upstream " + options_.upstream +
+                  " does not answer)";
     spdlog::warn("image cache: {}; restarting in {} s", problem_, backoff_.count());
     pid_ = 0;
     next_start_ = now + backoff_;
@@ -405,6 +410,8 @@ void ImageCache::enforce_cap(Clock::time_point now) {
     control_.stop(pid_);
     pid_ = 0;
   }
+  problem_ = "evicting " + std::to_string(evict.size()) + " repositories";
+  publish();
   const fs::path repos = options_.storage() / "docker" / "registry" / "v2" / "repositories";
   for (const auto& name : evict) {
     last_used_.erase(name);
@@ -434,10 +441,10 @@ void ImageCache::tick() {
   if (now >= next_check_) enforce_cap(now);
   supervise(now);
   if (pid_ > 0 && problem_.rfind("the registry", 0) == 0) problem_.clear();
+  publish();
 }
 
-ImageCacheStatus ImageCache::status() const {
-  std::lock_guard lock(mu_);
+void ImageCache::publish() {
   ImageCacheStatus s;
   s.upstream = options_.upstream;
   s.mirror = options_.mirror_url();
@@ -445,6 +452,18 @@ ImageCacheStatus ImageCache::status() const {
   s.cap_bytes = options_.cap_bytes;
   s.running = pid_ > 0;
   s.problem = problem_;
+  std::lock_guard lock(status_mu_);
+  published_ = std::move(s);
+}
+
+ImageCacheStatus ImageCache::status() const {
+  std::lock_guard lock(status_mu_);
+  ImageCacheStatus s = published_;
+  if (s.upstream.empty()) {  // before the first round
+    s.upstream = options_.upstream;
+    s.mirror = options_.mirror_url();
+    s.cap_bytes = options_.cap_bytes;
+  }
   return s;
 }
 

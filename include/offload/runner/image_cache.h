@@ -124,6 +124,9 @@ class ImageCache {
   void read_new_log_lines();
   void supervise(Clock::time_point now);
   void enforce_cap(Clock::time_point now);
+  // Copies the state status() shows (under mu_): status() never waits for a round, which may
+  // run garbage-collect for minutes.
+  void publish();
 
   ImageCacheOptions options_;
   const Clock& clock_;
@@ -137,6 +140,9 @@ class ImageCache {
   std::map<std::string, Clock::time_point> last_used_;
   std::uint64_t used_bytes_ = 0;
   std::string problem_;
+
+  mutable std::mutex status_mu_;
+  ImageCacheStatus published_;
 
   std::mutex thread_mu_;
   std::condition_variable wake_;

@@ -292,5 +292,21 @@ TEST_F(ImageCacheTest, TheCapIsCheckedOnTheTimerAndEvictionWaitsForTheUpstream) 
   EXPECT_EQ(cache.status().problem, "");
 }
 
+TEST_F(ImageCacheTest, StatusSaysWhyTheRegistryKeepsDyingWhenTheUpstreamIsDown) {
+  ImageCache cache(options_, clock_, fake());
+  // Before the first round: what the operator configured, not running.
+  EXPECT_EQ(cache.status().upstream, "http://127.0.0.1:5999");
+  EXPECT_EQ(cache.status().cap_bytes, 1000u);
+  EXPECT_FALSE(cache.status().running);
+  cache.tick();
+  upstream_up_ = false;
+  alive_ = false;  // distribution 2.8 exits when its upstream does not answer at start-up
+  cache.tick();
+  EXPECT_NE(cache.status().problem.find("cannot start while the upstream http://127.0.0.1:5999 "
+                                        "does not answer"),
+            std::string::npos)
+      << cache.status().problem;
+}
+
 }  // namespace
 }  // namespace offload::runner
