@@ -78,6 +78,11 @@ class ImageCacheE2E : public ::testing::Test {
     run_command({"sh", "-c", "umount -R " + (run_dir_ / "pusher").string() + " 2>/dev/null"});
     std::error_code ec;
     fs::remove_all(run_dir_, ec);
+    // dockerd --userns-remap makes "<dir>.<uid>.<gid>" twins of its exec root's ancestors
+    // (/run/offload-test-cache-X.1000000000.1000000000/...), which engine teardown leaves.
+    const std::string twin = run_dir_.filename().string() + ".";
+    for (const auto& entry : fs::directory_iterator(run_dir_.parent_path(), ec))
+      if (entry.path().filename().string().rfind(twin, 0) == 0) fs::remove_all(entry.path(), ec);
     if (!HasFailure()) fs::remove_all(dir_, ec);
   }
 
