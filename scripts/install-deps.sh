@@ -9,6 +9,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libssl-dev
   libgtest-dev libgmock-dev libsystemd-dev dpkg-dev prometheus-cpp-dev go-md2man graphviz
   docker.io busybox-static iproute2 iptables util-linux mount e2fsprogs uidmap procps curl
+  docker-registry
   docker-compose bash-completion fish zsh
 )
 if [ "$(id -u)" -ne 0 ]; then

@@ -161,6 +161,15 @@ std::string render_status_pretty(const v1::SessionStatus& status, TimePoint now)
     return out;
   }
   add_line(out, "Active streams", std::to_string(status.active_streams()));
+  if (status.has_image_cache()) {
+    const auto& cache = status.image_cache();
+    add_line(out, "Image cache",
+             docker_human_size(static_cast<std::int64_t>(cache.used_bytes())) + " of " +
+                 docker_human_size(static_cast<std::int64_t>(cache.cap_bytes())) +
+                 ", Docker Hub names from " + cache.upstream() +
+                 (cache.running() ? "" : " (NOT RUNNING: pulls go to the Hub directly)"));
+    if (!cache.problem().empty()) out += std::string(18, ' ') + cache.problem() + "\n";
+  }
   // Every published port, forwarded or not: a port that could not be forwarded says why.
   if (status.ports().empty()) {
     add_line(out, "Ports", "none");
@@ -285,6 +294,13 @@ json status_json(const v1::SessionStatus& status) {
       {"maxDuration", latest_end_unix_ms(status)
                           ? format_duration(std::chrono::milliseconds(status.session().max_duration_ms()))
                           : ""},
+      {"imageCache", status.has_image_cache()
+                         ? json{{"upstream", status.image_cache().upstream()},
+                                {"usedBytes", status.image_cache().used_bytes()},
+                                {"capBytes", status.image_cache().cap_bytes()},
+                                {"running", status.image_cache().running()},
+                                {"problem", status.image_cache().problem()}}
+                         : json(nullptr)},
   };
 }
 

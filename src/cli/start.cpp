@@ -1,11 +1,14 @@
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <ostream>
 #include <thread>
 #include <vector>
 
+#include "offload/cli/docker_format.h"
 #include "offload/common/duration.h"
+#include "preload.h"
 #include "verb.h"
 
 namespace offload::cli {
@@ -20,6 +23,10 @@ CLI::App* new_start_command(CLI::App& parent, StartOptions& options) {
                      "End the session after this long with nothing running, e.g. 2m");
   detail::bool_flag(*cmd, "-g,--gpu", options.gpu,
                     "Request an engine with GPU support (the runner's NVIDIA GPUs)");
+  cmd->add_option("--preload", options.preload,
+                  "Images to copy into the session from the engine used before")
+      ->type_name("list")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   return cmd;
 }
 
@@ -119,6 +126,36 @@ std::string environment_override_warning(const Environment& env) {
   return "";
 }
 
+namespace {
+
+// `docker save` from the engine used before the switch, `docker load` into the session, with the
+// bytes copied so far (a line a second, or one line rewritten on a terminal).
+void preload(CommandContext& cli, const std::vector<std::string>& images,
+             const v1::StartResponse& started) {
+  auto& out = cli.console.out;
+  const std::string from = preload_source(cli.env, started.previous_context());
+  std::string names;
+  for (const auto& image : images) names += (names.empty() ? "" : ", ") + image;
+  out << "Preloading " << names << " from " << from << "...\n";
+  out.flush();
+  auto last = std::chrono::steady_clock::now();
+  std::uint64_t total = 0;
+  auto said = copy_images(images, from, started.status().docker_host(), [&](std::uint64_t n) {
+    total = n;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last < std::chrono::seconds(1)) return;
+    last = now;
+    out << (cli.console.stdout_is_tty ? "\r" : "") << "  copied "
+        << docker_human_size(static_cast<std::int64_t>(n)) << (cli.console.stdout_is_tty ? "" : "\n");
+    out.flush();
+  });
+  out << (cli.console.stdout_is_tty ? "\r" : "") << "  copied "
+      << docker_human_size(static_cast<std::int64_t>(total)) << "\n" << said;
+  out.flush();
+}
+
+}  // namespace
+
 int run_start(CommandContext& cli, const StartOptions& options) {
   v1::StartRequest request;
   request.set_account(options.account);
@@ -173,6 +210,7 @@ int run_start(CommandContext& cli, const StartOptions& options) {
 
   std::string warning = environment_override_warning(cli.env);
   if (!warning.empty()) cli.console.err << warning << "\n";
+  if (!options.preload.empty()) preload(cli, options.preload, response);
   return 0;
 }
 

@@ -388,6 +388,15 @@ v1::SessionStatus SessionManager::status() const {
   }
   // Outside mu_: a mount being created asks us for the runner while it holds its own lock.
   if (sync) describe_mounts(sync->status(), s);
+  // The runner's image cache changes while the session runs: asked afresh (runner() takes mu_).
+  if (auto client = runner()) {
+    try {
+      auto hello = client->hello(std::chrono::seconds(2));
+      if (hello.has_image_cache()) *s.mutable_image_cache() = hello.image_cache();
+    } catch (const std::exception& e) {
+      spdlog::debug("status: the runner did not describe its image cache: {}", e.what());
+    }
+  }
   std::lock_guard lock(mu_);
   s.set_state(state_);
   s.set_account(session_ ? session_->record().account : config_.default_account);

@@ -111,6 +111,11 @@ std::vector<IptablesCommand> egress_setup(const EgressPlan& plan) {
       match.insert(match.begin(), {"-i", plan.host_veth});
       hook("INPUT", match, "ACCEPT");
     }
+  if (const auto& service = plan.policy.host_service)
+    hook("INPUT",
+         {"-i", plan.host_veth, "-d", service->address.to_string() + "/32", "-p", "tcp", "--dport",
+          std::to_string(service->port)},
+         "ACCEPT");
   hook("INPUT", {"-i", plan.host_veth}, "DROP");
   for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) {
     std::vector<std::string> args = {"-I", it->first, "1"};

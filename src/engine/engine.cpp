@@ -87,6 +87,7 @@ void make_private_dirs(const EngineSpec& spec) {
 // the host's settings. Nothing here may also be a command-line flag (dockerd refuses both).
 void write_daemon_config(const EngineSpec& spec) {
   nlohmann::json config = {{"builder", {{"Entitlements", {{"network-host", false}}}}}};
+  if (!spec.registry_mirrors.empty()) config["registry-mirrors"] = spec.registry_mirrors;
   if (spec.userns) {
     config["userns-remap"] = spec.userns->user + ":" + spec.userns->user;
     grant_traverse(spec.data_dir);

@@ -266,6 +266,7 @@ engine::EngineSpec DockerSessionBackend::spec_for(const std::string& session_id,
   spec.egress = options_.egress;
   spec.egress.pool = options_.address_pool;  // other sessions are never reachable
   spec.limits = options_.session_limits;
+  spec.registry_mirrors = options_.registry_mirrors;
   spec.kept_logs_dir = options_.state_dir / "failed";  // a failed engine's dockerd.log
   return spec;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/network_v4.hpp>
@@ -33,6 +34,7 @@
 #include "offload/runner/accounts_file.h"
 #include "offload/runner/docker_backend.h"
 #include "offload/runner/gpu.h"
+#include "offload/runner/image_cache.h"
 #include "offload/runner/metrics.h"
 #include "offload/runner/runner_service.h"
 #include "offload/tls/tls.h"
@@ -86,6 +88,11 @@ struct ServeOptions {
   fs::path admin_socket;  // default <run-dir>/admin.sock
   std::string metrics_address;
   std::string log_format = "text";
+  // The image cache (image_cache.h): on when an upstream is given.
+  std::string image_cache_upstream;
+  std::string image_cache_size = "20GiB";
+  std::string image_cache_address;  // default <last address of the pool>:5000
+  std::string image_cache_check = "30s";
 };
 
 // A start-up failure: its message is the one line the operator sees.
@@ -192,6 +199,63 @@ void lock_state_dir(const fs::path& state_dir) {
   }
   const std::string me = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, me.data(), me.size(), 0);
+}
+
+// The image cache's address lives on `lo`: an address of the host, so traffic from any session's
+// veth to it is delivered locally (INPUT, where each session's rules let only its port in),
+// and the slot holding it is skipped by the pool (a host address). Removed at exit if we added it.
+class CacheAddress {
+ public:
+  explicit CacheAddress(asio::ip::address_v4 address) : address_(address) {
+    auto present = engine::host_ipv4_addresses();
+    if (std::find(present.begin(), present.end(), address) != present.end()) return;
+    auto r = run_command({"ip", "addr", "add", address.to_string() + "/32", "dev", "lo"});
+    if (!r.ok())
+      throw StartupError("cannot add the image cache's address " + address.to_string() +
+                         " to lo: " + r.error + r.output);
+    added_ = true;
+  }
+  ~CacheAddress() {
+    if (added_) run_command({"ip", "addr", "del", address_.to_string() + "/32", "dev", "lo"});
+  }
+
+ private:
+  asio::ip::address_v4 address_;
+  bool added_ = false;
+};
+
+ImageCacheOptions image_cache_options(const ServeOptions& o, const asio::ip::network_v4& pool) {
+  ImageCacheOptions c;
+  c.upstream = o.image_cache_upstream;
+  if (auto problem = check_upstream(c.upstream); !problem.empty()) throw StartupError(problem);
+  if (!find_program("docker-registry"))
+    throw StartupError("--image-cache-upstream needs the distribution registry: apt-get install "
+                       "docker-registry");
+  auto size = engine::parse_byte_size(o.image_cache_size);
+  if (!size || *size == 0)
+    throw StartupError("--image-cache-size \"" + o.image_cache_size +
+                       "\" is not a size above 0 (e.g. 20GiB or 512MiB)");
+  c.cap_bytes = *size;
+  auto check = parse_duration(o.image_cache_check);
+  if (!check || *check < std::chrono::seconds(1))
+    throw StartupError("--image-cache-check \"" + o.image_cache_check +
+                       "\" is not a duration of at least 1s");
+  c.check_every = std::chrono::duration_cast<std::chrono::seconds>(*check);
+  c.dir = o.state_dir / "image-cache";
+  if (o.image_cache_address.empty()) {
+    c.address = asio::ip::address_v4(pool.broadcast().to_uint() - 1);
+  } else {
+    auto listen = parse_listen(o.image_cache_address);
+    boost::system::error_code ec;
+    c.address = asio::ip::make_address_v4(listen.host, ec);
+    if (ec || listen.port <= 0)
+      throw StartupError("--image-cache-address \"" + o.image_cache_address +
+                         "\" is not IPV4:PORT (e.g. 10.213.255.254:5000)");
+    c.port = static_cast<unsigned short>(listen.port);
+  }
+  if (auto ec = ensure_private_dir(c.dir))
+    throw StartupError("cannot create " + c.dir.string() + ": " + ec.message());
+  return c;
 }
 
 // gRPC's own log lines go to our log, not to a bare stderr next to it. Its errors are mostly
@@ -302,7 +366,16 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
     throw StartupError("--session-disk: " + problem);
   spdlog::info("each session's engine is limited to {}", engine::describe(limits));
 
+  std::optional<ImageCacheOptions> cache_options;
+  std::optional<CacheAddress> cache_address;
+  if (!o.image_cache_upstream.empty()) {
+    cache_options = image_cache_options(o, pool);
+    cache_address.emplace(cache_options->address);
+    egress.host_service = engine::EgressPolicy::HostService{cache_options->address,
+                                                            cache_options->port};
+  }
   DockerBackendOptions backend_options{o.state_dir, o.run_dir, pool, egress, limits};
+  if (cache_options) backend_options.registry_mirrors = {cache_options->mirror_url()};
   backend_options.userns_remap = o.userns_remap;
   backend_options.subid_base = o.subid_base;
   if (o.no_gpu) {
@@ -339,6 +412,22 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
   if (o.live_restore) adopted = backend.adopt_engines();
   else backend.destroy_leftovers();
 
+  // Outlives the service, which describes it in Hello. Stopped (the registry with it) when serve
+  // returns, also with --live-restore: the next runner starts it again on the same storage.
+  std::optional<ImageCache> image_cache;
+  if (cache_options) {
+    image_cache.emplace(*cache_options, SystemClock::instance(),
+                        real_registry_control(*cache_options));
+    image_cache->start_thread();
+    runner_options.describe_image_cache = [&image_cache](v1::ImageCache& out) {
+      auto s = image_cache->status();
+      out.set_upstream(s.upstream);
+      out.set_used_bytes(s.used_bytes);
+      out.set_cap_bytes(s.cap_bytes);
+      out.set_running(s.running);
+      out.set_problem(s.problem);
+    };
+  }
   TunnelThreads tunnels;
   RunnerService service(tunnels.io(), backend, std::move(runner_options));
   // Before the server listens: a client that reconnects finds its session at once.
@@ -652,6 +741,28 @@ int run_runner(int argc, char** argv) {
                    "Unix socket (0600, root only) for `offload-runner sessions` (default "
                    "<run-dir>/admin.sock, i.e. " + std::string(kDefaultAdminSocket) + ")")
       ->option_text("PATH");
+  serve_cmd
+      ->add_option("--image-cache-upstream", o.image_cache_upstream,
+                   "Run an image cache (docker-registry as a pull-through mirror) for every "
+                   "session's engine, kept across sessions: Docker Hub names (busybox, me/app) "
+                   "are pulled through it from this registry, e.g. https://registry-1.docker.io; "
+                   "off by default")
+      ->option_text("URL");
+  serve_cmd
+      ->add_option("--image-cache-size", o.image_cache_size,
+                   "Disk the image cache may fill; beyond it the least recently used "
+                   "repositories are evicted (default 20GiB)")
+      ->option_text("SIZE");
+  serve_cmd
+      ->add_option("--image-cache-address", o.image_cache_address,
+                   "Where the image cache listens for session engines, added to lo (default the "
+                   "last address of --address-pool, port 5000)")
+      ->option_text("IPV4:PORT");
+  serve_cmd
+      ->add_option("--image-cache-check", o.image_cache_check,
+                   "How often the image cache is measured against --image-cache-size (default "
+                   "30s)")
+      ->option_text("DUR");
   serve_cmd
       ->add_option("--metrics-address", o.metrics_address,
                    "Serve Prometheus metrics (offload_runner_*) on HOST:PORT/metrics; off by "

@@ -151,12 +151,14 @@ grpc::ServerUnaryReactor* RunnerService::Hello(grpc::CallbackServerContext* ctx,
   response->set_gpu_available(gpus.usable());
   for (const auto& model : gpus.models) response->add_gpu_models(model);
   response->set_gpu_problem(gpus.problem);
+  if (options_.describe_image_cache) options_.describe_image_cache(*response->mutable_image_cache());
   if (request->protocol() != v1::PROTOCOL_VERSION_1) {
     reactor->Finish(Status(StatusCode::FAILED_PRECONDITION,
                            "this runner speaks protocol 1 only; upgrade docker-offload"));
     return reactor;
   }
-  spdlog::info("hello from {} (account {}, offloadd {})", ctx->peer(), account,
+  // Debug: offloadd also greets at every `docker offload status` (for the image cache).
+  spdlog::debug("hello from {} (account {}, offloadd {})", ctx->peer(), account,
                request->client_version());
   reactor->Finish(Status::OK);
   return reactor;

@@ -24,6 +24,7 @@ struct StartOptions {
   std::string timeout;       // a duration as typed; empty: the configured default
   std::string idle_timeout;  // a duration as typed, longer than zero; empty: the configured default
   bool gpu = false;          // a session with the runner's NVIDIA GPUs
+  std::vector<std::string> preload;  // images copied from the previous engine into the session
 };
 
 struct StopOptions {

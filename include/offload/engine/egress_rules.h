@@ -20,6 +20,14 @@ struct EgressPolicy {
   std::vector<boost::asio::ip::network_v4> allow;
   // Unreachable in addition to the built-in ranges.
   std::vector<boost::asio::ip::network_v4> deny;
+  // A TCP service of the runner host the session's engine may open connections to (the image
+  // cache's registry mirror): an INPUT exception above the session's guard that drops the rest.
+  struct HostService {
+    boost::asio::ip::address_v4 address;
+    unsigned short port = 0;
+    bool operator==(const HostService&) const = default;
+  };
+  std::optional<HostService> host_service;
 };
 
 // Destinations no session reaches unless allowed: RFC 1918, CGNAT, link-local (cloud metadata),

@@ -95,6 +95,9 @@ struct EngineSpec {
   // Set: dockerd runs with --userns-remap to this slot user (see userns.h), so container root is
   // an unprivileged host uid; data_dir and its ancestors get o+x for it.
   std::optional<UsernsMapping> userns;
+  // dockerd's `registry-mirrors` (e.g. "http://10.213.255.254:5000", the runner's image cache):
+  // dockerd 20.10 consults them for Docker Hub images only, then falls back to the Hub.
+  std::vector<std::string> registry_mirrors;
   // Set: a failed start, or a teardown that finds dockerd dead, keeps the tail of dockerd.log
   // here (kept_logs.h), e.g. <state>/failed.
   std::filesystem::path kept_logs_dir;

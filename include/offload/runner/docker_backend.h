@@ -28,6 +28,8 @@ struct DockerBackendOptions {
   // subid_base + slot * 65536 (see engine/userns.h); opt-in until the
   // end-to-end suites are proven with it on.
   bool userns_remap = false;
+  // Every engine's registry mirrors (the image cache; egress.host_service lets it in).
+  std::vector<std::string> registry_mirrors = {};
   std::uint64_t subid_base = engine::kDefaultSubidBase;
   // The runner's NVIDIA GPUs (detect_gpus() at start-up): what create_with_gpus() hands out.
   GpuInventory gpus = no_gpus();

@@ -9,6 +9,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,6 +49,8 @@ struct RunnerOptions {
   std::string hostname;
   // Lifecycle limits for sessions whose client asks for none; max_duration is also a cap.
   LifecycleLimits default_limits;
+  // Set when the runner has an image cache: fills Hello's image_cache.
+  std::function<void(v1::ImageCache&)> describe_image_cache;
   // The time every lifecycle decision is made with (tests inject a ManualClock).
   const Clock* clock = &SystemClock::instance();
 };

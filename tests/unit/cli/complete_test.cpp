@@ -77,6 +77,7 @@ TEST(Complete, LongFlagsSortedByNameWithTheirUsage) {
             "--gpu\tRequest an engine with GPU support (the runner's NVIDIA GPUs)\n"
             "--help\tPrint usage\n"
             "--idle-timeout\tEnd the session after this long with nothing running, e.g. 2m\n"
+            "--preload\tImages to copy into the session from the engine used before\n"
             "--timeout\tHow long provisioning may take, e.g. 90s or 5m\n"
             ":4\n");
 }

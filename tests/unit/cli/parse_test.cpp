@@ -290,6 +290,8 @@ TEST(Help, StartGolden) {
             "NVIDIA GPUs)\n"
             "      --idle-timeout duration   End the session after this long with nothing "
             "running, e.g. 2m\n"
+            "      --preload list            Images to copy into the session from the engine used "
+            "before\n"
             "      --timeout duration        How long provisioning may take, e.g. 90s or 5m\n");
 }
 

@@ -209,6 +209,33 @@ TEST(Status, MountsWithConflictsAndSkippedFiles) {
   EXPECT_EQ(j["mounts"][1]["state"], "reconnecting");
 }
 
+TEST(Status, TheRunnersImageCacheWithItsUseAndCap) {
+  auto s = started_status();
+  EXPECT_EQ(render_status_pretty(s, now).find("Image cache"), std::string::npos);
+  auto* cache = s.mutable_image_cache();
+  cache->set_upstream("https://registry-1.docker.io");
+  cache->set_used_bytes(1234567890);
+  cache->set_cap_bytes(20ull << 30);
+  cache->set_running(true);
+  auto out = render_status_pretty(s, now);
+  EXPECT_NE(out.find("Image cache:      1.23GB of 21.5GB, Docker Hub names from "
+                     "https://registry-1.docker.io\n"),
+            std::string::npos)
+      << out;
+  cache->set_running(false);
+  cache->set_problem("the registry (pid 7) exited; see /x/registry.log");
+  out = render_status_pretty(s, now);
+  EXPECT_NE(out.find("(NOT RUNNING: pulls go to the Hub directly)\n"
+                     "                  the registry (pid 7) exited; see /x/registry.log\n"),
+            std::string::npos)
+      << out;
+  auto j = status_json(s);
+  EXPECT_EQ(j["imageCache"]["upstream"], "https://registry-1.docker.io");
+  EXPECT_EQ(j["imageCache"]["usedBytes"], 1234567890);
+  EXPECT_EQ(j["imageCache"]["capBytes"], 20ull << 30);
+  EXPECT_EQ(j["imageCache"]["running"], false);
+}
+
 TEST(Status, PrettyStopped) {
   v1::SessionStatus s;
   s.set_state(v1::DAEMON_STATE_STOPPED);
@@ -261,13 +288,13 @@ TEST(Status, Json) {
             "\"dockerHost\":\"unix:///root/.docker/offload/docker.sock\",\"activeStreams\":2,"
             "\"endedReason\":\"\",\"sessionId\":\"s-42\",\"ports\":[],\"mounts\":[],\"activity\":\"\","
             "\"idleDeadline\":\"\",\"idleWarning\":false,\"idleTimeout\":\"0s\","
-            "\"reconnectError\":\"\",\"endsBy\":\"\",\"maxDuration\":\"\"}");
+            "\"reconnectError\":\"\",\"endsBy\":\"\",\"maxDuration\":\"\",\"imageCache\":null}");
   v1::SessionStatus stopped;
   stopped.set_state(v1::DAEMON_STATE_STOPPED);
   auto j = status_json(stopped);
   EXPECT_EQ(j["state"], "stopped");
   EXPECT_EQ(j["sessionStarted"], "");
-  EXPECT_EQ(j.size(), 25u);  // the same keys whatever the state
+  EXPECT_EQ(j.size(), 26u);  // the same keys whatever the state
   EXPECT_EQ(j["activity"], "");
   EXPECT_EQ(j["idleTimeout"], "");
 }
@@ -540,7 +567,7 @@ TEST(Status, JsonLifecycle) {
   EXPECT_EQ(active["activity"], "active");
   EXPECT_EQ(active["idleDeadline"], "");
   EXPECT_EQ(active["idleWarning"], false);
-  EXPECT_EQ(active.size(), 25u);
+  EXPECT_EQ(active.size(), 26u);
 }
 
 // --- diagnose ---

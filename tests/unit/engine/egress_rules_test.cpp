@@ -280,3 +280,22 @@ TEST(EgressRules, ParseCidr) {
   EXPECT_FALSE(parse_cidr("nonsense"));
   EXPECT_FALSE(parse_cidr(""));
 }
+
+// The image cache's registry mirror on the runner host: the one TCP service the session's engine
+// may open connections to, accepted above the guard that drops everything else from the session.
+TEST(EgressRules, TheImageCacheIsTheOnlyHostServiceAndSitsAboveTheInputDrop) {
+  auto p = plan();
+  EXPECT_EQ(find(egress_setup(p), {"INPUT", "--dport 5000"}), -1);
+  p.policy.host_service = EgressPolicy::HostService{ip::make_address_v4("10.213.255.254"), 5000};
+  auto cmds = egress_setup(p);
+  int accept = find(cmds, {"-I INPUT 1 -i ofl0123abcdh -d 10.213.255.254/32 -p tcp --dport 5000",
+                           "-j ACCEPT"});
+  int drop = find(cmds, {"-I INPUT 1 -i ofl0123abcdh -m comment", "-j DROP"});
+  ASSERT_GE(accept, 0);
+  ASSERT_GE(drop, 0);
+  // Each hook is inserted at position 1: the later insert ends up above.
+  EXPECT_GT(accept, drop);
+  EXPECT_NE(joined(cmds[accept]).find("--comment offload:0123abcdef"), std::string::npos);
+  // Not through FORWARD: the pool (where the address lies) stays dropped for forwarded traffic.
+  EXPECT_EQ(find(cmds, {"FORWARD", "10.213.255.254"}), -1);
+}
