@@ -39,6 +39,7 @@ class SyncManager final : public BindSync {
   void prepare_create(std::string body, std::function<void(Prepared)> done) override;
   void flush(std::function<void()> done) override;
   bool has_mounts() const override { return has_mounts_.load(); }
+  std::vector<PathMapping> path_mappings() const override;
 
   std::vector<sync::MountStatus> status() const;
   // Stops every mount. `forget`: the session ended (its replicas went with it on the runner), so
@@ -84,6 +85,16 @@ class SyncManager final : public BindSync {
   std::chrono::milliseconds stall_timeout_{std::chrono::minutes(2)};
   mutable std::mutex mu_;
   std::map<std::filesystem::path, std::shared_ptr<sync::MountSync>> mounts_;
+  // Replica path → what the engine's answers show instead: each mount's root (its canonical
+  // local path, learned when the mount is ready) and each bind source as a create spelled it.
+  // Shared with the mounts' ready callbacks, which may come late.
+  struct PathBook {
+    static constexpr std::size_t kMaxEntries = 4096;
+    std::mutex mu;
+    std::map<std::string, PathMapping> by_replica;
+    void add(PathMapping m);
+  };
+  std::shared_ptr<PathBook> paths_ = std::make_shared<PathBook>();
   std::atomic<bool> has_mounts_{false};
   // prepare_create and flush wait for mounts; they do it here, never on the proxy's threads.
   boost::asio::thread_pool pool_{4};
