@@ -172,6 +172,11 @@ BindSync::Prepared SyncManager::prepare_blocking(const std::string& body) {
   try {
     for (const auto& b : binds) {
       if (replacement.count(b.source)) continue;
+      // The Docker API, not a file: the runner binds its gated socket of the session's engine.
+      if (is_docker_api_socket(b.source)) {
+        replacement[b.source] = kDockerSocket;
+        continue;
+      }
       int status = 500;
       replacement[b.source] = remote_path_for(b.source, b.from_mounts, status);
     }
@@ -183,11 +188,17 @@ BindSync::Prepared SyncManager::prepare_blocking(const std::string& body) {
   }
   // The engine will show these replica paths: the answers show the sources as given again.
   for (const auto& [source, replica] : replacement)
-    paths_->add({replica, clean_path(source), source});
+    if (replica != kDockerSocket) paths_->add({replica, clean_path(source), source});
   replace_bind_sources(doc, replacement);
   out.rewritten = true;
   out.body = doc.dump();
   return out;
+}
+
+bool SyncManager::is_docker_api_socket(const std::string& source) const {
+  const std::string clean = clean_path(source);
+  return clean == kDockerSocket || clean == "/run/docker.sock" ||
+         (!context_socket_.empty() && clean == clean_path(context_socket_.string()));
 }
 
 std::string SyncManager::remote_path_for(const std::string& source, bool must_exist, int&) {
