@@ -76,6 +76,10 @@ class HeadEndScanner {
 
 }  // namespace
 
+std::string head_with_content_length(std::string_view raw_head, std::size_t body_size) {
+  return http::head_with_content_length(raw_head, body_size);
+}
+
 struct ApiProxy::Impl {
   Impl(stream_protocol::socket& c, tunnel::FrameStream& s, BindSync* b, std::uint64_t i)
       : client(c), stream(s), bind_sync(b), id(i), client_free(c.get_executor()) {

@@ -180,6 +180,13 @@ void GatedApiSocket::accept_loop() {
 }
 
 void GatedApiSocket::stop() {
+  // A stopped io_context (the runner shutting down) runs nothing more: the accept loop goes
+  // with it, and nothing may be posted to it while it is torn down.
+  if (io_.stopped()) {
+    std::error_code ec;
+    fs::remove(path_, ec);
+    return;
+  }
   asio::post(strand_, [self = shared_from_this()] {
     boost::system::error_code ignored;
     self->acceptor_.close(ignored);

@@ -27,7 +27,6 @@
 #include <string_view>
 
 #include "offload/daemon/bind_sync.h"
-#include "offload/http/request_framer.h"
 #include "offload/tunnel/frame_stream.h"
 #include "offload/tunnel/pump.h"
 
@@ -61,6 +60,9 @@ class ApiProxy {
   std::unique_ptr<Impl> impl_;
 };
 
-using http::head_with_content_length;
+// `raw_head` (a complete request head, as received) with every Content-Length,
+// Transfer-Encoding and Trailer field dropped and `Content-Length: body_size` added last
+// (http::head_with_content_length, which the runner's gate uses too).
+std::string head_with_content_length(std::string_view raw_head, std::size_t body_size);
 
 }  // namespace offload::daemon
