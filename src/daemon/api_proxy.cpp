@@ -27,9 +27,18 @@ constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-enum class Route { other, create, start, wait };
+enum class Route { other, create, start, wait, shows_sources };
+
+// GET requests whose answers show bind sources: container inspect and list, events, disk usage.
+bool shows_sources(std::string_view path) {
+  if (path == "/containers/json" || path == "/events" || path == "/system/df") return true;
+  constexpr std::string_view prefix = "/containers/";
+  return path.starts_with(prefix) && path.ends_with("/json") &&
+         path.size() > prefix.size() + 5;
+}
 
 Route route_of(const http::RequestHead& head) {
+  if (head.method == "GET") return shows_sources(head.path()) ? Route::shows_sources : Route::other;
   if (head.method != "POST") return Route::other;
   const std::string path = head.path();
   if (path == "/containers/create") return Route::create;
@@ -68,31 +77,7 @@ class HeadEndScanner {
 }  // namespace
 
 std::string head_with_content_length(std::string_view raw_head, std::size_t body_size) {
-  std::string out;
-  out.reserve(raw_head.size() + 32);
-  bool request_line = true;
-  for (std::size_t start = 0; start < raw_head.size();) {
-    auto end = raw_head.find("\r\n", start);
-    if (end == std::string_view::npos) end = raw_head.size();
-    const auto line = raw_head.substr(start, end - start);
-    start = end + 2;
-    if (line.empty()) break;  // the blank line that ends the head
-    if (!request_line) {
-      auto name = line.substr(0, line.find(':'));
-      while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
-      using boost::beast::iequals;
-      if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") ||
-          iequals(name, "Trailer"))
-        continue;
-    }
-    request_line = false;
-    out.append(line);
-    out += "\r\n";
-  }
-  out += "Content-Length: ";
-  out += std::to_string(body_size);
-  out += "\r\n\r\n";
-  return out;
+  return http::head_with_content_length(raw_head, body_size);
 }
 
 struct ApiProxy::Impl {
@@ -151,12 +136,15 @@ struct ApiProxy::Impl {
   std::uint64_t requests_forwarded = 0;
   std::uint64_t responses_started = 0;
   bool next_response_is_wait = false;
+  bool next_response_shows_sources = false;
 
   // Downstream state for a wait response.
   enum class Hold { none, head, body } hold = Hold::none;
   HeadEndScanner head_end;
   std::string status_line;  // the first bytes of the held response, to check for 200
   std::size_t head_bytes = 0;
+  // The response being rewritten to show local bind sources (path_restore.h).
+  std::optional<ResponseRewriter> sources;
 
   // Writes to the client are serialised: the upstream answers a refused create itself.
   bool client_busy = false;
@@ -214,6 +202,7 @@ void ApiProxy::Impl::request_forwarded(Route route) {
   const bool nothing_outstanding = responses_started == requests_forwarded;
   ++requests_forwarded;
   next_response_is_wait = route == Route::wait && nothing_outstanding;
+  next_response_shows_sources = route == Route::shows_sources && nothing_outstanding;
 }
 
 // The held create's bytes, as received; the proxy holds nothing from here on.
@@ -411,6 +400,20 @@ asio::awaitable<std::error_code> ApiProxy::Impl::deliver(std::string_view data) 
     head_end = HeadEndScanner{};
     status_line.clear();
     head_bytes = 0;
+    sources.reset();
+    if (next_response_shows_sources && bind_sync) {
+      auto mappings = bind_sync->path_mappings();
+      if (!mappings.empty()) sources.emplace(mappings, kMaxRewrittenBodyBytes);
+    }
+    next_response_shows_sources = false;
+  }
+  if (sources) {
+    auto fed = sources->feed(data);
+    if (sources->done() || sources->passing_through()) sources.reset();
+    if (auto ec = co_await write_to_client(fed.out)) co_return ec;
+    // What follows the rewritten response (nothing, unless the client pipelines) goes as it is.
+    data.remove_prefix(fed.consumed);
+    if (data.empty()) co_return std::error_code{};
   }
   if (hold == Hold::none) co_return co_await write_to_client(data);
 

@@ -34,6 +34,7 @@ Daemon::Daemon(StatePaths paths, OffloadConfig config, SessionManager::Providers
       sync_(std::make_shared<SyncManager>(sessions_, sync_excludes_)) {
   sessions_.attach_ports(ports_);
   sync_->set_state_file(paths_.dir / "mounts.json");
+  sync_->set_context_socket(paths_.docker_socket);
   sessions_.attach_sync(sync_);
 }
 

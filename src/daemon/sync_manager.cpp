@@ -172,6 +172,11 @@ BindSync::Prepared SyncManager::prepare_blocking(const std::string& body) {
   try {
     for (const auto& b : binds) {
       if (replacement.count(b.source)) continue;
+      // The Docker API, not a file: the runner binds its gated socket of the session's engine.
+      if (is_docker_api_socket(b.source)) {
+        replacement[b.source] = kDockerSocket;
+        continue;
+      }
       int status = 500;
       replacement[b.source] = remote_path_for(b.source, b.from_mounts, status);
     }
@@ -181,10 +186,19 @@ BindSync::Prepared SyncManager::prepare_blocking(const std::string& body) {
     out.message = e.what();
     return out;
   }
+  // The engine will show these replica paths: the answers show the sources as given again.
+  for (const auto& [source, replica] : replacement)
+    if (replica != kDockerSocket) paths_->add({replica, clean_path(source), source});
   replace_bind_sources(doc, replacement);
   out.rewritten = true;
   out.body = doc.dump();
   return out;
+}
+
+bool SyncManager::is_docker_api_socket(const std::string& source) const {
+  const std::string clean = clean_path(source);
+  return clean == kDockerSocket || clean == "/run/docker.sock" ||
+         (!context_socket_.empty() && clean == clean_path(context_socket_.string()));
 }
 
 std::string SyncManager::remote_path_for(const std::string& source, bool must_exist, int&) {
@@ -293,6 +307,9 @@ std::shared_ptr<sync::MountSync> SyncManager::mount_for(const fs::path& canonica
                single_file ? "file" : "directory");
   mounts_.emplace(canonical, mount);
   has_mounts_.store(true);
+  mount->when_ready([book = paths_, local = canonical.string()](bool ok, const std::string& replica) {
+    if (ok) book->add({replica, local, ""});
+  });
   if (auto runner = session_.runner()) session_id_ = runner->session_id();
   persist_locked();
   return mount;
@@ -386,7 +403,27 @@ std::vector<sync::MountStatus> SyncManager::status() const {
   return out;
 }
 
+void SyncManager::PathBook::add(PathMapping m) {
+  std::lock_guard lock(mu);
+  // A mount's root keeps its canonical path unless a create spelled it otherwise; past the
+  // bound only the roots are kept (paths inside them still map through their root).
+  if (by_replica.size() >= kMaxEntries && !by_replica.count(m.replica)) return;
+  by_replica[m.replica] = std::move(m);
+}
+
+std::vector<PathMapping> SyncManager::path_mappings() const {
+  std::lock_guard lock(paths_->mu);
+  std::vector<PathMapping> out;
+  out.reserve(paths_->by_replica.size());
+  for (const auto& [replica, m] : paths_->by_replica) out.push_back(m);
+  return out;
+}
+
 void SyncManager::stop_all(bool forget) {
+  {
+    std::lock_guard lock(paths_->mu);
+    paths_->by_replica.clear();
+  }
   std::map<fs::path, std::shared_ptr<sync::MountSync>> mounts;
   {
     std::lock_guard lock(mu_);

@@ -353,4 +353,32 @@ std::optional<std::string> request_body(std::string_view raw_message) {
   return std::move(parser.get().body());
 }
 
+std::string head_with_content_length(std::string_view raw_head, std::size_t body_size) {
+  std::string out;
+  out.reserve(raw_head.size() + 32);
+  bool request_line = true;
+  for (std::size_t start = 0; start < raw_head.size();) {
+    auto end = raw_head.find("\r\n", start);
+    if (end == std::string_view::npos) end = raw_head.size();
+    const auto line = raw_head.substr(start, end - start);
+    start = end + 2;
+    if (line.empty()) break;  // the blank line that ends the head
+    if (!request_line) {
+      auto name = line.substr(0, line.find(':'));
+      while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+      using boost::beast::iequals;
+      if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") ||
+          iequals(name, "Trailer"))
+        continue;
+    }
+    request_line = false;
+    out.append(line);
+    out += "\r\n";
+  }
+  out += "Content-Length: ";
+  out += std::to_string(body_size);
+  out += "\r\n\r\n";
+  return out;
+}
+
 }  // namespace offload::http

@@ -183,6 +183,7 @@ asio::awaitable<std::error_code> ApiGate::to_engine(std::string_view data) {
         switch (judged(route)) {
           case Judged::body:
             holding_ = true;
+            held_head_size_ = head.head_size;
             held_route_ = std::move(route);
             held_.clear();
             break;
@@ -269,7 +270,23 @@ asio::awaitable<std::error_code> ApiGate::release_held() {
   std::string held = std::move(held_);
   held_.clear();
   std::optional<ApiRefusal> refusal;
-  if (auto body = http::request_body(held))
+  auto body = http::request_body(held);
+  // A bind of the Docker socket becomes a bind of the session's gated socket, and only then is
+  // the create judged: what the engine gets is what was judged.
+  if (body && held_route_.path == "/containers/create" && policy_.serve_api_socket &&
+      !policy_.api_socket.empty() && body->find("docker.sock") != std::string::npos) {
+    if (auto rewritten = bind_docker_socket(*body, policy_.api_socket.string())) {
+      if (policy_.serve_api_socket()) {
+        held = http::head_with_content_length(std::string_view(held).substr(0, held_head_size_),
+                                              rewritten->size()) +
+               *rewritten;
+        body = std::move(rewritten);
+        spdlog::info("{}: a container create binds the Docker socket: given the gated API socket",
+                     label_);
+      }
+    }
+  }
+  if (body)
     refusal = judge_request(held_route_, *body, policy_);
   else
     refusal = ApiRefusal{400, "the offload runner cannot read this request"};

@@ -448,6 +448,10 @@ class Judge {
   // anywhere on the runner).
   void check_source(const std::string& source, const std::string& at, const std::string& option) {
     if (policy_.allow.privileged) return;
+    // The gated socket: the session's own API, through this policy again.
+    if (!policy_.api_socket.empty() && !source.empty() && source.front() == '/' &&
+        clean_path(source) == clean_path(policy_.api_socket.string()))
+      return;
     auto refuse_outside = [&] {
       refuse(option, at,
              "containers of a session may bind only the directories offloadd synchronises for "
@@ -617,6 +621,45 @@ std::optional<ApiRefusal> judge_request(const ApiRoute& route, std::string_view 
     judge.network_create(doc);
   }
   return judge.verdict(p, repeated_key);
+}
+
+bool is_docker_socket_path(std::string_view source) {
+  if (source.empty() || source.front() != '/') return false;
+  const std::string clean = clean_path(source);
+  return clean == "/var/run/docker.sock" || clean == "/run/docker.sock";
+}
+
+std::optional<std::string> bind_docker_socket(std::string_view body, const std::string& gated) {
+  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) return std::nullopt;
+  auto hc = doc.find("HostConfig");
+  if (hc == doc.end() || !hc->is_object()) return std::nullopt;
+  bool changed = false;
+  if (auto binds = hc->find("Binds"); binds != hc->end() && binds->is_array()) {
+    for (auto& entry : *binds) {
+      if (!entry.is_string()) continue;
+      const std::string spec = entry.get<std::string>();
+      const auto colon = spec.find(':');
+      if (colon == std::string::npos || !is_docker_socket_path(spec.substr(0, colon))) continue;
+      entry = gated + spec.substr(colon);
+      changed = true;
+    }
+  }
+  if (auto mounts = hc->find("Mounts"); mounts != hc->end() && mounts->is_array()) {
+    for (auto& m : *mounts) {
+      if (!m.is_object()) continue;
+      auto type = m.find("Type");
+      auto source = m.find("Source");
+      if (type == m.end() || !type->is_string() || type->get<std::string>() != "bind" ||
+          source == m.end() || !source->is_string() ||
+          !is_docker_socket_path(source->get<std::string>()))
+        continue;
+      *source = gated;
+      changed = true;
+    }
+  }
+  if (!changed) return std::nullopt;
+  return doc.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace offload::runner

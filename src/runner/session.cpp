@@ -7,6 +7,7 @@
 
 #include "offload/common/text.h"
 #include "offload/common/token.h"
+#include "offload/runner/gated_api_socket.h"
 
 namespace offload::runner {
 
@@ -47,6 +48,32 @@ Session::Session(const SessionSnapshot& snapshot, const Clock& clock,
       on_lifecycle_input_(std::move(on_lifecycle_input)) {
   syncs_.restore_claims(snapshot.mounts);
   syncs_.set_on_new_claim([this] { persist(); });
+}
+
+Session::~Session() {
+  if (api_socket_) api_socket_->stop();
+}
+
+std::filesystem::path Session::api_socket_path() const {
+  if (!engine_) return {};
+  return engine_->api_socket().parent_path() / "api" / "docker.sock";
+}
+
+bool Session::serve_api_socket(boost::asio::io_context& io) {
+  std::lock_guard lock(api_socket_mu_);
+  if (api_socket_) return true;
+  const auto path = api_socket_path();
+  if (path.empty()) return false;
+  try {
+    api_socket_ = GatedApiSocket::start(io, path, weak_from_this());
+    spdlog::info("session {}: serving its gated Docker API socket for containers at {}",
+                 short_session_id(id_), path.string());
+    return true;
+  } catch (const std::exception& e) {
+    spdlog::warn("session {}: cannot serve the gated Docker API socket: {}", short_session_id(id_),
+                 e.what());
+    return false;
+  }
 }
 
 bool Session::token_matches(std::string_view presented) const {

@@ -1,6 +1,7 @@
 #include "offload/runner/tunnel_targets.h"
 
 #include "offload/runner/api_gate.h"
+#include "offload/runner/gated_api_socket.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -82,7 +83,8 @@ void finish_splice(tunnel::ServerTunnelStream& stream, const tunnel::SpliceResul
     stream.finish(Status(StatusCode::UNAVAILABLE, std::string(what) + " connection failed"));
 }
 
-asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, std::string label) {
+asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, std::string label,
+                                        asio::io_context& io) {
   asio::local::stream_protocol::socket engine(co_await asio::this_coro::executor);
   auto [ec] = co_await engine.async_connect(session->engine().api_socket().string(), kToken);
   if (ec) {
@@ -92,11 +94,7 @@ asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, st
   }
   session->stream_opened();
   // The runner is the trust boundary: every request is judged here, whoever the client is.
-  ApiPolicy policy{session->engine().sync_root(), session->allowances(), {}, {}};
-  policy.is_mount_source = [session](const std::filesystem::path& relative) {
-    return session->syncs().is_mount_source(relative);
-  };
-  ApiGate gate(engine, std::move(policy), "session " + short_session_id(session->id()));
+  ApiGate gate(engine, session_api_policy(session, io), "session " + short_session_id(session->id()));
   TunnelCount counted(*stream, *session);
   auto result = co_await tunnel::splice(engine, *stream, gate.responses(), gate.requests());
   session->stream_closed();
@@ -277,7 +275,7 @@ void start_tunnel(asio::io_context& io, StreamPtr stream, SessionPtr session,
   auto strand = asio::make_strand(io);
   switch (open.target()) {
     case v1::TunnelOpen::TARGET_ENGINE_API:
-      asio::co_spawn(strand, tunnel_engine_api(stream, session, open.label()), asio::detached);
+      asio::co_spawn(strand, tunnel_engine_api(stream, session, open.label(), io), asio::detached);
       return;
     case v1::TunnelOpen::TARGET_PUBLISHED_PORT: {
       const std::string& protocol = open.protocol();

@@ -8,6 +8,9 @@
 //  - the response to `POST /containers/{id}/wait` goes out head first, but its body (the exit
 //    status, sent when the container exits) only after a flush, so that `docker run` returns
 //    once the container's output files are local.
+//  - the answers to container inspect and list, events and disk usage show bind sources: the
+//    runner paths of their replicas become the user's paths again (path_restore.h), in bodies
+//    of at most kMaxRewrittenBodyBytes or chunk by chunk.
 // The connection runs on tunnel::splice itself, with the proxy as its upstream filter and
 // downstream writer: both directions double-buffered, every other read forwarded whole (request
 // heads only parsed), and after an Upgrade both directions are raw.
@@ -31,6 +34,9 @@ namespace offload::daemon {
 
 // Create bodies up to this size are held for the synchroniser; Docker's own are a few KiB.
 inline constexpr std::size_t kMaxCreateBodyBytes = 16 * 1024 * 1024;
+// Answers with a Content-Length up to this size are held to show local bind sources; beyond, they
+// go through unchanged (a list of thousands of containers is a few MiB).
+inline constexpr std::size_t kMaxRewrittenBodyBytes = 16 * 1024 * 1024;
 
 class ApiProxy {
  public:
@@ -55,7 +61,8 @@ class ApiProxy {
 };
 
 // `raw_head` (a complete request head, as received) with every Content-Length,
-// Transfer-Encoding and Trailer field dropped and `Content-Length: body_size` added last.
+// Transfer-Encoding and Trailer field dropped and `Content-Length: body_size` added last
+// (http::head_with_content_length, which the runner's gate uses too).
 std::string head_with_content_length(std::string_view raw_head, std::size_t body_size);
 
 }  // namespace offload::daemon

@@ -6,6 +6,9 @@
 
 #include <functional>
 #include <string>
+#include <vector>
+
+#include "offload/daemon/path_restore.h"
 
 namespace offload::daemon {
 
@@ -32,6 +35,10 @@ class BindSync {
   // `POST /containers/{id}/start` is forwarded and before the body of a `wait` response is
   // delivered, so that `docker run` returns only after its output files are local.
   virtual void flush(std::function<void()> done) = 0;
+
+  // The runner paths of the replicas bind sources were rewritten to, and the local paths to
+  // show for them in the engine's answers (see path_restore.h).
+  virtual std::vector<PathMapping> path_mappings() const { return {}; }
 
   // True once any mount is synchronised (no flush is needed before that).
   virtual bool has_mounts() const = 0;

@@ -39,6 +39,7 @@ class SyncManager final : public BindSync {
   void prepare_create(std::string body, std::function<void(Prepared)> done) override;
   void flush(std::function<void()> done) override;
   bool has_mounts() const override { return has_mounts_.load(); }
+  std::vector<PathMapping> path_mappings() const override;
 
   std::vector<sync::MountStatus> status() const;
   // Stops every mount. `forget`: the session ended (its replicas went with it on the runner), so
@@ -49,6 +50,11 @@ class SyncManager final : public BindSync {
   // offloadd resumes synchronising the mounts of running containers without waiting for the next
   // `docker run` that names them.
   void set_state_file(std::filesystem::path file) { state_file_ = std::move(file); }
+  // The docker-offload context's own socket: a bind of it, like one of /var/run/docker.sock or
+  // /run/docker.sock, is a bind of the Docker API, which the runner gives the container (its
+  // gated socket of the session's engine), not a file to synchronise.
+  void set_context_socket(std::filesystem::path socket) { context_socket_ = std::move(socket); }
+
   // Starts synchronising every path of the state file again (the session was recovered). Paths
   // that are gone or changed type are dropped. Never throws.
   void restore();
@@ -66,6 +72,9 @@ class SyncManager final : public BindSync {
 
  private:
   Prepared prepare_blocking(const std::string& body);
+  // The path the runner recognises as a bind of the Docker API (and gives its gated socket).
+  static constexpr const char* kDockerSocket = "/var/run/docker.sock";
+  bool is_docker_api_socket(const std::string& source) const;
   // The synchronised path for a local source: a mount of its own or, when it lies inside a
   // directory that is already synchronised, a path inside that one's replica. Throws
   // std::runtime_error with a user-facing message (status in `status`).
@@ -78,12 +87,23 @@ class SyncManager final : public BindSync {
   SessionAccess& session_;
   std::vector<std::string> excludes_;
   std::filesystem::path state_file_;
+  std::filesystem::path context_socket_;
   std::string session_id_;  // of the mounts in mounts_ (guarded by mu_)
   Connect connect_override_;
   std::chrono::milliseconds settle_{50}, max_delay_{300}, reconnect_delay_{1000};
   std::chrono::milliseconds stall_timeout_{std::chrono::minutes(2)};
   mutable std::mutex mu_;
   std::map<std::filesystem::path, std::shared_ptr<sync::MountSync>> mounts_;
+  // Replica path → what the engine's answers show instead: each mount's root (its canonical
+  // local path, learned when the mount is ready) and each bind source as a create spelled it.
+  // Shared with the mounts' ready callbacks, which may come late.
+  struct PathBook {
+    static constexpr std::size_t kMaxEntries = 4096;
+    std::mutex mu;
+    std::map<std::string, PathMapping> by_replica;
+    void add(PathMapping m);
+  };
+  std::shared_ptr<PathBook> paths_ = std::make_shared<PathBook>();
   std::atomic<bool> has_mounts_{false};
   // prepare_create and flush wait for mounts; they do it here, never on the proxy's threads.
   boost::asio::thread_pool pool_{4};

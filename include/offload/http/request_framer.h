@@ -88,4 +88,9 @@ std::string json_error_response(int status, std::string_view message, bool head_
 // chunked; nullopt when it cannot be parsed.
 std::optional<std::string> request_body(std::string_view raw_message);
 
+// `raw_head` (a complete request head, as received) with every Content-Length,
+// Transfer-Encoding and Trailer field dropped and `Content-Length: body_size` added last: the
+// head for a body the proxy or the gate rewrote.
+std::string head_with_content_length(std::string_view raw_head, std::size_t body_size);
+
 }  // namespace offload::http

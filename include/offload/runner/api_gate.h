@@ -10,7 +10,9 @@
 //    protocols: after an `Upgrade` request the gate forwards nothing more until the engine's
 //    answer to that request, and only a 101 turns the connection into raw bytes. Otherwise a
 //    client could announce an upgrade the engine refuses and slip requests past the judge;
-//  - a request the gate cannot frame is refused (400), never passed through unjudged.
+//  - a request the gate cannot frame is refused (400), never passed through unjudged;
+//  - a container create that binds the Docker socket is rewritten to bind the session's gated
+//    API socket instead (bind_docker_socket, ApiPolicy::serve_api_socket), then judged.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -97,6 +99,7 @@ class ApiGate {
   bool holding_ = false;         // the current request is held for the judge
   std::string held_;             // its raw bytes (head + body as received)
   ApiRoute held_route_;
+  std::size_t held_head_size_ = 0;
   bool current_head_ = false;    // the current request is a HEAD
   bool current_upgrade_ = false;
   std::chrono::steady_clock::time_point request_began_;

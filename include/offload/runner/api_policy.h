@@ -49,7 +49,25 @@ struct ApiPolicy {
   // (the path relative to the sync root; see SyncCalls::is_mount_source): a path inside a
   // mount can be swapped for a symlink between the check and dockerd's mount.
   std::function<bool(const std::filesystem::path& relative)> is_mount_source;
+  // The session's gated Docker API socket (gated_api_socket.h): a bind of exactly this path is
+  // allowed, as it gives a container nothing but this same policy. Empty: none.
+  std::filesystem::path api_socket;
+  // Starts serving api_socket if it is not served yet; false when it cannot be (logged). The gate
+  // calls it for a create that binds the Docker socket (see bind_docker_socket).
+  std::function<bool()> serve_api_socket;
 };
+
+// A bind source that means "the Docker API" to a client: /var/run/docker.sock or
+// /run/docker.sock (however spelled: "//run/./docker.sock" too). offloadd sends the context's
+// own socket as /var/run/docker.sock.
+bool is_docker_socket_path(std::string_view source);
+
+// The create `body` with every bind of the Docker socket (HostConfig.Binds sources and
+// HostConfig.Mounts bind sources, exact keys) made a bind of `gated` instead, as Docker Desktop
+// gives containers its engine's socket; nullopt when it binds no Docker socket or is no JSON
+// object. Whatever it returns is judged afterwards like any body: a spelling this misses (other
+// key case, a top-level HostConfig) stays a bind of a runner path and is refused.
+std::optional<std::string> bind_docker_socket(std::string_view body, const std::string& gated);
 
 // Which requests the judge needs to see whole: their body (or query) decides.
 enum class Judged {

@@ -6,9 +6,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <boost/asio/io_context.hpp>
+
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -28,6 +31,7 @@
 namespace offload::runner {
 
 class SessionEventWriter;
+class GatedApiSocket;
 
 // Thread-safe: gRPC threads, the blocking pool, the tunnels' io_context and the engine's port
 // watcher all call in. One mutex guards the state, the ports and the subscribers, and every
@@ -46,6 +50,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // idleness and the client TTL start afresh now. It has no token to hand out (token() is "").
   Session(const SessionSnapshot& snapshot, const Clock& clock,
           std::function<void()> on_lifecycle_input);
+  ~Session();
 
   const std::string& id() const { return id_; }
   // The secret of the session's calls, for the creating client only; "" for a restored session.
@@ -67,6 +72,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // Set once, before the session is shared (put in the table, given to calls).
   void attach_engine(std::unique_ptr<SessionEngine> engine) { engine_ = std::move(engine); }
   SessionEngine& engine() { return *engine_; }
+  // The session's gated Docker API socket (gated_api_socket.h): where it is (empty without an
+  // engine), and serving it from the first create that binds the Docker socket until the
+  // session object goes. False when it cannot be served (logged).
+  std::filesystem::path api_socket_path() const;
+  bool serve_api_socket(boost::asio::io_context& io);
   // Bind-mount replicas; stopped before the engine (and with it the sync root) is destroyed.
   SyncCalls& syncs() { return syncs_; }
   // A place for one more tunnel, held until the returned handle is destroyed; nullptr when the
@@ -146,6 +156,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::atomic<std::int64_t> running_containers_{0};
   std::atomic<std::size_t> tunnels_{0};
   std::vector<SessionEventWriter*> subscribers_;
+  std::mutex api_socket_mu_;
+  std::shared_ptr<GatedApiSocket> api_socket_;  // guarded by api_socket_mu_
 };
 
 // Writes a session's events to one client (Runner.Events), one write in flight, and ends the

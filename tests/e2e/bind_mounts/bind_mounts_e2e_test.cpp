@@ -720,6 +720,211 @@ TEST_F(BindMounts, StatusListsTheMountInSyncWithItsCounters) {
   EXPECT_GE((*mount)["entries"].get<std::uint64_t>(), 3u) << mount->dump(2);  // ., s.txt, r.txt
 }
 
+// ---- Paths round-trip (issue 14 item 1) --------------------------------------------------------
+
+// The socket of the docker-offload context (offloadd's Docker API).
+std::string offload_socket() {
+  auto host = trim(sh("docker context inspect docker-offload --format '{{.Endpoints.docker.Host}}'").out);
+  return host.starts_with("unix://") ? host.substr(7) : host;
+}
+
+// A raw API call with curl: the JSON answer, or null.
+json api(const std::string& socket, const std::string& method, const std::string& path,
+         const std::string& body = "") {
+  std::string cmd = "curl -gsS --max-time 60 --unix-socket " + q(socket) + " -X " + method;
+  if (!body.empty()) cmd += " -H 'Content-Type: application/json' --data-binary " + q(body);
+  auto r = sh(cmd + " " + q("http://docker/v1.41" + path));
+  auto doc = json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  return doc.is_discarded() ? json() : doc;
+}
+
+TEST_F(BindMounts, InspectPsAndEventsShowTheLocalBindSourcesNotTheRunnersReplicas) {
+  auto dir = fresh_dir("inspect");
+  auto other = fresh_dir("inspect-other");
+  ContainerGuard guard{"inspected"};
+  const std::string since = trim(sh("date +%s").out);
+  auto run = sh("docker run -d --name inspected -v " + q(dir) + ":/src:ro --mount " +
+                q("type=bind,src=" + other.string() + ",dst=/m") + " " + kImage + " sleep 600");
+  ASSERT_SH_OK(run);
+
+  auto mounts = json::parse(sh("docker inspect --format '{{json .Mounts}}' inspected").out,
+                            nullptr, false);
+  ASSERT_TRUE(mounts.is_array() && mounts.size() == 2) << mounts.dump() << daemon_log_tail();
+  std::set<std::string> sources;
+  for (const auto& m : mounts) sources.insert(m.value("Source", ""));
+  EXPECT_EQ(sources, (std::set<std::string>{dir.string(), other.string()}))
+      << mounts.dump();
+  EXPECT_EQ(trim(sh("docker inspect --format '{{json .HostConfig.Binds}}' inspected").out),
+            json::array({dir.string() + ":/src:ro"}).dump());
+  auto host_mounts = json::parse(
+      sh("docker inspect --format '{{json .HostConfig.Mounts}}' inspected").out, nullptr, false);
+  ASSERT_TRUE(host_mounts.is_array() && host_mounts.size() == 1) << host_mounts.dump();
+  EXPECT_EQ(host_mounts[0].value("Source", ""), other.string());
+
+  // docker ps shows the sources too (untruncated: they are long).
+  auto ps = trim(sh("docker ps --no-trunc --filter name=inspected --format '{{.Mounts}}'").out);
+  std::set<std::string> listed;
+  for (std::size_t start = 0; start <= ps.size();) {
+    auto comma = ps.find(',', start);
+    if (comma == std::string::npos) comma = ps.size();
+    listed.insert(ps.substr(start, comma - start));
+    start = comma + 1;
+  }
+  EXPECT_EQ(listed, (std::set<std::string>{dir.string(), other.string()})) << ps;
+
+  // The events stream (chunked, long-lived) goes through the same rewriting intact.
+  auto events = sh("docker events --since " + since + " --until $(( $(date +%s) + 1 )) " +
+                   "--filter container=inspected --format '{{.Action}}'", 30s);
+  EXPECT_SH_OK(events);
+  EXPECT_NE(events.out.find("create"), std::string::npos) << events.out;
+  EXPECT_NE(events.out.find("start"), std::string::npos) << events.out;
+  // No replica path anywhere in the answer (other runner paths, e.g. LogPath, are the engine's).
+  EXPECT_EQ(sh("docker inspect inspected | grep -c /sync/").out, "0\n");
+}
+
+// dockerd lists a container's mounts in no particular order (a Go map).
+json by_destination(json mounts) {
+  if (!mounts.is_array()) return mounts;
+  std::sort(mounts.begin(), mounts.end(), [](const json& a, const json& b) {
+    return a.value("Destination", "") < b.value("Destination", "");
+  });
+  return mounts;
+}
+
+// The same create through offload and straight to a dockerd (the session's own engine, asked
+// directly: the source exists on this host, which is also the runner): field by field, the
+// answers show the same sources, spelled as the create spelled them.
+TEST_F(BindMounts, RawApiInspectAndListMatchADirectEngineFieldByField) {
+  auto dir = fresh_dir("inspect-raw");
+  auto other = fresh_dir("inspect-raw-other");
+  const std::string engine = engine_socket();
+  ASSERT_FALSE(engine.empty());
+  const std::string offload = offload_socket();
+  ASSERT_FALSE(offload.empty());
+  ContainerGuard guard{"raw-offload"};
+  struct DirectGuard {
+    std::string engine;
+    ~DirectGuard() { api(engine, "DELETE", "/containers/raw-direct?force=1"); }
+  } direct_guard{engine};
+
+  // A trailing slash in the Binds source: HostConfig.Binds keeps it, Mounts[].Source does not.
+  const json create = {
+      {"Image", kImage},
+      {"Cmd", {"sleep", "600"}},
+      {"HostConfig",
+       {{"Binds", {dir.string() + "/:/src:ro"}},
+        {"Mounts", {{{"Type", "bind"}, {"Source", other.string()}, {"Target", "/m"}}}}}}};
+  auto made = api(offload, "POST", "/containers/create?name=raw-offload", create.dump());
+  ASSERT_TRUE(made.contains("Id")) << made.dump() << daemon_log_tail();
+  auto made_direct = api(engine, "POST", "/containers/create?name=raw-direct", create.dump());
+  ASSERT_TRUE(made_direct.contains("Id")) << made_direct.dump();
+
+  auto ours = api(offload, "GET", "/containers/raw-offload/json");
+  auto theirs = api(engine, "GET", "/containers/raw-direct/json");
+  ASSERT_TRUE(ours.is_object() && theirs.is_object()) << ours.dump() << theirs.dump();
+  EXPECT_EQ(ours["HostConfig"]["Binds"], theirs["HostConfig"]["Binds"]);
+  EXPECT_EQ(ours["HostConfig"]["Mounts"], theirs["HostConfig"]["Mounts"]);
+  EXPECT_EQ(by_destination(ours["Mounts"]), by_destination(theirs["Mounts"]));
+  EXPECT_EQ(ours["HostConfig"], theirs["HostConfig"]) << "nothing else of HostConfig changes";
+
+  auto listed = [](const std::string& socket, const std::string& name) {
+    std::string filters;
+    for (unsigned char c : json{{"name", {name}}}.dump()) {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      if (std::isalnum(c) || c == '-') {
+        filters += static_cast<char>(c);
+      } else {
+        filters += '%';
+        filters += kHex[c >> 4];
+        filters += kHex[c & 15];
+      }
+    }
+    auto list = api(socket, "GET", "/containers/json?all=1&filters=" + filters);
+    return list.is_array() && list.size() == 1 ? by_destination(list[0]["Mounts"]) : json();
+  };
+  auto our_list = listed(offload, "raw-offload");
+  ASSERT_TRUE(our_list.is_array()) << our_list.dump();
+  EXPECT_EQ(our_list, listed(engine, "raw-direct"));
+}
+
+// ---- The Docker socket in containers (issue 14 item 2) ----------------------------------------
+
+// An HTTP/1.0 request (the answer is then neither chunked nor kept alive).
+std::string raw_request(const std::string& method, const std::string& target,
+                        const std::string& body = "") {
+  std::string r = method + " " + target + " HTTP/1.0\r\nHost: docker\r\n";
+  if (!body.empty())
+    r += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  return r + "\r\n" + body;
+}
+
+TEST_F(BindMounts, TheDockerSocketGivesAContainerItsSessionsApiAndNothingMore) {
+  auto dir = fresh_dir("docker-sock");
+  ContainerGuard guard{"sock-user"};
+  ContainerGuard made{"sock-made"};
+  ContainerGuard refused{"sock-refused"};
+  auto run = sh("docker run -d --name sock-user -v /var/run/docker.sock:/var/run/docker.sock -v " +
+                q(dir) + ":/req " + kImage + " sleep 600");
+  ASSERT_SH_OK(run) << daemon_log_tail();
+  const std::string id = trim(run.out);
+  // What the container got is the runner's gated socket, never the engine's own.
+  auto mounts = json::parse(sh("docker inspect --format '{{json .Mounts}}' sock-user").out,
+                            nullptr, false);
+  std::string socket_source;
+  for (const auto& m : mounts)
+    if (m.value("Destination", "") == "/var/run/docker.sock") socket_source = m.value("Source", "");
+  EXPECT_TRUE(socket_source.ends_with("/api/docker.sock")) << mounts.dump();
+  EXPECT_NE(socket_source, engine_socket());
+
+  // Sends the request file `name` from the container; the raw answer.
+  auto ask = [&](const std::string& name, const std::string& request) {
+    put(dir / name, request);
+    // The file is synchronised before `docker exec` starts the reader.
+    EXPECT_TRUE(wait_for([&] { return in("sock-user", "cat /req/" + name).out == request; }, 20s));
+    return in("sock-user", "echo-server unix /var/run/docker.sock < /req/" + name).out;
+  };
+
+  // docker ps through the socket: exactly the session's containers.
+  auto listed = ask("list.http", raw_request("GET", "/v1.41/containers/json?all=1"));
+  ASSERT_TRUE(listed.starts_with("HTTP/1.")) << listed << daemon_log_tail();
+  auto list = json::parse(listed.substr(listed.find("\r\n\r\n") + 4), nullptr, false);
+  ASSERT_TRUE(list.is_array()) << listed;
+  std::set<std::string> through_socket, session;
+  for (const auto& c : list) through_socket.insert(c.value("Id", ""));
+  std::istringstream ids(sh("docker ps -a -q --no-trunc").out);
+  for (std::string line; std::getline(ids, line);) session.insert(line);
+  EXPECT_TRUE(through_socket.count(id)) << listed;
+  EXPECT_EQ(through_socket, session);
+
+  // Hostile creates through the raw socket are refused, and create nothing.
+  const std::vector<std::pair<std::string, json>> hostile = {
+      {"--privileged", {{"Privileged", true}}},
+      {"--userns=host", {{"UsernsMode", "host"}}},
+      {"-v / ", {{"Binds", {"/:/host"}}}},
+      {"--mount source=/", {{"Mounts", {{{"Type", "bind"}, {"Source", "/"}, {"Target", "/h"}}}}}},
+  };
+  int n = 0;
+  for (const auto& [option, host_config] : hostile) {
+    json body = {{"Image", kImage}, {"Cmd", {"true"}}, {"HostConfig", host_config}};
+    auto answer = ask("hostile" + std::to_string(++n) + ".http",
+                      raw_request("POST", "/v1.41/containers/create?name=sock-refused", body.dump()));
+    EXPECT_EQ(answer.substr(0, 13), "HTTP/1.1 403 ") << option << ": " << answer;
+    EXPECT_NE(answer.find(option), std::string::npos) << answer;
+  }
+  EXPECT_EQ(sh("docker ps -a -q --filter name=sock-refused").out, "");
+
+  // A container made through the socket may have the socket again (the runner's own rewrite).
+  json nested = {{"Image", kImage},
+                 {"Cmd", {"sleep", "600"}},
+                 {"HostConfig", {{"Binds", {"/var/run/docker.sock:/var/run/docker.sock"}}}}};
+  auto created = ask("nested.http",
+                     raw_request("POST", "/v1.41/containers/create?name=sock-made", nested.dump()));
+  EXPECT_TRUE(created.starts_with("HTTP/1.") && created.substr(8, 5) == " 201 ")
+      << created << daemon_log_tail();
+  EXPECT_EQ(trim(sh("docker inspect --format '{{range .Mounts}}{{.Source}}{{end}}' sock-made").out),
+            socket_source);
+}
+
 // ---- Last: stop, and nothing is left ---------------------------------------------------------
 
 // Runs last (gtest keeps declaration order): stop, then look for anything left behind.

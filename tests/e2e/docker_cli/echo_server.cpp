@@ -1,8 +1,12 @@
 // A static echo server that goes into the test image (busybox-static has no UDP nc and no
 // forking TCP server): `echo-server tcp PORT` echoes each connection until its end-of-file,
 // then half-closes; `echo-server udp PORT` answers each datagram with the same bytes.
+// `echo-server unix PATH` is a client instead: it sends its stdin to the unix socket PATH,
+// half-closes, and copies the answer to stdout (busybox's nc and wget speak no unix sockets; the
+// docker.sock tests send raw HTTP requests with it). Exit status 3: cannot connect.
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -51,10 +55,37 @@ void echo_connection(int fd) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: echo-server tcp|udp PORT\n");
+    std::fprintf(stderr, "usage: echo-server tcp|udp PORT | echo-server unix PATH\n");
     return 2;
   }
   std::string mode = argv[1];
+  if (mode == "unix") {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, argv[2], sizeof addr.sun_path - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      std::perror("connect");
+      return 3;
+    }
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(0, buf, sizeof buf);
+      if (n <= 0) break;
+      for (ssize_t off = 0; off < n;) {
+        ssize_t w = ::write(fd, buf + off, static_cast<size_t>(n - off));
+        if (w <= 0) return 1;
+        off += w;
+      }
+    }
+    ::shutdown(fd, SHUT_WR);
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      if (::write(1, buf, static_cast<size_t>(n)) != n) return 1;
+    }
+    return 0;
+  }
   int port = std::atoi(argv[2]);
   if (mode == "tcp") {
     int fd = bound_socket(SOCK_STREAM, port);

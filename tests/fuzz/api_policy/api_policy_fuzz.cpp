@@ -7,6 +7,7 @@
 // - what dockerd reads the same is refused the same: a refused body stays refused when its
 //   keys change case or take the non-ASCII letters encoding/json folds to s and k (every
 //   member is rewritten, repeated ones included), or when whitespace follows it;
+// - bind_docker_socket leaves a JSON object with no Docker socket bind left to rewrite;
 // - allowances only ever lift refusals.
 #include <cstdint>
 #include <cstdlib>
@@ -179,6 +180,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto lenient_decision = judge_request(route, body, lenient);
   check_decision(lenient_decision);
   if (lenient_decision && !decision) broken();
+
+  // The runner's docker.sock rewrite: a JSON object comes out, with no Docker socket bind left
+  // (a second pass changes nothing), and the gated socket is the only path it adds.
+  const std::string gated = "/run/offload-runner/s/api/docker.sock";
+  if (auto rewritten = offload::runner::bind_docker_socket(body, gated)) {
+    if (!json::parse(*rewritten, nullptr, false).is_object()) broken();
+    if (offload::runner::bind_docker_socket(*rewritten, gated)) broken();
+    if (rewritten->find(gated) == std::string::npos) broken();
+  }
 
   if (how != Judged::body || !decision) return 0;
   // A refused body stays refused when spelled as dockerd reads it the same.

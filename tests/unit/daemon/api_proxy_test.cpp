@@ -50,6 +50,7 @@ class ManualBindSync final : public BindSync {
     pending_flushes_.push_back(std::move(done));
   }
   bool has_mounts() const override { return mounted; }
+  std::vector<PathMapping> path_mappings() const override { return mappings; }
 
   bool create_pending() const { return !pending_creates_.empty(); }
   void answer_create(Prepared prepared) {
@@ -58,6 +59,7 @@ class ManualBindSync final : public BindSync {
     done(std::move(prepared));
   }
   std::size_t flushes_pending() const { return pending_flushes_.size(); }
+  std::vector<PathMapping> mappings;
   void complete_flushes() {
     auto pending = std::move(pending_flushes_);
     pending_flushes_.clear();
@@ -281,6 +283,28 @@ TEST_F(ApiProxyTest, AWaitResponsesBodyIsHeldUntilAFlushButItsHeadIsNot) {
   ASSERT_TRUE(engine_sends({kOk}));
   EXPECT_EQ(sync.flushes, 2);
   EXPECT_TRUE(client_got(kWaitHead + kWaitBody + kWaitHead + kWaitBody + not_found + kOk));
+}
+
+TEST_F(ApiProxyTest, InspectAnswersShowTheLocalBindSourceAndOtherAnswersPassUnchanged) {
+  sync.mappings = {{"/srv/offload/sync/m1", "/home/me/src", ""}};
+  start();
+  const std::string inspect = "GET /v1.41/containers/abc/json HTTP/1.1\r\nHost: docker\r\n\r\n";
+  const std::string body = R"({"HostConfig":{"Binds":["/srv/offload/sync/m1:/src"]}})";
+  const std::string local = R"({"HostConfig":{"Binds":["/home/me/src:/src"]}})";
+  auto answer = [](const std::string& b) {
+    return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b;
+  };
+  ASSERT_TRUE(client_sends(inspect));
+  EXPECT_TRUE(engine_got(inspect));
+  // In two frames: the body is held until it is whole.
+  ASSERT_TRUE(engine_sends({answer(body).substr(0, 40), answer(body).substr(40)}));
+  EXPECT_TRUE(client_got(answer(local)));
+
+  // The answer to a container's logs is the container's own output: never rewritten.
+  const std::string logs = "GET /v1.41/containers/abc/logs HTTP/1.1\r\nHost: docker\r\n\r\n";
+  ASSERT_TRUE(client_sends(logs));
+  ASSERT_TRUE(engine_sends({answer(body)}));
+  EXPECT_TRUE(client_got(answer(local) + answer(body)));
 }
 
 TEST_F(ApiProxyTest, AStreamThatBreaksWhileACreateIsHeldEndsTheConnection) {

@@ -7,6 +7,8 @@
 #include <future>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "offload/daemon/sync_manager.h"
 #include "offload/sync/replica.h"
 #include "temp_dir.h"
@@ -185,6 +187,38 @@ TEST_F(SyncManagerWaits, AFirstSyncThatKeepsMovingIsWaitedForBeyondTheStallTimeo
   auto replica = dir_ / "runner-sync" / sync::MountSync::id_for(fs::canonical(local_));
   EXPECT_NE(answer->body.find(replica.string() + ":/src"), std::string::npos) << answer->body;
   EXPECT_TRUE(fs::exists(replica / "f39"));
+}
+
+}  // namespace
+}  // namespace offload::daemon
+
+namespace offload::daemon {
+namespace {
+
+// A bind of the Docker socket (the usual paths, the context's own socket) is the Docker API:
+// never synchronised, sent to the runner as /var/run/docker.sock, which gives its gated socket.
+TEST(SyncManagerDockerSocket, DockerSocketBindsAreSentAsTheDockerSocketAndNotSynchronised) {
+  NoSession session;
+  SyncManager manager(session, {});
+  manager.set_context_socket("/home/me/.docker/offload/docker.sock");
+  std::promise<BindSync::Prepared> answer;
+  manager.prepare_create(
+      R"({"Image":"x","HostConfig":{"Binds":["/var/run/docker.sock:/var/run/docker.sock",)"
+      R"("/home/me/.docker/offload//docker.sock:/ctx.sock:ro"],)"
+      R"("Mounts":[{"Type":"bind","Source":"/run/docker.sock","Target":"/d"}]}})",
+      [&answer](BindSync::Prepared p) { answer.set_value(p); });
+  auto future = answer.get_future();
+  ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
+  auto prepared = future.get();
+  ASSERT_TRUE(prepared.ok) << prepared.message;
+  ASSERT_TRUE(prepared.rewritten);
+  auto doc = nlohmann::json::parse(prepared.body);
+  EXPECT_EQ(doc["HostConfig"]["Binds"],
+            nlohmann::json({"/var/run/docker.sock:/var/run/docker.sock",
+                            "/var/run/docker.sock:/ctx.sock:ro"}));
+  EXPECT_EQ(doc["HostConfig"]["Mounts"][0]["Source"], "/var/run/docker.sock");
+  EXPECT_TRUE(manager.status().empty()) << "nothing is synchronised";
+  EXPECT_TRUE(manager.path_mappings().empty());
 }
 
 }  // namespace

@@ -135,8 +135,8 @@ class ApiGateTest : public ::testing::Test {
 
   // The gate between the client's stream and the engine socket, as tunnel_engine_api has it.
   // Binds must lie in /sync; paths resolve to themselves (no file system).
-  void start(bool client_reads = true) {
-    gate.emplace(gate_side, ApiPolicy{"/sync", {}, identity_resolve(), {}}, "test");
+  void start(bool client_reads = true, ApiPolicy policy = sync_policy()) {
+    gate.emplace(gate_side, std::move(policy), "test");
     spliced = true;
     asio::co_spawn(io, tunnel::splice(gate_side, *near, gate->responses(), gate->requests()),
                    [this](std::exception_ptr e, SpliceResult r) {
@@ -149,6 +149,13 @@ class ApiGateTest : public ::testing::Test {
 
   void client_starts_reading() {
     offload::testing::spawn(io, receive_frames(*client, at_client));
+  }
+
+  static ApiPolicy sync_policy() {
+    ApiPolicy policy;
+    policy.sync_root = "/sync";
+    policy.resolve = identity_resolve();
+    return policy;
   }
 
   static decltype(ApiPolicy::resolve) identity_resolve() {
@@ -374,6 +381,42 @@ TEST_F(ApiGateTest, ListingAndStartingContainersPass) {
   EXPECT_EQ(engine.received, list + start_it + start_again);
   end_cleanly();
   EXPECT_EQ(gate->refused(), 0u);
+}
+
+// --- The Docker socket -------------------------------------------------------------------------
+
+TEST_F(ApiGateTest, ACreateBindingTheDockerSocketGetsTheGatedSocketAndIsJudgedAfter) {
+  engine.answer = [](const FakeEngine::Request&) { return kCreated; };
+  int served = 0;
+  ApiPolicy policy = sync_policy();
+  policy.api_socket = "/run/offload/s1/api/docker.sock";
+  policy.serve_api_socket = [&served] { return ++served > 0; };
+  start(true, policy);
+  const std::string body =
+      R"({"Image":"busybox","HostConfig":{"Binds":["/var/run/docker.sock:/var/run/docker.sock"],)"
+      R"("Mounts":[{"Type":"bind","Source":"/run/docker.sock","Target":"/d.sock"}]}})";
+  send(chunked_post("/v1.41/containers/create", {body.substr(0, 30), body.substr(30)}));
+  ASSERT_TRUE(client_got(kCreated.size()));
+  EXPECT_EQ(served, 1);
+  ASSERT_EQ(engine.bodies.size(), 1u);
+  auto got = nlohmann::json::parse(engine.bodies[0]);
+  EXPECT_EQ(got["HostConfig"]["Binds"][0], "/run/offload/s1/api/docker.sock:/var/run/docker.sock");
+  EXPECT_EQ(got["HostConfig"]["Mounts"][0]["Source"], "/run/offload/s1/api/docker.sock");
+  end_cleanly();
+  EXPECT_EQ(gate->refused(), 0u);
+}
+
+TEST_F(ApiGateTest, ADockerSocketBindIsRefusedWhenTheGatedSocketCannotBeServed) {
+  ApiPolicy policy = sync_policy();
+  policy.api_socket = "/run/offload/s1/api/docker.sock";
+  policy.serve_api_socket = [] { return false; };
+  start(true, policy);
+  send(post_json("/containers/create",
+                 R"({"Image":"busybox","HostConfig":{"Binds":["/var/run/docker.sock:/s"]}})"));
+  ASSERT_TRUE(engine_saw_eof());
+  EXPECT_EQ(engine.received, "");
+  ASSERT_TRUE(client_done());
+  expect_refusal_after(at_client.data, "", 403, "-v /var/run/docker.sock");
 }
 
 // --- Refusals ------------------------------------------------------------------------------------

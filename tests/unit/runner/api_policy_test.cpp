@@ -883,6 +883,50 @@ TEST(ApiPolicyBinds, NoSyncRootMeansNoBinds) {
   EXPECT_FALSE(judge("POST", kCreate, cli_create({{"Binds", {"named:/x"}}}), p));
 }
 
+TEST(ApiPolicyDockerSocket, OnlyTheSessionsGatedSocketMayBeBoundOutsideTheSyncRoot) {
+  ApiPolicy p = lexical_policy();
+  const std::string gated = "/run/offload/abcd1234/api/docker.sock";
+  // Without a gated socket, the Docker socket is a runner path like any other.
+  EXPECT_TRUE(judge("POST", kCreate, cli_create({{"Binds", {gated + ":/var/run/docker.sock"}}}), p));
+  p.api_socket = gated;
+  EXPECT_FALSE(judge("POST", kCreate, cli_create({{"Binds", {gated + ":/var/run/docker.sock"}}}), p));
+  EXPECT_FALSE(judge("POST", kCreate,
+                     cli_create({{"Mounts", {{{"Type", "bind"}, {"Source", "/run//offload/abcd1234/api/./docker.sock"},
+                                              {"Target", "/s"}}}}}), p));
+  // Not the engine's own socket beside it, nor its directory, nor the host's socket.
+  for (const char* source : {"/run/offload/abcd1234/docker.sock",
+                                    "/run/offload/abcd1234/api", "/var/run/docker.sock",
+                                    "/run/offload/abcd1234/api/docker.sock/.."}) {
+    auto r = judge("POST", kCreate, cli_create({{"Binds", {std::string(source) + ":/s"}}}), p);
+    EXPECT_TRUE(r) << source;
+  }
+  // The rest of the policy still holds for a create that binds it.
+  auto r = judge("POST", kCreate,
+                 cli_create({{"Binds", {gated + ":/var/run/docker.sock"}}, {"Privileged", true}}), p);
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->message.find("--privileged"), std::string::npos);
+}
+
+TEST(ApiPolicyDockerSocket, BindDockerSocketRewritesOnlyDockerSocketBinds) {
+  const std::string gated = "/g/docker.sock";
+  EXPECT_TRUE(is_docker_socket_path("/var/run/docker.sock"));
+  EXPECT_TRUE(is_docker_socket_path("//run/./docker.sock"));
+  EXPECT_FALSE(is_docker_socket_path("/var/run/docker.sock.bak"));
+  EXPECT_FALSE(is_docker_socket_path("docker.sock"));
+  EXPECT_FALSE(bind_docker_socket(cli_create({{"Binds", {kMount + ":/src"}}}), gated));
+  EXPECT_FALSE(bind_docker_socket("not json", gated));
+  auto out = bind_docker_socket(
+      cli_create({{"Binds", {kMount + ":/src", "/var/run/docker.sock:/var/run/docker.sock:ro"}},
+                  {"Mounts", {{{"Type", "bind"}, {"Source", "/run/docker.sock"}, {"Target", "/d"}},
+                              {{"Type", "volume"}, {"Source", "/run/docker.sock"}, {"Target", "/v"}}}}}),
+      gated);
+  ASSERT_TRUE(out);
+  auto doc = json::parse(*out);
+  EXPECT_EQ(doc["HostConfig"]["Binds"], json({kMount + ":/src", gated + ":/var/run/docker.sock:ro"}));
+  EXPECT_EQ(doc["HostConfig"]["Mounts"][0]["Source"], gated);
+  EXPECT_EQ(doc["HostConfig"]["Mounts"][1]["Source"], "/run/docker.sock") << "not a bind";
+}
+
 TEST(ApiPolicyBinds, SyncRootIsCompared) {
   // A root given with a trailing slash or `..` means the same directory.
   for (const std::string& root : {kRoot + "/", kRoot + "/.", kRoot + "/x/.."}) {
