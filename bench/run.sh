@@ -16,6 +16,7 @@
 # Knobs (environment): RUNS_API (15), RUNS_RUN (7), STREAM_MIB (1024), RUNS_STREAM (3),
 # RR_CONNS (100), RR_ROUNDS (50), BULK_MIB (500; 0 skips the save|load scenario),
 # BUILD_CTX_MIB (200; 0 skips docker build), RUNS_BUILD (3), PERF_DIR (unset: no profile),
+# BENCH_LOG_LEVEL (info; offloadd's and the local runner's), KEEP_WORKDIR (unset: removed),
 # FAR (1; 0 skips the far-away runner), FAR_DELAY_MS (20, each way), FAR_RATE_MBIT (200),
 # FAR_STREAM_MIB (200), RUNS_FAR (7), RUNS_FAR_STREAM (3),
 # SSH_PORT (2222), OUT (docs/benchmarks.md).
@@ -110,7 +111,7 @@ cleanup() {
   ip link del "$BRIDGE" 2>/dev/null
   # Whatever a runner that did not stop cleanly left mounted must not be deleted through.
   unmount_under "$W"
-  rm -rf "$W"
+  [ -n "${KEEP_WORKDIR:-}" ] && echo "kept $W" >&2 || rm -rf "$W"
 }
 unmount_under() {
   awk -v d="$1/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r |
@@ -186,9 +187,9 @@ say "starting the offload session"
 mkdir -p "$DOCKER_CONFIG/cli-plugins" "$DOCKER_CONFIG/offload"
 ln -s "$BIN/docker-offload" "$DOCKER_CONFIG/cli-plugins/docker-offload"
 echo '{}' >"$DOCKER_CONFIG/config.json"
-cat >"$DOCKER_CONFIG/offload/config.json" <<'EOF'
-{"version": 1, "idleTimeout": "0", "local": {"addressPool": "10.232.0.0/24"}}
-EOF
+jq -n --arg level "${BENCH_LOG_LEVEL:-info}" \
+  '{version: 1, idleTimeout: "0", logLevel: $level, local: {addressPool: "10.232.0.0/24"}}' \
+  >"$DOCKER_CONFIG/offload/config.json"
 STARTED=1
 docker offload start </dev/null >/dev/null || die "docker offload start failed"
 OFFLOADD_PID=$(cat "$DOCKER_CONFIG/offload/offloadd.pid")

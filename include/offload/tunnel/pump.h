@@ -325,6 +325,7 @@ class DirectSplice final : public FrameStream::DirectHandler,
       frame->set_eof(n == 0);
       stream_.count_out(data->size());
       int write = -1;
+      bool stop = false;
       {
         std::lock_guard lock(up_mu_);
         if (writing_ < 0) {
@@ -333,11 +334,14 @@ class DirectSplice final : public FrameStream::DirectHandler,
         } else {
           ready_ = filling_;
         }
-        if (n == 0 || ready_ >= 0) reading_ = false;  // end-of-file, or no free frame
+        // End-of-file, or no free frame. From here on the writer's completion may start the
+        // next reader at any moment, so this one decides now and must not look at reading_
+        // again (it would see the new reader's flag and read alongside it).
+        stop = n == 0 || ready_ >= 0;
+        if (stop) reading_ = false;
       }
       if (write >= 0) stream_.write_direct(up_[write], *this);
-      std::lock_guard lock(up_mu_);
-      if (!reading_) return;
+      if (stop) return;
     }
   }
 
