@@ -14,8 +14,11 @@
 #include "offload/common/fs.h"
 #include "offload/daemon/bind_rewrite.h"
 #include "offload/daemon/sync_transport.h"
+#include "offload/http/clean_path.h"
 
 namespace offload::daemon {
+
+using http::clean_path;
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "offload/http/clean_path.h"
+
 namespace offload::runner {
 
 namespace fs = std::filesystem;
@@ -60,29 +62,7 @@ std::string percent_decode(std::string_view in, bool plus_is_space) {
   return out;
 }
 
-// Go's path.Clean for an absolute path, as gorilla/mux applies it before routing.
-std::string clean_path(std::string_view p) {
-  std::vector<std::string_view> parts;
-  std::size_t i = 0;
-  while (i <= p.size()) {
-    std::size_t j = p.find('/', i);
-    if (j == std::string_view::npos) j = p.size();
-    std::string_view part = p.substr(i, j - i);
-    if (part.empty() || part == ".") {
-    } else if (part == "..") {
-      if (!parts.empty()) parts.pop_back();
-    } else {
-      parts.push_back(part);
-    }
-    i = j + 1;
-  }
-  std::string out;
-  for (auto part : parts) {
-    out += '/';
-    out += part;
-  }
-  return out.empty() ? "/" : out;
-}
+using http::clean_path;
 
 // "HostConfig.Privileged", or "Privileged" at the top of the body.
 std::string field_name(const std::string& at, std::string_view name) {

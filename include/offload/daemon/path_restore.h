@@ -32,8 +32,6 @@ struct PathMapping {
 // and control characters escaped, and '<', '>', '&', U+2028, U+2029 as \u escapes.
 std::string go_json_escape(std::string_view text);
 
-// Go's path.Clean (for absolute paths): what dockerd shows as Mounts[].Source of a bind.
-std::string clean_path(std::string_view path);
 
 // Replaces replica paths in a stream of JSON text, however the stream is split: holds back only
 // the bytes that may still turn out to be the start of a replica path.

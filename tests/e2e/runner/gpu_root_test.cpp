@@ -60,7 +60,7 @@ class GpuSessions : public ::testing::Test {
     run_dir_ = fs::path("/run") / ("offload-test-gpu-" + tag);
     ASSERT_FALSE(ensure_private_dir(dir_));
     ASSERT_FALSE(write_file_atomic(dir_ / "accounts", "# operators\nops:" + random_hex(24) + "\n"));
-    pool_ = "10.252." + std::to_string(::getpid() % 250) + ".0/24";
+    pool_ = "10.248." + std::to_string(::getpid() % 250) + ".0/24";
     e2e::make_docker_config(docker_config(), kBinDir, "{\"auths\": {}}\n", "");
   }
 

@@ -52,8 +52,8 @@ class ImageCacheE2E : public ::testing::Test {
     ASSERT_FALSE(ensure_private_dir(dir_));
     ASSERT_FALSE(write_file_atomic(accounts(), "ops:" + random_hex(24) + "\n"));
     const int n = static_cast<int>(::getpid() % 200);
-    pool_ = "10.252." + std::to_string(n) + ".0/24";
-    cache_address_ = "10.252." + std::to_string(n) + ".254";  // the pool's last address
+    pool_ = "10.247." + std::to_string(n) + ".0/24";
+    cache_address_ = "10.247." + std::to_string(n) + ".254";  // the pool's last address
     upstream_port_ = 20000 + static_cast<int>(::getpid() % 20000);
     e2e::make_docker_config(docker_config(), kBinDir, "{\"auths\": {}}\n", "");
   }

@@ -33,7 +33,7 @@ const char* kDockerCli = "/usr/local/bin/docker";
 
 AddressPool& test_pool() {
   static AddressPool pool(
-      ip::make_network_v4("10.250." + std::to_string(::getpid() % 250) + ".0/24"));
+      ip::make_network_v4("10.245." + std::to_string(::getpid() % 250) + ".0/24"));
   return pool;
 }
 
