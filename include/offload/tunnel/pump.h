@@ -514,14 +514,10 @@ asio::awaitable<SpliceResult> direct_splice(Socket& socket, FrameStream& stream)
   co_return result;
 }
 
-// Runs both directions until each has ended. A failure in one tears the other down too, so a
-// splice never outlives a dead peer; the socket is closed unless both ended cleanly.
-template <class Socket, UpstreamFilter Filter = SendAsRead, DownstreamWriter Writer = WriteAsIs>
-asio::awaitable<SpliceResult> splice(Socket& socket, FrameStream& stream, Filter filter = {},
-                                     Writer writer = {}) {
-  if constexpr (std::same_as<Filter, SendAsRead> && std::same_as<Writer, WriteAsIs>) {
-    co_return co_await direct_splice(socket, stream);
-  }
+// The two coroutine pumps, for splices with a filter or a writer (see splice below).
+template <class Socket, UpstreamFilter Filter, DownstreamWriter Writer>
+asio::awaitable<SpliceResult> pumped_splice(Socket& socket, FrameStream& stream, Filter filter,
+                                            Writer writer) {
   using namespace asio::experimental::awaitable_operators;
   // A call that ends while neither pump waits on the stream (the client neither reads nor
   // writes) would otherwise go unnoticed: the stream's end cancels the socket's operations.
@@ -561,6 +557,18 @@ asio::awaitable<SpliceResult> splice(Socket& socket, FrameStream& stream, Filter
     socket.close(ignored);
   }
   co_return result;
+}
+
+// Runs both directions until each has ended. A failure in one tears the other down too, so a
+// splice never outlives a dead peer; the socket is closed unless both ended cleanly. A plain
+// tunnel runs on the transport's threads (DirectSplice); hooks need the coroutine pumps.
+template <class Socket, UpstreamFilter Filter = SendAsRead, DownstreamWriter Writer = WriteAsIs>
+asio::awaitable<SpliceResult> splice(Socket& socket, FrameStream& stream, Filter filter = {},
+                                     Writer writer = {}) {
+  if constexpr (std::same_as<Filter, SendAsRead> && std::same_as<Writer, WriteAsIs>)
+    co_return co_await direct_splice(socket, stream);
+  else
+    co_return co_await pumped_splice(socket, stream, std::move(filter), std::move(writer));
 }
 
 inline const char* to_string(PumpEnd end) {
