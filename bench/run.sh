@@ -19,7 +19,7 @@
 # BENCH_LOG_LEVEL (info; offloadd's and the local runner's), KEEP_WORKDIR (unset: removed),
 # FAR (1; 0 skips the far-away runner), FAR_DELAY_MS (20, each way), FAR_RATE_MBIT (200),
 # FAR_STREAM_MIB (200), RUNS_FAR (7), RUNS_FAR_STREAM (3),
-# SSH_PORT (2222), OUT (docs/benchmarks.md).
+# SSH_PORT (2222), FAR_DATA_PORT (2223: the far runner's data channel), OUT (docs/benchmarks.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +41,7 @@ FAR_STREAM_MIB=${FAR_STREAM_MIB:-200}
 RUNS_FAR=${RUNS_FAR:-7}
 RUNS_FAR_STREAM=${RUNS_FAR_STREAM:-3}
 SSH_PORT=${SSH_PORT:-2222}
+FAR_DATA_PORT=${FAR_DATA_PORT:-2223}
 IMAGE=offload-bench/busybox:latest
 BRIDGE=oflbench0
 BRIDGE_CIDR=172.30.97.1/24
@@ -358,7 +359,11 @@ if [ "$FAR" != 0 ]; then
   # so that nothing it does meets the local session's.
   FAR_TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
   echo "far:$FAR_TOKEN" >"$W/far/tokens"
+  # Its data channel (forwarded ports) crosses the same link: a relay of its own in front of a
+  # fixed data port, announced to the client instead of the port the runner listens on.
+  start_relay data "$FAR_DATA_PORT"; DATA_RELAY=$RELAY_PORT
   "$BIN/offload-runner" serve --listen 127.0.0.1:0 --token-file "$W/far/tokens" \
+    --data-listen "127.0.0.1:$FAR_DATA_PORT" --data-advertise-port "$DATA_RELAY" \
     --state-dir "$W/far/state" --run-dir "$FAR_RUN_DIR" --address-pool "$FAR_POOL" \
     --ready-file "$W/far/ready.json" --log-file "$W/far/runner.log" \
     >"$W/far/runner.stderr" 2>&1 &

@@ -120,13 +120,29 @@ class TcpListener final : public Listener {
 
   static asio::awaitable<void> serve(std::shared_ptr<TcpListener> self, tcp::socket socket,
                                      std::uint64_t id) {
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    // The data channel first: a TLS connection of its own, no gRPC in the way.
+    auto data = self->shared->data_channel();
+    if (auto dialer = data.dialer ? data.dialer() : nullptr) {
+      auto opened = co_await dialer->open_port(self->key.port);
+      if (opened.channel) {
+        co_await splice_data_channel(self, std::move(socket), *opened.channel, id);
+        co_return;
+      }
+      if (opened.refused) {
+        // What the gRPC tunnel would be told too (not published, limits, a dead session).
+        spdlog::info("[P{} C{}] refused by the runner: {}", self->tag, id,
+                     opened.answer.message());
+        co_return;
+      }
+      if (data.failed) data.failed(opened.error.message());
+    }
     auto stream = self->shared->open(self->key.port, "tcp");
     if (!stream) {
       spdlog::info("[P{} C{}] refused: no session to forward to", self->tag, id);
       co_return;
     }
-    boost::system::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
     ++self->open_connections;
     self->shared->opened();
     auto result = co_await tunnel::splice(socket, *stream);
@@ -142,6 +158,27 @@ class TcpListener final : public Listener {
     } else {
       spdlog::debug("[P{} C{}] closed: {} B out, {} B in", self->tag, id, stream->bytes_out(),
                     stream->bytes_in());
+    }
+  }
+
+  static asio::awaitable<void> splice_data_channel(std::shared_ptr<TcpListener> self,
+                                                   tcp::socket socket,
+                                                   tunnel::data_channel::TlsStream& channel,
+                                                   std::uint64_t id) {
+    ++self->open_connections;
+    self->shared->opened();
+    auto result = co_await tunnel::data_channel::splice(socket, channel);
+    boost::system::error_code ignored;
+    channel.next_layer().close(ignored);
+    --self->open_connections;
+    self->shared->closed();
+    if (!result.clean()) {
+      spdlog::info("[P{} C{}] closed: up {}, down {}, {} B out, {} B in (data channel)", self->tag,
+                   id, tunnel::to_string(result.up), tunnel::to_string(result.down),
+                   result.bytes_up, result.bytes_down);
+    } else {
+      spdlog::debug("[P{} C{}] closed: {} B out, {} B in (data channel)", self->tag, id,
+                    result.bytes_up, result.bytes_down);
     }
   }
 
@@ -184,11 +221,13 @@ PortForwarder::~PortForwarder() {
   shared_->activity = nullptr;
 }
 
-void PortForwarder::apply(const std::vector<v1::PublishedPort>& snapshot, TunnelOpener opener) {
+void PortForwarder::apply(const std::vector<v1::PublishedPort>& snapshot, TunnelOpener opener,
+                          DataChannel data) {
   std::lock_guard lock(mu_);
   {
     std::lock_guard shared_lock(shared_->mu);
     shared_->opener = std::move(opener);
+    shared_->data = std::move(data);
   }
   snapshot_ = snapshot;
   apply_locked();
@@ -260,6 +299,7 @@ void PortForwarder::clear() {
   std::lock_guard shared_lock(shared_->mu);
   // Drops what the opener holds (the runner client); open connections keep their streams.
   shared_->opener = nullptr;
+  shared_->data = {};
 }
 
 std::vector<v1::ForwardedPort> PortForwarder::ports() const {

@@ -21,6 +21,7 @@
 namespace offload::daemon {
 namespace asio = boost::asio;
 using Strand = asio::strand<asio::io_context::executor_type>;
+using DataChannel = PortForwarder::DataChannel;
 constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
 
 // What listeners and their connections share with the forwarder, and may outlive it.
@@ -35,6 +36,10 @@ struct PortForwarder::Shared {
     }
     return copy ? copy(port, protocol) : nullptr;
   }
+  DataChannel data_channel() {
+    std::lock_guard lock(mu);
+    return data;
+  }
   void opened() {
     std::lock_guard lock(activity_mu);
     if (activity) activity->connection_opened();
@@ -47,6 +52,7 @@ struct PortForwarder::Shared {
   // Guards `opener` and every listener's `wanted`; taken after PortForwarder::mu_, never before.
   std::mutex mu;
   TunnelOpener opener;
+  DataChannel data;  // guarded by mu
   std::mutex activity_mu;
   ActivitySink* activity;
   const UdpFlowSettings udp;

@@ -103,6 +103,7 @@ v1::HelloResponse RunnerClient::hello(std::chrono::milliseconds timeout) {
   v1::HelloResponse resp;
   auto st = stub_->Hello(&ctx, req, &resp);
   if (!st.ok()) throw error_from(st, "hello");
+  data_channel_port_ = static_cast<unsigned short>(resp.data_channel_port());
   return resp;
 }
 
@@ -127,6 +128,34 @@ v1::CreateSessionResponse RunnerClient::create_session(const v1::CreateSessionRe
 void RunnerClient::attach(std::string session_id, std::string session_token) {
   session_id_ = std::move(session_id);
   session_token_ = std::move(session_token);
+}
+
+std::shared_ptr<tunnel::data_channel::Dialer> RunnerClient::data_channel() {
+  const unsigned short port = data_channel_port_.load();
+  if (port == 0 || session_token_.empty()) return nullptr;
+  std::lock_guard lock(data_channel_mu_);
+  if (std::chrono::steady_clock::now() < data_channel_resting_until_) return nullptr;
+  if (!data_channel_) {
+    // The host the gRPC channel dials: "host:port", "[v6]:port".
+    std::string host = endpoint_.address.substr(0, endpoint_.address.rfind(':'));
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    data_channel_ = std::make_shared<tunnel::data_channel::Dialer>(
+        host, port, tls::asio_pinned_client_context(endpoint_.fingerprint), session_id_,
+        session_token_);
+  }
+  return data_channel_;
+}
+
+void RunnerClient::data_channel_failed(const std::string& why) {
+  std::lock_guard lock(data_channel_mu_);
+  const auto now = std::chrono::steady_clock::now();
+  if (now < data_channel_resting_until_) return;  // said already
+  data_channel_resting_until_ = now + std::chrono::minutes(1);
+  spdlog::warn("runner {}: its data channel on port {} failed ({}); forwarded ports go through "
+               "the gRPC connection (slower) for a minute. A firewall may block that port: see "
+               "`offload-runner serve --data-listen`",
+               endpoint_.address, data_channel_port_.load(), why);
 }
 
 v1::DestroySessionResponse RunnerClient::destroy_session(const std::string& reason) {

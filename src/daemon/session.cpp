@@ -218,6 +218,13 @@ void Session::abandon(std::string why) {
 
 void Session::reattach(milliseconds timeout) {
   auto info = client_->get_session(timeout);
+  // Hello names the runner's data channel; without it forwarded ports still work, over gRPC.
+  try {
+    client_->hello(timeout);
+  } catch (const std::exception& e) {
+    spdlog::info("session {}: no Hello from the runner ({}); forwarded ports use gRPC",
+                 short_session_id(info.session_id()), e.what());
+  }
   std::lock_guard lock(mu_);
   info_ = info;
 }
@@ -311,7 +318,14 @@ void Session::on_event(const v1::SessionEvent& event) {
                                            -> std::shared_ptr<tunnel::ClientTunnelStream> {
           auto client = runner.lock();
           return client ? client->open_port_tunnel(port, protocol) : nullptr;
-        });
+        }, PortForwarder::DataChannel{
+            [runner] {
+              auto client = runner.lock();
+              return client ? client->data_channel() : nullptr;
+            },
+            [runner](const std::string& why) {
+              if (auto client = runner.lock()) client->data_channel_failed(why);
+            }});
       }
     }
     if (!notice.empty()) {

@@ -29,6 +29,7 @@
 #include "offload/common/process.h"
 #include "offload/common/text.h"
 #include "offload/engine/engine.h"
+#include "offload/runner/data_channel_server.h"
 #include "offload/runner/admin.h"
 #include "accounts_command.h"
 #include "offload/runner/accounts_file.h"
@@ -55,6 +56,8 @@ constexpr auto kAccountsPoll = std::chrono::seconds(1);
 
 struct ServeOptions {
   std::string listen;
+  std::string data_listen;  // "" = the --listen host, its port + 1 (or 0 with port 0); "off"
+  int data_advertise_port = 0;  // what Hello tells clients; 0 = the port listened on
   fs::path token_file;
   fs::path tls_dir;
   fs::path tls_cert, tls_key;
@@ -124,6 +127,43 @@ std::string dialable_address(const ListenAddress& listen, int port) {
   std::string host = listen.host;
   if (host == "0.0.0.0" || host == "[::]" || host == "::" || host == "*") host = "127.0.0.1";
   return host + ":" + std::to_string(port);
+}
+
+// Where the data channel listens: --data-listen, or next to the gRPC port. Throws StartupError.
+std::optional<asio::ip::tcp::endpoint> data_channel_endpoint(const ServeOptions& o,
+                                                             const ListenAddress& listen) {
+  if (o.data_listen == "off") return std::nullopt;
+  ListenAddress where;
+  if (o.data_listen.empty()) {
+    where.host = listen.host;
+    where.port = listen.port == 0 ? 0 : listen.port + 1;
+    if (where.port > 65535)
+      throw StartupError("--listen port 65535 leaves no port for the data channel: set "
+                         "--data-listen HOST:PORT or --data-listen off");
+  } else {
+    try {
+      where = parse_listen(o.data_listen);
+    } catch (const StartupError&) {
+      throw StartupError("--data-listen \"" + o.data_listen +
+                         "\" is not HOST:PORT or off (e.g. 0.0.0.0:7444)");
+    }
+  }
+  std::string host = where.host;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (host == "*") host = "0.0.0.0";
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) {
+    asio::io_context io;
+    asio::ip::tcp::resolver resolver(io);
+    auto found = resolver.resolve(host, std::to_string(where.port), ec);
+    if (ec || found.empty())
+      throw StartupError("cannot resolve the data channel's host \"" + host +
+                         "\": " + (ec ? ec.message() : std::string("no address")));
+    return found.begin()->endpoint();
+  }
+  return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(where.port));
 }
 
 asio::ip::network_v4 parse_pool(const std::string& text) {
@@ -472,10 +512,34 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
     throw StartupError("cannot listen on " + o.listen +
                        ": the address is in use or not an address of this host");
 
+  // The data channel next to it (forwarded TCP ports; offload/tunnel/data_channel.h).
+  std::optional<DataChannelServer> data_channel;
+  if (auto where = data_channel_endpoint(o, listen)) {
+    try {
+      data_channel.emplace(tunnels.io(), tls::asio_server_context(identity), service, *where);
+    } catch (const std::exception& e) {
+      server->Shutdown();
+      throw StartupError("cannot listen for the data channel on " + where->address().to_string() +
+                         ":" + std::to_string(where->port()) + ": " + e.what() +
+                         "; choose another with --data-listen HOST:PORT, or --data-listen off "
+                         "(forwarded ports then go through gRPC, slower)");
+    }
+    const auto advertised = o.data_advertise_port > 0
+                                ? static_cast<unsigned short>(o.data_advertise_port)
+                                : data_channel->port();
+    service.set_data_channel_port(advertised);
+    if (advertised != data_channel->port())
+      spdlog::info("data channel on port {}, announced to clients as port {}",
+                   data_channel->port(), advertised);
+    else
+      spdlog::info("data channel on port {}", data_channel->port());
+  }
+
   const std::string address = dialable_address(listen, port);
   if (!o.ready_file.empty()) {
     nlohmann::json ready = {
-        {"address", address}, {"fingerprint", identity.fingerprint}, {"pid", ::getpid()}};
+        {"address", address}, {"fingerprint", identity.fingerprint}, {"pid", ::getpid()},
+        {"data_channel_port", data_channel ? data_channel->port() : 0}};
     if (auto ec = write_file_atomic(o.ready_file, ready.dump() + "\n", fs::perms(0600))) {
       server->Shutdown();
       throw StartupError("cannot write --ready-file " + o.ready_file.string() + ": " +
@@ -510,6 +574,7 @@ int serve(const ServeOptions& o, const sigset_t& stop_signals) {
     service.destroy_all("runner shutting down");
     server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
   }
+  if (data_channel) data_channel->stop();
   tunnels.stop();
   if (!o.ready_file.empty()) {
     std::error_code ec;
@@ -585,6 +650,19 @@ int run_runner(int argc, char** argv) {
       ->option_text("HOST:PORT")
       ->required();
   serve_cmd
+      ->add_option("--data-listen", o.data_listen,
+                   "HOST:PORT of the data channel (forwarded TCP ports on TLS connections of "
+                   "their own; clients learn the port in Hello), or `off` to carry them over "
+                   "gRPC; default: the --listen host and port + 1 (a free port with port 0)")
+      ->option_text("HOST:PORT|off");
+  serve_cmd
+      ->add_option("--data-advertise-port", o.data_advertise_port,
+                   "The data channel port clients are told to dial, when a NAT, load balancer "
+                   "or relay in front of the runner forwards another port to --data-listen "
+                   "(default: the port listened on)")
+      ->check(CLI::Range(1, 65535))
+      ->option_text("PORT");
+  serve_cmd
       ->add_option("--token-file", o.token_file,
                    "Required: accounts file, one `NAME:TOKEN [max-sessions=N] [allow=LIST]` per "
                    "line (# comments); clients need one of the tokens to create sessions; "
@@ -656,7 +734,7 @@ int run_runner(int argc, char** argv) {
       ->allow_extra_args(false);
   serve_cmd
       ->add_option("--ready-file", o.ready_file,
-                   "Once listening, write {\"address\",\"fingerprint\",\"pid\"} JSON here "
+                   "Once listening, write {\"address\",\"fingerprint\",\"pid\",\"data_channel_port\"} JSON here "
                    "(mode 0600)")
       ->option_text("FILE");
   serve_cmd

@@ -118,17 +118,23 @@ Status RunnerService::authenticate_account(grpc::CallbackServerContext* ctx,
                 "the runner rejected the account token: check the account's token file");
 }
 
-Status RunnerService::authenticate_session(grpc::CallbackServerContext* ctx,
-                                           std::shared_ptr<Session>& session) const {
-  std::string id = metadata(ctx, "offload-session");
-  std::string presented = bearer_token(ctx);
+std::shared_ptr<Session> RunnerService::authenticated_session(const std::string& id,
+                                                              std::string_view token) const {
+  std::shared_ptr<Session> session;
   {
     std::lock_guard lock(mu_);
     auto it = sessions_.find(id);
     if (it != sessions_.end()) session = it->second;
   }
-  if (session && session->token_matches(presented)) return Status::OK;
-  session.reset();
+  if (session && session->token_matches(token)) return session;
+  return nullptr;
+}
+
+Status RunnerService::authenticate_session(grpc::CallbackServerContext* ctx,
+                                           std::shared_ptr<Session>& session) const {
+  std::string id = metadata(ctx, "offload-session");
+  session = authenticated_session(id, bearer_token(ctx));
+  if (session) return Status::OK;
   spdlog::warn("rejected a call from {} for session {}: unknown session or invalid token",
                ctx->peer(), short_session_id(id));
   return Status(StatusCode::UNAUTHENTICATED,
@@ -152,6 +158,7 @@ grpc::ServerUnaryReactor* RunnerService::Hello(grpc::CallbackServerContext* ctx,
   for (const auto& model : gpus.models) response->add_gpu_models(model);
   response->set_gpu_problem(gpus.problem);
   if (options_.describe_image_cache) options_.describe_image_cache(*response->mutable_image_cache());
+  response->set_data_channel_port(data_channel_port_.load());
   if (request->protocol() != v1::PROTOCOL_VERSION_1) {
     reactor->Finish(Status(StatusCode::FAILED_PRECONDITION,
                            "this runner speaks protocol 1 only; upgrade docker-offload"));

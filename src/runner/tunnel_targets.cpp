@@ -246,6 +246,14 @@ asio::awaitable<void> tunnel_udp_port(StreamPtr stream, SessionPtr session, Port
 
 }  // namespace
 
+asio::awaitable<boost::system::error_code> connect_tcp_target(asio::ip::tcp::socket& socket,
+                                                              const PortTarget& target) {
+  if (auto ec = open_for(socket, target, SOCK_STREAM)) co_return ec;
+  auto [ec] = co_await socket.async_connect({target.address, target.port}, kToken);
+  if (!ec) socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  co_return ec;
+}
+
 std::variant<PortTarget, Status> resolve_port_target(
     const std::vector<v1::PublishedPort>& published, std::uint32_t host_port,
     const std::string& protocol, const EngineAddresses& engine) {

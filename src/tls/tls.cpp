@@ -2,6 +2,7 @@
 
 #include <grpcpp/security/tls_certificate_verifier.h>
 #include <grpcpp/security/tls_credentials_options.h>
+#include <boost/asio/ssl.hpp>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -167,6 +168,44 @@ std::shared_ptr<grpc::ChannelCredentials> pinned_channel_credentials(
   options.set_certificate_verifier(
       grpc::experimental::ExternalCertificateVerifier::Create<PinnedVerifier>(pinned, mismatch));
   return grpc::experimental::TlsCredentials(options);
+}
+
+std::shared_ptr<boost::asio::ssl::context> asio_server_context(const Identity& identity) {
+  namespace ssl = boost::asio::ssl;
+  auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
+  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_3_VERSION);
+  SSL_CTX_set_num_tickets(context->native_handle(), 0);
+  SSL_CTX_set_options(context->native_handle(), SSL_OP_NO_TICKET);
+  context->use_certificate_chain(
+      boost::asio::buffer(identity.certificate_pem.data(), identity.certificate_pem.size()));
+  context->use_private_key(
+      boost::asio::buffer(identity.private_key_pem.data(), identity.private_key_pem.size()),
+      ssl::context::pem);
+  return context;
+}
+
+std::shared_ptr<boost::asio::ssl::context> asio_pinned_client_context(const std::string& pinned) {
+  namespace ssl = boost::asio::ssl;
+  auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_3_VERSION);
+  SSL_CTX_set_options(context->native_handle(), SSL_OP_NO_TICKET);
+  context->set_verify_mode(ssl::verify_peer);
+  // No CA: the pin is the whole trust decision. The leaf (depth 0) decides; the chain above it,
+  // if a peer sends one, is irrelevant because only the pinned leaf is ever accepted.
+  context->set_verify_callback([pinned](bool, ssl::verify_context& ctx) {
+    X509_STORE_CTX* store = ctx.native_handle();
+    if (X509_STORE_CTX_get_error_depth(store) != 0) return true;
+    X509* cert = X509_STORE_CTX_get_current_cert(store);
+    if (!cert) return false;
+    unsigned char* der = nullptr;
+    int len = i2d_X509(cert, &der);
+    if (len <= 0) return false;
+    std::string got =
+        "sha256:" + sha256_hex(std::string_view(reinterpret_cast<char*>(der), len));
+    OPENSSL_free(der);
+    return secrets_equal(got, pinned);
+  });
+  return context;
 }
 
 }  // namespace offload::tls

@@ -209,12 +209,27 @@ class PortForwarderTest : public ::testing::Test {
   }
 
   // The engine publishes `ports` (so the runner allows them) and the forwarder follows.
+  // TCP connections go through the runner's data channel, as in offloadd.
   void publish(const std::vector<v1::PublishedPort>& ports) {
     engine_->set_ports(ports);
     auto client = client_;
     forwarder_->apply(ports, [client](std::uint32_t port, const std::string& protocol) {
       return client->open_port_tunnel(port, protocol);
-    });
+    }, data_channel());
+  }
+
+  daemon::PortForwarder::DataChannel data_channel() {
+    auto client = client_;
+    return {[client] { return client->data_channel(); },
+            [this](const std::string& why) {
+              std::lock_guard lock(failures_mu_);
+              data_channel_failures_.push_back(why);
+            }};
+  }
+
+  std::vector<std::string> data_channel_failures() {
+    std::lock_guard lock(failures_mu_);
+    return data_channel_failures_;
   }
 
   tcp::socket connect(std::uint32_t port) {
@@ -234,6 +249,8 @@ class PortForwarderTest : public ::testing::Test {
   CountingSink sink_;
   std::unique_ptr<daemon::PortForwarder> forwarder_;
   asio::io_context test_io_;  // the test's own blocking sockets
+  std::mutex failures_mu_;
+  std::vector<std::string> data_channel_failures_;
 };
 
 TEST_F(PortForwarderTest, TcpRoundTrip) {
@@ -377,6 +394,75 @@ TEST_F(PortForwarderTest, PortTheRunnerDoesNotPublishIsRefusedThere) {
   asio::write(s, asio::buffer(std::string("hello")), ignored);
   s.shutdown(tcp::socket::shutdown_send, ignored);
   EXPECT_EQ(read_to_end(s), "");
+}
+
+// The same through the data channel: the runner's refusal ends the connection; it is not a
+// failure of the channel, so nothing falls back to gRPC (which would be refused the same way).
+TEST_F(PortForwarderTest, PortTheRunnerDoesNotPublishIsRefusedOnTheDataChannelToo) {
+  engine_->set_ports({});
+  auto client = client_;
+  const auto opened_before = runner_->data_channel()->channels_refused();
+  forwarder_->apply({published(container_.echo_port(), "tcp")},
+                    [client](std::uint32_t port, const std::string& protocol) {
+                      return client->open_port_tunnel(port, protocol);
+                    },
+                    data_channel());
+  auto s = connect(container_.echo_port());
+  boost::system::error_code ignored;
+  asio::write(s, asio::buffer(std::string("hello")), ignored);
+  s.shutdown(tcp::socket::shutdown_send, ignored);
+  EXPECT_EQ(read_to_end(s), "");
+  EXPECT_EQ(runner_->data_channel()->channels_refused(), opened_before + 1);
+  EXPECT_TRUE(data_channel_failures().empty());
+}
+
+TEST_F(PortForwarderTest, TcpConnectionsTravelTheDataChannel) {
+  publish({published(container_.echo_port(), "tcp")});
+  for (int i = 0; i < 3; ++i) {
+    auto s = connect(container_.echo_port());
+    asio::write(s, asio::buffer(std::string("hello")));
+    s.shutdown(tcp::socket::shutdown_send);
+    EXPECT_EQ(read_to_end(s), "hello");
+  }
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 3u);
+  EXPECT_TRUE(data_channel_failures().empty());
+}
+
+// A data port that cannot be reached (a firewall, a runner that restarted on another port):
+// connections still work, through gRPC, and the failure is reported once, not per connection.
+TEST_F(PortForwarderTest, AnUnreachableDataChannelFallsBackToGrpc) {
+  unsigned short dead_port;
+  {
+    tcp::acceptor probe(test_io_, {kLocalAddress, 0});
+    dead_port = probe.local_endpoint().port();
+  }  // closed: connecting there is refused
+  auto dead = std::make_shared<tunnel::data_channel::Dialer>(
+      "127.0.0.1", dead_port, tls::asio_pinned_client_context(runner_->identity.fingerprint),
+      client_->session_id(), client_->session_token());
+  std::atomic<int> asked{0};
+  engine_->set_ports({published(container_.echo_port(), "tcp")});
+  auto client = client_;
+  forwarder_->apply({published(container_.echo_port(), "tcp")},
+                    [client](std::uint32_t port, const std::string& protocol) {
+                      return client->open_port_tunnel(port, protocol);
+                    },
+                    {[dead, &asked] {
+                       ++asked;
+                       return dead;
+                     },
+                     [this](const std::string& why) {
+                       std::lock_guard lock(failures_mu_);
+                       data_channel_failures_.push_back(why);
+                     }});
+  auto s = connect(container_.echo_port());
+  asio::write(s, asio::buffer(std::string("hello")));
+  s.shutdown(tcp::socket::shutdown_send);
+  EXPECT_EQ(read_to_end(s), "hello");
+  EXPECT_EQ(asked.load(), 1);
+  ASSERT_EQ(data_channel_failures().size(), 1u);
+  EXPECT_NE(data_channel_failures()[0].find("refused"), std::string::npos)
+      << data_channel_failures()[0];
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
 }
 
 }  // namespace

@@ -58,7 +58,8 @@ asio::awaitable<void> echo_behaviour(stream_protocol::socket s) {
 }
 
 InProcessRunner::InProcessRunner(const std::filesystem::path& dir,
-                                 std::function<void(runner::RunnerOptions&)> configure)
+                                 std::function<void(runner::RunnerOptions&)> configure,
+                                 std::optional<runner::DataChannelSettings> data_channel)
     : identity(tls::load_or_create_identity(dir / "tls")),
       token(random_hex(32)),
       target_(dir / "engine.sock"),
@@ -72,15 +73,23 @@ InProcessRunner::InProcessRunner(const std::filesystem::path& dir,
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port_ <= 0) throw std::runtime_error("cannot start the in-process runner");
+  if (data_channel) {
+    data_channel_ = std::make_unique<runner::DataChannelServer>(
+        io_, tls::asio_server_context(identity), *service_,
+        asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0), *data_channel);
+    service_->set_data_channel_port(data_channel_->port());
+  }
   work_.emplace(io_.get_executor());
   for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
 }
 
 InProcessRunner::~InProcessRunner() {
+  if (data_channel_) data_channel_->stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   work_.reset();
   io_.stop();
   for (auto& t : threads_) t.join();
+  data_channel_.reset();
   service_.reset();
 }
 

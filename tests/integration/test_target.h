@@ -15,6 +15,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "offload/runner/data_channel_server.h"
 #include "offload/runner/runner_service.h"
 #include "offload/runner/session_backend.h"
 #include "offload/tls/tls.h"
@@ -119,13 +120,19 @@ class TestBackend final : public runner::SessionBackend {
 class InProcessRunner {
  public:
   // `configure` adjusts the runner's options (accounts, limits) before the service starts.
+  // It serves the data channel too (as offload-runner does by default) unless
+  // `data_channel` is null.
   explicit InProcessRunner(const std::filesystem::path& dir,
-                           std::function<void(runner::RunnerOptions&)> configure = {});
+                           std::function<void(runner::RunnerOptions&)> configure = {},
+                           std::optional<runner::DataChannelSettings> data_channel =
+                               runner::DataChannelSettings{});
   ~InProcessRunner();
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   TestTarget& target() { return target_; }
   TestBackend& backend() { return backend_; }
   runner::RunnerService& service() { return *service_; }
+  // Null when started without one.
+  runner::DataChannelServer* data_channel() { return data_channel_.get(); }
   tls::Identity identity;
   std::string token;
 
@@ -137,6 +144,7 @@ class InProcessRunner {
   std::vector<std::thread> threads_;
   std::unique_ptr<runner::RunnerService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<runner::DataChannelServer> data_channel_;
   int port_ = 0;
 };
 

@@ -2,6 +2,7 @@
 // ⇄ a test target on a unix socket. No docker involved.
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
+#include <poll.h>
 
 #include <memory>
 #include <mutex>
@@ -20,6 +21,7 @@
 #include "offload/daemon/runner_client.h"
 #include "offload/runner/runner_service.h"
 #include "offload/tls/tls.h"
+#include "offload/tunnel/data_channel.h"
 #include "offload/tunnel/pump.h"
 #include "test_target.h"
 
@@ -905,12 +907,13 @@ class LoopbackRelay {
 
 // Sends `bytes` into `app`, half-closes, and waits for the sink's count: MB/s of a transfer
 // that reached the far end whole, or 0 if it did not.
-double transfer_mb_per_s(stream_protocol::socket& app, std::size_t bytes) {
+template <class Socket>
+double transfer_mb_per_s(Socket& app, std::size_t bytes) {
   const std::string chunk(256 * 1024, 'x');
   const auto began = std::chrono::steady_clock::now();
   for (std::size_t sent = 0; sent < bytes; sent += chunk.size())
     asio::write(app, asio::buffer(chunk.data(), std::min(chunk.size(), bytes - sent)));
-  app.shutdown(stream_protocol::socket::shutdown_send);
+  app.shutdown(asio::socket_base::shutdown_send);
   std::string answer;
   boost::system::error_code ec;
   char buf[64];
@@ -950,6 +953,428 @@ TEST_F(TunnelTest, AForwardedPortCarriesBulkDataAtAFairShareOfALoopbackRelaysSpe
               best_relay, ratio);
   EXPECT_GE(ratio, 0.05) << best_tunnel << " MB/s through the tunnel, " << best_relay
                          << " MB/s through the relay";
+}
+
+// ---- The data channel (offload/tunnel/data_channel.h) ----------------------------------------
+
+namespace dc = tunnel::data_channel;
+using asio::ip::tcp;
+
+// What a hostile client can do with the data port: any bytes, after a TLS handshake with the
+// runner's real certificate (the pin is public; the token is the secret).
+class RawDataChannel {
+ public:
+  RawDataChannel(asio::io_context& io, InProcessRunner& runner, unsigned short port)
+      : tls_(tls::asio_pinned_client_context(runner.identity.fingerprint)), stream_(io, *tls_) {
+    stream_.next_layer().connect({asio::ip::make_address("127.0.0.1"), port});
+    stream_.handshake(asio::ssl::stream_base::client);
+  }
+  void send(std::string_view bytes) { asio::write(stream_, asio::buffer(bytes)); }
+  void send_open(const std::string& id, const std::string& token, v1::TunnelOpen target) {
+    v1::DataChannelOpen open;
+    open.set_session_id(id);
+    open.set_session_token(token);
+    *open.mutable_open() = std::move(target);
+    send(dc::encode_open(open));
+  }
+  // The runner's answer, or nullopt when it closed the connection without one.
+  std::optional<v1::DataChannelAccept> answer() {
+    std::string bytes(4, '\0');
+    boost::system::error_code ec;
+    asio::read(stream_, asio::buffer(bytes), ec);
+    if (ec) return std::nullopt;
+    auto parsed = dc::parse_accept(bytes);
+    if (parsed.status == dc::ParseStatus::need_more) {
+      bytes.resize(parsed.needed);
+      asio::read(stream_, asio::buffer(bytes.data() + 4, bytes.size() - 4), ec);
+      if (ec) return std::nullopt;
+      parsed = dc::parse_accept(bytes);
+    }
+    if (parsed.status != dc::ParseStatus::complete) return std::nullopt;
+    return parsed.message;
+  }
+  // True when the runner closed the connection (EOF, reset, or a TLS error) rather than send.
+  bool closed_by_runner() {
+    char c;
+    boost::system::error_code ec;
+    stream_.read_some(asio::buffer(&c, 1), ec);
+    return static_cast<bool>(ec);
+  }
+  dc::TlsStream& stream() { return stream_; }
+
+ private:
+  std::shared_ptr<asio::ssl::context> tls_;
+  dc::TlsStream stream_;
+};
+
+v1::TunnelOpen port_target(unsigned short port, const std::string& protocol = "tcp") {
+  v1::TunnelOpen open;
+  open.set_target(v1::TunnelOpen::TARGET_PUBLISHED_PORT);
+  open.set_host_port(port);
+  open.set_protocol(protocol);
+  return open;
+}
+
+// A TCP listener standing for a container's published port, counting whom it accepted.
+class ListeningPort {
+ public:
+  ListeningPort() : acceptor_(io_, {asio::ip::make_address("127.0.0.1"), 0}) {}
+  unsigned short port() const { return acceptor_.local_endpoint().port(); }
+  // Accepted connections so far (non-blocking: accepts what is pending).
+  int accepted() {
+    acceptor_.non_blocking(true);
+    boost::system::error_code ec;
+    for (;;) {
+      tcp::socket s(io_);
+      acceptor_.accept(s, ec);
+      if (ec) break;
+      held_.push_back(std::move(s));
+    }
+    return static_cast<int>(held_.size());
+  }
+  tcp::socket accept() {
+    acceptor_.non_blocking(false);
+    return acceptor_.accept();
+  }
+
+ private:
+  asio::io_context io_;
+  tcp::acceptor acceptor_;
+  std::vector<tcp::socket> held_;
+};
+
+class DataChannelTest : public TunnelTest {
+ protected:
+  unsigned short data_port() { return runner_->data_channel()->port(); }
+
+  // What offloadd's port forwarder does for one local connection: a channel from the client's
+  // dialer, spliced with one end of a local TCP connection; returns the other end ("the app").
+  tcp::socket open_data_port(unsigned short port) {
+    auto dialer = client_->data_channel();
+    EXPECT_NE(dialer, nullptr) << "Hello named no data channel";
+    tcp::acceptor acceptor(client_io_, {asio::ip::make_address("127.0.0.1"), 0});
+    tcp::socket app(client_io_);
+    app.connect(acceptor.local_endpoint());
+    tcp::socket local = acceptor.accept();
+    auto strand = asio::make_strand(client_io_);
+    auto opened = asio::co_spawn(strand, dialer->open_port(port), asio::use_future).get();
+    EXPECT_TRUE(opened.channel) << opened.error.message() << " " << opened.answer.message();
+    if (opened.channel) {
+      asio::co_spawn(
+          strand,
+          [channel = opened.channel, local = std::move(local)]() mutable
+          -> asio::awaitable<void> { co_await dc::splice(local, *channel); },
+          asio::detached);
+    }
+    return app;
+  }
+};
+
+TEST(DataChannelHeader, OpenAndAcceptRoundTripAndRejectWhatIsNotOurs) {
+  v1::DataChannelOpen open;
+  open.set_session_id("abc");
+  open.set_session_token("secret");
+  *open.mutable_open() = port_target(8080);
+  const std::string bytes = dc::encode_open(open);
+  for (std::size_t cut = 0; cut < bytes.size(); ++cut)
+    EXPECT_EQ(dc::parse_open(std::string_view(bytes).substr(0, cut)).status,
+              dc::ParseStatus::need_more)
+        << cut;
+  auto parsed = dc::parse_open(bytes + "trailing data");
+  ASSERT_EQ(parsed.status, dc::ParseStatus::complete);
+  EXPECT_EQ(parsed.consumed, bytes.size());
+  EXPECT_EQ(parsed.message.session_token(), "secret");
+  EXPECT_EQ(parsed.message.open().host_port(), 8080u);
+
+  EXPECT_EQ(dc::parse_open("GET / HTTP/1.1\r\n").status, dc::ParseStatus::bad_magic);
+  EXPECT_EQ(dc::parse_open("OD").status, dc::ParseStatus::need_more);
+  EXPECT_EQ(dc::parse_open("ODX").status, dc::ParseStatus::bad_magic);
+  // A length beyond the limit is refused from the length alone: nothing is allocated for it.
+  EXPECT_EQ(dc::parse_open(std::string("ODC1\x00\x01\x00\x01", 8)).status,
+            dc::ParseStatus::too_long);
+  EXPECT_EQ(dc::parse_open(std::string("ODC1\x00\x00\x00\x02\xff\xff", 10)).status,
+            dc::ParseStatus::bad_message);
+
+  v1::DataChannelAccept accept;
+  accept.set_code(7);
+  accept.set_message("no");
+  auto answer = dc::parse_accept(dc::encode_accept(accept));
+  ASSERT_EQ(answer.status, dc::ParseStatus::complete);
+  EXPECT_EQ(answer.message.code(), 7);
+}
+
+TEST_F(DataChannelTest, HelloNamesTheDataChannelAndAPublishedPortTravelsItWithHalfClose) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  auto app = open_data_port(target.port());
+  auto far = target.accept();
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 1u);
+  asio::write(app, asio::buffer(std::string("ping")));
+  app.shutdown(tcp::socket::shutdown_send);
+  std::string got;
+  boost::system::error_code ec;
+  char buf[64];
+  while (!ec) got.append(buf, far.read_some(asio::buffer(buf), ec));
+  EXPECT_EQ(got, "ping");
+  EXPECT_EQ(ec, asio::error::eof) << "the client's half-close reaches the container";
+  // The other direction still carries the answer after the half-close.
+  asio::write(far, asio::buffer(std::string("pong")));
+  far.shutdown(tcp::socket::shutdown_send);
+  std::string answer;
+  ec = {};
+  while (!ec) answer.append(buf, app.read_some(asio::buffer(buf), ec));
+  EXPECT_EQ(answer, "pong");
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST_F(DataChannelTest, LargeTransferArrivesIntactBothWays) {
+  constexpr std::size_t kBytes = 48u * 1024 * 1024;
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  auto app = open_data_port(target.port());
+  auto far = target.accept();
+  // The container echoes everything back: both directions at full speed at once.
+  std::thread echo([&far] {
+    std::vector<char> buf(1 << 16);
+    boost::system::error_code ec;
+    for (;;) {
+      std::size_t n = far.read_some(asio::buffer(buf), ec);
+      if (n) asio::write(far, asio::buffer(buf.data(), n), ec);
+      if (ec) break;
+    }
+    far.shutdown(tcp::socket::shutdown_send, ec);
+  });
+  std::mt19937 random(7);
+  std::string data(kBytes, '\0');
+  for (auto& c : data) c = static_cast<char>(random());
+  std::thread writer([&] {
+    asio::write(app, asio::buffer(data));
+    app.shutdown(tcp::socket::shutdown_send);
+  });
+  std::string back;
+  back.reserve(kBytes);
+  std::vector<char> buf(1 << 16);
+  boost::system::error_code ec;
+  while (!ec) back.append(buf.data(), app.read_some(asio::buffer(buf), ec));
+  writer.join();
+  echo.join();
+  EXPECT_EQ(back.size(), kBytes);
+  EXPECT_TRUE(back == data) << "the echoed bytes differ";
+}
+
+// The token is the secret: a client with the right certificate pin but a wrong token, or a
+// session that does not exist, is refused before the runner dials anything.
+TEST_F(DataChannelTest, AWrongTokenOrUnknownSessionIsRefusedBeforeAnyDial) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  {
+    RawDataChannel raw(runner_io_for_test_, *runner_, data_port());
+    raw.send_open(client_->session_id(), std::string(64, 'a'), port_target(target.port()));
+    auto answer = raw.answer();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->code(), grpc::StatusCode::UNAUTHENTICATED) << answer->message();
+    EXPECT_TRUE(raw.closed_by_runner());
+  }
+  {
+    RawDataChannel raw(runner_io_for_test_, *runner_, data_port());
+    raw.send_open("no-such-session", client_->session_token(), port_target(target.port()));
+    auto answer = raw.answer();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    // The token of the session, under another session's id: tokens are per session.
+    RawDataChannel raw(runner_io_for_test_, *runner_, data_port());
+    raw.send_open("", client_->session_token(), port_target(target.port()));
+    auto answer = raw.answer();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  EXPECT_EQ(target.accepted(), 0) << "the runner dialled for an unauthenticated client";
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
+  EXPECT_EQ(runner_->data_channel()->channels_refused(), 3u);
+}
+
+// With the right token, still only what the session publishes, over TCP: not an unpublished
+// port of the runner host, not a port published for UDP only, not the engine's API socket
+// (that goes through the gRPC tunnel and its API gate).
+TEST_F(DataChannelTest, OnlyTcpPortsTheSessionPublishesAreDialled) {
+  ListeningPort unpublished, udp_only;
+  backend_->last->set_ports({published(udp_only.port(), "udp")});
+  auto refused = [&](v1::TunnelOpen target) {
+    RawDataChannel raw(runner_io_for_test_, *runner_, data_port());
+    raw.send_open(client_->session_id(), client_->session_token(), std::move(target));
+    auto answer = raw.answer();
+    if (!answer) return std::string("closed without an answer");
+    return std::to_string(answer->code()) + " " + answer->message();
+  };
+  const std::string denied = std::to_string(grpc::StatusCode::PERMISSION_DENIED) + " ";
+  EXPECT_TRUE(refused(port_target(unpublished.port())).starts_with(denied));
+  EXPECT_TRUE(refused(port_target(udp_only.port())).starts_with(denied));
+  EXPECT_TRUE(refused(port_target(udp_only.port(), "udp")).starts_with(denied));
+  v1::TunnelOpen api;
+  api.set_target(v1::TunnelOpen::TARGET_ENGINE_API);
+  EXPECT_TRUE(refused(api).starts_with(denied));
+  EXPECT_EQ(refused(port_target(0)).substr(0, denied.size()), denied);
+  EXPECT_EQ(unpublished.accepted(), 0);
+  EXPECT_EQ(udp_only.accepted(), 0);
+  EXPECT_EQ(target_->accepted(), 0) << "the engine API was dialled from the data channel";
+}
+
+// Bytes that are not an open header end the connection without an answer, and without a dial.
+TEST_F(DataChannelTest, WhatIsNotAnOpenHeaderIsDropped) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  {
+    // No TLS at all: an HTTP request on the data port.
+    tcp::socket plain(runner_io_for_test_);
+    plain.connect({asio::ip::make_address("127.0.0.1"), data_port()});
+    asio::write(plain, asio::buffer(std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n")));
+    std::string got;
+    boost::system::error_code ec;
+    char buf[256];
+    while (!ec) got.append(buf, plain.read_some(asio::buffer(buf), ec));
+    EXPECT_EQ(got.find("HTTP/"), std::string::npos) << got;
+  }
+  {
+    RawDataChannel raw(runner_io_for_test_, *runner_, data_port());
+    raw.send("GET / HTTP/1.1\r\n\r\n");
+    EXPECT_TRUE(raw.closed_by_runner());
+  }
+  {
+    RawDataChannel raw(runner_io_for_test_, *runner_, data_port());
+    raw.send(std::string("ODC1\x7f\xff\xff\xff", 8));  // a 2 GiB "header"
+    EXPECT_TRUE(raw.closed_by_runner());
+  }
+  {
+    RawDataChannel raw(runner_io_for_test_, *runner_, data_port());
+    raw.send(std::string("ODC1\x00\x00\x00\x03\xff\xff\xff", 11));
+    EXPECT_TRUE(raw.closed_by_runner());
+  }
+  EXPECT_EQ(target.accepted(), 0);
+  EXPECT_EQ(runner_->data_channel()->channels_refused(), 4u);
+}
+
+// A peer that connects and then says nothing (or stops halfway through its header) is dropped
+// at the setup deadline, so silent connections cannot pile up on the runner.
+TEST_F(DataChannelTest, APeerThatStallsBeforeItsOpenIsDroppedAtTheDeadline) {
+  client_.reset();
+  runner_ = std::make_unique<InProcessRunner>(
+      dir_ / "stalling", nullptr, runner::DataChannelSettings{std::chrono::milliseconds(300)});
+  {
+    tcp::socket silent(runner_io_for_test_);  // not even a TLS hello
+    silent.connect({asio::ip::make_address("127.0.0.1"), data_port()});
+    char c;
+    boost::system::error_code ec;
+    const auto began = std::chrono::steady_clock::now();
+    silent.read_some(asio::buffer(&c, 1), ec);  // returns when the runner drops it
+    EXPECT_TRUE(ec);
+    EXPECT_LT(std::chrono::steady_clock::now() - began, 20s);
+  }
+  {
+    RawDataChannel raw(runner_io_for_test_, *runner_, data_port());
+    raw.send("ODC1\x00");  // half a length, then nothing
+    EXPECT_TRUE(raw.closed_by_runner());
+  }
+  EXPECT_EQ(runner_->data_channel()->channels_refused(), 2u);
+}
+
+// The client sends its token only to the pinned certificate: another certificate fails the
+// handshake, and the runner never sees an open header.
+TEST_F(DataChannelTest, AClientSendsNothingToACertificateOtherThanThePinnedOne) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  dc::Dialer wrong_pin("127.0.0.1", data_port(),
+                       tls::asio_pinned_client_context("sha256:" + std::string(64, '0')),
+                       client_->session_id(), client_->session_token());
+  auto opened = asio::co_spawn(asio::make_strand(client_io_), wrong_pin.open_port(target.port()),
+                               asio::use_future)
+                    .get();
+  EXPECT_FALSE(opened.channel);
+  EXPECT_FALSE(opened.refused) << "the runner answered: the token was sent";
+  EXPECT_TRUE(opened.error);
+  EXPECT_EQ(target.accepted(), 0);
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
+}
+
+// Flow control is TCP's own: a container that does not read stops the client's writes after a
+// bounded amount (socket buffers and one chunk per side), nothing queues without limit.
+TEST_F(DataChannelTest, AContainerThatDoesNotReadStallsTheClientWithBoundedBuffering) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  auto app = open_data_port(target.port());
+  auto far = target.accept();  // accepted, never read
+  app.non_blocking(true);
+  const std::string chunk(1 << 20, 'x');
+  std::size_t accepted = 0;
+  int idle_polls = 0;
+  // Bounded: at most 1 GiB offered; stalled after 5 waits of 100 ms in a row without progress.
+  while (accepted < (1u << 30) && idle_polls < 5) {
+    boost::system::error_code ec;
+    std::size_t n = app.write_some(asio::buffer(chunk), ec);
+    if (ec == asio::error::would_block) {
+      pollfd p{app.native_handle(), POLLOUT, 0};
+      idle_polls = ::poll(&p, 1, 100) > 0 ? 0 : idle_polls + 1;
+      continue;
+    }
+    ASSERT_FALSE(ec) << ec.message();
+    accepted += n;
+  }
+  EXPECT_EQ(idle_polls, 5) << "the writes never stalled: " << accepted << " bytes taken";
+  // Two TCP connections of socket buffers on each side, plus a chunk per pump: tens of MiB at
+  // most on Linux's loopback with autotuning, not the gigabyte offered.
+  EXPECT_LT(accepted, 96u << 20);
+  // And once the container reads, everything arrives.
+  app.shutdown(tcp::socket::shutdown_send);
+  std::size_t got = 0;
+  std::vector<char> buf(1 << 16);
+  boost::system::error_code ec;
+  while (!ec) got += far.read_some(asio::buffer(buf), ec);
+  EXPECT_EQ(got, accepted);
+}
+
+TEST_F(DataChannelTest, TheTunnelsPerSessionLimitCountsDataChannelsToo) {
+  client_.reset();
+  runner_ = std::make_unique<InProcessRunner>(
+      dir_ / "limited", [](runner::RunnerOptions& o) { o.max_tunnels_per_session = 1; });
+  backend_ = &runner_->backend();
+  client_ = connect(runner_->identity.fingerprint, runner_->token);
+  client_->hello(5s);
+  auto created = client_->create_session("test", 10s);
+  client_->attach(created.session_id(), created.session_token());
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  auto first = open_data_port(target.port());
+  RawDataChannel raw(runner_io_for_test_, *runner_, data_port());
+  raw.send_open(client_->session_id(), client_->session_token(), port_target(target.port()));
+  auto answer = raw.answer();
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << answer->message();
+  EXPECT_NE(answer->message().find("--max-tunnels-per-session"), std::string::npos);
+}
+
+// The ratio guard of AForwardedPortCarries... for the data channel, which forwarded ports use
+// when the runner has one.
+TEST_F(DataChannelTest, ItCarriesBulkDataAtAFairShareOfALoopbackRelaysSpeed) {
+  constexpr std::size_t kBytes = 64u * 1024 * 1024;
+  constexpr int kRounds = 3;
+  CountingSink sink(2 * kRounds);
+  backend_->last->set_ports({published(sink.port(), "tcp")});
+  double best_relay = 0, best_channel = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    {
+      LoopbackRelay relay(runner_io_for_test_, sink.port());
+      best_relay = std::max(best_relay, transfer_mb_per_s(relay.app(), kBytes));
+    }
+    auto channel = open_data_port(sink.port());
+    best_channel = std::max(best_channel, transfer_mb_per_s(channel, kBytes));
+  }
+  ASSERT_GT(best_relay, 0) << "the relay lost bytes";
+  ASSERT_GT(best_channel, 0) << "the data channel lost bytes";
+  const double ratio = best_channel / best_relay;
+  std::printf("data channel %.0f MB/s, loopback relay %.0f MB/s: %.2fx\n", best_channel,
+              best_relay, ratio);
+  EXPECT_GE(ratio, 0.05);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <tuple>
 #include <vector>
 
+#include "offload/tunnel/data_channel.h"
 #include "offload/tunnel/grpc_streams.h"
 #include "offload/v1/control.pb.h"
 #include "offload/v1/runner.pb.h"
@@ -104,6 +105,14 @@ class PortForwarder {
   using TunnelOpener = std::function<std::shared_ptr<tunnel::ClientTunnelStream>(
       std::uint32_t host_port, const std::string& protocol)>;
 
+  // The data channel for TCP connections (RunnerClient::data_channel in production): `dialer`
+  // gives one, or null to use the opener; `failed` hears of a channel that broke before the
+  // runner answered (that connection then goes through the opener).
+  struct DataChannel {
+    std::function<std::shared_ptr<tunnel::data_channel::Dialer>()> dialer;
+    std::function<void(const std::string& why)> failed;
+  };
+
   // `activity` must outlive the forwarder; connections still finishing after the forwarder is
   // destroyed no longer report to it.
   PortForwarder(boost::asio::io_context& io, PortPolicy policy, ActivitySink& activity,
@@ -115,8 +124,10 @@ class PortForwarder {
   // Thread-safe, never blocks on the io threads. Makes the listeners match `snapshot`: new ones
   // bind now (a failure is recorded with its reason), ones no longer wanted close (their TCP
   // connections may finish; their UDP flows end). Listeners that failed before are retried.
-  // `opener` serves every later connection, including on listeners that stay.
-  void apply(const std::vector<v1::PublishedPort>& snapshot, TunnelOpener opener);
+  // `opener` (and `data` for TCP) serve every later connection, including on listeners that
+  // stay.
+  void apply(const std::vector<v1::PublishedPort>& snapshot, TunnelOpener opener,
+             DataChannel data = {});
   // Applies the last snapshot again: retries failed binds, rebinds listeners that died.
   void reconcile();
   // Closes every listener and forgets the snapshot (session ended or stopped).

@@ -4,6 +4,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "offload/tls/tls.h"
+#include "offload/tunnel/data_channel.h"
 #include "offload/tunnel/grpc_streams.h"
 #include "offload/v1/runner.grpc.pb.h"
 
@@ -70,6 +72,15 @@ class RunnerClient {
   std::shared_ptr<tunnel::ClientTunnelStream> open_port_tunnel(std::uint32_t host_port,
                                                                const std::string& protocol);
 
+  // The runner's data channel for this session's forwarded TCP ports, or null: the runner has
+  // none (Hello said port 0, or Hello was not called), there is no session yet, or the channel
+  // failed recently (then forwarded ports use open_port_tunnel for a minute before it is tried
+  // again).
+  std::shared_ptr<tunnel::data_channel::Dialer> data_channel();
+  // A channel could not be opened for a reason other than the runner's refusal: logs it (once
+  // per minute at most) and leaves the data channel alone for a minute.
+  void data_channel_failed(const std::string& why);
+
   // Call metadata: the session credentials (or the account token before there is a session).
   void authorize(grpc::ClientContext& ctx, bool account_call = false) const;
   v1::Runner::Stub& stub() { return *stub_; }
@@ -84,6 +95,10 @@ class RunnerClient {
   std::unique_ptr<v1::Runner::Stub> stub_;
   std::string session_id_;
   std::string session_token_;
+  std::atomic<unsigned short> data_channel_port_{0};  // from Hello
+  std::mutex data_channel_mu_;
+  std::shared_ptr<tunnel::data_channel::Dialer> data_channel_;  // guarded by data_channel_mu_
+  std::chrono::steady_clock::time_point data_channel_resting_until_{};  // guarded by the same
 };
 
 }  // namespace offload::daemon

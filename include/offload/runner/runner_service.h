@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <functional>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,6 +80,14 @@ class RunnerService final : public v1::Runner::CallbackService {
   // The live session `id`, or null (read-only use: tests, metrics).
   std::shared_ptr<Session> find_session(const std::string& id) const;
 
+  // The live session `id` if `token` is its token, else null; for calls that do not come
+  // through gRPC (the data channel). A miss is not logged here: the caller knows the peer.
+  std::shared_ptr<Session> authenticated_session(const std::string& id,
+                                                 std::string_view token) const;
+  std::size_t max_tunnels_per_session() const { return options_.max_tunnels_per_session; }
+  // Announced in Hello once the data channel listens (0: it does not).
+  void set_data_channel_port(unsigned short port) { data_channel_port_ = port; }
+
   // Applies the lifecycle rules at the clock's current time: warns, and ends (destroys) the
   // sessions that are idle, lost their client or ran too long. The runner's own timer calls
   // this at each session's next deadline; tests call it after moving a ManualClock.
@@ -141,6 +150,7 @@ class RunnerService final : public v1::Runner::CallbackService {
   // Sessions being created, per account: they count against max-sessions before they exist.
   std::map<std::string, std::size_t> creating_;  // guarded by mu_
   std::unique_ptr<boost::asio::steady_timer> lifecycle_timer_;  // guarded by mu_
+  std::atomic<unsigned short> data_channel_port_{0};
 };
 
 }  // namespace offload::runner

@@ -5,7 +5,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/address.hpp>
 
 #include <cstdint>
@@ -46,6 +48,11 @@ struct EngineAddresses {
 std::variant<PortTarget, grpc::Status> resolve_port_target(
     const std::vector<v1::PublishedPort>& published, std::uint32_t host_port,
     const std::string& protocol, const EngineAddresses& engine);
+
+// Opens `socket` for `target` (inside the target's network namespace when it has one) and
+// connects it. Cancelling or closing the socket aborts a connect in progress.
+boost::asio::awaitable<boost::system::error_code> connect_tcp_target(
+    boost::asio::ip::tcp::socket& socket, const PortTarget& target);
 
 // Serves the tunnel `open` asks for: starts its coroutine on a new strand of `io`, or finishes
 // `stream` with the refusal. Does not block: it runs on the gRPC thread that read the first

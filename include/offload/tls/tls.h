@@ -8,6 +8,8 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
+#include <boost/asio/ssl/context.hpp>
+
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -49,5 +51,14 @@ struct PinMismatch {
 // nothing else: no CA, no hostname check, since the pin is stronger than both).
 std::shared_ptr<grpc::ChannelCredentials> pinned_channel_credentials(
     const std::string& pinned, std::shared_ptr<PinMismatch> mismatch = nullptr);
+
+// The same identity and pin for the data channel (offload/tunnel/data_channel.h), which speaks
+// TLS itself instead of through gRPC. TLS 1.3 only: both ends are ours. Neither end issues or
+// resumes session tickets: each channel is one short handshake on an established trust (the
+// pin), and an unread ticket would turn a clean close into a reset.
+std::shared_ptr<boost::asio::ssl::context> asio_server_context(const Identity& identity);
+// Accepts exactly the certificate whose fingerprint is `pinned`; a handshake with any other
+// fails before the client sends anything (and so before any token leaves the machine).
+std::shared_ptr<boost::asio::ssl::context> asio_pinned_client_context(const std::string& pinned);
 
 }  // namespace offload::tls

@@ -1,0 +1,129 @@
+// The data channel: a forwarded TCP connection on a TLS connection of its own, next to gRPC.
+//
+// Through gRPC every chunk of a forwarded port crosses HTTP/2 framing, protobuf and gRPC's own
+// poller→callback thread hand-offs; measured on two cores, that capped one stream at 0.38× the
+// direct path (docs/benchmarks.md). Here the kernel's TCP connection is the stream: its flow
+// control is the tunnel's (a slow reader stops the sender's reads, nothing queues in between),
+// and each side moves bytes socket → TLS → socket on one strand. gRPC keeps the control plane
+// and everything that needs a filter (the engine API) or datagrams (UDP).
+//
+// Wire format (proto/offload/v1/runner.proto, "Data channel"):
+//   client: "ODC1" len32 DataChannelOpen        runner: len32 DataChannelAccept
+//   then both ways: len32 bytes... ; len32 == 0 ends that direction (a half-close)
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "offload/tunnel/pump.h"
+#include "offload/v1/runner.pb.h"
+
+namespace offload::tunnel::data_channel {
+
+namespace asio = boost::asio;
+using TlsStream = asio::ssl::stream<asio::ip::tcp::socket>;
+
+inline constexpr std::string_view kMagic = "ODC1";
+// An open or accept message larger than this is not one of ours: the connection is dropped
+// before anything is allocated for it.
+inline constexpr std::size_t kMaxMessageBytes = 16 * 1024;
+// The largest chunk payload; the reader refuses more.
+inline constexpr std::size_t kMaxChunkBytes = 256 * 1024;
+
+// "ODC1" + length + the message.
+std::string encode_open(const v1::DataChannelOpen& open);
+// length + the message.
+std::string encode_accept(const v1::DataChannelAccept& accept);
+
+enum class ParseStatus { complete, need_more, bad_magic, too_long, bad_message };
+const char* to_string(ParseStatus status);
+
+// Parses an open header from the start of `bytes`. complete: `message` is set and `consumed` is
+// the header's size; need_more: `needed` is how many bytes a complete header has, at least.
+struct ParsedOpen {
+  ParseStatus status = ParseStatus::need_more;
+  std::size_t needed = 8;
+  std::size_t consumed = 0;
+  v1::DataChannelOpen message;
+};
+ParsedOpen parse_open(std::string_view bytes);
+
+struct ParsedAccept {
+  ParseStatus status = ParseStatus::need_more;
+  std::size_t needed = 4;
+  std::size_t consumed = 0;
+  v1::DataChannelAccept message;
+};
+ParsedAccept parse_accept(std::string_view bytes);
+
+// The runner's side before the splice: reads and parses the open header. An error_code when the
+// connection broke or sent something that is not an open header (`why` says what).
+asio::awaitable<boost::system::error_code> read_open(TlsStream& channel, v1::DataChannelOpen& open,
+                                                     std::string& why);
+asio::awaitable<boost::system::error_code> write_accept(TlsStream& channel,
+                                                        const v1::DataChannelAccept& accept);
+
+// The client's side: sends `open` on a channel whose handshake is done, and reads the accept.
+asio::awaitable<boost::system::error_code> exchange_open(TlsStream& channel,
+                                                         const v1::DataChannelOpen& open,
+                                                         v1::DataChannelAccept& accept);
+
+// The client's end: dials the runner's data channel for the ports of one session.
+class Dialer {
+ public:
+  // `host` is the runner's host as the client reached its gRPC port; `tls` pins its certificate
+  // (offload/tls/tls.h asio_pinned_client_context). `setup_timeout` bounds the TCP connect, the
+  // handshake and the runner's answer: a firewall that drops the data port's SYNs must not keep
+  // a connection waiting for minutes before it falls back to gRPC.
+  Dialer(std::string host, unsigned short port, std::shared_ptr<asio::ssl::context> tls,
+         std::string session_id, std::string session_token,
+         std::chrono::milliseconds setup_timeout = std::chrono::seconds(5));
+
+  struct Opened {
+    // Set when the channel could not be used; `refusal` tells whether the runner said no (then
+    // gRPC would be refused too) or the channel itself failed (then gRPC may still work).
+    boost::system::error_code error;
+    bool refused = false;
+    v1::DataChannelAccept answer;  // the runner's answer, when it gave one
+    std::shared_ptr<TlsStream> channel;
+  };
+  // A channel to `host_port`/tcp of the session on the calling coroutine's executor (a strand,
+  // since the channel is used from there on): connected,
+  // authenticated and accepted by the runner, ready for splice().
+  asio::awaitable<Opened> open_port(std::uint32_t host_port);
+
+  const std::string& host() const { return host_; }
+  unsigned short port() const { return port_; }
+
+ private:
+  std::string host_;
+  unsigned short port_;
+  std::shared_ptr<asio::ssl::context> tls_;
+  std::string session_id_;
+  std::string session_token_;
+  std::chrono::milliseconds setup_timeout_;
+};
+
+struct DataSpliceResult {
+  PumpEnd up = PumpEnd::eof;    // plain socket → channel
+  PumpEnd down = PumpEnd::eof;  // channel → plain socket
+  std::uint64_t bytes_up = 0;
+  std::uint64_t bytes_down = 0;
+  bool clean() const { return up == PumpEnd::eof && down == PumpEnd::eof; }
+};
+
+// Moves bytes both ways until both directions ended, each with its half-close passed on. An
+// error in either direction closes both sockets (the peer sees the connection reset). Runs on
+// the executor of the calling coroutine, which must be a strand both sockets use.
+asio::awaitable<DataSpliceResult> splice(asio::ip::tcp::socket& plain, TlsStream& channel);
+
+}  // namespace offload::tunnel::data_channel

@@ -1,0 +1,297 @@
+#include "offload/tunnel/data_channel.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <atomic>
+#include <vector>
+
+namespace offload::tunnel::data_channel {
+namespace {
+
+constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
+
+void put_length(char* out, std::uint32_t n) {
+  out[0] = static_cast<char>(n >> 24);
+  out[1] = static_cast<char>(n >> 16);
+  out[2] = static_cast<char>(n >> 8);
+  out[3] = static_cast<char>(n);
+}
+
+std::uint32_t get_length(const char* in) {
+  auto b = [in](int i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(in[i])); };
+  return b(0) << 24 | b(1) << 16 | b(2) << 8 | b(3);
+}
+
+std::string length_prefixed(const google::protobuf::MessageLite& message) {
+  std::string out(4, '\0');
+  message.AppendToString(&out);
+  put_length(out.data(), static_cast<std::uint32_t>(out.size() - 4));
+  return out;
+}
+
+// Parses "len32 message" at the start of `bytes` into `message`.
+template <class Parsed>
+Parsed parse_prefixed(std::string_view bytes, std::size_t offset) {
+  Parsed parsed;
+  parsed.needed = offset + 4;
+  if (bytes.size() < parsed.needed) return parsed;
+  const std::uint32_t length = get_length(bytes.data() + offset);
+  if (length > kMaxMessageBytes) {
+    parsed.status = ParseStatus::too_long;
+    return parsed;
+  }
+  parsed.needed += length;
+  if (bytes.size() < parsed.needed) return parsed;
+  if (!parsed.message.ParseFromArray(bytes.data() + offset + 4, static_cast<int>(length))) {
+    parsed.status = ParseStatus::bad_message;
+    return parsed;
+  }
+  parsed.status = ParseStatus::complete;
+  parsed.consumed = parsed.needed;
+  return parsed;
+}
+
+// Reads one "len32 message" (after `prefix`, already read) into a buffer and parses it.
+template <class Parsed>
+asio::awaitable<std::pair<boost::system::error_code, Parsed>> read_prefixed(
+    TlsStream& channel, std::string bytes, Parsed (*parse)(std::string_view)) {
+  for (;;) {
+    Parsed parsed = parse(bytes);
+    if (parsed.status != ParseStatus::need_more)
+      co_return std::pair{boost::system::error_code{}, std::move(parsed)};
+    const std::size_t have = bytes.size();
+    bytes.resize(parsed.needed);
+    auto [ec, n] =
+        co_await asio::async_read(channel, asio::buffer(bytes.data() + have, bytes.size() - have),
+                                  kToken);
+    if (ec) co_return std::pair{ec, Parsed{}};
+  }
+}
+
+// Closes both ends after a failure: the other direction's pending operation ends with
+// operation_aborted, and the peers see a reset instead of waiting for bytes that will not come.
+void close_both(asio::ip::tcp::socket& plain, TlsStream& channel) {
+  boost::system::error_code ignored;
+  plain.close(ignored);
+  channel.next_layer().close(ignored);
+}
+
+asio::awaitable<void> pump_up(asio::ip::tcp::socket& plain, TlsStream& channel,
+                              DataSpliceResult& result) {
+  // The chunk's length goes in front of its bytes in the same buffer: one write, so one TLS
+  // record stream, instead of a 4-byte record of its own (Asio's TLS stream writes only the
+  // first buffer of a sequence per operation).
+  ChunkSizer sizer;
+  std::vector<char> buffer(4 + sizer.next());
+  for (;;) {
+    if (buffer.size() < 4 + sizer.next()) buffer.resize(4 + sizer.next());
+    auto [rec, n] =
+        co_await plain.async_read_some(asio::buffer(buffer.data() + 4, sizer.next()), kToken);
+    if (rec == asio::error::eof) {
+      put_length(buffer.data(), 0);
+      auto [wec, w] = co_await asio::async_write(channel, asio::buffer(buffer.data(), 4), kToken);
+      result.up = wec ? PumpEnd::stream_error : PumpEnd::eof;
+      break;
+    }
+    if (rec) {
+      result.up = PumpEnd::local_error;
+      break;
+    }
+    sizer.filled(n);
+    put_length(buffer.data(), static_cast<std::uint32_t>(n));
+    auto [wec, w] = co_await asio::async_write(channel, asio::buffer(buffer.data(), 4 + n), kToken);
+    if (wec) {
+      result.up = PumpEnd::stream_error;
+      break;
+    }
+    result.bytes_up += n;
+  }
+  if (result.up != PumpEnd::eof) close_both(plain, channel);
+}
+
+asio::awaitable<void> pump_down(asio::ip::tcp::socket& plain, TlsStream& channel,
+                                DataSpliceResult& result) {
+  std::vector<char> buffer(kFirstChunkSize);
+  char length_bytes[4];
+  for (;;) {
+    auto [lec, l] = co_await asio::async_read(channel, asio::buffer(length_bytes), kToken);
+    const std::uint32_t length = lec ? 0 : get_length(length_bytes);
+    if (lec || length > kMaxChunkBytes) {
+      result.down = PumpEnd::stream_error;
+      break;
+    }
+    if (length == 0) {
+      boost::system::error_code ec;
+      plain.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+      result.down = ec ? PumpEnd::local_error : PumpEnd::eof;
+      break;
+    }
+    if (buffer.size() < length) buffer.resize(length);
+    auto [rec, r] = co_await asio::async_read(channel, asio::buffer(buffer.data(), length), kToken);
+    if (rec) {
+      result.down = PumpEnd::stream_error;
+      break;
+    }
+    auto [wec, w] = co_await asio::async_write(plain, asio::buffer(buffer.data(), length), kToken);
+    if (wec) {
+      result.down = PumpEnd::local_error;
+      break;
+    }
+    result.bytes_down += length;
+  }
+  if (result.down != PumpEnd::eof) close_both(plain, channel);
+}
+
+}  // namespace
+
+const char* to_string(ParseStatus status) {
+  switch (status) {
+    case ParseStatus::complete: return "complete";
+    case ParseStatus::need_more: return "incomplete";
+    case ParseStatus::bad_magic: return "not a data channel (bad magic)";
+    case ParseStatus::too_long: return "header too long";
+    case ParseStatus::bad_message: return "header does not parse";
+  }
+  return "?";
+}
+
+std::string encode_open(const v1::DataChannelOpen& open) {
+  return std::string(kMagic) + length_prefixed(open);
+}
+
+std::string encode_accept(const v1::DataChannelAccept& accept) { return length_prefixed(accept); }
+
+ParsedOpen parse_open(std::string_view bytes) {
+  const std::size_t check = std::min(bytes.size(), kMagic.size());
+  if (bytes.substr(0, check) != kMagic.substr(0, check)) {
+    ParsedOpen bad;
+    bad.status = ParseStatus::bad_magic;
+    return bad;
+  }
+  return parse_prefixed<ParsedOpen>(bytes, kMagic.size());
+}
+
+ParsedAccept parse_accept(std::string_view bytes) {
+  return parse_prefixed<ParsedAccept>(bytes, 0);
+}
+
+asio::awaitable<boost::system::error_code> read_open(TlsStream& channel, v1::DataChannelOpen& open,
+                                                     std::string& why) {
+  auto [ec, parsed] = co_await read_prefixed<ParsedOpen>(channel, {}, &parse_open);
+  if (ec) {
+    why = ec.message();
+    co_return ec;
+  }
+  if (parsed.status != ParseStatus::complete) {
+    why = to_string(parsed.status);
+    co_return asio::error::invalid_argument;
+  }
+  open = std::move(parsed.message);
+  co_return boost::system::error_code{};
+}
+
+asio::awaitable<boost::system::error_code> write_accept(TlsStream& channel,
+                                                        const v1::DataChannelAccept& accept) {
+  auto bytes = encode_accept(accept);
+  auto [ec, n] = co_await asio::async_write(channel, asio::buffer(bytes), kToken);
+  co_return ec;
+}
+
+asio::awaitable<boost::system::error_code> exchange_open(TlsStream& channel,
+                                                         const v1::DataChannelOpen& open,
+                                                         v1::DataChannelAccept& accept) {
+  auto bytes = encode_open(open);
+  auto [wec, n] = co_await asio::async_write(channel, asio::buffer(bytes), kToken);
+  if (wec) co_return wec;
+  auto [ec, parsed] = co_await read_prefixed<ParsedAccept>(channel, {}, &parse_accept);
+  if (ec) co_return ec;
+  if (parsed.status != ParseStatus::complete) co_return asio::error::invalid_argument;
+  accept = std::move(parsed.message);
+  co_return boost::system::error_code{};
+}
+
+Dialer::Dialer(std::string host, unsigned short port, std::shared_ptr<asio::ssl::context> tls,
+               std::string session_id, std::string session_token,
+               std::chrono::milliseconds setup_timeout)
+    : host_(std::move(host)),
+      port_(port),
+      tls_(std::move(tls)),
+      session_id_(std::move(session_id)),
+      session_token_(std::move(session_token)),
+      setup_timeout_(setup_timeout) {}
+
+asio::awaitable<Dialer::Opened> Dialer::open_port(std::uint32_t host_port) {
+  auto executor = co_await asio::this_coro::executor;
+  Opened out;
+  auto channel = std::make_shared<TlsStream>(asio::ip::tcp::socket(executor), *tls_);
+  // One deadline over connect, handshake and answer: when it fires first, the socket is closed
+  // and whatever is pending fails. `settled` stops a firing that is already queued from closing
+  // a channel that made it.
+  struct Race {
+    std::atomic<bool> expired{false};
+    std::atomic<bool> settled{false};
+  };
+  auto race = std::make_shared<Race>();
+  asio::steady_timer deadline(executor, setup_timeout_);
+  deadline.async_wait([race, weak = std::weak_ptr<TlsStream>(channel)](
+                          const boost::system::error_code& ec) {
+    if (ec || race->settled) return;
+    race->expired = true;
+    if (auto c = weak.lock()) {
+      boost::system::error_code ignored;
+      c->next_layer().close(ignored);
+    }
+  });
+  auto fail = [&](boost::system::error_code ec) {
+    race->settled = true;
+    out.error = race->expired ? asio::error::timed_out : ec;
+    return std::move(out);
+  };
+
+  asio::ip::tcp::resolver resolver(executor);
+  auto [rec, endpoints] = co_await resolver.async_resolve(host_, std::to_string(port_), kToken);
+  if (rec) co_return fail(rec);
+  auto [cec, endpoint] = co_await asio::async_connect(channel->next_layer(), endpoints, kToken);
+  if (cec) co_return fail(cec);
+  boost::system::error_code ignored;
+  channel->next_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
+  auto [hec] = co_await channel->async_handshake(asio::ssl::stream_base::client, kToken);
+  if (hec) co_return fail(hec);
+
+  v1::DataChannelOpen open;
+  open.set_session_id(session_id_);
+  open.set_session_token(session_token_);
+  open.mutable_open()->set_target(v1::TunnelOpen::TARGET_PUBLISHED_PORT);
+  open.mutable_open()->set_host_port(host_port);
+  open.mutable_open()->set_protocol("tcp");
+  if (auto ec = co_await exchange_open(*channel, open, out.answer)) co_return fail(ec);
+  if (race->expired) co_return fail(asio::error::timed_out);
+  race->settled = true;
+  deadline.cancel();
+  if (out.answer.code() != 0) {
+    out.refused = true;
+    out.error = asio::error::connection_refused;
+    co_return out;
+  }
+  out.channel = std::move(channel);
+  co_return out;
+}
+
+asio::awaitable<DataSpliceResult> splice(asio::ip::tcp::socket& plain, TlsStream& channel) {
+  using namespace asio::experimental::awaitable_operators;
+  DataSpliceResult result;
+  co_await (pump_up(plain, channel, result) && pump_down(plain, channel, result));
+  co_return result;
+}
+
+}  // namespace offload::tunnel::data_channel
