@@ -143,6 +143,8 @@ std::shared_ptr<tunnel::data_channel::Dialer> RunnerClient::data_channel() {
     data_channel_ = std::make_shared<tunnel::data_channel::Dialer>(
         host, port, tls::asio_pinned_client_context(endpoint_.fingerprint), session_id_,
         session_token_);
+    spdlog::info("runner {}: forwarded TCP ports use its data channel on port {}",
+                 endpoint_.address, port);
   }
   return data_channel_;
 }

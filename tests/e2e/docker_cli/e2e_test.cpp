@@ -379,6 +379,12 @@ TEST_F(E2E, APublishedPortAnswersOnLocalhostAndFollowsTheContainer) {
   EXPECT_TRUE(wait_for([] { return http_get(18081) == "hello-from-remote\n"; }, 10s));
   ASSERT_SH_OK(sh("docker rm -f web"));
   EXPECT_TRUE(wait_for([] { return !port_open(18081); }, 10s)) << "listener left open";
+  // The connections went through the runner's data channel, not the gRPC fallback.
+  std::string log;
+  ASSERT_FALSE(read_file(g_docker_config / "offload" / "offloadd.log", log));
+  EXPECT_NE(log.find("forwarded TCP ports use its data channel on port"), std::string::npos);
+  EXPECT_EQ(log.find("forwarded ports go through the gRPC connection"), std::string::npos)
+      << "a data channel failure was logged: " << log;
 }
 
 TEST_F(E2E, AnExplicitLoopbackBindingStaysLoopback) {
