@@ -154,7 +154,8 @@ int run_daemon(int argc, char** argv) {
   for (const auto& [name, account] : config.accounts)
     providers[name] = std::make_unique<RemoteProvider>(account, paths.dir);
   Daemon daemon(paths, config, std::move(providers),
-                PortPolicy{.bind_all_interfaces = config.ports.bind_all_interfaces});
+                PortPolicy{.bind_all_interfaces = config.ports.bind_all_interfaces,
+                           .data_channel = config.ports.data_channel});
   try {
     daemon.start();
   } catch (const std::exception& e) {

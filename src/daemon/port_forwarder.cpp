@@ -227,7 +227,7 @@ void PortForwarder::apply(const std::vector<v1::PublishedPort>& snapshot, Tunnel
   {
     std::lock_guard shared_lock(shared_->mu);
     shared_->opener = std::move(opener);
-    shared_->data = std::move(data);
+    shared_->data = policy_.data_channel ? std::move(data) : DataChannel{};
   }
   snapshot_ = snapshot;
   apply_locked();

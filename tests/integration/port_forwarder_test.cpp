@@ -428,6 +428,19 @@ TEST_F(PortForwarderTest, TcpConnectionsTravelTheDataChannel) {
   EXPECT_TRUE(data_channel_failures().empty());
 }
 
+// ports.dataChannel false: the forwarder ignores the data channel it is given.
+TEST_F(PortForwarderTest, WithTheDataChannelSwitchedOffConnectionsUseGrpc) {
+  forwarder_->clear();
+  forwarder_ = std::make_unique<daemon::PortForwarder>(
+      io_, daemon::PortPolicy{.bind_all_interfaces = false, .data_channel = false}, sink_);
+  publish({published(container_.echo_port(), "tcp")});
+  auto s = connect(container_.echo_port());
+  asio::write(s, asio::buffer(std::string("hello")));
+  s.shutdown(tcp::socket::shutdown_send);
+  EXPECT_EQ(read_to_end(s), "hello");
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
+}
+
 // A data port that cannot be reached (a firewall, a runner that restarted on another port):
 // connections still work, through gRPC, and the failure is reported once, not per connection.
 TEST_F(PortForwarderTest, AnUnreachableDataChannelFallsBackToGrpc) {

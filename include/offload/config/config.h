@@ -27,6 +27,9 @@ struct PortSettings {
   // Published ports on 0.0.0.0/:: listen on every interface of this machine, as Docker does,
   // instead of on loopback only.
   bool bind_all_interfaces = false;
+  // Forwarded TCP connections use the runner's data channel when it has one (false: always the
+  // gRPC tunnel; for troubleshooting).
+  bool data_channel = true;
 };
 
 struct SyncSettings {

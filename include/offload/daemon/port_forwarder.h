@@ -32,6 +32,7 @@ struct PortPolicy {
   // port published on a remote host should not silently become reachable from this machine's
   // network.
   bool bind_all_interfaces = false;
+  bool data_channel = true;  // config ports.dataChannel
 };
 
 // Which local address a published port listens on, from the HostIp the engine reports:

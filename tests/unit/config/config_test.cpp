@@ -98,6 +98,9 @@ TEST(Config, ReadsEveryKey) {
 TEST(Config, BindAllInterfacesBothWays) {
   EXPECT_TRUE(parse_config(R"({"ports": {"bindAllInterfaces": true}})", kSource)
                   .ports.bind_all_interfaces);
+  EXPECT_FALSE(parse_config(R"({"ports": {"dataChannel": false}})", kSource).ports.data_channel);
+  EXPECT_TRUE(parse_config("{}", kSource).ports.data_channel);
+  EXPECT_THROW(parse_config(R"({"ports": {"dataChannel": "no"}})", kSource), ConfigError);
   EXPECT_FALSE(parse_config(R"({"ports": {"bindAllInterfaces": false}})", kSource)
                    .ports.bind_all_interfaces);
 }
@@ -123,6 +126,7 @@ TEST(Config, RoundTripsThroughToJson) {
   c.log_level = "warn";
   c.local.address_pool = "10.50.0.0/24";
   c.ports.bind_all_interfaces = true;
+  c.ports.data_channel = false;
   std::string text = to_json(c);
   for (const char* key :
        {"\"version\"", "\"defaultAccount\"", "\"startTimeout\"", "\"logLevel\"", "\"local\"",
@@ -135,11 +139,12 @@ TEST(Config, RoundTripsThroughToJson) {
   EXPECT_EQ(back.log_level, c.log_level);
   EXPECT_EQ(back.local.address_pool, c.local.address_pool);
   EXPECT_EQ(back.ports.bind_all_interfaces, c.ports.bind_all_interfaces);
+  EXPECT_EQ(back.ports.data_channel, false);
   EXPECT_EQ(to_json(OffloadConfig{}),
             "{\n  \"version\": 1,\n  \"defaultAccount\": \"local\",\n  \"startTimeout\": \"2m\",\n"
             "  \"idleTimeout\": \"5m\",\n  \"clientTtl\": \"10m\",\n  \"maxSessionDuration\": \"8h\",\n"
             "  \"logLevel\": \"info\",\n  \"local\": {\n    \"addressPool\": \"10.213.0.0/16\"\n"
-            "  },\n  \"ports\": {\n    \"bindAllInterfaces\": false\n  },\n"
+            "  },\n  \"ports\": {\n    \"bindAllInterfaces\": false,\n    \"dataChannel\": true\n  },\n"
             "  \"sync\": {\n    \"exclude\": []\n  },\n  \"accounts\": {}\n}\n");
 }
 
@@ -214,7 +219,7 @@ TEST(ConfigErrors, UnknownNestedKey) {
             "\"local\": addressPool)");
   EXPECT_EQ(error_of(R"({"ports": {"bindAll": true}})"),
             "~/.docker/offload/config.json: \"ports.bindAll\": unknown key (known keys in "
-            "\"ports\": bindAllInterfaces)");
+            "\"ports\": bindAllInterfaces, dataChannel)");
   EXPECT_TRUE(contains(error_of(R"({"ports": {"bind_all_interfaces": true}})"),
                        "did you mean \"bindAllInterfaces\"?"));
 }
