@@ -17,7 +17,8 @@ generated() {
   echo
   echo "Measured $(q .machine.date) on commit \`$(q .machine.commit)\`$( [ "$(q .machine.uncommitted_product_files)" != 0 ] && echo " (with uncommitted changes in src/cmd/proto)"),"
   echo "$(q .machine.cpu), $(q .machine.cores) cores, kernel $(q .machine.kernel), dockerd $(q .machine.docker),"
-  echo "$(q .machine.ssh). Medians; each ratio compares figures of this one run."
+  echo "$(q .machine.ssh). Forwarded ports over $(q '.machine.forwarded_ports_over // "gRPC"')."
+  echo "Medians; each ratio compares figures of this one run."
   echo
   echo "### 1. API latency (ms, median)"
   echo

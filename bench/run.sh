@@ -19,7 +19,8 @@
 # BENCH_LOG_LEVEL (info; offloadd's and the local runner's), KEEP_WORKDIR (unset: removed),
 # FAR (1; 0 skips the far-away runner), FAR_DELAY_MS (20, each way), FAR_RATE_MBIT (200),
 # FAR_STREAM_MIB (200), RUNS_FAR (7), RUNS_FAR_STREAM (3),
-# SSH_PORT (2222), FAR_DATA_PORT (2223: the far runner's data channel), OUT (docs/benchmarks.md).
+# SSH_PORT (2222), FAR_DATA_PORT (2223: the far runner's data channel), DATA_CHANNEL (1; 0: offloadd's
+# ports.dataChannel false, forwarded ports over gRPC, to compare), OUT (docs/benchmarks.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +43,7 @@ RUNS_FAR=${RUNS_FAR:-7}
 RUNS_FAR_STREAM=${RUNS_FAR_STREAM:-3}
 SSH_PORT=${SSH_PORT:-2222}
 FAR_DATA_PORT=${FAR_DATA_PORT:-2223}
+DATA_CHANNEL=${DATA_CHANNEL:-1}
 IMAGE=offload-bench/busybox:latest
 BRIDGE=oflbench0
 BRIDGE_CIDR=172.30.97.1/24
@@ -188,8 +190,9 @@ say "starting the offload session"
 mkdir -p "$DOCKER_CONFIG/cli-plugins" "$DOCKER_CONFIG/offload"
 ln -s "$BIN/docker-offload" "$DOCKER_CONFIG/cli-plugins/docker-offload"
 echo '{}' >"$DOCKER_CONFIG/config.json"
-jq -n --arg level "${BENCH_LOG_LEVEL:-info}" \
-  '{version: 1, idleTimeout: "0", logLevel: $level, local: {addressPool: "10.232.0.0/24"}}' \
+jq -n --arg level "${BENCH_LOG_LEVEL:-info}" --argjson data "$DATA_CHANNEL" \
+  '{version: 1, idleTimeout: "0", logLevel: $level, local: {addressPool: "10.232.0.0/24"},
+    ports: {dataChannel: ($data != 0)}}' \
   >"$DOCKER_CONFIG/offload/config.json"
 STARTED=1
 docker offload start </dev/null >/dev/null || die "docker offload start failed"
@@ -379,7 +382,8 @@ if [ "$FAR" != 0 ]; then
   echo '{}' >"$FAR_CONFIG/config.json"
   (umask 077; echo "$FAR_TOKEN" >"$FAR_CONFIG/offload/far.token")
   jq -n --arg address "127.0.0.1:$RUNNER_RELAY" --arg fp "$FAR_FINGERPRINT" \
-    '{version: 1, idleTimeout: "0", defaultAccount: "far",
+    --argjson data "$DATA_CHANNEL" \
+    '{version: 1, idleTimeout: "0", defaultAccount: "far", ports: {dataChannel: ($data != 0)},
       accounts: {far: {type: "remote", address: $address, tokenFile: "far.token", fingerprint: $fp}}}' \
     >"$FAR_CONFIG/offload/config.json"
   FAR_STARTED=1
@@ -439,8 +443,10 @@ jq -n \
   --slurpfile fstream "$( [ -f "$R/far-stream.json" ] && echo "$R/far-stream.json" || echo /dev/null)" \
   --slurpfile ffp "$( [ -f "$R/footprint-far.json" ] && echo "$R/footprint-far.json" || echo /dev/null)" \
   --argjson far_delay "$FAR_DELAY_MS" --argjson far_mbit "$FAR_RATE_MBIT" \
+  --argjson data_channel "$DATA_CHANNEL" \
   '{machine: {date: $date, commit: $commit, uncommitted_product_files: $dirty, kernel: $kernel,
-              cpu: $cpu, cores: $cores, docker: $docker, ssh: $ssh},
+              cpu: $cpu, cores: $cores, docker: $docker, ssh: $ssh,
+              forwarded_ports_over: (if $data_channel != 0 then "the data channel" else "gRPC streams" end)},
     api_latency: {version: $version[0], ps: $ps[0], "run --rm img true": $run[0]},
     port_forward_throughput: {one_stream: $s1[0], sixteen_streams: $s16[0]},
     request_response: $rr[0],

@@ -84,7 +84,8 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
   // One accepted connection: the TLS channel and, once dialled, the target.
   struct Connection {
     Connection(tcp::socket socket, asio::ssl::context& tls)
-        : channel(std::move(socket), tls), target(channel.get_executor()) {}
+        : channel(std::move(socket), tls, tunnel::TlsSocket::Side::server),
+          target(channel.get_executor()) {}
     void close() {
       boost::system::error_code ignored;
       channel.next_layer().close(ignored);
@@ -97,6 +98,10 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
 
   static asio::awaitable<void> serve(std::shared_ptr<Shared> self, tcp::socket socket) {
     const std::string peer = peer_of(socket);
+    // Small records (a request, an answer) leave at once: with Nagle, an answer written while
+    // the previous one is unacknowledged waits for the peer's delayed ACK, 40 ms on Linux.
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
     auto conn = std::make_shared<Connection>(std::move(socket), *self->tls);
     auto executor = conn->channel.get_executor();
     std::uint64_t id;
@@ -127,8 +132,7 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
       if (ec) return;
       if (auto c = weak.lock(); c && c->setting_up) c->close();
     });
-    auto [hec] = co_await channel.async_handshake(asio::ssl::stream_base::server, kToken);
-    if (hec) {
+    if (auto hec = co_await channel.handshake()) {
       ++self.refused;
       spdlog::info("data channel from {}: TLS handshake failed: {}", peer, hec.message());
       co_return;

@@ -170,12 +170,21 @@ std::shared_ptr<grpc::ChannelCredentials> pinned_channel_credentials(
   return grpc::experimental::TlsCredentials(options);
 }
 
+namespace {
+// AES-128-GCM first: the data channel encrypts every forwarded byte once per side, and with
+// AES-NI the 128-bit key takes about four fifths of the time of the 256-bit one that OpenSSL
+// prefers by default (`openssl speed`: 4.9 against 4.0 GB/s here); both are standard suites.
+constexpr const char* kDataChannelSuites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+}  // namespace
+
 std::shared_ptr<boost::asio::ssl::context> asio_server_context(const Identity& identity) {
   namespace ssl = boost::asio::ssl;
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_3_VERSION);
   SSL_CTX_set_num_tickets(context->native_handle(), 0);
   SSL_CTX_set_options(context->native_handle(), SSL_OP_NO_TICKET);
+  SSL_CTX_set_ciphersuites(context->native_handle(), kDataChannelSuites);
   context->use_certificate_chain(
       boost::asio::buffer(identity.certificate_pem.data(), identity.certificate_pem.size()));
   context->use_private_key(
@@ -189,6 +198,7 @@ std::shared_ptr<boost::asio::ssl::context> asio_pinned_client_context(const std:
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_3_VERSION);
   SSL_CTX_set_options(context->native_handle(), SSL_OP_NO_TICKET);
+  SSL_CTX_set_ciphersuites(context->native_handle(), kDataChannelSuites);
   context->set_verify_mode(ssl::verify_peer);
   // No CA: the pin is the whole trust decision. The leaf (depth 0) decides; the chain above it,
   // if a peer sends one, is irrelevant because only the pinned leaf is ever accepted.

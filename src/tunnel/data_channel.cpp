@@ -71,9 +71,8 @@ asio::awaitable<std::pair<boost::system::error_code, Parsed>> read_prefixed(
       co_return std::pair{boost::system::error_code{}, std::move(parsed)};
     const std::size_t have = bytes.size();
     bytes.resize(parsed.needed);
-    auto [ec, n] =
-        co_await asio::async_read(channel, asio::buffer(bytes.data() + have, bytes.size() - have),
-                                  kToken);
+    auto ec =
+        co_await channel.read_exactly(asio::buffer(bytes.data() + have, bytes.size() - have));
     if (ec) co_return std::pair{ec, Parsed{}};
   }
 }
@@ -88,9 +87,8 @@ void close_both(asio::ip::tcp::socket& plain, TlsStream& channel) {
 
 asio::awaitable<void> pump_up(asio::ip::tcp::socket& plain, TlsStream& channel,
                               DataSpliceResult& result) {
-  // The chunk's length goes in front of its bytes in the same buffer: one write, so one TLS
-  // record stream, instead of a 4-byte record of its own (Asio's TLS stream writes only the
-  // first buffer of a sequence per operation).
+  // The chunk's length goes in front of its bytes in the same buffer: one SSL_write, so no
+  // 4-byte record of its own.
   ChunkSizer sizer;
   std::vector<char> buffer(4 + sizer.next());
   for (;;) {
@@ -99,7 +97,7 @@ asio::awaitable<void> pump_up(asio::ip::tcp::socket& plain, TlsStream& channel,
         co_await plain.async_read_some(asio::buffer(buffer.data() + 4, sizer.next()), kToken);
     if (rec == asio::error::eof) {
       put_length(buffer.data(), 0);
-      auto [wec, w] = co_await asio::async_write(channel, asio::buffer(buffer.data(), 4), kToken);
+      auto wec = co_await channel.write(asio::buffer(buffer.data(), 4));
       result.up = wec ? PumpEnd::stream_error : PumpEnd::eof;
       break;
     }
@@ -109,7 +107,7 @@ asio::awaitable<void> pump_up(asio::ip::tcp::socket& plain, TlsStream& channel,
     }
     sizer.filled(n);
     put_length(buffer.data(), static_cast<std::uint32_t>(n));
-    auto [wec, w] = co_await asio::async_write(channel, asio::buffer(buffer.data(), 4 + n), kToken);
+    auto wec = co_await channel.write(asio::buffer(buffer.data(), 4 + n));
     if (wec) {
       result.up = PumpEnd::stream_error;
       break;
@@ -124,7 +122,7 @@ asio::awaitable<void> pump_down(asio::ip::tcp::socket& plain, TlsStream& channel
   std::vector<char> buffer(kFirstChunkSize);
   char length_bytes[4];
   for (;;) {
-    auto [lec, l] = co_await asio::async_read(channel, asio::buffer(length_bytes), kToken);
+    auto lec = co_await channel.read_exactly(asio::buffer(length_bytes));
     const std::uint32_t length = lec ? 0 : get_length(length_bytes);
     if (lec || length > kMaxChunkBytes) {
       result.down = PumpEnd::stream_error;
@@ -137,7 +135,7 @@ asio::awaitable<void> pump_down(asio::ip::tcp::socket& plain, TlsStream& channel
       break;
     }
     if (buffer.size() < length) buffer.resize(length);
-    auto [rec, r] = co_await asio::async_read(channel, asio::buffer(buffer.data(), length), kToken);
+    auto rec = co_await channel.read_exactly(asio::buffer(buffer.data(), length));
     if (rec) {
       result.down = PumpEnd::stream_error;
       break;
@@ -203,16 +201,14 @@ asio::awaitable<boost::system::error_code> read_open(TlsStream& channel, v1::Dat
 asio::awaitable<boost::system::error_code> write_accept(TlsStream& channel,
                                                         const v1::DataChannelAccept& accept) {
   auto bytes = encode_accept(accept);
-  auto [ec, n] = co_await asio::async_write(channel, asio::buffer(bytes), kToken);
-  co_return ec;
+  co_return co_await channel.write(asio::buffer(bytes));
 }
 
 asio::awaitable<boost::system::error_code> exchange_open(TlsStream& channel,
                                                          const v1::DataChannelOpen& open,
                                                          v1::DataChannelAccept& accept) {
   auto bytes = encode_open(open);
-  auto [wec, n] = co_await asio::async_write(channel, asio::buffer(bytes), kToken);
-  if (wec) co_return wec;
+  if (auto wec = co_await channel.write(asio::buffer(bytes))) co_return wec;
   auto [ec, parsed] = co_await read_prefixed<ParsedAccept>(channel, {}, &parse_accept);
   if (ec) co_return ec;
   if (parsed.status != ParseStatus::complete) co_return asio::error::invalid_argument;
@@ -233,7 +229,8 @@ Dialer::Dialer(std::string host, unsigned short port, std::shared_ptr<asio::ssl:
 asio::awaitable<Dialer::Opened> Dialer::open_port(std::uint32_t host_port) {
   auto executor = co_await asio::this_coro::executor;
   Opened out;
-  auto channel = std::make_shared<TlsStream>(asio::ip::tcp::socket(executor), *tls_);
+  auto channel =
+      std::make_shared<TlsStream>(asio::ip::tcp::socket(executor), *tls_, TlsSocket::Side::client);
   // One deadline over connect, handshake and answer: when it fires first, the socket is closed
   // and whatever is pending fails. `settled` stops a firing that is already queued from closing
   // a channel that made it.
@@ -265,8 +262,7 @@ asio::awaitable<Dialer::Opened> Dialer::open_port(std::uint32_t host_port) {
   if (cec) co_return fail(cec);
   boost::system::error_code ignored;
   channel->next_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
-  auto [hec] = co_await channel->async_handshake(asio::ssl::stream_base::client, kToken);
-  if (hec) co_return fail(hec);
+  if (auto hec = co_await channel->handshake()) co_return fail(hec);
 
   v1::DataChannelOpen open;
   open.set_session_id(session_id_);

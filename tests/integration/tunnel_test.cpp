@@ -9,6 +9,7 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl.hpp>
 #include <cstdio>
 #include <fstream>
 #include <future>
@@ -1000,11 +1001,11 @@ class RawDataChannel {
     stream_.read_some(asio::buffer(&c, 1), ec);
     return static_cast<bool>(ec);
   }
-  dc::TlsStream& stream() { return stream_; }
 
  private:
   std::shared_ptr<asio::ssl::context> tls_;
-  dc::TlsStream stream_;
+  // Asio's own TLS stream, not ours: the hostile client shares no code with the runner.
+  asio::ssl::stream<tcp::socket> stream_;
 };
 
 v1::TunnelOpen port_target(unsigned short port, const std::string& protocol = "tcp") {

@@ -15,7 +15,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/ssl/stream.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -25,12 +24,13 @@
 #include <string_view>
 
 #include "offload/tunnel/pump.h"
+#include "offload/tunnel/tls_socket.h"
 #include "offload/v1/runner.pb.h"
 
 namespace offload::tunnel::data_channel {
 
 namespace asio = boost::asio;
-using TlsStream = asio::ssl::stream<asio::ip::tcp::socket>;
+using TlsStream = TlsSocket;
 
 inline constexpr std::string_view kMagic = "ODC1";
 // An open or accept message larger than this is not one of ours: the connection is dropped

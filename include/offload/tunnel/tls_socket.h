@@ -1,0 +1,71 @@
+// TLS over a TCP socket for the data channel, with OpenSSL driven through a BIO of our own.
+//
+// Asio's ssl::stream moves TLS records through a 17 KiB BIO pair: every 16 KiB record is one
+// send() and, on the other side, one more wake-up of the peer; a 256 KiB chunk costs sixteen of
+// each. Here SSL_write encrypts a whole chunk into one output buffer (the BIO's write callback
+// appends to it) and one send() carries all of its records; reads take up to 256 KiB of records
+// per recv(). Measured on one forwarded stream: see docs/benchmarks.md.
+//
+// One reader and one writer coroutine may use a socket at once, on one strand (the data
+// channel's two pumps). Output that SSL_read itself produces (TLS 1.3 post-handshake messages,
+// which this channel does not use: no tickets, no key updates) leaves with the next write.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace offload::tunnel {
+
+class TlsSocket {
+ public:
+  enum class Side { client, server };
+  using executor_type = boost::asio::ip::tcp::socket::executor_type;
+
+  TlsSocket(boost::asio::ip::tcp::socket socket, boost::asio::ssl::context& context, Side side);
+  ~TlsSocket();
+  TlsSocket(const TlsSocket&) = delete;
+  TlsSocket& operator=(const TlsSocket&) = delete;
+
+  boost::asio::ip::tcp::socket& next_layer() { return socket_; }
+  executor_type get_executor() { return socket_.get_executor(); }
+
+  // The TLS handshake (certificate checks are the context's: see tls::asio_*_context).
+  boost::asio::awaitable<boost::system::error_code> handshake();
+  // Plaintext: at least one byte, or an error (eof when the peer closed the TCP connection).
+  boost::asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read_some(
+      boost::asio::mutable_buffer buffer);
+  boost::asio::awaitable<boost::system::error_code> read_exactly(boost::asio::mutable_buffer buffer);
+  // All of `buffer`, encrypted, in as few send()s as the socket takes.
+  boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer buffer);
+
+ private:
+  static int bio_write(BIO* bio, const char* data, int size);
+  static int bio_read(BIO* bio, char* data, int size);
+  static long bio_ctrl(BIO* bio, int command, long larg, void* parg);
+  static BIO_METHOD* bio_method();
+
+  // Sends what the BIO collected; `sending_` is the buffer on the wire meanwhile.
+  boost::asio::awaitable<boost::system::error_code> flush();
+  // Receives more records for SSL_read / the handshake.
+  boost::asio::awaitable<boost::system::error_code> fill();
+  boost::system::error_code ssl_error(int result);
+
+  boost::asio::ip::tcp::socket socket_;
+  SSL* ssl_ = nullptr;
+  std::string pending_;  // encrypted, not yet sent (the BIO appends here)
+  std::string sending_;  // encrypted, being sent
+  std::vector<char> incoming_;
+  std::size_t in_begin_ = 0, in_end_ = 0;  // received, not yet given to OpenSSL
+  bool peer_closed_ = false;
+};
+
+}  // namespace offload::tunnel

@@ -1,0 +1,170 @@
+#include "offload/tunnel/tls_socket.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <cstring>
+#include <stdexcept>
+
+namespace offload::tunnel {
+namespace asio = boost::asio;
+
+namespace {
+constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
+// One recv() takes up to this much: sixteen full records.
+constexpr std::size_t kReceiveBytes = 256 * 1024 + 16 * 64;
+}  // namespace
+
+BIO_METHOD* TlsSocket::bio_method() {
+  // Made once, never freed: it lives as long as the process, like OpenSSL's own methods.
+  static BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "offload-tls-socket");
+    if (!m || !BIO_meth_set_write(m, &TlsSocket::bio_write) ||
+        !BIO_meth_set_read(m, &TlsSocket::bio_read) || !BIO_meth_set_ctrl(m, &TlsSocket::bio_ctrl))
+      throw std::runtime_error("cannot create the TLS socket's BIO method");
+    return m;
+  }();
+  return method;
+}
+
+int TlsSocket::bio_write(BIO* bio, const char* data, int size) {
+  BIO_clear_retry_flags(bio);
+  auto* self = static_cast<TlsSocket*>(BIO_get_data(bio));
+  self->pending_.append(data, static_cast<std::size_t>(size));
+  return size;
+}
+
+int TlsSocket::bio_read(BIO* bio, char* data, int size) {
+  BIO_clear_retry_flags(bio);
+  auto* self = static_cast<TlsSocket*>(BIO_get_data(bio));
+  const std::size_t available = self->in_end_ - self->in_begin_;
+  if (available == 0) {
+    if (self->peer_closed_) return 0;
+    BIO_set_retry_read(bio);
+    return -1;
+  }
+  const std::size_t n = std::min(available, static_cast<std::size_t>(size));
+  std::memcpy(data, self->incoming_.data() + self->in_begin_, n);
+  self->in_begin_ += n;
+  return static_cast<int>(n);
+}
+
+long TlsSocket::bio_ctrl(BIO*, int command, long, void*) {
+  // OpenSSL flushes after each flight; the flush that matters is ours (flush()).
+  return command == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+TlsSocket::TlsSocket(asio::ip::tcp::socket socket, asio::ssl::context& context, Side side)
+    : socket_(std::move(socket)), incoming_(kReceiveBytes) {
+  ssl_ = SSL_new(context.native_handle());
+  BIO* bio = BIO_new(bio_method());
+  if (!ssl_ || !bio) {
+    BIO_free(bio);
+    SSL_free(ssl_);
+    throw std::runtime_error("cannot create a TLS connection (out of memory?)");
+  }
+  BIO_set_data(bio, this);
+  BIO_set_init(bio, 1);
+  SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: SSL takes its one reference
+  if (side == Side::client)
+    SSL_set_connect_state(ssl_);
+  else
+    SSL_set_accept_state(ssl_);
+}
+
+TlsSocket::~TlsSocket() { SSL_free(ssl_); }
+
+boost::system::error_code TlsSocket::ssl_error(int result) {
+  const int code = SSL_get_error(ssl_, result);
+  if (code == SSL_ERROR_ZERO_RETURN) return asio::error::eof;
+  if (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) return asio::ssl::error::stream_truncated;
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e != 0)
+    return boost::system::error_code(static_cast<int>(e), asio::error::get_ssl_category());
+  return asio::error::fault;
+}
+
+asio::awaitable<boost::system::error_code> TlsSocket::flush() {
+  while (!pending_.empty()) {
+    sending_.clear();
+    std::swap(sending_, pending_);
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(sending_), kToken);
+    if (ec) co_return ec;
+  }
+  co_return boost::system::error_code{};
+}
+
+asio::awaitable<boost::system::error_code> TlsSocket::fill() {
+  if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
+  if (in_end_ == incoming_.size()) {
+    // OpenSSL wants more while unread records remain (it reads a record's header and body in
+    // separate calls): move what is left to the front.
+    std::memmove(incoming_.data(), incoming_.data() + in_begin_, in_end_ - in_begin_);
+    in_end_ -= in_begin_;
+    in_begin_ = 0;
+  }
+  auto [ec, n] = co_await socket_.async_read_some(
+      asio::buffer(incoming_.data() + in_end_, incoming_.size() - in_end_), kToken);
+  in_end_ += n;
+  if (ec == asio::error::eof) {
+    peer_closed_ = true;  // the BIO reports end-of-file; OpenSSL decides what that means
+    co_return boost::system::error_code{};
+  }
+  co_return ec;
+}
+
+asio::awaitable<boost::system::error_code> TlsSocket::handshake() {
+  for (;;) {
+    ERR_clear_error();
+    const int result = SSL_do_handshake(ssl_);
+    // Each flight (ours) leaves before we wait for the peer's.
+    if (auto ec = co_await flush()) co_return ec;
+    if (result == 1) co_return boost::system::error_code{};
+    if (SSL_get_error(ssl_, result) != SSL_ERROR_WANT_READ) co_return ssl_error(result);
+    if (peer_closed_) co_return asio::error::eof;
+    if (auto ec = co_await fill()) co_return ec;
+  }
+}
+
+asio::awaitable<std::pair<boost::system::error_code, std::size_t>> TlsSocket::read_some(
+    asio::mutable_buffer buffer) {
+  for (;;) {
+    ERR_clear_error();
+    const int size = static_cast<int>(std::min<std::size_t>(buffer.size(), 1 << 30));
+    const int result = SSL_read(ssl_, buffer.data(), size);
+    if (result > 0) co_return std::pair{boost::system::error_code{}, std::size_t(result)};
+    if (SSL_get_error(ssl_, result) != SSL_ERROR_WANT_READ)
+      co_return std::pair{ssl_error(result), std::size_t(0)};
+    if (peer_closed_) co_return std::pair{boost::system::error_code(asio::error::eof), std::size_t(0)};
+    if (auto ec = co_await fill()) co_return std::pair{ec, std::size_t(0)};
+  }
+}
+
+asio::awaitable<boost::system::error_code> TlsSocket::read_exactly(asio::mutable_buffer buffer) {
+  auto* data = static_cast<char*>(buffer.data());
+  std::size_t done = 0;
+  while (done < buffer.size()) {
+    auto [ec, n] = co_await read_some(asio::buffer(data + done, buffer.size() - done));
+    if (ec) co_return ec;
+    done += n;
+  }
+  co_return boost::system::error_code{};
+}
+
+asio::awaitable<boost::system::error_code> TlsSocket::write(asio::const_buffer buffer) {
+  ERR_clear_error();
+  // The BIO never pushes back, so one SSL_write takes the whole buffer (as records of up to
+  // 16 KiB each); then all of them go out together.
+  std::size_t written = 0;
+  const int result = buffer.size() == 0 ? 1 : SSL_write_ex(ssl_, buffer.data(), buffer.size(), &written);
+  if (result != 1) co_return ssl_error(result);
+  co_return co_await flush();
+}
+
+}  // namespace offload::tunnel
