@@ -28,6 +28,8 @@ namespace dc = tunnel::data_channel;
 
 namespace {
 constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
+// Idle warm channels one session may hold (offloadd keeps Dialer::kWarmChannels).
+constexpr std::size_t kMaxWarmPerSession = 16;
 
 std::string peer_of(const tcp::socket& socket) {
   boost::system::error_code ec;
@@ -47,7 +49,21 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
   RunnerService& service;
   DataChannelSettings settings;
   tcp::acceptor acceptor;
-  std::atomic<std::uint64_t> opened{0}, refused{0};
+  std::atomic<std::uint64_t> opened{0}, refused{0}, warm_used{0};
+
+  // Warm (idle, authenticated) channels per session id.
+  std::map<std::string, std::size_t> warm_counts;  // guarded by mu
+  std::shared_ptr<void> hold_warm(const std::string& session_id) {
+    std::lock_guard lock(mu);
+    auto& n = warm_counts[session_id];
+    if (n >= kMaxWarmPerSession) return nullptr;
+    ++n;
+    // Non-null (it is tested as a bool); the deleter gives the place back.
+    return std::shared_ptr<void>(static_cast<void*>(this), [self = shared_from_this(), session_id](void*) {
+      std::lock_guard lock(self->mu);
+      if (--self->warm_counts[session_id] == 0) self->warm_counts.erase(session_id);
+    });
+  }
 
   // Open channels, to close them at stop(): each removes itself when it ends.
   std::mutex mu;
@@ -126,12 +142,18 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
                                                 const std::string& peer) {
     auto& channel = conn->channel;
     auto& target = conn->target;
-    // Everything up to the accept runs against one deadline.
-    asio::steady_timer deadline(channel.get_executor(), self.settings.setup_deadline);
-    deadline.async_wait([weak = std::weak_ptr<Connection>(conn)](const boost::system::error_code& ec) {
-      if (ec) return;
-      if (auto c = weak.lock(); c && c->setting_up) c->close();
-    });
+    // Everything up to the accept runs against one deadline (a warm channel's wait for its
+    // target excepted).
+    asio::steady_timer deadline(channel.get_executor());
+    auto arm_deadline = [&deadline, &self, weak = std::weak_ptr<Connection>(conn)] {
+      weak.lock()->setting_up = true;
+      deadline.expires_after(self.settings.setup_deadline);
+      deadline.async_wait([weak](const boost::system::error_code& ec) {
+        if (ec) return;
+        if (auto c = weak.lock(); c && c->setting_up) c->close();
+      });
+    };
+    arm_deadline();
     if (auto hec = co_await channel.handshake()) {
       ++self.refused;
       spdlog::info("data channel from {}: TLS handshake failed: {}", peer, hec.message());
@@ -152,7 +174,38 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
                       "the runner does not know this session or its token (it may have ended)");
       co_return;
     }
-    const auto& want = open.open();
+    v1::TunnelOpen want = open.open();
+    if (!open.has_open()) {
+      // A warm channel: authenticated now, its target comes when the client has a connection
+      // for it. It waits without a deadline, but a session holds only so many.
+      auto warm = self.hold_warm(open.session_id());
+      if (!warm) {
+        co_await refuse(self, channel, grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "this session already has " + std::to_string(kMaxWarmPerSession) +
+                            " idle data channels");
+        co_return;
+      }
+      if (auto ec = co_await dc::write_accept(channel, {})) co_return;
+      conn->setting_up = false;
+      deadline.cancel();
+      session.reset();  // an idle channel keeps nothing of the session alive
+      if (auto ec = co_await dc::read_target(channel, want, why)) {
+        if (ec != asio::error::eof && ec != asio::ssl::error::stream_truncated &&
+            ec != asio::error::operation_aborted)
+          spdlog::info("data channel from {}: warm channel dropped: {}", peer, why);
+        co_return;
+      }
+      warm.reset();
+      arm_deadline();
+      ++self.warm_used;
+      // The session may have ended while the channel waited.
+      session = self.service.authenticated_session(open.session_id(), open.session_token());
+      if (!session) {
+        co_await refuse(self, channel, grpc::StatusCode::UNAUTHENTICATED,
+                        "the runner does not know this session any more (it ended)");
+        co_return;
+      }
+    }
     if (want.target() != v1::TunnelOpen::TARGET_PUBLISHED_PORT || want.protocol() != "tcp") {
       spdlog::warn("session {}: refused a data channel to target {} ({}): only published tcp "
                    "ports",
@@ -214,7 +267,8 @@ DataChannelServer::DataChannelServer(asio::io_context& io, std::shared_ptr<asio:
                                      DataChannelSettings settings)
     : shared_(std::make_shared<Shared>(io, std::move(tls), service, settings)),
       opened_(shared_->opened),
-      refused_(shared_->refused) {
+      refused_(shared_->refused),
+      warm_used_(shared_->warm_used) {
   auto& acceptor = shared_->acceptor;
   acceptor.open(where.protocol());
   acceptor.set_option(tcp::acceptor::reuse_address(true));

@@ -2,6 +2,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -12,7 +15,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/socket.h>
+
 #include <atomic>
+#include <cerrno>
 #include <vector>
 
 namespace offload::tunnel::data_channel {
@@ -183,6 +189,27 @@ ParsedAccept parse_accept(std::string_view bytes) {
   return parse_prefixed<ParsedAccept>(bytes, 0);
 }
 
+std::string encode_target(const v1::TunnelOpen& target) { return length_prefixed(target); }
+
+ParsedTarget parse_target(std::string_view bytes) {
+  return parse_prefixed<ParsedTarget>(bytes, 0);
+}
+
+asio::awaitable<boost::system::error_code> read_target(TlsStream& channel, v1::TunnelOpen& target,
+                                                       std::string& why) {
+  auto [ec, parsed] = co_await read_prefixed<ParsedTarget>(channel, {}, &parse_target);
+  if (ec) {
+    why = ec.message();
+    co_return ec;
+  }
+  if (parsed.status != ParseStatus::complete) {
+    why = to_string(parsed.status);
+    co_return asio::error::invalid_argument;
+  }
+  target = std::move(parsed.message);
+  co_return boost::system::error_code{};
+}
+
 asio::awaitable<boost::system::error_code> read_open(TlsStream& channel, v1::DataChannelOpen& open,
                                                      std::string& why) {
   auto [ec, parsed] = co_await read_prefixed<ParsedOpen>(channel, {}, &parse_open);
@@ -226,7 +253,80 @@ Dialer::Dialer(std::string host, unsigned short port, std::shared_ptr<asio::ssl:
       session_token_(std::move(session_token)),
       setup_timeout_(setup_timeout) {}
 
+namespace {
+// A warm channel the runner closed (it restarted, or stopped) is readable at end-of-file; one
+// that is fine has nothing to read.
+bool still_open(TlsStream& channel) {
+  char c;
+  const ssize_t n = ::recv(channel.next_layer().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+}  // namespace
+
+std::size_t Dialer::warm_channels() const {
+  std::lock_guard lock(mu_);
+  return warm_.size();
+}
+
+std::shared_ptr<TlsStream> Dialer::take_warm() {
+  std::lock_guard lock(mu_);
+  if (warm_.empty()) return nullptr;
+  auto channel = std::move(warm_.front());
+  warm_.pop_front();
+  return channel;
+}
+
+void Dialer::refill(const asio::any_io_executor& executor) {
+  std::size_t wanted;
+  {
+    std::lock_guard lock(mu_);
+    if (warm_.size() + warming_ >= kWarmChannels) return;
+    wanted = kWarmChannels - warm_.size() - warming_;
+    warming_ += wanted;
+  }
+  for (std::size_t i = 0; i < wanted; ++i) {
+    asio::co_spawn(
+        asio::make_strand(executor),
+        [self = shared_from_this()]() -> asio::awaitable<void> {
+          auto opened = co_await self->connect(nullptr);
+          std::lock_guard lock(self->mu_);
+          --self->warming_;
+          // A warm channel that fails is not retried here: the next connection dials its own
+          // and asks for more.
+          if (opened.channel) self->warm_.push_back(std::move(opened.channel));
+        },
+        asio::detached);
+  }
+}
+
 asio::awaitable<Dialer::Opened> Dialer::open_port(std::uint32_t host_port) {
+  auto executor = co_await asio::this_coro::executor;
+  v1::TunnelOpen target;
+  target.set_target(v1::TunnelOpen::TARGET_PUBLISHED_PORT);
+  target.set_host_port(host_port);
+  target.set_protocol("tcp");
+  while (auto warm = take_warm()) {
+    if (!still_open(*warm)) continue;
+    refill(executor);
+    Opened out;
+    auto bytes = encode_target(target);
+    if (auto ec = co_await warm->write(asio::buffer(bytes))) continue;  // it died: the next
+    auto [ec, parsed] = co_await read_prefixed<ParsedAccept>(*warm, {}, &parse_accept);
+    if (ec || parsed.status != ParseStatus::complete) continue;
+    out.answer = std::move(parsed.message);
+    if (out.answer.code() != 0) {
+      out.refused = true;
+      out.error = asio::error::connection_refused;
+      co_return out;
+    }
+    out.channel = std::move(warm);
+    co_return out;
+  }
+  refill(executor);
+  co_return co_await connect(&target);
+}
+
+asio::awaitable<Dialer::Opened> Dialer::connect(const v1::TunnelOpen* target) {
   auto executor = co_await asio::this_coro::executor;
   Opened out;
   auto channel =
@@ -267,9 +367,7 @@ asio::awaitable<Dialer::Opened> Dialer::open_port(std::uint32_t host_port) {
   v1::DataChannelOpen open;
   open.set_session_id(session_id_);
   open.set_session_token(session_token_);
-  open.mutable_open()->set_target(v1::TunnelOpen::TARGET_PUBLISHED_PORT);
-  open.mutable_open()->set_host_port(host_port);
-  open.mutable_open()->set_protocol("tcp");
+  if (target) *open.mutable_open() = *target;
   if (auto ec = co_await exchange_open(*channel, open, out.answer)) co_return fail(ec);
   if (race->expired) co_return fail(asio::error::timed_out);
   race->settled = true;

@@ -1277,6 +1277,9 @@ TEST_F(DataChannelTest, APeerThatStallsBeforeItsOpenIsDroppedAtTheDeadline) {
     raw.send("ODC1\x00");  // half a length, then nothing
     EXPECT_TRUE(raw.closed_by_runner());
   }
+  // Counted just after the runner closed: give it that moment (bounded).
+  for (int i = 0; i < 500 && runner_->data_channel()->channels_refused() < 2; ++i)
+    std::this_thread::sleep_for(10ms);
   EXPECT_EQ(runner_->data_channel()->channels_refused(), 2u);
 }
 
@@ -1285,10 +1288,10 @@ TEST_F(DataChannelTest, APeerThatStallsBeforeItsOpenIsDroppedAtTheDeadline) {
 TEST_F(DataChannelTest, AClientSendsNothingToACertificateOtherThanThePinnedOne) {
   ListeningPort target;
   backend_->last->set_ports({published(target.port(), "tcp")});
-  dc::Dialer wrong_pin("127.0.0.1", data_port(),
-                       tls::asio_pinned_client_context("sha256:" + std::string(64, '0')),
-                       client_->session_id(), client_->session_token());
-  auto opened = asio::co_spawn(asio::make_strand(client_io_), wrong_pin.open_port(target.port()),
+  auto wrong_pin = std::make_shared<dc::Dialer>(
+      "127.0.0.1", data_port(), tls::asio_pinned_client_context("sha256:" + std::string(64, '0')),
+      client_->session_id(), client_->session_token());
+  auto opened = asio::co_spawn(asio::make_strand(client_io_), wrong_pin->open_port(target.port()),
                                asio::use_future)
                     .get();
   EXPECT_FALSE(opened.channel);
@@ -1352,6 +1355,94 @@ TEST_F(DataChannelTest, TheTunnelsPerSessionLimitCountsDataChannelsToo) {
   ASSERT_TRUE(answer);
   EXPECT_EQ(answer->code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << answer->message();
   EXPECT_NE(answer->message().find("--max-tunnels-per-session"), std::string::npos);
+}
+
+// Waits (up to 10 s) until `dialer` holds `n` warm channels.
+bool warm_channels_reach(const dc::Dialer& dialer, std::size_t n) {
+  for (int i = 0; i < 1000 && dialer.warm_channels() < n; ++i)
+    std::this_thread::sleep_for(10ms);
+  return dialer.warm_channels() >= n;
+}
+
+// After the first connection the client keeps warm channels, and the next connections take
+// them: one round trip each instead of a TCP connect, a TLS handshake and the open.
+TEST_F(DataChannelTest, LaterConnectionsTakeWarmChannelsThatWorkLikeNewOnes) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  auto first = open_data_port(target.port());
+  auto first_far = target.accept();
+  ASSERT_TRUE(warm_channels_reach(*client_->data_channel(), dc::Dialer::kWarmChannels));
+  for (int i = 0; i < 3; ++i) {
+    auto app = open_data_port(target.port());
+    auto far = target.accept();
+    asio::write(app, asio::buffer(std::string("ping")));
+    app.shutdown(tcp::socket::shutdown_send);
+    std::string got;
+    boost::system::error_code ec;
+    char buf[16];
+    while (!ec) got.append(buf, far.read_some(asio::buffer(buf), ec));
+    EXPECT_EQ(got, "ping");
+  }
+  EXPECT_EQ(runner_->data_channel()->warm_channels_used(), 3u);
+}
+
+// A warm channel is authenticated at once and then waits past the setup deadline for its
+// target; the token is checked again then, so a channel kept from an ended session opens
+// nothing.
+TEST_F(DataChannelTest, AWarmChannelWaitsForItsTargetAndIsCheckedAgainThen) {
+  client_.reset();
+  runner_ = std::make_unique<InProcessRunner>(
+      dir_ / "warm", nullptr, runner::DataChannelSettings{std::chrono::milliseconds(200)});
+  backend_ = &runner_->backend();
+  client_ = connect(runner_->identity.fingerprint, runner_->token);
+  client_->hello(5s);
+  auto created = client_->create_session("test", 10s);
+  client_->attach(created.session_id(), created.session_token());
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  v1::TunnelOpen none;
+  auto warm = [&] {
+    auto raw = std::make_unique<RawDataChannel>(runner_io_for_test_, *runner_, data_port());
+    v1::DataChannelOpen open;
+    open.set_session_id(client_->session_id());
+    open.set_session_token(client_->session_token());
+    raw->send(dc::encode_open(open));
+    auto answer = raw->answer();
+    EXPECT_TRUE(answer && answer->code() == 0);
+    return raw;
+  };
+  auto kept = warm();
+  auto stale = warm();
+  std::this_thread::sleep_for(500ms);  // past the 200 ms setup deadline: warm ones are exempt
+  kept->send(dc::encode_target(port_target(target.port())));
+  auto answer = kept->answer();
+  ASSERT_TRUE(answer) << "the warm channel was dropped at the setup deadline";
+  EXPECT_EQ(answer->code(), 0) << answer->message();
+  EXPECT_EQ(target.accepted(), 1);
+
+  client_->destroy_session("test over");
+  stale->send(dc::encode_target(port_target(target.port())));
+  answer = stale->answer();
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->code(), grpc::StatusCode::UNAUTHENTICATED) << answer->message();
+  EXPECT_EQ(target.accepted(), 1);
+}
+
+TEST_F(DataChannelTest, WarmChannelsPerSessionAreLimited) {
+  std::vector<std::unique_ptr<RawDataChannel>> held;
+  int refused = 0;
+  for (int i = 0; i < 17; ++i) {
+    auto raw = std::make_unique<RawDataChannel>(runner_io_for_test_, *runner_, data_port());
+    v1::DataChannelOpen open;
+    open.set_session_id(client_->session_id());
+    open.set_session_token(client_->session_token());
+    raw->send(dc::encode_open(open));
+    auto answer = raw->answer();
+    ASSERT_TRUE(answer);
+    if (answer->code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++refused;
+    held.push_back(std::move(raw));
+  }
+  EXPECT_EQ(refused, 1) << "16 idle channels per session, not more";
 }
 
 // The ratio guard of AForwardedPortCarries... for the data channel, which forwarded ports use

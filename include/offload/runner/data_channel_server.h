@@ -48,6 +48,8 @@ class DataChannelServer {
   // Connections dropped or refused before a splice started (bad TLS, bad header, bad token,
   // a port the session does not publish, the deadline).
   std::uint64_t channels_refused() const { return refused_.load(); }
+  // Warm channels (authenticated ahead of need) that were then given a target.
+  std::uint64_t warm_channels_used() const { return warm_used_.load(); }
 
   struct Shared;
 
@@ -56,6 +58,7 @@ class DataChannelServer {
   unsigned short port_ = 0;
   std::atomic<std::uint64_t>& opened_;
   std::atomic<std::uint64_t>& refused_;
+  std::atomic<std::uint64_t>& warm_used_;
 };
 
 }  // namespace offload::runner

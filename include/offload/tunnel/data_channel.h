@@ -12,6 +12,7 @@
 //   then both ways: len32 bytes... ; len32 == 0 ends that direction (a half-close)
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -19,6 +20,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -65,6 +68,18 @@ struct ParsedAccept {
 };
 ParsedAccept parse_accept(std::string_view bytes);
 
+// A warm channel's target: length + TunnelOpen.
+std::string encode_target(const v1::TunnelOpen& target);
+struct ParsedTarget {
+  ParseStatus status = ParseStatus::need_more;
+  std::size_t needed = 4;
+  std::size_t consumed = 0;
+  v1::TunnelOpen message;
+};
+ParsedTarget parse_target(std::string_view bytes);
+asio::awaitable<boost::system::error_code> read_target(TlsStream& channel, v1::TunnelOpen& target,
+                                                       std::string& why);
+
 // The runner's side before the splice: reads and parses the open header. An error_code when the
 // connection broke or sent something that is not an open header (`why` says what).
 asio::awaitable<boost::system::error_code> read_open(TlsStream& channel, v1::DataChannelOpen& open,
@@ -77,8 +92,10 @@ asio::awaitable<boost::system::error_code> exchange_open(TlsStream& channel,
                                                          const v1::DataChannelOpen& open,
                                                          v1::DataChannelAccept& accept);
 
-// The client's end: dials the runner's data channel for the ports of one session.
-class Dialer {
+// The client's end: dials the runner's data channel for the ports of one session. It keeps a
+// few warm channels (connected, TLS done, authenticated) so that a new forwarded connection
+// costs one round trip (its target and the runner's answer) instead of three (TCP, TLS, open).
+class Dialer : public std::enable_shared_from_this<Dialer> {
  public:
   // `host` is the runner's host as the client reached its gRPC port; `tls` pins its certificate
   // (offload/tls/tls.h asio_pinned_client_context). `setup_timeout` bounds the TCP connect, the
@@ -96,21 +113,33 @@ class Dialer {
     v1::DataChannelAccept answer;  // the runner's answer, when it gave one
     std::shared_ptr<TlsStream> channel;
   };
-  // A channel to `host_port`/tcp of the session on the calling coroutine's executor (a strand,
-  // since the channel is used from there on): connected,
+  static constexpr std::size_t kWarmChannels = 4;
+
+  // A channel to `host_port`/tcp of the session, used from the calling coroutine's strand from
+  // then on: a warm one if there is one that is still alive, else a new one. Connected,
   // authenticated and accepted by the runner, ready for splice().
   asio::awaitable<Opened> open_port(std::uint32_t host_port);
 
   const std::string& host() const { return host_; }
   unsigned short port() const { return port_; }
+  // Warm channels ready now (tests).
+  std::size_t warm_channels() const;
 
  private:
+  // A new channel: with `target`, opened to it; without, a warm one (authenticated only).
+  asio::awaitable<Opened> connect(const v1::TunnelOpen* target);
+  std::shared_ptr<TlsStream> take_warm();
+  void refill(const asio::any_io_executor& executor);
+
   std::string host_;
   unsigned short port_;
   std::shared_ptr<asio::ssl::context> tls_;
   std::string session_id_;
   std::string session_token_;
   std::chrono::milliseconds setup_timeout_;
+  mutable std::mutex mu_;
+  std::deque<std::shared_ptr<TlsStream>> warm_;  // guarded by mu_
+  std::size_t warming_ = 0;                      // guarded by mu_: being connected
 };
 
 struct DataSpliceResult {

@@ -34,5 +34,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } else if (accept.status == dc::ParseStatus::need_more) {
     if (accept.needed <= input.size() || accept.needed > 4 + dc::kMaxMessageBytes) std::abort();
   }
+  auto target = dc::parse_target(input);
+  if (target.status == dc::ParseStatus::complete) {
+    if (target.consumed > input.size()) std::abort();
+    auto round = dc::parse_target(dc::encode_target(target.message));
+    if (round.status != dc::ParseStatus::complete) std::abort();
+  } else if (target.status == dc::ParseStatus::need_more) {
+    if (target.needed <= input.size() || target.needed > 4 + dc::kMaxMessageBytes) std::abort();
+  }
   return 0;
 }
