@@ -1,0 +1,360 @@
+#include "buildkit_session.h"
+
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "offload/common/token.h"
+
+namespace offload::e2e {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr unsigned kData = 0, kHeaders = 1, kRstStream = 3, kSettings = 4, kPing = 6, kGoaway = 7,
+                   kWindowUpdate = 8, kContinuation = 9;
+constexpr unsigned kEndStream = 0x1, kAck = 0x1, kEndHeaders = 0x4, kPadded = 0x8,
+                   kPriority = 0x20;
+constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+std::string frame(unsigned type, unsigned flags, unsigned stream, std::string_view payload) {
+  std::string f;
+  f += static_cast<char>((payload.size() >> 16) & 0xff);
+  f += static_cast<char>((payload.size() >> 8) & 0xff);
+  f += static_cast<char>(payload.size() & 0xff);
+  f += static_cast<char>(type);
+  f += static_cast<char>(flags);
+  f += static_cast<char>((stream >> 24) & 0x7f);
+  f += static_cast<char>((stream >> 16) & 0xff);
+  f += static_cast<char>((stream >> 8) & 0xff);
+  f += static_cast<char>(stream & 0xff);
+  f += payload;
+  return f;
+}
+
+std::string be32(std::uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>((v >> 16) & 0xff),
+          static_cast<char>((v >> 8) & 0xff), static_cast<char>(v & 0xff)};
+}
+
+std::string varint(std::uint64_t v) {
+  std::string out;
+  while (v >= 0x80) {
+    out += static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  out += static_cast<char>(v);
+  return out;
+}
+
+// Field 1 of a protobuf message when it is length-delimited (GetSecretRequest.ID), else "".
+std::string first_string_field(const std::string& m) {
+  std::size_t i = 0;
+  auto read_varint = [&](std::uint64_t& v) {
+    v = 0;
+    for (int shift = 0; i < m.size() && shift < 64; shift += 7) {
+      auto b = static_cast<unsigned char>(m[i++]);
+      v |= std::uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  };
+  while (i < m.size()) {
+    std::uint64_t key = 0, v = 0;
+    if (!read_varint(key)) return "";
+    switch (key & 7) {
+      case 0:
+        if (!read_varint(v)) return "";
+        break;
+      case 2:
+        if (!read_varint(v) || v > m.size() - i) return "";
+        if ((key >> 3) == 1) return m.substr(i, v);
+        i += v;
+        break;
+      default:
+        return "";  // no other wire types in these messages
+    }
+  }
+  return "";
+}
+
+// Strips the pad length, padding and (HEADERS) priority fields a frame may carry.
+bool strip(unsigned type, unsigned flags, std::string& payload) {
+  std::size_t pad = 0;
+  if (flags & kPadded) {
+    if (payload.empty()) return false;
+    pad = static_cast<unsigned char>(payload[0]);
+    payload.erase(0, 1);
+  }
+  if (type == kHeaders && (flags & kPriority)) {
+    if (payload.size() < 5) return false;
+    payload.erase(0, 5);
+  }
+  if (pad > payload.size()) return false;
+  payload.resize(payload.size() - pad);
+  return true;
+}
+
+}  // namespace
+
+BuildKitSession::BuildKitSession(std::string socket, std::map<std::string, std::string> secrets)
+    : socket_(std::move(socket)), secrets_(std::move(secrets)), id_(random_hex(12)) {}
+
+BuildKitSession::~BuildKitSession() {
+  stop();
+  if (inflater_) nghttp2_hd_inflate_del(static_cast<nghttp2_hd_inflater*>(inflater_));
+  if (deflater_) nghttp2_hd_deflate_del(static_cast<nghttp2_hd_deflater*>(deflater_));
+}
+
+BuildKitSession::Seen BuildKitSession::seen() const {
+  std::lock_guard lock(mutex_);
+  return seen_;
+}
+
+void BuildKitSession::fail(const std::string& why) {
+  std::lock_guard lock(mutex_);
+  if (seen_.error.empty()) seen_.error = why;
+}
+
+bool BuildKitSession::send(const std::string& bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (n <= 0) {
+      fail("send: " + std::string(std::strerror(errno)));
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+std::string BuildKitSession::start(std::chrono::seconds timeout) {
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_.size() >= sizeof addr.sun_path) return "socket path too long: " + socket_;
+  std::memcpy(addr.sun_path, socket_.c_str(), socket_.size() + 1);
+  if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    return "connect " + socket_ + ": " + std::strerror(errno);
+  if (nghttp2_hd_inflate_new(reinterpret_cast<nghttp2_hd_inflater**>(&inflater_)) != 0 ||
+      nghttp2_hd_deflate_new(reinterpret_cast<nghttp2_hd_deflater**>(&deflater_), 4096) != 0)
+    return "nghttp2: cannot make the HPACK codec";
+
+  // The request the docker client's DialHijack sends for buildx (API 1.41).
+  std::string request =
+      "POST /v1.41/session HTTP/1.1\r\n"
+      "Host: docker\r\n"
+      "User-Agent: offload-e2e-buildkit-session\r\n"
+      "Content-Length: 0\r\n"
+      "Connection: Upgrade\r\n"
+      "Upgrade: h2c\r\n"
+      "X-Docker-Expose-Session-Uuid: " + id_ + "\r\n"
+      "X-Docker-Expose-Session-Name: offload-e2e\r\n"
+      "X-Docker-Expose-Session-Sharedkey: offload-e2e\r\n"
+      "X-Docker-Expose-Session-Grpc-Method: /grpc.health.v1.Health/Check\r\n"
+      "X-Docker-Expose-Session-Grpc-Method: /moby.buildkit.secrets.v1.Secrets/GetSecret\r\n"
+      "\r\n";
+  if (!send(request)) return seen().error;
+
+  // The answer's head, byte by byte: what follows it is already HTTP/2.
+  std::string head;
+  auto deadline = Clock::now() + timeout;
+  while (head.size() < 8192 && !head.ends_with("\r\n\r\n")) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd p{fd_, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+      return "no answer to POST /session within the timeout; so far: " + head;
+    char c;
+    if (::recv(fd_, &c, 1, 0) != 1) return "connection closed during the answer: " + head;
+    head += c;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    seen_.status_line = head.substr(0, head.find("\r\n"));
+    std::size_t pos = 0;
+    while ((pos = head.find("\r\n", pos)) != std::string::npos) {
+      pos += 2;
+      std::string line = head.substr(pos, head.find("\r\n", pos) - pos);
+      std::string name = line.substr(0, line.find(':'));
+      for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (name == "upgrade" && line.size() > name.size() + 1) {
+        seen_.upgrade = line.substr(name.size() + 1);
+        while (!seen_.upgrade.empty() && seen_.upgrade.front() == ' ') seen_.upgrade.erase(0, 1);
+      }
+    }
+  }
+  if (head.find(" 101 ") == std::string::npos) return "POST /session answered: " + head;
+  thread_ = std::thread([this] { serve(); });
+  return "";
+}
+
+void BuildKitSession::stop() {
+  stopping_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+void BuildKitSession::serve() {
+  // The server's connection preface is a SETTINGS frame (defaults suit us).
+  if (!send(frame(kSettings, 0, 0, ""))) return;
+  std::string in;
+  bool preface = false;
+  char buf[16384];
+  while (!stopping_) {
+    pollfd p{fd_, POLLIN, 0};
+    int ready = ::poll(&p, 1, 100);
+    if (ready < 0) return fail("poll: " + std::string(std::strerror(errno)));
+    if (ready == 0) continue;
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) {
+      std::lock_guard lock(mutex_);
+      seen_.closed = true;
+      return;
+    }
+    in.append(buf, static_cast<std::size_t>(n));
+    if (!preface) {
+      if (in.size() < kClientPreface.size()) continue;
+      if (in.compare(0, kClientPreface.size(), kClientPreface) != 0)
+        return fail("not an HTTP/2 client preface: " + in.substr(0, kClientPreface.size()));
+      in.erase(0, kClientPreface.size());
+      preface = true;
+      std::lock_guard lock(mutex_);
+      seen_.client_preface = true;
+    }
+    while (in.size() >= 9) {
+      auto u = [&](std::size_t i) { return static_cast<unsigned char>(in[i]); };
+      std::size_t length = (u(0) << 16) | (u(1) << 8) | u(2);
+      if (in.size() < 9 + length) break;
+      unsigned type = u(3), flags = u(4);
+      unsigned stream = ((u(5) & 0x7f) << 24) | (u(6) << 16) | (u(7) << 8) | u(8);
+      std::string payload = in.substr(9, length);
+      in.erase(0, 9 + length);
+      if (!handle_frame(type, flags, stream, payload)) return;
+    }
+  }
+}
+
+bool BuildKitSession::handle_frame(unsigned type, unsigned flags, unsigned stream,
+                                   const std::string& raw) {
+  std::string payload = raw;
+  switch (type) {
+    case kSettings:
+      if (flags & kAck) {
+        std::lock_guard lock(mutex_);
+        seen_.settings_acked = true;
+        return true;
+      }
+      {
+        std::lock_guard lock(mutex_);
+        seen_.settings = true;
+      }
+      return send(frame(kSettings, kAck, 0, ""));
+    case kPing:
+      return (flags & kAck) || send(frame(kPing, kAck, 0, payload));
+    case kGoaway: {
+      std::lock_guard lock(mutex_);
+      seen_.closed = true;
+      return false;
+    }
+    case kWindowUpdate:
+    case kRstStream:
+      return true;
+    case kHeaders: {
+      if (!strip(type, flags, payload)) return fail("malformed HEADERS"), false;
+      if (!(flags & kEndHeaders)) return fail("HEADERS in CONTINUATION frames"), false;
+      auto* inflater = static_cast<nghttp2_hd_inflater*>(inflater_);
+      const auto* data = reinterpret_cast<const std::uint8_t*>(payload.data());
+      std::size_t left = payload.size();
+      Stream& s = streams_[stream];
+      for (;;) {
+        nghttp2_nv nv;
+        int inflate_flags = 0;
+        ssize_t used = nghttp2_hd_inflate_hd2(inflater, &nv, &inflate_flags, data, left, 1);
+        if (used < 0) return fail("HPACK: " + std::string(nghttp2_strerror(int(used)))), false;
+        data += used;
+        left -= static_cast<std::size_t>(used);
+        if (inflate_flags & NGHTTP2_HD_INFLATE_EMIT) {
+          std::string name(reinterpret_cast<char*>(nv.name), nv.namelen);
+          if (name == ":path") s.path.assign(reinterpret_cast<char*>(nv.value), nv.valuelen);
+        }
+        if (inflate_flags & NGHTTP2_HD_INFLATE_FINAL) {
+          nghttp2_hd_inflate_end_headers(inflater);
+          break;
+        }
+        if (!(inflate_flags & NGHTTP2_HD_INFLATE_EMIT) && left == 0) break;
+      }
+      break;
+    }
+    case kContinuation:
+      return fail("unexpected CONTINUATION"), false;
+    case kData: {
+      if (!strip(type, flags, payload)) return fail("malformed DATA"), false;
+      streams_[stream].body += payload;
+      // Give the connection's window back; each stream is answered and ended at once.
+      if (!raw.empty() && !send(frame(kWindowUpdate, 0, 0, be32(std::uint32_t(raw.size())))))
+        return false;
+      break;
+    }
+    default:
+      return true;  // PRIORITY, unknown types: nothing to do
+  }
+  if (flags & kEndStream) {
+    auto s = std::move(streams_[stream]);
+    streams_.erase(stream);
+    // One gRPC message: a compressed flag, a 4-byte length, the protobuf bytes.
+    std::string message = s.body.size() >= 5 ? s.body.substr(5) : "";
+    answer(stream, s.path, message);
+  }
+  return true;
+}
+
+void BuildKitSession::answer(unsigned stream, const std::string& path, const std::string& message) {
+  std::string reply;
+  std::string status = "0";
+  if (path == "/grpc.health.v1.Health/Check") {
+    reply = std::string("\x08\x01", 2);  // HealthCheckResponse{status: SERVING}
+  } else if (path == "/moby.buildkit.secrets.v1.Secrets/GetSecret") {
+    std::string id = first_string_field(message);
+    {
+      std::lock_guard lock(mutex_);
+      seen_.secret_ids.push_back(id);
+    }
+    auto it = secrets_.find(id);
+    if (it == secrets_.end()) status = "5";  // NOT_FOUND, as buildx answers an unknown id
+    else reply = "\x0a" + varint(it->second.size()) + it->second;  // GetSecretResponse{data}
+  } else {
+    status = "12";  // UNIMPLEMENTED
+  }
+  {
+    std::lock_guard lock(mutex_);
+    seen_.calls.push_back(path);
+  }
+
+  auto* deflater = static_cast<nghttp2_hd_deflater*>(deflater_);
+  auto encode = [&](std::vector<std::pair<std::string, std::string>> fields) {
+    std::vector<nghttp2_nv> nva;
+    for (auto& [n, v] : fields)
+      nva.push_back({reinterpret_cast<std::uint8_t*>(n.data()),
+                     reinterpret_cast<std::uint8_t*>(v.data()), n.size(), v.size(),
+                     NGHTTP2_NV_FLAG_NONE});
+    std::string out(nghttp2_hd_deflate_bound(deflater, nva.data(), nva.size()), '\0');
+    ssize_t n = nghttp2_hd_deflate_hd(deflater, reinterpret_cast<std::uint8_t*>(out.data()),
+                                      out.size(), nva.data(), nva.size());
+    out.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
+    return out;
+  };
+  std::string bytes = frame(kHeaders, kEndHeaders, stream,
+                            encode({{":status", "200"}, {"content-type", "application/grpc"}}));
+  if (status == "0")
+    bytes += frame(kData, 0, stream, std::string(1, '\0') + be32(std::uint32_t(reply.size())) + reply);
+  bytes += frame(kHeaders, kEndHeaders | kEndStream, stream, encode({{"grpc-status", status}}));
+  send(bytes);
+}
+
+}  // namespace offload::e2e

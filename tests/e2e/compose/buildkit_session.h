@@ -1,0 +1,71 @@
+// What `docker buildx build` does on the Docker API to give BuildKit a session, without buildx
+// (not packaged for Debian 12): `POST /session` with `Upgrade: h2c`, after which the hijacked
+// connection is an HTTP/2 connection on which the *client* is the gRPC server and dockerd's
+// BuildKit the gRPC client. This one serves the two services a build with a secret needs:
+// grpc.health.v1.Health/Check (BuildKit checks the session every second and drops it when the
+// check fails) and moby.buildkit.secrets.v1.Secrets/GetSecret. HTTP/2 framing is done here,
+// header compression by nghttp2's HPACK codec, protobuf by hand (one field each way).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace offload::e2e {
+
+class BuildKitSession {
+ public:
+  // `socket`: a Docker API unix socket (offload's or an engine's own); `secrets`: id → value.
+  BuildKitSession(std::string socket, std::map<std::string, std::string> secrets);
+  ~BuildKitSession();  // stop()
+
+  // Sends `POST /session`, reads the answer's head and, on 101, serves the connection on a
+  // thread of its own until stop(). "" on success, else what went wrong.
+  std::string start(std::chrono::seconds timeout = std::chrono::seconds(10));
+  void stop();
+
+  const std::string& id() const { return id_; }
+
+  // What the exchange showed, for the tests (safe to call while it runs).
+  struct Seen {
+    std::string status_line;             // "HTTP/1.1 101 Switching Protocols"
+    std::string upgrade;                 // the answer's Upgrade header
+    bool client_preface = false;         // dockerd's HTTP/2 client connection preface arrived
+    bool settings = false;               // dockerd's SETTINGS arrived
+    bool settings_acked = false;         // dockerd acknowledged ours
+    std::vector<std::string> calls;      // ":path" of every gRPC call dockerd made, in order
+    std::vector<std::string> secret_ids; // ids GetSecret asked for
+    std::string error;                   // the first protocol error, "" if none
+    bool closed = false;                 // dockerd closed the connection (or sent GOAWAY)
+  };
+  Seen seen() const;
+
+ private:
+  void serve();
+  bool handle_frame(unsigned type, unsigned flags, unsigned stream, const std::string& payload);
+  void answer(unsigned stream, const std::string& path, const std::string& message);
+  bool send(const std::string& bytes);
+  void fail(const std::string& why);
+
+  std::string socket_;
+  std::map<std::string, std::string> secrets_;
+  std::string id_;
+  int fd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  mutable std::mutex mutex_;
+  Seen seen_;
+  struct Stream {
+    std::string path;
+    std::string body;
+  };
+  std::map<unsigned, Stream> streams_;
+  void* inflater_ = nullptr;  // nghttp2_hd_inflater*
+  void* deflater_ = nullptr;  // nghttp2_hd_deflater*
+};
+
+}  // namespace offload::e2e
