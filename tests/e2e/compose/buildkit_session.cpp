@@ -158,6 +158,7 @@ std::string BuildKitSession::start(std::chrono::seconds timeout) {
       "X-Docker-Expose-Session-Sharedkey: offload-e2e\r\n"
       "X-Docker-Expose-Session-Grpc-Method: /grpc.health.v1.Health/Check\r\n"
       "X-Docker-Expose-Session-Grpc-Method: /moby.buildkit.secrets.v1.Secrets/GetSecret\r\n"
+      "X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSend/DiffCopy\r\n"
       "\r\n";
   if (!send(request)) return seen().error;
 
@@ -296,8 +297,12 @@ bool BuildKitSession::handle_frame(unsigned type, unsigned flags, unsigned strea
     case kData: {
       if (!strip(type, flags, payload)) return fail("malformed DATA"), false;
       streams_[stream].body += payload;
-      // Give the connection's window back; each stream is answered and ended at once.
+      // Give the windows back (the connection's, and the stream's while it goes on): an export
+      // streams more than the initial 64 KiB.
       if (!raw.empty() && !send(frame(kWindowUpdate, 0, 0, be32(std::uint32_t(raw.size())))))
+        return false;
+      if (!raw.empty() && !(flags & kEndStream) &&
+          !send(frame(kWindowUpdate, 0, stream, be32(std::uint32_t(raw.size())))))
         return false;
       break;
     }
@@ -307,7 +312,21 @@ bool BuildKitSession::handle_frame(unsigned type, unsigned flags, unsigned strea
   if (flags & kEndStream) {
     auto s = std::move(streams_[stream]);
     streams_.erase(stream);
-    // One gRPC message: a compressed flag, a 4-byte length, the protobuf bytes.
+    if (s.path == "/moby.filesync.v1.FileSend/DiffCopy") {
+      // Client streaming: every gRPC message (a compressed flag, a 4-byte length, the protobuf
+      // bytes) is a BytesMessage whose field 1 is the next piece of the export.
+      std::string exported;
+      for (std::size_t i = 0; i + 5 <= s.body.size();) {
+        auto u = [&](std::size_t k) { return std::uint32_t(static_cast<unsigned char>(s.body[k])); };
+        std::uint32_t length = (u(i + 1) << 24) | (u(i + 2) << 16) | (u(i + 3) << 8) | u(i + 4);
+        if (i + 5 + length > s.body.size()) return fail("a truncated DiffCopy message"), false;
+        exported += first_string_field(s.body.substr(i + 5, length));
+        i += 5 + length;
+      }
+      std::lock_guard lock(mutex_);
+      seen_.exported += exported;
+    }
+    // A unary call: one message.
     std::string message = s.body.size() >= 5 ? s.body.substr(5) : "";
     answer(stream, s.path, message);
   }
@@ -319,6 +338,8 @@ void BuildKitSession::answer(unsigned stream, const std::string& path, const std
   std::string status = "0";
   if (path == "/grpc.health.v1.Health/Check") {
     reply = std::string("\x08\x01", 2);  // HealthCheckResponse{status: SERVING}
+  } else if (path == "/moby.filesync.v1.FileSend/DiffCopy") {
+    // Received in full (handle_frame): the OK ends dockerd's wait for the receiver.
   } else if (path == "/moby.buildkit.secrets.v1.Secrets/GetSecret") {
     std::string id = first_string_field(message);
     {
@@ -351,7 +372,7 @@ void BuildKitSession::answer(unsigned stream, const std::string& path, const std
   };
   std::string bytes = frame(kHeaders, kEndHeaders, stream,
                             encode({{":status", "200"}, {"content-type", "application/grpc"}}));
-  if (status == "0")
+  if (status == "0" && path != "/moby.filesync.v1.FileSend/DiffCopy")
     bytes += frame(kData, 0, stream, std::string(1, '\0') + be32(std::uint32_t(reply.size())) + reply);
   bytes += frame(kHeaders, kEndHeaders | kEndStream, stream, encode({{"grpc-status", status}}));
   send(bytes);

@@ -3,7 +3,9 @@
 // connection is an HTTP/2 connection on which the *client* is the gRPC server and dockerd's
 // BuildKit the gRPC client. This one serves the two services a build with a secret needs:
 // grpc.health.v1.Health/Check (BuildKit checks the session every second and drops it when the
-// check fails) and moby.buildkit.secrets.v1.Secrets/GetSecret. HTTP/2 framing is done here,
+// check fails), moby.buildkit.secrets.v1.Secrets/GetSecret, and moby.filesync.v1.FileSend/DiffCopy
+// as the receiving end of a `--output type=tar` export (a stream of BytesMessage from dockerd,
+// answered with an empty OK once dockerd ends it). HTTP/2 framing is done here,
 // header compression by nghttp2's HPACK codec, protobuf by hand (one field each way).
 #pragma once
 
@@ -39,6 +41,7 @@ class BuildKitSession {
     bool settings_acked = false;         // dockerd acknowledged ours
     std::vector<std::string> calls;      // ":path" of every gRPC call dockerd made, in order
     std::vector<std::string> secret_ids; // ids GetSecret asked for
+    std::string exported;                // the bytes a FileSend/DiffCopy stream delivered
     std::string error;                   // the first protocol error, "" if none
     bool closed = false;                 // dockerd closed the connection (or sent GOAWAY)
   };

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -412,6 +413,40 @@ TEST_F(BuildKit, ABuildSecretComesFromTheClientsSessionThroughTheTunnel) {
   EXPECT_EQ(sh("docker history --no-trunc offload-bk/secret:1 | grep -c " + q(secret)).out, "0\n");
   EXPECT_EQ(sh("grep -c " + q(secret) + " " + q(offload_dir() / "offloadd.log")).out, "0\n")
       << "a build secret in offloadd's log";
+}
+
+// `--output type=tar` (what `docker buildx build -o type=tar,dest=out.tar` asks for): BuildKit
+// streams the result's file system to the client over the session (FileSend/DiffCopy: dockerd the
+// gRPC client sending, this test the server receiving), over 3 MiB here, so HTTP/2 flow control
+// must work both ways through the tunnel. The file a RUN step made arrives byte for byte.
+// (Files a COPY brought from the context are missing from such exports on the session's engine:
+// dockerd 20.10 with userns-remap leaves them out, on its own socket as well; see README.)
+TEST_F(BuildKit, ATarOutputStreamsBackThroughTheSessionByteForByte) {
+  auto tar = context_tar(
+      "export", {{"Dockerfile", "FROM " + kImage + "\n"
+                                "RUN head -c 2097152 /dev/urandom > /blob.bin && "
+                                "sha256sum /blob.bin | cut -c1-64 > /blob.sha256\n"}});
+  BuildKitSession session(offload_socket(), {});
+  ASSERT_EQ(session.start(), "");
+  // outputs=[{"Type":"tar"}]
+  auto out = post_build(offload_socket(), tar,
+                        "version=2&outputs=%5B%7B%22Type%22%3A%22tar%22%7D%5D&session=" + session.id());
+  auto seen = session.seen();
+  session.stop();
+  EXPECT_EQ(out.find("errorDetail"), std::string::npos) << out << daemon_log_tail();
+  EXPECT_EQ(seen.error, "");
+  // One export stream (and health checks, one a second, while the build runs).
+  EXPECT_EQ(std::count(seen.calls.begin(), seen.calls.end(), "/moby.filesync.v1.FileSend/DiffCopy"), 1);
+  ASSERT_GT(seen.exported.size(), 3u << 20) << out;
+  fs::path exported = g_dir / "exported";
+  put(exported / "out.tar", seen.exported);
+  auto unpacked = sh("cd " + q(exported) + " && tar -xf out.tar blob.bin blob.sha256 bin/busybox");
+  ASSERT_SH_OK(unpacked);
+  auto sum = sh("cd " + q(exported) + " && sha256sum blob.bin | cut -c1-64; cat blob.sha256");
+  ASSERT_EQ(sum.out.size(), 130u) << sum.out << sum.err;
+  EXPECT_EQ(sum.out.substr(0, 65), sum.out.substr(65)) << "blob.bin changed on the way";
+  EXPECT_EQ(sh("cmp " + q(exported / "bin" / "busybox") + " /usr/bin/busybox && echo same").out,
+            "same\n");
 }
 
 // A secret the session does not have: BuildKit's own error reaches the client, as with buildx.
