@@ -133,65 +133,221 @@ bool BuildKitSession::send(const std::string& bytes) {
   return true;
 }
 
-std::string BuildKitSession::start(std::chrono::seconds timeout) {
-  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+namespace {
+
+int connect_unix(const std::string& socket, std::string& error) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (socket_.size() >= sizeof addr.sun_path) return "socket path too long: " + socket_;
-  std::memcpy(addr.sun_path, socket_.c_str(), socket_.size() + 1);
-  if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return "connect " + socket_ + ": " + std::strerror(errno);
+  if (socket.size() >= sizeof addr.sun_path) {
+    error = "socket path too long: " + socket;
+  } else {
+    std::memcpy(addr.sun_path, socket.c_str(), socket.size() + 1);
+    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return fd;
+    error = "connect " + socket + ": " + std::strerror(errno);
+  }
+  if (fd >= 0) ::close(fd);
+  return -1;
+}
+
+bool send_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// `POST <path>` with `Upgrade: h2c`, as the docker client's DialHijack sends it (API 1.41), and
+// the answer's head, read byte by byte: what follows it is already HTTP/2. Fills the status line
+// and the Upgrade header; "" when dockerd switched protocols, else what went wrong.
+std::string upgrade(int fd, const std::string& path, const std::string& extra_headers,
+                    std::chrono::seconds timeout, std::string& status_line, std::string& upgrade) {
+  std::string request = "POST /v1.41" + path + " HTTP/1.1\r\n"
+                        "Host: docker\r\n"
+                        "User-Agent: offload-e2e-buildkit\r\n"
+                        "Content-Length: 0\r\n"
+                        "Connection: Upgrade\r\n"
+                        "Upgrade: h2c\r\n" + extra_headers + "\r\n";
+  if (!send_all(fd, request)) return "send: " + std::string(std::strerror(errno));
+  std::string head;
+  auto deadline = Clock::now() + timeout;
+  while (head.size() < 8192 && !head.ends_with("\r\n\r\n")) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd p{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+      return "no answer to POST " + path + " within the timeout; so far: " + head;
+    char c;
+    if (::recv(fd, &c, 1, 0) != 1) return "connection closed during the answer: " + head;
+    head += c;
+  }
+  status_line = head.substr(0, head.find("\r\n"));
+  std::size_t pos = 0;
+  while ((pos = head.find("\r\n", pos)) != std::string::npos) {
+    pos += 2;
+    std::string line = head.substr(pos, head.find("\r\n", pos) - pos);
+    std::string name = line.substr(0, line.find(':'));
+    for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (name == "upgrade" && line.size() > name.size() + 1) {
+      upgrade = line.substr(name.size() + 1);
+      while (!upgrade.empty() && upgrade.front() == ' ') upgrade.erase(0, 1);
+    }
+  }
+  if (head.find(" 101 ") == std::string::npos) return "POST " + path + " answered: " + head;
+  return "";
+}
+
+}  // namespace
+
+std::string BuildKitSession::start(std::chrono::seconds timeout) {
+  std::string error;
+  fd_ = connect_unix(socket_, error);
+  if (fd_ < 0) return error;
   if (nghttp2_hd_inflate_new(reinterpret_cast<nghttp2_hd_inflater**>(&inflater_)) != 0 ||
       nghttp2_hd_deflate_new(reinterpret_cast<nghttp2_hd_deflater**>(&deflater_), 4096) != 0)
     return "nghttp2: cannot make the HPACK codec";
-
-  // The request the docker client's DialHijack sends for buildx (API 1.41).
-  std::string request =
-      "POST /v1.41/session HTTP/1.1\r\n"
-      "Host: docker\r\n"
-      "User-Agent: offload-e2e-buildkit-session\r\n"
-      "Content-Length: 0\r\n"
-      "Connection: Upgrade\r\n"
-      "Upgrade: h2c\r\n"
+  // What buildx announces: the session, and the gRPC methods this client serves on it.
+  std::string headers =
       "X-Docker-Expose-Session-Uuid: " + id_ + "\r\n"
       "X-Docker-Expose-Session-Name: offload-e2e\r\n"
       "X-Docker-Expose-Session-Sharedkey: offload-e2e\r\n"
       "X-Docker-Expose-Session-Grpc-Method: /grpc.health.v1.Health/Check\r\n"
       "X-Docker-Expose-Session-Grpc-Method: /moby.buildkit.secrets.v1.Secrets/GetSecret\r\n"
-      "X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSend/DiffCopy\r\n"
-      "\r\n";
-  if (!send(request)) return seen().error;
-
-  // The answer's head, byte by byte: what follows it is already HTTP/2.
-  std::string head;
-  auto deadline = Clock::now() + timeout;
-  while (head.size() < 8192 && !head.ends_with("\r\n\r\n")) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    pollfd p{fd_, POLLIN, 0};
-    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0)
-      return "no answer to POST /session within the timeout; so far: " + head;
-    char c;
-    if (::recv(fd_, &c, 1, 0) != 1) return "connection closed during the answer: " + head;
-    head += c;
-  }
+      "X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSend/DiffCopy\r\n";
+  std::string status_line, upgraded;
+  error = upgrade(fd_, "/session", headers, timeout, status_line, upgraded);
   {
     std::lock_guard lock(mutex_);
-    seen_.status_line = head.substr(0, head.find("\r\n"));
-    std::size_t pos = 0;
-    while ((pos = head.find("\r\n", pos)) != std::string::npos) {
-      pos += 2;
-      std::string line = head.substr(pos, head.find("\r\n", pos) - pos);
-      std::string name = line.substr(0, line.find(':'));
-      for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      if (name == "upgrade" && line.size() > name.size() + 1) {
-        seen_.upgrade = line.substr(name.size() + 1);
-        while (!seen_.upgrade.empty() && seen_.upgrade.front() == ' ') seen_.upgrade.erase(0, 1);
+    seen_.status_line = status_line;
+    seen_.upgrade = upgraded;
+  }
+  if (!error.empty()) return error;
+  thread_ = std::thread([this] { serve(); });
+  return "";
+}
+
+GrpcReply grpc_call(const std::string& socket, const std::string& method,
+                    const std::string& request, std::chrono::seconds timeout) {
+  GrpcReply reply;
+  int fd = connect_unix(socket, reply.error);
+  if (fd < 0) return reply;
+  struct Closer {
+    int fd;
+    nghttp2_hd_inflater* inflater = nullptr;
+    nghttp2_hd_deflater* deflater = nullptr;
+    ~Closer() {
+      ::close(fd);
+      if (inflater) nghttp2_hd_inflate_del(inflater);
+      if (deflater) nghttp2_hd_deflate_del(deflater);
+    }
+  } closer{fd};
+  reply.error = upgrade(fd, "/grpc", "", timeout, reply.status_line, reply.upgrade);
+  if (!reply.error.empty()) return reply;
+  if (nghttp2_hd_inflate_new(&closer.inflater) != 0 ||
+      nghttp2_hd_deflate_new(&closer.deflater, 4096) != 0) {
+    reply.error = "nghttp2: cannot make the HPACK codec";
+    return reply;
+  }
+
+  // We are the HTTP/2 client here: preface, SETTINGS, then one unary call on stream 1.
+  std::vector<std::pair<std::string, std::string>> fields = {
+      {":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", "localhost"},
+      {"content-type", "application/grpc"}, {"te", "trailers"}};
+  std::vector<nghttp2_nv> nva;
+  for (auto& [n, v] : fields)
+    nva.push_back({reinterpret_cast<std::uint8_t*>(n.data()),
+                   reinterpret_cast<std::uint8_t*>(v.data()), n.size(), v.size(),
+                   NGHTTP2_NV_FLAG_NONE});
+  std::string block(nghttp2_hd_deflate_bound(closer.deflater, nva.data(), nva.size()), '\0');
+  ssize_t n = nghttp2_hd_deflate_hd(closer.deflater, reinterpret_cast<std::uint8_t*>(block.data()),
+                                    block.size(), nva.data(), nva.size());
+  block.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
+  std::string out = std::string(kClientPreface) + frame(kSettings, 0, 0, "") +
+                    frame(kHeaders, kEndHeaders, 1, block) +
+                    frame(kData, kEndStream, 1,
+                          std::string(1, '\0') + be32(std::uint32_t(request.size())) + request);
+  if (!send_all(fd, out)) {
+    reply.error = "send: " + std::string(std::strerror(errno));
+    return reply;
+  }
+
+  std::string in, body;
+  char buf[16384];
+  auto deadline = Clock::now() + timeout;
+  for (bool ended = false; !ended;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd p{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+      reply.error = "no complete answer within the timeout";
+      return reply;
+    }
+    ssize_t got = ::recv(fd, buf, sizeof buf, 0);
+    if (got <= 0) {
+      reply.error = "connection closed before the answer ended";
+      return reply;
+    }
+    in.append(buf, static_cast<std::size_t>(got));
+    while (in.size() >= 9 && !ended) {
+      auto u = [&](std::size_t i) { return static_cast<unsigned char>(in[i]); };
+      std::size_t length = (u(0) << 16) | (u(1) << 8) | u(2);
+      if (in.size() < 9 + length) break;
+      unsigned type = u(3), flags = u(4);
+      unsigned stream = ((u(5) & 0x7f) << 24) | (u(6) << 16) | (u(7) << 8) | u(8);
+      std::string payload = in.substr(9, length);
+      in.erase(0, 9 + length);
+      if (type == kSettings && !(flags & kAck)) {
+        send_all(fd, frame(kSettings, kAck, 0, ""));
+      } else if (type == kPing && !(flags & kAck)) {
+        send_all(fd, frame(kPing, kAck, 0, payload));
+      } else if (type == kGoaway || (type == kRstStream && stream == 1)) {
+        reply.error = type == kGoaway ? "GOAWAY" : "RST_STREAM";
+        return reply;
+      } else if (type == kHeaders && stream == 1) {
+        if (!strip(type, flags, payload) || !(flags & kEndHeaders)) {
+          reply.error = "HEADERS this client does not read";
+          return reply;
+        }
+        const auto* data = reinterpret_cast<const std::uint8_t*>(payload.data());
+        std::size_t rest = payload.size();
+        for (;;) {
+          nghttp2_nv nv;
+          int inflate_flags = 0;
+          ssize_t used = nghttp2_hd_inflate_hd2(closer.inflater, &nv, &inflate_flags, data, rest, 1);
+          if (used < 0) {
+            reply.error = "HPACK: " + std::string(nghttp2_strerror(int(used)));
+            return reply;
+          }
+          data += used;
+          rest -= static_cast<std::size_t>(used);
+          if (inflate_flags & NGHTTP2_HD_INFLATE_EMIT) {
+            std::string name(reinterpret_cast<char*>(nv.name), nv.namelen);
+            std::string value(reinterpret_cast<char*>(nv.value), nv.valuelen);
+            if (name == "grpc-status") reply.grpc_status = value;
+            if (name == "grpc-message") reply.grpc_message = value;
+          }
+          if (inflate_flags & NGHTTP2_HD_INFLATE_FINAL) {
+            nghttp2_hd_inflate_end_headers(closer.inflater);
+            break;
+          }
+          if (!(inflate_flags & NGHTTP2_HD_INFLATE_EMIT) && rest == 0) break;
+        }
+        ended = flags & kEndStream;
+      } else if (type == kData && stream == 1) {
+        if (!strip(type, flags, payload)) {
+          reply.error = "malformed DATA";
+          return reply;
+        }
+        body += payload;
+        if (!payload.empty() && !(flags & kEndStream))
+          send_all(fd, frame(kWindowUpdate, 0, 0, be32(std::uint32_t(payload.size()))) +
+                           frame(kWindowUpdate, 0, 1, be32(std::uint32_t(payload.size()))));
+        ended = flags & kEndStream;
       }
     }
   }
-  if (head.find(" 101 ") == std::string::npos) return "POST /session answered: " + head;
-  thread_ = std::thread([this] { serve(); });
-  return "";
+  if (body.size() >= 5) reply.message = body.substr(5);
+  return reply;
 }
 
 void BuildKitSession::stop() {

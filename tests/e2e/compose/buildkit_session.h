@@ -71,4 +71,19 @@ class BuildKitSession {
   void* deflater_ = nullptr;  // nghttp2_hd_deflater*
 };
 
+// The other upgrade buildx's docker driver uses: `POST /grpc`, after which dockerd serves
+// BuildKit's own gRPC API (moby.buildkit.v1.Control) on the hijacked h2c connection, the client
+// being the HTTP/2 client. One unary call of `method` with the protobuf `request`.
+struct GrpcReply {
+  std::string status_line;   // "HTTP/1.1 101 Switching Protocols"
+  std::string upgrade;       // the answer's Upgrade header
+  std::string grpc_status;   // the trailer ("0": OK)
+  std::string grpc_message;
+  std::string message;       // the answer's protobuf bytes
+  std::string error;         // "" when the call ran to its end
+};
+GrpcReply grpc_call(const std::string& socket, const std::string& method,
+                    const std::string& request,
+                    std::chrono::seconds timeout = std::chrono::seconds(20));
+
 }  // namespace offload::e2e

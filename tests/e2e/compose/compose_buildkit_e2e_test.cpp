@@ -449,6 +449,61 @@ TEST_F(BuildKit, ATarOutputStreamsBackThroughTheSessionByteForByte) {
             "same\n");
 }
 
+// The repeated field 1 of a protobuf message (ListWorkersResponse.record, DiskUsageResponse.record),
+// sorted: dockerd lists them in no fixed order (a Go map). {"<malformed>"} if it is not one.
+std::vector<std::string> records(const std::string& m) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  auto varint = [&](std::uint64_t& v) {
+    v = 0;
+    for (int shift = 0; i < m.size() && shift < 64; shift += 7) {
+      auto b = static_cast<unsigned char>(m[i++]);
+      v |= std::uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  };
+  while (i < m.size()) {
+    std::uint64_t key = 0, length = 0;
+    if (!varint(key) || key != 0x0a || !varint(length) || length > m.size() - i)
+      return {"<malformed>"};
+    out.push_back(m.substr(i, length));
+    i += length;
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// `POST /grpc`: dockerd serves BuildKit's control API on the upgraded connection (buildx's docker
+// driver lists workers, disk usage, and solves through it). Through offload the answers are the
+// engine's own, record for record.
+TEST_F(BuildKit, TheGrpcUpgradeServesBuildKitsControlApiAsTheEngineItself) {
+  std::string engine = engine_socket();
+  ASSERT_FALSE(engine.empty());
+  // A build first, so that DiskUsage has BuildKit cache records to list.
+  auto tar = context_tar("grpc", {{"Dockerfile", "FROM " + kImage + "\nRUN echo cached > /c.txt\n"}});
+  auto built = post_build(offload_socket(), tar, "version=2&t=offload-bk/grpc:1");
+  ASSERT_NE(built.find("\"moby.image.id\""), std::string::npos) << built;
+  for (const std::string method : {"/moby.buildkit.v1.Control/ListWorkers",
+                                   "/moby.buildkit.v1.Control/DiskUsage"}) {
+    auto direct = grpc_call(engine, method, "");
+    auto offloaded = grpc_call(offload_socket(), method, "");
+    EXPECT_EQ(direct.error, "") << method;
+    EXPECT_EQ(direct.status_line, "HTTP/1.1 101 Switching Protocols") << method;
+    EXPECT_EQ(direct.grpc_status, "0") << method << ": " << direct.grpc_message;
+    EXPECT_EQ(offloaded.error, "") << method << daemon_log_tail();
+    EXPECT_EQ(offloaded.status_line, direct.status_line) << method;
+    EXPECT_EQ(offloaded.upgrade, "h2c") << method;
+    EXPECT_EQ(offloaded.grpc_status, "0") << method << ": " << offloaded.grpc_message;
+    EXPECT_FALSE(offloaded.message.empty()) << method;
+    EXPECT_EQ(records(offloaded.message), records(direct.message)) << method;
+  }
+  // The one worker is the engine's, for this machine's platform.
+  auto workers = grpc_call(offload_socket(), "/moby.buildkit.v1.Control/ListWorkers", "");
+  EXPECT_NE(workers.message.find("amd64"), std::string::npos);
+  EXPECT_NE(workers.message.find("linux"), std::string::npos);
+}
+
 // A secret the session does not have: BuildKit's own error reaches the client, as with buildx.
 TEST_F(BuildKit, AnUnknownSecretFailsTheBuildWithBuildKitsError) {
   BuildKitSession session(offload_socket(), {});
