@@ -1,5 +1,6 @@
 #include "buildkit_session.h"
 
+#include <fnmatch.h>
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -214,7 +215,8 @@ std::string BuildKitSession::start(std::chrono::seconds timeout) {
       "X-Docker-Expose-Session-Sharedkey: offload-e2e\r\n"
       "X-Docker-Expose-Session-Grpc-Method: /grpc.health.v1.Health/Check\r\n"
       "X-Docker-Expose-Session-Grpc-Method: /moby.buildkit.secrets.v1.Secrets/GetSecret\r\n"
-      "X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSend/DiffCopy\r\n";
+      "X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSend/DiffCopy\r\n"
+      "X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSync/DiffCopy\r\n";
   std::string status_line, upgraded;
   error = upgrade(fd_, "/session", headers, timeout, status_line, upgraded);
   {
@@ -438,7 +440,9 @@ bool BuildKitSession::handle_frame(unsigned type, unsigned flags, unsigned strea
         left -= static_cast<std::size_t>(used);
         if (inflate_flags & NGHTTP2_HD_INFLATE_EMIT) {
           std::string name(reinterpret_cast<char*>(nv.name), nv.namelen);
-          if (name == ":path") s.path.assign(reinterpret_cast<char*>(nv.value), nv.valuelen);
+          std::string value(reinterpret_cast<char*>(nv.value), nv.valuelen);
+          if (name == ":path") s.path = value;
+          s.headers.emplace(name, value);
         }
         if (inflate_flags & NGHTTP2_HD_INFLATE_FINAL) {
           nghttp2_hd_inflate_end_headers(inflater);
@@ -446,6 +450,8 @@ bool BuildKitSession::handle_frame(unsigned type, unsigned flags, unsigned strea
         }
         if (!(inflate_flags & NGHTTP2_HD_INFLATE_EMIT) && left == 0) break;
       }
+      if (s.path == "/moby.filesync.v1.FileSync/DiffCopy" && !s.syncing && !start_sync(stream))
+        return false;
       break;
     }
     case kContinuation:
@@ -460,10 +466,16 @@ bool BuildKitSession::handle_frame(unsigned type, unsigned flags, unsigned strea
       if (!raw.empty() && !(flags & kEndStream) &&
           !send(frame(kWindowUpdate, 0, stream, be32(std::uint32_t(raw.size())))))
         return false;
+      if (streams_[stream].syncing && !continue_sync(stream)) return false;
       break;
     }
     default:
       return true;  // PRIORITY, unknown types: nothing to do
+  }
+  if ((flags & kEndStream) && streams_[stream].syncing) {
+    // dockerd half-closed its side; ours ends with the FIN exchange (continue_sync).
+    if (streams_[stream].finished) streams_.erase(stream);
+    return true;
   }
   if (flags & kEndStream) {
     auto s = std::move(streams_[stream]);
@@ -513,25 +525,151 @@ void BuildKitSession::answer(unsigned stream, const std::string& path, const std
     seen_.calls.push_back(path);
   }
 
-  auto* deflater = static_cast<nghttp2_hd_deflater*>(deflater_);
-  auto encode = [&](std::vector<std::pair<std::string, std::string>> fields) {
-    std::vector<nghttp2_nv> nva;
-    for (auto& [n, v] : fields)
-      nva.push_back({reinterpret_cast<std::uint8_t*>(n.data()),
-                     reinterpret_cast<std::uint8_t*>(v.data()), n.size(), v.size(),
-                     NGHTTP2_NV_FLAG_NONE});
-    std::string out(nghttp2_hd_deflate_bound(deflater, nva.data(), nva.size()), '\0');
-    ssize_t n = nghttp2_hd_deflate_hd(deflater, reinterpret_cast<std::uint8_t*>(out.data()),
-                                      out.size(), nva.data(), nva.size());
-    out.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
-    return out;
-  };
   std::string bytes = frame(kHeaders, kEndHeaders, stream,
-                            encode({{":status", "200"}, {"content-type", "application/grpc"}}));
+                            hpack({{":status", "200"}, {"content-type", "application/grpc"}}));
   if (status == "0" && path != "/moby.filesync.v1.FileSend/DiffCopy")
     bytes += frame(kData, 0, stream, std::string(1, '\0') + be32(std::uint32_t(reply.size())) + reply);
-  bytes += frame(kHeaders, kEndHeaders | kEndStream, stream, encode({{"grpc-status", status}}));
+  bytes += frame(kHeaders, kEndHeaders | kEndStream, stream, hpack({{"grpc-status", status}}));
   send(bytes);
+}
+
+std::string BuildKitSession::hpack(std::vector<std::pair<std::string, std::string>> fields) {
+  auto* deflater = static_cast<nghttp2_hd_deflater*>(deflater_);
+  std::vector<nghttp2_nv> nva;
+  for (auto& [n, v] : fields)
+    nva.push_back({reinterpret_cast<std::uint8_t*>(n.data()),
+                   reinterpret_cast<std::uint8_t*>(v.data()), n.size(), v.size(),
+                   NGHTTP2_NV_FLAG_NONE});
+  std::string out(nghttp2_hd_deflate_bound(deflater, nva.data(), nva.size()), '\0');
+  ssize_t n = nghttp2_hd_deflate_hd(deflater, reinterpret_cast<std::uint8_t*>(out.data()),
+                                    out.size(), nva.data(), nva.size());
+  out.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
+  return out;
+}
+
+namespace {
+
+// fsutil's wire format (types/wire.proto, types/stat.proto), the fields this sender uses.
+enum PacketType : unsigned { kStat = 0, kReq = 1, kPacketData = 2, kFin = 3, kErr = 4 };
+
+std::string field_varint(unsigned field, std::uint64_t v) {
+  return v == 0 ? "" : varint(field << 3) + varint(v);
+}
+std::string field_bytes(unsigned field, const std::string& b) {
+  return varint((field << 3) | 2) + varint(b.size()) + b;
+}
+std::string grpc_message(const std::string& m) {
+  return std::string(1, '\0') + be32(std::uint32_t(m.size())) + m;
+}
+
+// A regular file's Stat: Go's os.FileMode 0644 (no type bits), size, a fixed mtime (ns).
+std::string file_stat(const std::string& path, std::size_t size) {
+  return field_bytes(1, path) + field_varint(2, 0644) + field_varint(5, size) +
+         field_varint(6, 1700000000ull * 1000000000ull);
+}
+
+bool matches_any(const std::vector<std::string>& patterns, const std::string& name) {
+  for (const auto& p : patterns)
+    if (p == name || ::fnmatch(p.c_str(), name.c_str(), 0) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+// BuildKit (the receiver) opened FileSync/DiffCopy for the directory named in `dir-name`: answer
+// the headers, then send every file's Stat in order and an empty Stat (the end of the walk); the
+// contents follow as BuildKit requests them (continue_sync).
+bool BuildKitSession::start_sync(unsigned stream) {
+  Stream& s = streams_[stream];
+  s.syncing = true;
+  std::vector<std::string> include, exclude;
+  for (const auto& [name, value] : s.headers) {
+    if (name == "dir-name") s.dir = value;
+    // BuildKit 0.8 (dockerd 20.10) names the paths it wants in `followpaths`; later ones also
+    // send `include-patterns`. Either narrows what is sent.
+    if (name == "include-patterns" || name == "followpaths") include.push_back(value);
+    if (name == "exclude-patterns") exclude.push_back(value);
+  }
+  std::string bytes = frame(kHeaders, kEndHeaders, stream,
+                            hpack({{":status", "200"}, {"content-type", "application/grpc"}}));
+  auto dir = dirs_.find(s.dir);
+  std::string listed = s.dir + ":";
+  if (dir != dirs_.end()) {
+    for (const auto& [name, content] : dir->second) {  // std::map: sorted, as fsutil walks
+      if (!include.empty() && !matches_any(include, name)) continue;
+      if (matches_any(exclude, name)) continue;
+      s.files.push_back(name);
+      listed += " " + name;
+      bytes += frame(kData, 0, stream,
+                     grpc_message(field_varint(1, kStat) + field_bytes(2, file_stat(name, content.size()))));
+    }
+  }
+  bytes += frame(kData, 0, stream, grpc_message(""));  // Packet{STAT, no stat}: the walk ended
+  {
+    std::lock_guard lock(mutex_);
+    seen_.calls.push_back(s.path);
+    seen_.synced.push_back(listed);
+  }
+  return send(bytes);
+}
+
+// BuildKit's packets on a FileSync/DiffCopy stream: REQ for a file's content (sent as DATA
+// packets, an empty one last), FIN (answered with FIN and the end of the call), ERR.
+bool BuildKitSession::continue_sync(unsigned stream) {
+  Stream& s = streams_[stream];
+  while (s.body.size() - s.read >= 5) {
+    auto u = [&](std::size_t k) { return std::uint32_t(static_cast<unsigned char>(s.body[k])); };
+    std::uint32_t length =
+        (u(s.read + 1) << 24) | (u(s.read + 2) << 16) | (u(s.read + 3) << 8) | u(s.read + 4);
+    if (s.body.size() - s.read - 5 < length) break;
+    std::string packet = s.body.substr(s.read + 5, length);
+    s.read += 5 + length;
+    // Packet{type = 1 (varint), ID = 3 (varint), data = 4}: read the two varints.
+    std::uint64_t type = 0, id = 0;
+    std::size_t i = 0;
+    auto read_varint = [&](std::uint64_t& v) {
+      v = 0;
+      for (int shift = 0; i < packet.size() && shift < 64; shift += 7) {
+        auto b = static_cast<unsigned char>(packet[i++]);
+        v |= std::uint64_t(b & 0x7f) << shift;
+        if (!(b & 0x80)) return;
+      }
+    };
+    std::string data;
+    while (i < packet.size()) {
+      std::uint64_t key = 0, v = 0;
+      read_varint(key);
+      if ((key & 7) == 0) {
+        read_varint(v);
+        if ((key >> 3) == 1) type = v;
+        if ((key >> 3) == 3) id = v;
+      } else if ((key & 7) == 2) {
+        read_varint(v);
+        if ((key >> 3) == 4) data = packet.substr(i, v);
+        i += v;
+      } else {
+        return fail("a FileSync packet this sender does not read"), false;
+      }
+    }
+    if (type == kReq) {
+      if (id >= s.files.size()) return fail("FileSync REQ for an unknown ID"), false;
+      const std::string& content = dirs_[s.dir][s.files[id]];
+      std::string bytes;
+      for (std::size_t at = 0; at < content.size(); at += 8192)
+        bytes += frame(kData, 0, stream,
+                       grpc_message(field_varint(1, kPacketData) + field_varint(3, id) +
+                                    field_bytes(4, content.substr(at, 8192))));
+      bytes += frame(kData, 0, stream, grpc_message(field_varint(1, kPacketData) + field_varint(3, id)));
+      if (!send(bytes)) return false;
+    } else if (type == kFin) {
+      s.finished = true;
+      return send(frame(kData, 0, stream, grpc_message(field_varint(1, kFin))) +
+                  frame(kHeaders, kEndHeaders | kEndStream, stream, hpack({{"grpc-status", "0"}})));
+    } else if (type == kErr) {
+      return fail("FileSync: BuildKit reported " + data), false;
+    }
+  }
+  return true;
 }
 
 }  // namespace offload::e2e

@@ -5,7 +5,9 @@
 // grpc.health.v1.Health/Check (BuildKit checks the session every second and drops it when the
 // check fails), moby.buildkit.secrets.v1.Secrets/GetSecret, and moby.filesync.v1.FileSend/DiffCopy
 // as the receiving end of a `--output type=tar` export (a stream of BytesMessage from dockerd,
-// answered with an empty OK once dockerd ends it). HTTP/2 framing is done here,
+// answered with an empty OK once dockerd ends it), and moby.filesync.v1.FileSync/DiffCopy as the
+// sending end of the fsutil protocol, which is how buildx hands BuildKit the build context and
+// the Dockerfile (flat directories of small files here). HTTP/2 framing is done here,
 // header compression by nghttp2's HPACK codec, protobuf by hand (one field each way).
 #pragma once
 
@@ -32,6 +34,12 @@ class BuildKitSession {
 
   const std::string& id() const { return id_; }
 
+  // A local directory BuildKit may ask for by name ("context", "dockerfile"): file name → content.
+  // Before start().
+  void serve_directory(const std::string& name, std::map<std::string, std::string> files) {
+    dirs_[name] = std::move(files);
+  }
+
   // What the exchange showed, for the tests (safe to call while it runs).
   struct Seen {
     std::string status_line;             // "HTTP/1.1 101 Switching Protocols"
@@ -42,6 +50,7 @@ class BuildKitSession {
     std::vector<std::string> calls;      // ":path" of every gRPC call dockerd made, in order
     std::vector<std::string> secret_ids; // ids GetSecret asked for
     std::string exported;                // the bytes a FileSend/DiffCopy stream delivered
+    std::vector<std::string> synced;     // "dir-name: file,file" per FileSync/DiffCopy sent
     std::string error;                   // the first protocol error, "" if none
     bool closed = false;                 // dockerd closed the connection (or sent GOAWAY)
   };
@@ -51,6 +60,9 @@ class BuildKitSession {
   void serve();
   bool handle_frame(unsigned type, unsigned flags, unsigned stream, const std::string& payload);
   void answer(unsigned stream, const std::string& path, const std::string& message);
+  std::string hpack(std::vector<std::pair<std::string, std::string>> fields);
+  bool start_sync(unsigned stream);
+  bool continue_sync(unsigned stream);
   bool send(const std::string& bytes);
   void fail(const std::string& why);
 
@@ -64,8 +76,15 @@ class BuildKitSession {
   Seen seen_;
   struct Stream {
     std::string path;
+    std::multimap<std::string, std::string> headers;
     std::string body;
+    // FileSync/DiffCopy: the files sent, by packet ID; how much of `body` is read; done.
+    std::vector<std::string> files;
+    std::string dir;
+    std::size_t read = 0;
+    bool syncing = false, finished = false;
   };
+  std::map<std::string, std::map<std::string, std::string>> dirs_;
   std::map<unsigned, Stream> streams_;
   void* inflater_ = nullptr;  // nghttp2_hd_inflater*
   void* deflater_ = nullptr;  // nghttp2_hd_deflater*

@@ -504,6 +504,51 @@ TEST_F(BuildKit, TheGrpcUpgradeServesBuildKitsControlApiAsTheEngineItself) {
   EXPECT_NE(workers.message.find("linux"), std::string::npos);
 }
 
+// Protobuf by hand, for the one request below: a length-delimited field.
+std::string pb_bytes(unsigned field, const std::string& b) {
+  std::string out(1, static_cast<char>((field << 3) | 2));
+  for (std::size_t v = b.size(); ; v >>= 7) {
+    if (v < 0x80) { out += static_cast<char>(v); break; }
+    out += static_cast<char>((v & 0x7f) | 0x80);
+  }
+  return out + b;
+}
+
+// What `docker buildx build -t offload-bk/solve:1 .` does with the docker driver: a session on
+// POST /session serving the build context and the Dockerfile (FileSync/DiffCopy, the fsutil
+// protocol), and a Solve with the Dockerfile frontend on BuildKit's control API (POST /grpc),
+// both through offload. The image is exported to the engine's image store ("moby").
+TEST_F(BuildKit, ABuildxStyleSolveGetsItsContextFromTheClientsSession) {
+  const std::string marker = "from the laptop " + random_hex(6) + "\n";
+  BuildKitSession session(offload_socket(), {});
+  const std::string dockerfile = "FROM " + kImage + "\n"
+                                 "COPY hello.txt /hello.txt\n"
+                                 "RUN cat /hello.txt > /built.txt && echo ran >> /built.txt\n";
+  session.serve_directory("dockerfile", {{"Dockerfile", dockerfile}});
+  session.serve_directory("context", {{"Dockerfile", dockerfile}, {"hello.txt", marker}});
+  ASSERT_EQ(session.start(), "");
+
+  // SolveRequest{Ref, Exporter "moby", ExporterAttrs{name}, Session, Frontend "dockerfile.v0"}
+  const std::string request = pb_bytes(1, "offload-e2e-" + random_hex(8)) + pb_bytes(3, "moby") +
+                              pb_bytes(4, pb_bytes(1, "name") + pb_bytes(2, "offload-bk/solve:1")) +
+                              pb_bytes(5, session.id()) + pb_bytes(6, "dockerfile.v0");
+  auto solved = grpc_call(offload_socket(), "/moby.buildkit.v1.Control/Solve", request, 150s);
+  auto seen = session.seen();
+  session.stop();
+
+  EXPECT_EQ(solved.error, "") << daemon_log_tail();
+  EXPECT_EQ(solved.grpc_status, "0") << solved.grpc_message;
+  EXPECT_EQ(seen.error, "");
+  // Through the tunnel BuildKit asked the session for the Dockerfile, the context's
+  // .dockerignore (there is none) and then only what the COPY needs, and got them.
+  auto synced = seen.synced;
+  std::sort(synced.begin(), synced.end());
+  EXPECT_EQ(synced, (std::vector<std::string>{"context:", "context: hello.txt", "dockerfile: Dockerfile"}));
+  auto run = sh("docker run --rm offload-bk/solve:1 cat /built.txt");
+  EXPECT_SH_OK(run);
+  EXPECT_EQ(run.out, marker + "ran\n");
+}
+
 // A secret the session does not have: BuildKit's own error reaches the client, as with buildx.
 TEST_F(BuildKit, AnUnknownSecretFailsTheBuildWithBuildKitsError) {
   BuildKitSession session(offload_socket(), {});
