@@ -452,6 +452,11 @@ bool BuildKitSession::handle_frame(unsigned type, unsigned flags, unsigned strea
       }
       if (s.path == "/moby.filesync.v1.FileSync/DiffCopy" && !s.syncing && !start_sync(stream))
         return false;
+      if (s.path == "/moby.filesync.v1.FileSend/DiffCopy" && receive_directory_ && !s.receiving) {
+        s.receiving = true;
+        std::lock_guard lock(mutex_);
+        seen_.calls.push_back(s.path);
+      }
       break;
     }
     case kContinuation:
@@ -467,12 +472,13 @@ bool BuildKitSession::handle_frame(unsigned type, unsigned flags, unsigned strea
           !send(frame(kWindowUpdate, 0, stream, be32(std::uint32_t(raw.size())))))
         return false;
       if (streams_[stream].syncing && !continue_sync(stream)) return false;
+      if (streams_[stream].receiving && !continue_receive(stream)) return false;
       break;
     }
     default:
       return true;  // PRIORITY, unknown types: nothing to do
   }
-  if ((flags & kEndStream) && streams_[stream].syncing) {
+  if ((flags & kEndStream) && (streams_[stream].syncing || streams_[stream].receiving)) {
     // dockerd half-closed its side; ours ends with the FIN exchange (continue_sync).
     if (streams_[stream].finished) streams_.erase(stream);
     return true;
@@ -575,6 +581,124 @@ bool matches_any(const std::vector<std::string>& patterns, const std::string& na
 }
 
 }  // namespace
+
+namespace {
+
+struct Packet {
+  std::uint64_t type = 0, id = 0;
+  bool has_stat = false;
+  std::string path;
+  std::uint64_t mode = 0;
+  std::string data;
+};
+
+// fsutil's Packet{type = 1, stat = 2 {path = 1, mode = 2, ...}, ID = 3, data = 4}; false if it
+// is not one.
+bool parse_packet(const std::string& m, Packet& p) {
+  auto walk = [](const std::string& msg, auto&& on_field) {
+    std::size_t i = 0;
+    auto read_varint = [&](std::uint64_t& v) {
+      v = 0;
+      for (int shift = 0; i < msg.size() && shift < 64; shift += 7) {
+        auto b = static_cast<unsigned char>(msg[i++]);
+        v |= std::uint64_t(b & 0x7f) << shift;
+        if (!(b & 0x80)) return true;
+      }
+      return false;
+    };
+    while (i < msg.size()) {
+      std::uint64_t key = 0, v = 0;
+      if (!read_varint(key)) return false;
+      if ((key & 7) == 0) {
+        if (!read_varint(v)) return false;
+        on_field(unsigned(key >> 3), v, std::string());
+      } else if ((key & 7) == 2) {
+        if (!read_varint(v) || v > msg.size() - i) return false;
+        on_field(unsigned(key >> 3), 0, msg.substr(i, v));
+        i += v;
+      } else if ((key & 7) == 1) {
+        i += 8;
+      } else if ((key & 7) == 5) {
+        i += 4;
+      } else {
+        return false;
+      }
+    }
+    return i == msg.size();
+  };
+  bool ok = true;
+  bool parsed = walk(m, [&](unsigned field, std::uint64_t v, const std::string& b) {
+    if (field == 1) p.type = v;
+    if (field == 3) p.id = v;
+    if (field == 4) p.data = b;
+    if (field == 2) {
+      p.has_stat = true;
+      ok = ok && walk(b, [&](unsigned f, std::uint64_t sv, const std::string& sb) {
+        if (f == 1) p.path = sb;
+        if (f == 2) p.mode = sv;
+      });
+    }
+  });
+  return parsed && ok;
+}
+
+// Go's os.ModeType: directory, symlink, named pipe, socket, device, char device, irregular.
+constexpr std::uint64_t kGoModeType = (1ull << 31) | (1ull << 27) | (1ull << 25) | (1ull << 24) |
+                                      (1ull << 26) | (1ull << 21) | (1ull << 19);
+
+}  // namespace
+
+// dockerd (the sender) exports a directory over FileSend/DiffCopy: its Stats, one per entry (the
+// packet IDs count them) and an empty one last; this receiver then requests every regular file,
+// collects its DATA packets (an empty one ends a file), and when all are complete sends FIN,
+// which dockerd answers with FIN; the call then ends with OK.
+bool BuildKitSession::continue_receive(unsigned stream) {
+  Stream& s = streams_[stream];
+  while (s.body.size() - s.read >= 5) {
+    auto u = [&](std::size_t k) { return std::uint32_t(static_cast<unsigned char>(s.body[k])); };
+    std::uint32_t length =
+        (u(s.read + 1) << 24) | (u(s.read + 2) << 16) | (u(s.read + 3) << 8) | u(s.read + 4);
+    if (s.body.size() - s.read - 5 < length) break;
+    Packet p;
+    if (!parse_packet(s.body.substr(s.read + 5, length), p))
+      return fail("a FileSend packet this receiver does not read"), false;
+    s.read += 5 + length;
+    if (p.type == kStat && p.has_stat) {
+      s.paths.push_back(p.path);
+      s.regular.push_back((p.mode & kGoModeType) == 0);
+    } else if (p.type == kStat) {  // the end of the walk: ask for every regular file
+      s.walked = true;
+      std::string bytes = frame(kHeaders, kEndHeaders, stream,
+                                hpack({{":status", "200"}, {"content-type", "application/grpc"}}));
+      for (std::size_t id = 0; id < s.paths.size(); ++id) {
+        if (!s.regular[id]) continue;
+        s.content[id];
+        ++s.requested;
+        bytes += frame(kData, 0, stream, grpc_message(field_varint(1, kReq) + field_varint(3, id)));
+      }
+      if (s.requested == 0) bytes += frame(kData, 0, stream, grpc_message(field_varint(1, kFin)));
+      if (!send(bytes)) return false;
+    } else if (p.type == kPacketData) {
+      if (!s.content.count(p.id)) return fail("FileSend DATA for a file not requested"), false;
+      if (!p.data.empty()) {
+        s.content[p.id] += p.data;
+      } else if (++s.completed == s.requested) {
+        if (!send(frame(kData, 0, stream, grpc_message(field_varint(1, kFin))))) return false;
+      }
+    } else if (p.type == kFin) {
+      s.finished = true;
+      {
+        std::lock_guard lock(mutex_);
+        seen_.received_entries += s.paths.size();
+        for (auto& [id, text] : s.content) seen_.received[s.paths[id]] = std::move(text);
+      }
+      return send(frame(kHeaders, kEndHeaders | kEndStream, stream, hpack({{"grpc-status", "0"}})));
+    } else if (p.type == kErr) {
+      return fail("FileSend: BuildKit reported " + p.data), false;
+    }
+  }
+  return true;
+}
 
 // BuildKit (the receiver) opened FileSync/DiffCopy for the directory named in `dir-name`: answer
 // the headers, then send every file's Stat in order and an empty Stat (the end of the walk); the

@@ -7,7 +7,9 @@
 // as the receiving end of a `--output type=tar` export (a stream of BytesMessage from dockerd,
 // answered with an empty OK once dockerd ends it), and moby.filesync.v1.FileSync/DiffCopy as the
 // sending end of the fsutil protocol, which is how buildx hands BuildKit the build context and
-// the Dockerfile (flat directories of small files here). HTTP/2 framing is done here,
+// the Dockerfile (flat directories of small files here); with receive_directory(), FileSend/DiffCopy
+// is the receiving end of the fsutil protocol instead (`--output type=local`). HTTP/2 framing is
+// done here,
 // header compression by nghttp2's HPACK codec, protobuf by hand (one field each way).
 #pragma once
 
@@ -39,6 +41,8 @@ class BuildKitSession {
   void serve_directory(const std::string& name, std::map<std::string, std::string> files) {
     dirs_[name] = std::move(files);
   }
+  // Take an export as a directory (`--output type=local`) rather than a tar. Before start().
+  void receive_directory() { receive_directory_ = true; }
 
   // What the exchange showed, for the tests (safe to call while it runs).
   struct Seen {
@@ -51,6 +55,8 @@ class BuildKitSession {
     std::vector<std::string> secret_ids; // ids GetSecret asked for
     std::string exported;                // the bytes a FileSend/DiffCopy stream delivered
     std::vector<std::string> synced;     // "dir-name: file,file" per FileSync/DiffCopy sent
+    std::map<std::string, std::string> received;  // receive_directory(): regular file → content
+    std::size_t received_entries = 0;    // every Stat of that export (directories, links too)
     std::string error;                   // the first protocol error, "" if none
     bool closed = false;                 // dockerd closed the connection (or sent GOAWAY)
   };
@@ -63,6 +69,7 @@ class BuildKitSession {
   std::string hpack(std::vector<std::pair<std::string, std::string>> fields);
   bool start_sync(unsigned stream);
   bool continue_sync(unsigned stream);
+  bool continue_receive(unsigned stream);
   bool send(const std::string& bytes);
   void fail(const std::string& why);
 
@@ -83,7 +90,14 @@ class BuildKitSession {
     std::string dir;
     std::size_t read = 0;
     bool syncing = false, finished = false;
+    // FileSend/DiffCopy as a directory: paths by packet ID; files whose content is complete.
+    bool receiving = false, walked = false;
+    std::vector<std::string> paths;
+    std::vector<bool> regular;
+    std::map<std::uint64_t, std::string> content;
+    std::size_t requested = 0, completed = 0;
   };
+  bool receive_directory_ = false;
   std::map<std::string, std::map<std::string, std::string>> dirs_;
   std::map<unsigned, Stream> streams_;
   void* inflater_ = nullptr;  // nghttp2_hd_inflater*

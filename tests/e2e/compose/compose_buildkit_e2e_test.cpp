@@ -474,6 +474,34 @@ std::vector<std::string> records(const std::string& m) {
   return out;
 }
 
+// `--output type=local` (`docker buildx build -o type=local,dest=out`): dockerd sends the result's
+// file system over the session with the fsutil protocol (FileSend/DiffCopy: its Stats, then the
+// files this client requests), through the tunnel: busybox (about 2 MiB) and the file a RUN made
+// arrive byte for byte.
+TEST_F(BuildKit, ALocalOutputArrivesAsADirectoryThroughTheSession) {
+  const std::string marker = "exported " + random_hex(6);
+  auto tar = context_tar("local", {{"Dockerfile", "FROM " + kImage + "\nRUN echo " + marker +
+                                                      " > /made.txt\n"}});
+  BuildKitSession session(offload_socket(), {});
+  session.receive_directory();
+  ASSERT_EQ(session.start(), "");
+  // outputs=[{"Type":"local"}]
+  auto out = post_build(offload_socket(), tar,
+                        "version=2&outputs=%5B%7B%22Type%22%3A%22local%22%7D%5D&session=" + session.id());
+  auto seen = session.seen();
+  session.stop();
+  EXPECT_EQ(out.find("errorDetail"), std::string::npos) << out << daemon_log_tail();
+  EXPECT_EQ(seen.error, "");
+  EXPECT_EQ(std::count(seen.calls.begin(), seen.calls.end(), "/moby.filesync.v1.FileSend/DiffCopy"), 1);
+  EXPECT_EQ(seen.received["made.txt"], marker + "\n");
+  std::string busybox;
+  ASSERT_FALSE(read_file("/usr/bin/busybox", busybox));
+  EXPECT_TRUE(seen.received["bin/busybox"] == busybox)
+      << "bin/busybox: " << seen.received["bin/busybox"].size() << " bytes, not " << busybox.size();
+  // Directories and the applets' symlinks come as Stats only.
+  EXPECT_GT(seen.received_entries, seen.received.size() + 100);
+}
+
 // `POST /grpc`: dockerd serves BuildKit's control API on the upgraded connection (buildx's docker
 // driver lists workers, disk usage, and solves through it). Through offload the answers are the
 // engine's own, record for record.
