@@ -216,7 +216,9 @@ std::string BuildKitSession::start(std::chrono::seconds timeout) {
       "X-Docker-Expose-Session-Grpc-Method: /grpc.health.v1.Health/Check\r\n"
       "X-Docker-Expose-Session-Grpc-Method: /moby.buildkit.secrets.v1.Secrets/GetSecret\r\n"
       "X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSend/DiffCopy\r\n"
-      "X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSync/DiffCopy\r\n";
+      "X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSync/DiffCopy\r\n"
+      "X-Docker-Expose-Session-Grpc-Method: /moby.sshforward.v1.SSH/CheckAgent\r\n"
+      "X-Docker-Expose-Session-Grpc-Method: /moby.sshforward.v1.SSH/ForwardAgent\r\n";
   std::string status_line, upgraded;
   error = upgrade(fd_, "/session", headers, timeout, status_line, upgraded);
   {
@@ -486,19 +488,26 @@ bool BuildKitSession::handle_frame(unsigned type, unsigned flags, unsigned strea
   if (flags & kEndStream) {
     auto s = std::move(streams_[stream]);
     streams_.erase(stream);
+    // Client streaming calls (a tar export, an agent connection): every gRPC message (a
+    // compressed flag, a 4-byte length, the protobuf bytes) is a BytesMessage whose field 1 is
+    // the next piece of the stream.
+    std::string streamed;
+    for (std::size_t i = 0; i + 5 <= s.body.size();) {
+      auto u = [&](std::size_t k) { return std::uint32_t(static_cast<unsigned char>(s.body[k])); };
+      std::uint32_t length = (u(i + 1) << 24) | (u(i + 2) << 16) | (u(i + 3) << 8) | u(i + 4);
+      if (i + 5 + length > s.body.size()) return fail("a truncated message"), false;
+      streamed += first_string_field(s.body.substr(i + 5, length));
+      i += 5 + length;
+    }
     if (s.path == "/moby.filesync.v1.FileSend/DiffCopy") {
-      // Client streaming: every gRPC message (a compressed flag, a 4-byte length, the protobuf
-      // bytes) is a BytesMessage whose field 1 is the next piece of the export.
-      std::string exported;
-      for (std::size_t i = 0; i + 5 <= s.body.size();) {
-        auto u = [&](std::size_t k) { return std::uint32_t(static_cast<unsigned char>(s.body[k])); };
-        std::uint32_t length = (u(i + 1) << 24) | (u(i + 2) << 16) | (u(i + 3) << 8) | u(i + 4);
-        if (i + 5 + length > s.body.size()) return fail("a truncated DiffCopy message"), false;
-        exported += first_string_field(s.body.substr(i + 5, length));
-        i += 5 + length;
-      }
       std::lock_guard lock(mutex_);
-      seen_.exported += exported;
+      seen_.exported += streamed;
+    }
+    if (s.path == "/moby.sshforward.v1.SSH/ForwardAgent") {
+      // One connection to the "agent" in the build container, which half-closed after writing:
+      // its bytes, answered by this fake agent.
+      std::lock_guard lock(mutex_);
+      seen_.agent_received.push_back(streamed);
     }
     // A unary call: one message.
     std::string message = s.body.size() >= 5 ? s.body.substr(5) : "";
@@ -514,6 +523,18 @@ void BuildKitSession::answer(unsigned stream, const std::string& path, const std
     reply = std::string("\x08\x01", 2);  // HealthCheckResponse{status: SERVING}
   } else if (path == "/moby.filesync.v1.FileSend/DiffCopy") {
     // Received in full (handle_frame): the OK ends dockerd's wait for the receiver.
+  } else if (path == "/moby.sshforward.v1.SSH/CheckAgent") {
+    // CheckAgentRequest{ID}: this session has an agent for "default" only.
+    if (first_string_field(message) != "default" && !first_string_field(message).empty())
+      status = "5";
+  } else if (path == "/moby.sshforward.v1.SSH/ForwardAgent") {
+    std::string said;
+    {
+      std::lock_guard lock(mutex_);
+      said = seen_.agent_received.empty() ? "" : seen_.agent_received.back();
+    }
+    std::string answer = "agent got: " + said + "\n";
+    reply = "\x0a" + varint(answer.size()) + answer;  // BytesMessage{data}
   } else if (path == "/moby.buildkit.secrets.v1.Secrets/GetSecret") {
     std::string id = first_string_field(message);
     {

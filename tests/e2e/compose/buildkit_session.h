@@ -8,8 +8,9 @@
 // answered with an empty OK once dockerd ends it), and moby.filesync.v1.FileSync/DiffCopy as the
 // sending end of the fsutil protocol, which is how buildx hands BuildKit the build context and
 // the Dockerfile (flat directories of small files here); with receive_directory(), FileSend/DiffCopy
-// is the receiving end of the fsutil protocol instead (`--output type=local`). HTTP/2 framing is
-// done here,
+// is the receiving end of the fsutil protocol instead (`--output type=local`); and it plays an SSH
+// agent for `RUN --mount=type=ssh` (SSH/CheckAgent, SSH/ForwardAgent: a connection's bytes, once
+// it half-closes, answered with "agent got: <bytes>"). HTTP/2 framing is done here,
 // header compression by nghttp2's HPACK codec, protobuf by hand (one field each way).
 #pragma once
 
@@ -57,6 +58,7 @@ class BuildKitSession {
     std::vector<std::string> synced;     // "dir-name: file,file" per FileSync/DiffCopy sent
     std::map<std::string, std::string> received;  // receive_directory(): regular file → content
     std::size_t received_entries = 0;    // every Stat of that export (directories, links too)
+    std::vector<std::string> agent_received;  // per SSH/ForwardAgent connection, what it sent
     std::string error;                   // the first protocol error, "" if none
     bool closed = false;                 // dockerd closed the connection (or sent GOAWAY)
   };

@@ -577,6 +577,30 @@ TEST_F(BuildKit, ABuildxStyleSolveGetsItsContextFromTheClientsSession) {
   EXPECT_EQ(run.out, marker + "ran\n");
 }
 
+// `RUN --mount=type=ssh` (`docker buildx build --ssh default`): the build container's
+// SSH_AUTH_SOCK leads, through BuildKit, the session and the tunnel, to the client's agent
+// (SSH/ForwardAgent: a byte stream each way). A static client in the image talks to it.
+TEST_F(BuildKit, AnSshMountReachesTheClientsAgentThroughTheSession) {
+  const std::string hello = "ping-" + random_hex(6);
+  BuildKitSession session(offload_socket(), {});
+  ASSERT_EQ(session.start(), "");
+  auto tar = context_tar(
+      "ssh", {{"Dockerfile", "FROM " + kImage + "\n"
+                             "RUN --mount=type=ssh printf " + hello +
+                                 " | echo-server unix \"$SSH_AUTH_SOCK\" > /agent.txt\n"}});
+  auto out = post_build(offload_socket(), tar, "version=2&t=offload-bk/ssh:1&session=" + session.id());
+  auto seen = session.seen();
+  session.stop();
+  EXPECT_EQ(out.find("errorDetail"), std::string::npos) << out << daemon_log_tail();
+  EXPECT_EQ(seen.error, "");
+  EXPECT_NE(std::find(seen.calls.begin(), seen.calls.end(), "/moby.sshforward.v1.SSH/CheckAgent"),
+            seen.calls.end());
+  EXPECT_EQ(seen.agent_received, std::vector<std::string>{hello});
+  auto run = sh("docker run --rm offload-bk/ssh:1 cat /agent.txt");
+  EXPECT_SH_OK(run);
+  EXPECT_EQ(run.out, "agent got: " + hello + "\n");
+}
+
 // A secret the session does not have: BuildKit's own error reaches the client, as with buildx.
 TEST_F(BuildKit, AnUnknownSecretFailsTheBuildWithBuildKitsError) {
   BuildKitSession session(offload_socket(), {});
