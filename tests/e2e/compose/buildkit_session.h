@@ -1,17 +1,19 @@
-// What `docker buildx build` does on the Docker API to give BuildKit a session, without buildx
-// (not packaged for Debian 12): `POST /session` with `Upgrade: h2c`, after which the hijacked
-// connection is an HTTP/2 connection on which the *client* is the gRPC server and dockerd's
-// BuildKit the gRPC client. This one serves the two services a build with a secret needs:
-// grpc.health.v1.Health/Check (BuildKit checks the session every second and drops it when the
-// check fails), moby.buildkit.secrets.v1.Secrets/GetSecret, and moby.filesync.v1.FileSend/DiffCopy
-// as the receiving end of a `--output type=tar` export (a stream of BytesMessage from dockerd,
-// answered with an empty OK once dockerd ends it), and moby.filesync.v1.FileSync/DiffCopy as the
-// sending end of the fsutil protocol, which is how buildx hands BuildKit the build context and
-// the Dockerfile (flat directories of small files here); with receive_directory(), FileSend/DiffCopy
-// is the receiving end of the fsutil protocol instead (`--output type=local`); and it plays an SSH
-// agent for `RUN --mount=type=ssh` (SSH/CheckAgent, SSH/ForwardAgent: a connection's bytes, once
-// it half-closes, answered with "agent got: <bytes>"). HTTP/2 framing is done here,
-// header compression by nghttp2's HPACK codec, protobuf by hand (one field each way).
+// What `docker buildx build` (docker driver) does on the Docker API, without buildx (not packaged
+// for Debian 12). BuildKitSession: `POST /session` with `Upgrade: h2c`, after which the hijacked
+// connection is HTTP/2 with the *client* as the gRPC server and dockerd's BuildKit as the gRPC
+// client. It serves:
+//  - grpc.health.v1.Health/Check: BuildKit checks the session every second and drops it when a
+//    check fails;
+//  - moby.buildkit.secrets.v1.Secrets/GetSecret (`RUN --mount=type=secret`);
+//  - moby.filesync.v1.FileSync/DiffCopy, the sending end of the fsutil protocol: how buildx hands
+//    BuildKit the Dockerfile and the build context (flat directories of small files here);
+//  - moby.filesync.v1.FileSend/DiffCopy, the receiving end of an export: a tar as a stream of
+//    BytesMessage (`--output type=tar`), or with receive_directory() a directory by the fsutil
+//    protocol (`--output type=local`);
+//  - moby.sshforward.v1.SSH/CheckAgent and ForwardAgent (`RUN --mount=type=ssh`): a fake agent
+//    that answers a connection's bytes, once it half-closes, with "agent got: <bytes>".
+// grpc_call(): `POST /grpc`, BuildKit's own control API, the client being the HTTP/2 client.
+// HTTP/2 framing is done here, header compression by nghttp2's HPACK codec, protobuf by hand.
 #pragma once
 
 #include <atomic>
