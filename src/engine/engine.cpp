@@ -3,6 +3,11 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/mount.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -53,6 +58,14 @@ void validate(const EngineSpec& spec) {
     throw std::invalid_argument("run_dir '" + spec.run_dir.string() +
                                 "' is too long for unix sockets; use a short path such as "
                                 "/run/offload-runner/<id8>");
+  // The longest socket BuildKit makes in dockerd's temporary directory: ioutil.TempDir adds up to
+  // 10 digits to ".buildkit-ssh-sock".
+  const auto ssh_socket = spec.tmp_dir() / ".buildkit-ssh-sock4294967295" / "ssh_auth_sock";
+  if (ssh_socket.string().size() >= sizeof(sockaddr_un{}.sun_path))
+    throw std::invalid_argument("run_dir '" + spec.run_dir.string() +
+                                "' is too long for the unix sockets BuildKit makes under it (" +
+                                ssh_socket.string() + "); use a short path such as "
+                                "/run/offload-runner/<id8>");
   if (spec.slot.netns.empty() || spec.slot.host_veth.empty() || spec.slot.engine_veth.empty())
     throw std::invalid_argument("engine spec has no network slot: allocate one from AddressPool");
   if (auto problem = check_session_disk(spec.limits.disk_bytes); !problem.empty())
@@ -81,6 +94,17 @@ void make_private_dirs(const EngineSpec& spec) {
     if (auto ec = ensure_private_dir(dir))
       throw std::runtime_error("cannot create directory " + dir.string() + ": " + ec.message());
   }
+}
+
+// dockerd's temporary directory: on the session's disk, bound at the short tmp_dir() (see
+// EngineSpec::tmp_dir). Teardown's unmount_within(run_dir) detaches the bind.
+void bind_tmp_dir(const EngineSpec& spec) {
+  for (const auto& dir : {spec.tmp_storage(), spec.tmp_dir()})
+    if (auto ec = ensure_private_dir(dir))
+      throw std::runtime_error("cannot create directory " + dir.string() + ": " + ec.message());
+  if (::mount(spec.tmp_storage().c_str(), spec.tmp_dir().c_str(), nullptr, MS_BIND, nullptr) != 0)
+    throw std::runtime_error("cannot bind " + spec.tmp_storage().string() + " on " +
+                             spec.tmp_dir().string() + ": " + std::strerror(errno));
 }
 
 // Written before every start: without --config-file dockerd 20.10 reads /etc/docker/daemon.json,
@@ -131,6 +155,7 @@ void limit_session(const EngineSpec& spec) {
 pid_t spawn_dockerd(const EngineSpec& spec) {
   SpawnOptions options;
   options.log_file = spec.log_file();
+  options.env.push_back("DOCKER_TMPDIR=" + spec.tmp_dir().string());
   std::string error;
   pid_t pid = spawn_process(dockerd_command(spec), options, error);
   if (pid <= 0) throw std::runtime_error("cannot start dockerd: " + error);
@@ -284,6 +309,7 @@ std::unique_ptr<Engine> Engine::start(const EngineSpec& spec) {
     make_private_dirs(spec);
     // First: everything the engine puts into data_dir must land on the session's own disk.
     detail::mount_session_disk(spec);
+    bind_tmp_dir(spec);
     limit_session(spec);
     write_daemon_config(spec);
     detail::create_session_network(spec);

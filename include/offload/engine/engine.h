@@ -108,6 +108,12 @@ struct EngineSpec {
   // Beside data_dir; teardown removes it whatever limits.disk_bytes says now.
   std::filesystem::path disk_image() const { return disk_image_of(data_dir); }
   std::filesystem::path exec_root() const { return run_dir / "exec"; }
+  // dockerd's temporary directory (DOCKER_TMPDIR): stored on the session's disk (tmp_storage(),
+  // so it counts against the session's quota) and bound at this short path, because BuildKit
+  // makes unix sockets in it (`RUN --mount=type=ssh`: <tmp>/.buildkit-ssh-sock<N>/ssh_auth_sock)
+  // and dockerd's default, <data_root>/<uid>.<gid>/tmp, is too long for sun_path.
+  std::filesystem::path tmp_dir() const { return run_dir / "tmp"; }
+  std::filesystem::path tmp_storage() const { return data_dir / "tmp"; }
   std::filesystem::path api_socket() const { return run_dir / "docker.sock"; }
   std::filesystem::path pid_file() const { return run_dir / "docker.pid"; }
   // dockerd's own --config-file, so the host's /etc/docker/daemon.json never applies.

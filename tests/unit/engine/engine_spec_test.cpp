@@ -62,6 +62,26 @@ TEST(EngineSpec, StartRejectsARunDirTooLongForSockets) {
   expect_rejected(spec, "too long");
 }
 
+// BuildKit's ssh-agent socket lives in dockerd's temporary directory: under data_root (dockerd's
+// default) it would not fit in sun_path (bind: invalid argument); under tmp_dir() it does.
+TEST(EngineSpec, DockerdsTempDirIsShortEnoughForBuildKitsSocketsAndStoredOnTheSessionDisk) {
+  auto spec = good_spec();
+  EXPECT_EQ(spec.tmp_dir(), fs::path("/run/offload-runner/01234567/tmp"));
+  EXPECT_EQ(spec.tmp_storage(), spec.data_dir / "tmp");
+  const std::string ssh_socket = "/.buildkit-ssh-sock4294967295/ssh_auth_sock";
+  EXPECT_LT((spec.tmp_dir().string() + ssh_socket).size(), 108u);
+  // What dockerd 20.10 would use with userns-remap, under a local runner's state directory.
+  spec.data_dir = "/var/lib/docker-offload/463c66f3b1a4/sessions/b1dd38851ba9deeb77e700844c39191c";
+  EXPECT_GE((spec.data_root().string() + "/1000000000.1000000000/tmp" + ssh_socket).size(), 108u);
+}
+
+TEST(EngineSpec, StartRejectsARunDirTooLongForBuildKitsSockets) {
+  auto spec = good_spec();
+  // Short enough for containerd's socket under exec/, too long for BuildKit's under tmp/.
+  spec.run_dir = "/run/" + std::string(56, 'r');
+  expect_rejected(spec, "BuildKit");
+}
+
 TEST(EngineSpec, StartRejectsASpecWithoutANetworkSlot) {
   auto spec = good_spec();
   spec.slot = NetworkSlot{};
