@@ -240,12 +240,13 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
                           (timed_out ? std::string("no answer in time") : ec.message()));
       co_return;
     }
+    // Counted before the client hears of it: whoever saw the accept sees the count.
+    ++self.opened;
     v1::DataChannelAccept accepted;
     if (auto ec = co_await dc::write_accept(channel, accepted)) co_return;
     conn->setting_up = false;
     deadline.cancel();
 
-    ++self.opened;
     RunnerMetrics::global().tunnel_opened();
     session->traffic().tunnels_total.fetch_add(1, std::memory_order_relaxed);
     session->stream_opened();
