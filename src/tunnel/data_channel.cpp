@@ -195,9 +195,13 @@ ParsedTarget parse_target(std::string_view bytes) {
   return parse_prefixed<ParsedTarget>(bytes, 0);
 }
 
-asio::awaitable<boost::system::error_code> read_target(TlsStream& channel, v1::TunnelOpen& target,
-                                                       std::string& why) {
-  auto [ec, parsed] = co_await read_prefixed<ParsedTarget>(channel, {}, &parse_target);
+namespace {
+// Reads one whole message with `parse`; `why` says what was wrong when it was not one.
+template <class Parsed, class Message>
+asio::awaitable<boost::system::error_code> read_message(TlsStream& channel, Message& message,
+                                                        std::string& why,
+                                                        Parsed (*parse)(std::string_view)) {
+  auto [ec, parsed] = co_await read_prefixed<Parsed>(channel, {}, parse);
   if (ec) {
     why = ec.message();
     co_return ec;
@@ -206,23 +210,19 @@ asio::awaitable<boost::system::error_code> read_target(TlsStream& channel, v1::T
     why = to_string(parsed.status);
     co_return asio::error::invalid_argument;
   }
-  target = std::move(parsed.message);
+  message = std::move(parsed.message);
   co_return boost::system::error_code{};
+}
+}  // namespace
+
+asio::awaitable<boost::system::error_code> read_target(TlsStream& channel, v1::TunnelOpen& target,
+                                                       std::string& why) {
+  return read_message(channel, target, why, &parse_target);
 }
 
 asio::awaitable<boost::system::error_code> read_open(TlsStream& channel, v1::DataChannelOpen& open,
                                                      std::string& why) {
-  auto [ec, parsed] = co_await read_prefixed<ParsedOpen>(channel, {}, &parse_open);
-  if (ec) {
-    why = ec.message();
-    co_return ec;
-  }
-  if (parsed.status != ParseStatus::complete) {
-    why = to_string(parsed.status);
-    co_return asio::error::invalid_argument;
-  }
-  open = std::move(parsed.message);
-  co_return boost::system::error_code{};
+  return read_message(channel, open, why, &parse_open);
 }
 
 asio::awaitable<boost::system::error_code> write_accept(TlsStream& channel,
