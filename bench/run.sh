@@ -19,8 +19,9 @@
 # BENCH_LOG_LEVEL (info; offloadd's and the local runner's), KEEP_WORKDIR (unset: removed),
 # FAR (1; 0 skips the far-away runner), FAR_DELAY_MS (20, each way), FAR_RATE_MBIT (200),
 # FAR_STREAM_MIB (200), RUNS_FAR (7), RUNS_FAR_STREAM (3),
-# SSH_PORT (2222), FAR_DATA_PORT (2223: the far runner's data channel), DATA_CHANNEL (1; 0: offloadd's
-# ports.dataChannel false, forwarded ports over gRPC, to compare), OUT (docs/benchmarks.md).
+# SSH_PORT (2222), FAR_DATA_PORT (2223: the far runner's data channel), DATA_CHANNEL (2: ODC2, the
+# multiplexed data channel; 1: ODC1, a TLS connection per forwarded connection (offloadd's
+# ports.multiplexDataChannel false); 0: ports.dataChannel false, forwarded ports over gRPC), OUT (docs/benchmarks.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,7 +44,7 @@ RUNS_FAR=${RUNS_FAR:-7}
 RUNS_FAR_STREAM=${RUNS_FAR_STREAM:-3}
 SSH_PORT=${SSH_PORT:-2222}
 FAR_DATA_PORT=${FAR_DATA_PORT:-2223}
-DATA_CHANNEL=${DATA_CHANNEL:-1}
+DATA_CHANNEL=${DATA_CHANNEL:-2}
 IMAGE=offload-bench/busybox:latest
 BRIDGE=oflbench0
 BRIDGE_CIDR=172.30.97.1/24
@@ -192,7 +193,7 @@ ln -s "$BIN/docker-offload" "$DOCKER_CONFIG/cli-plugins/docker-offload"
 echo '{}' >"$DOCKER_CONFIG/config.json"
 jq -n --arg level "${BENCH_LOG_LEVEL:-info}" --argjson data "$DATA_CHANNEL" \
   '{version: 1, idleTimeout: "0", logLevel: $level, local: {addressPool: "10.232.0.0/24"},
-    ports: {dataChannel: ($data != 0)}}' \
+    ports: {dataChannel: ($data != 0), multiplexDataChannel: ($data >= 2)}}' \
   >"$DOCKER_CONFIG/offload/config.json"
 STARTED=1
 docker offload start </dev/null >/dev/null || die "docker offload start failed"
@@ -383,7 +384,7 @@ if [ "$FAR" != 0 ]; then
   (umask 077; echo "$FAR_TOKEN" >"$FAR_CONFIG/offload/far.token")
   jq -n --arg address "127.0.0.1:$RUNNER_RELAY" --arg fp "$FAR_FINGERPRINT" \
     --argjson data "$DATA_CHANNEL" \
-    '{version: 1, idleTimeout: "0", defaultAccount: "far", ports: {dataChannel: ($data != 0)},
+    '{version: 1, idleTimeout: "0", defaultAccount: "far", ports: {dataChannel: ($data != 0), multiplexDataChannel: ($data >= 2)},
       accounts: {far: {type: "remote", address: $address, tokenFile: "far.token", fingerprint: $fp}}}' \
     >"$FAR_CONFIG/offload/config.json"
   FAR_STARTED=1
@@ -446,7 +447,9 @@ jq -n \
   --argjson data_channel "$DATA_CHANNEL" \
   '{machine: {date: $date, commit: $commit, uncommitted_product_files: $dirty, kernel: $kernel,
               cpu: $cpu, cores: $cores, docker: $docker, ssh: $ssh,
-              forwarded_ports_over: (if $data_channel != 0 then "the data channel" else "gRPC streams" end)},
+              forwarded_ports_over: (if $data_channel >= 2 then "the data channel (ODC2, multiplexed)"
+                                    elif $data_channel == 1 then "the data channel (ODC1, a TLS connection each)"
+                                    else "gRPC streams" end)},
     api_latency: {version: $version[0], ps: $ps[0], "run --rm img true": $run[0]},
     port_forward_throughput: {one_stream: $s1[0], sixteen_streams: $s16[0]},
     request_response: $rr[0],

@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "offload/tunnel/event_loops.h"
 #include "offload/tunnel/pump.h"
 #include "port_listener.h"
 
@@ -101,8 +102,10 @@ class TcpListener final : public Listener {
  private:
   static asio::awaitable<void> accept_loop(std::shared_ptr<TcpListener> self) {
     for (;;) {
-      // Each connection on its own strand: connections never wait on each other.
-      auto [ec, socket] = co_await self->acceptor_.async_accept(asio::make_strand(self->io), kToken);
+      // Each connection on a data plane loop (tunnel/event_loops.h), where the data channel's
+      // connection on that loop carries it: one thread end to end, no hand-offs.
+      auto [ec, socket] = co_await self->acceptor_.async_accept(
+          tunnel::EventLoops::data_plane().next(), kToken);
       if (ec) {
         if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) break;
         // Out of descriptors and the like: breathe and keep serving.
@@ -175,7 +178,10 @@ class TcpListener final : public Listener {
     }
     --self->open_connections;
     self->shared->closed();
-    if (!result.clean()) {
+    if (!result.refusal.empty()) {
+      // ODC2 sends the first bytes ahead of the answer: a refusal comes during the splice.
+      spdlog::info("[P{} C{}] refused by the runner: {}", self->tag, id, result.refusal);
+    } else if (!result.clean()) {
       spdlog::info("[P{} C{}] closed: up {}, down {}, {} B out, {} B in (data channel)", self->tag,
                    id, tunnel::to_string(result.up), tunnel::to_string(result.down),
                    result.bytes_up, result.bytes_down);

@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <charconv>
+#include <condition_variable>
 #include <variant>
 
 #include "offload/common/text.h"
@@ -20,6 +21,7 @@
 #include "offload/runner/session.h"
 #include "offload/runner/tunnel_targets.h"
 #include "offload/tunnel/data_channel.h"
+#include "offload/tunnel/event_loops.h"
 #include "offload/tunnel/mux_channel.h"
 
 namespace offload::runner {
@@ -78,6 +80,8 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
 
   // Open channels, to close them at stop(): each removes itself when it ends.
   std::mutex mu;
+  std::condition_variable all_ended;  // `running` reached 0
+  std::size_t running = 0;            // guarded by mu: connection and stream coroutines
   bool stopped = false;  // guarded by mu
   std::uint64_t next_id = 0;
   std::map<std::uint64_t, std::function<void()>> closers;  // guarded by mu
@@ -85,7 +89,10 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
   asio::awaitable<void> accept_loop() {
     auto self = shared_from_this();
     for (;;) {
-      auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), kToken);
+      // Each connection on a data plane loop of its own thread (tunnel/event_loops.h), with the
+      // sockets it dials.
+      auto [ec, socket] =
+          co_await acceptor.async_accept(tunnel::EventLoops::data_plane().next(), kToken);
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
         // Out of descriptors and the like: breathe and keep serving.
@@ -215,17 +222,45 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
         channel.get_executor(), tunnel::mux::Connection::Role::server, tunnel::mux::Settings{},
         [shared, id = open.session_id(), token = open.session_token()](
             std::shared_ptr<tunnel::mux::Stream> stream) {
+          // Counted from now, not from when the coroutine first runs: the destructor waits.
+          auto counted = Running::unless_stopped(shared);
+          if (!counted) {
+            stream->respond({grpc::StatusCode::UNAVAILABLE, "the runner is stopping"});
+            return;
+          }
           auto executor = stream->get_executor();
-          asio::co_spawn(executor, serve_stream(shared, std::move(stream), id, token),
+          asio::co_spawn(executor,
+                         serve_stream(shared, std::move(stream), id, token, std::move(counted)),
                          asio::detached);
         });
     // The connection's socket lives in `conn`, which the aliasing pointer keeps.
     co_await mux->run(std::shared_ptr<tunnel::TlsSocket>(conn, &conn->channel));
   }
 
+  // Counts a coroutine in `running` while it lives.
+  struct Running {
+    // Null once the server stopped: nothing new may start then.
+    static std::unique_ptr<Running> unless_stopped(std::shared_ptr<Shared> s) {
+      std::lock_guard lock(s->mu);
+      if (s->stopped) return nullptr;
+      ++s->running;
+      return std::unique_ptr<Running>(new Running(std::move(s)));
+    }
+    ~Running() {
+      std::lock_guard lock(self->mu);
+      if (--self->running == 0) self->all_ended.notify_all();
+    }
+    std::shared_ptr<Shared> self;
+
+   private:
+    explicit Running(std::shared_ptr<Shared> s) : self(std::move(s)) {}
+  };
+
   static asio::awaitable<void> serve_stream(std::shared_ptr<Shared> self,
                                             std::shared_ptr<tunnel::mux::Stream> stream,
-                                            std::string session_id, std::string token) {
+                                            std::string session_id, std::string token,
+                                            std::unique_ptr<Running> counted) {
+    (void)counted;  // held until the stream ends
     auto refuse_stream = [&](grpc::StatusCode code, std::string message) {
       ++self->refused;
       stream->respond({code, std::move(message)});
@@ -295,6 +330,7 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
       std::lock_guard lock(self->mu);
       if (self->stopped) co_return;
       id = self->next_id++;
+      ++self->running;
       // stop() closes it on its strand, whatever it is doing.
       self->closers.emplace(id, [executor, weak = std::weak_ptr<Connection>(conn)] {
         asio::post(executor, [weak] {
@@ -306,6 +342,7 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
     conn->close();
     std::lock_guard lock(self->mu);
     self->closers.erase(id);
+    if (--self->running == 0) self->all_ended.notify_all();
   }
 
   static asio::awaitable<void> serve_connection(Shared& self, std::shared_ptr<Connection> conn,
@@ -425,7 +462,16 @@ DataChannelServer::DataChannelServer(asio::io_context& io, std::shared_ptr<asio:
   asio::co_spawn(acceptor.get_executor(), shared_->accept_loop(), asio::detached);
 }
 
-DataChannelServer::~DataChannelServer() { stop(); }
+DataChannelServer::~DataChannelServer() {
+  stop();
+  // The loops outlive this server: what still runs there refers to the service, so it must end
+  // first. Closed sockets make it end at once; the bound only guards against a bug here.
+  std::unique_lock lock(shared_->mu);
+  if (!shared_->all_ended.wait_for(lock, std::chrono::seconds(10),
+                                   [&] { return shared_->running == 0; }))
+    spdlog::error("data channel: {} connections still running at shutdown",
+                  shared_->running);
+}
 
 void DataChannelServer::stop() {
   std::map<std::uint64_t, std::function<void()>> closers;

@@ -1,5 +1,7 @@
 #include "offload/tunnel/data_channel.h"
 
+#include "offload/tunnel/event_loops.h"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -326,18 +328,25 @@ std::size_t Dialer::multiplexed_connections() const {
   return multiplexed_.size();
 }
 
-std::shared_ptr<mux::Connection> Dialer::pick_connection(const asio::any_io_executor& executor) {
+std::shared_ptr<mux::Connection> Dialer::pick_connection(const asio::any_io_executor& here) {
   std::shared_ptr<mux::Connection> chosen;
   {
     std::lock_guard lock(mu_);
     std::erase_if(multiplexed_, [](const auto& c) { return !c->usable(); });
+    // The connection on the caller's own loop, when there is one: the forwarded connection then
+    // lives on one thread end to end, with no hand-off at all (event_loops.h).
+    for (auto& c : multiplexed_)
+      if (c->get_executor() == here) return c;
     if (multiplexed_.size() >= kMultiplexedConnections) {
       // The least busy one: bulk streams spread over both cores.
       for (auto& c : multiplexed_)
         if (!chosen || c->active_streams() < chosen->active_streams()) chosen = c;
       return chosen;
     }
-    chosen = std::make_shared<mux::Connection>(asio::make_strand(executor),
+    // On the caller's loop if it runs on one of the data plane's (the port forwarder accepts
+    // there), else on the next loop.
+    auto& loops = EventLoops::data_plane();
+    chosen = std::make_shared<mux::Connection>(loops.owns(here) ? here : loops.next(),
                                                mux::Connection::Role::client);
     multiplexed_.push_back(chosen);
   }
@@ -361,14 +370,19 @@ std::shared_ptr<mux::Connection> Dialer::pick_connection(const asio::any_io_exec
 }
 
 asio::awaitable<Dialer::Opened> Dialer::open_multiplexed(std::uint32_t host_port) {
-  auto executor = co_await asio::this_coro::executor;
+  auto here = co_await asio::this_coro::executor;
   const mux::Request request{"published-port", "tcp", std::to_string(host_port)};
   Opened out;
   // A connection that ran out of stream ids is replaced; twice is enough.
   for (int attempt = 0; attempt < 2; ++attempt) {
-    auto connection = pick_connection(executor);
-    auto opened = co_await asio::co_spawn(connection->get_executor(), connection->open(request),
-                                          asio::use_awaitable);
+    auto connection = pick_connection(here);
+    // Not `?:` between two co_awaits: GCC 12 miscompiles that (a free of a bad pointer).
+    mux::Connection::Opened opened;
+    if (connection->get_executor() == here)
+      opened = co_await connection->open(request);
+    else
+      opened = co_await asio::co_spawn(connection->get_executor(), connection->open(request),
+                                       asio::use_awaitable);
     out = Opened{};
     out.error = opened.error;
     out.refused = opened.refused;
@@ -470,11 +484,32 @@ asio::awaitable<DataSpliceResult> splice(asio::ip::tcp::socket& plain, TlsStream
   co_return result;
 }
 
+namespace {
+asio::awaitable<DataSpliceResult> splice_owned(std::shared_ptr<mux::Stream> stream,
+                                               asio::ip::tcp::socket socket) {
+  co_return co_await stream->splice(socket);
+}
+}  // namespace
+
 asio::awaitable<DataSpliceResult> splice(asio::ip::tcp::socket& plain, Dialer::Opened& opened) {
-  if (opened.stream)
-    co_return co_await asio::co_spawn(opened.stream->get_executor(), opened.stream->splice(plain),
-                                      asio::use_awaitable);
-  co_return co_await splice(plain, *opened.channel);
+  if (!opened.stream) co_return co_await splice(plain, *opened.channel);
+  auto executor = opened.stream->get_executor();
+  if (plain.get_executor() == executor) co_return co_await opened.stream->splice(plain);
+  // The socket moves to the stream's loop, so that its completions run on the thread that
+  // polls it (event_loops.h); the coroutine there owns it.
+  boost::system::error_code ec;
+  const auto protocol = plain.local_endpoint(ec).protocol();
+  if (ec) {
+    opened.stream->splice_failed();
+    DataSpliceResult failed;
+    failed.up = failed.down = PumpEnd::local_error;
+    co_return failed;
+  }
+  asio::ip::tcp::socket moved(executor, protocol, plain.release(ec));
+  // A coroutine function, not a capturing lambda: GCC 12 destroys a lambda temporary of a
+  // co_await expression twice.
+  co_return co_await asio::co_spawn(executor, splice_owned(opened.stream, std::move(moved)),
+                                    asio::use_awaitable);
 }
 
 }  // namespace offload::tunnel::data_channel

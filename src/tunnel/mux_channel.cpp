@@ -163,8 +163,16 @@ struct Callbacks {
           s->respond({14, "the runner takes no connections here"});  // UNAVAILABLE
         return 0;
       }
-      if (c.role_ == Connection::Role::client && frame->headers.cat == NGHTTP2_HCAT_RESPONSE)
+      if (c.role_ == Connection::Role::client && frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
         s->answered_ = true;
+        if (s->answer_.code != 0) {
+          // Refused: what was sent ahead is dropped there, the connection closes here.
+          s->result_.refusal = s->answer_.message.empty() ? "refused" : s->answer_.message;
+          s->refused_ = true;
+          s->abort(NGHTTP2_CANCEL);
+          return 0;
+        }
+      }
     }
     s->wake();
     return 0;
@@ -182,11 +190,10 @@ struct Callbacks {
   static int data_chunk(nghttp2_session* session, std::uint8_t, std::int32_t id,
                         const std::uint8_t* data, std::size_t length, void* user) {
     auto& c = of(user);
+    // The connection's window comes back at once: only the stream's waits for delivery.
+    c.pending_consumes_.push_back({0, length});
     Stream* s = stream(session, id);
-    if (!s || s->aborted_) {
-      c.pending_consumes_.emplace_back(id, length);  // nobody will write it: window back
-      return 0;
-    }
+    if (!s || s->aborted_) return 0;  // dropped: the stream's window no longer matters
     const char* bytes = reinterpret_cast<const char*>(data);
     std::size_t written = 0;
     // Straight to the socket when it takes it: no copy, no wake-up of the pump.
@@ -197,7 +204,7 @@ struct Callbacks {
       if (n > 0) {
         written = static_cast<std::size_t>(n);
         s->result_.bytes_down += written;
-        c.pending_consumes_.emplace_back(id, written);
+        c.consume(*s, written);
       }
     }
     if (written < length) {
@@ -215,7 +222,9 @@ struct Callbacks {
     auto s = it->second;  // alive until this returns, whoever else holds it
     s->closed_ = true;
     s->close_error_ = error;
-    if (error != NGHTTP2_NO_ERROR) s->discard_incoming();
+    // Bytes that will never be written give their window back (a refused stream's too: its
+    // data arrived ahead of the answer).
+    if (error != NGHTTP2_NO_ERROR || s->refused_) s->discard_incoming();
     s->wake();
     c.forget(id);
     return 0;
@@ -225,7 +234,10 @@ struct Callbacks {
 // ---- Stream ---------------------------------------------------------------------------------
 
 Stream::Stream(std::shared_ptr<Connection> connection, const asio::any_io_executor& executor)
-    : connection_(std::move(connection)), up_wake_(executor), down_wake_(executor) {
+    : connection_(std::move(connection)),
+      window_(connection_->settings_.stream_window),
+      up_wake_(executor),
+      down_wake_(executor) {
   up_wake_.expires_at(asio::steady_timer::time_point::max());
   down_wake_.expires_at(asio::steady_timer::time_point::max());
 }
@@ -284,6 +296,10 @@ asio::awaitable<ChannelSpliceResult> Stream::splice(asio::ip::tcp::socket& plain
   co_await (pump_up(plain) && pump_down(plain));
   plain_ = nullptr;
   co_return result_;
+}
+
+void Stream::splice_failed() {
+  asio::post(connection_->executor_, [self = shared_from_this()] { self->abort(NGHTTP2_CANCEL); });
 }
 
 namespace {
@@ -427,9 +443,35 @@ void Connection::forget(std::int32_t id) {
 
 void Connection::consume(Stream& stream, std::size_t bytes) {
   if (bytes == 0 || state_ != State::running) return;
-  // A closed stream's bytes still count for the connection's window (nghttp2 knows).
-  nghttp2_session_consume(session_, stream.id_, bytes);
+  // Told to nghttp2 outside its callbacks (this may run inside one), before the writer's next
+  // round.
+  WindowChange change{stream.id_, bytes, 0};
+  // A stream that delivers its window's worth is not stalled: let it have more in flight.
+  stream.delivered_since_grow_ += bytes;
+  if (!stream.closed_ && stream.delivered_since_grow_ >= stream.window_ &&
+      stream.window_ < settings_.max_stream_window) {
+    stream.window_ = std::min<std::uint64_t>(std::uint64_t(stream.window_) * 2,
+                                             settings_.max_stream_window);
+    stream.delivered_since_grow_ = 0;
+    change.grow_to = stream.window_;
+  }
+  pending_consumes_.push_back(change);
   kick();
+}
+
+void Connection::apply_consumes() {
+  for (const auto& change : pending_consumes_) {
+    if (change.stream == 0) {
+      nghttp2_session_consume_connection(session_, change.consumed);
+      continue;
+    }
+    // A closed stream is no longer known: nothing to do for it.
+    nghttp2_session_consume_stream(session_, change.stream, change.consumed);
+    if (change.grow_to != 0)
+      nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, change.stream,
+                                            static_cast<std::int32_t>(change.grow_to));
+  }
+  pending_consumes_.clear();
 }
 
 void Connection::fail(boost::system::error_code ec) {
@@ -500,8 +542,7 @@ asio::awaitable<void> Connection::read_loop() {
     const auto rv = nghttp2_session_mem_recv(
         session_, reinterpret_cast<const std::uint8_t*>(buffer.data()), n);
     // Window for what the callbacks wrote straight to the sockets, or dropped.
-    for (auto [id, bytes] : pending_consumes_) nghttp2_session_consume(session_, id, bytes);
-    pending_consumes_.clear();
+    apply_consumes();
     if (rv < 0) {
       fail(http2_error(rv));
       co_return;
@@ -512,6 +553,7 @@ asio::awaitable<void> Connection::read_loop() {
 
 asio::awaitable<void> Connection::write_loop() {
   for (;;) {
+    if (state_ == State::running) apply_consumes();
     while (state_ == State::running && !nghttp2_session_want_write(session_)) {
       // Both ways done (a GOAWAY went out after a protocol error, say): the connection ends.
       if (!nghttp2_session_want_read(session_)) {
@@ -519,6 +561,7 @@ asio::awaitable<void> Connection::write_loop() {
         co_return;
       }
       co_await writer_wake_.async_wait(kToken);
+      if (state_ == State::running) apply_consumes();
     }
     if (state_ != State::running) co_return;
     int rv = nghttp2_session_send(session_);
@@ -570,19 +613,9 @@ asio::awaitable<Connection::Opened> Connection::open(const Request& request) {
   streams_.emplace(id, s);
   ++active_;
   kick();
-  while (!s->answered_ && !s->closed_ && !s->aborted_) co_await s->up_wake_.async_wait(kToken);
-  if (!s->answered_) {
-    out.error = state_ == State::failed ? failure_
-                                        : boost::system::error_code(asio::error::connection_reset);
-    co_return out;
-  }
-  out.answer = s->answer_;
-  if (out.answer.code != 0) {
-    s->abort(NGHTTP2_CANCEL);  // the runner ends it too; this frees it here at once
-    out.refused = true;
-    out.error = asio::error::connection_refused;
-    co_return out;
-  }
+  // The answer is not awaited: the first bytes follow the request at once (the runner holds
+  // them, within the stream's window, until it has dialled), which saves a round trip on every
+  // new connection. A refusal resets the stream and shows in the splice's result.
   out.stream = std::move(s);
   co_return out;
 }

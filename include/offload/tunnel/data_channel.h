@@ -147,7 +147,7 @@ class Dialer : public std::enable_shared_from_this<Dialer> {
   // A new channel: with `target`, opened to it; without, a warm one (authenticated only).
   asio::awaitable<Opened> connect(const v1::TunnelOpen* target, unsigned version = 1);
   asio::awaitable<Opened> open_multiplexed(std::uint32_t host_port);
-  std::shared_ptr<mux::Connection> pick_connection(const asio::any_io_executor& executor);
+  std::shared_ptr<mux::Connection> pick_connection(const asio::any_io_executor& here);
   std::shared_ptr<TlsStream> take_warm();
   void refill(const asio::any_io_executor& executor);
 

@@ -41,7 +41,9 @@ struct ChannelSpliceResult {
   PumpEnd down = PumpEnd::eof;  // channel → plain socket
   std::uint64_t bytes_up = 0;
   std::uint64_t bytes_down = 0;
-  bool clean() const { return up == PumpEnd::eof && down == PumpEnd::eof; }
+  // ODC2: the runner refused the stream after its bytes were on their way; why.
+  std::string refusal;
+  bool clean() const { return up == PumpEnd::eof && down == PumpEnd::eof && refusal.empty(); }
 };
 
 namespace mux {
@@ -49,10 +51,15 @@ namespace mux {
 namespace asio = boost::asio;
 
 struct Settings {
-  // What one stream may have in flight: what a stalled reader makes the other side hold. 4 MiB
-  // covers 800 Mbit/s at 40 ms round trip for a single stream.
-  std::uint32_t stream_window = 4u << 20;
-  // What all streams of a connection may have in flight together.
+  // What one stream may have in flight: what a stalled reader makes the other side hold. A
+  // stream starts with `stream_window` and, each time it delivered a window's worth, doubles
+  // it up to `max_stream_window`: 4 MiB covers 800 Mbit/s at 40 ms round trip, and a stream
+  // whose reader never reads stays at the first window.
+  std::uint32_t stream_window = 512u << 10;
+  std::uint32_t max_stream_window = 4u << 20;
+  // What all streams of a connection may have in flight together. It is returned as soon as
+  // bytes arrive (memory is bounded by the streams' windows), so streams whose readers stalled
+  // never hold up the others on the connection.
   std::uint32_t connection_window = 16u << 20;
   // The largest DATA frame we accept: one read of the plain socket (pump.h kChunkSize).
   std::uint32_t max_frame = 256u << 10;
@@ -88,6 +95,8 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // with its half-close passed on. An error in either direction resets the stream and closes
   // `plain` (its peer sees a reset). On the connection's strand (co_spawn it there).
   asio::awaitable<ChannelSpliceResult> splice(asio::ip::tcp::socket& plain);
+  // The caller has no socket for splice() after all: resets the stream. From any thread.
+  void splice_failed();
 
  private:
   friend class Connection;
@@ -108,7 +117,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   int header_fields_ = 0;
   Answer answer_;
   bool answered_ = false;
-  bool refused_ = false;  // the runner refused: reset once the answer is out
+  bool refused_ = false;  // refused (runner: reset once the answer is out)
 
   // plain → peer: what the last read brought, until the writer framed all of it.
   std::vector<char> out_;
@@ -119,6 +128,8 @@ class Stream : public std::enable_shared_from_this<Stream> {
 
   // peer → plain: received, not yet written (`in_sending_` is being written).
   std::string in_, in_sending_;
+  std::uint32_t window_ = 0;             // our receive window for this stream, now
+  std::size_t delivered_since_grow_ = 0;
   bool in_eof_ = false;
   bool down_writing_ = false;
   bool down_done_ = false;
@@ -159,7 +170,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Answer answer;
     std::shared_ptr<Stream> stream;  // connected, ready for splice()
   };
-  // Client: a new stream to `request`, once the connection is up; on the strand.
+  // Client: a new stream to `request`, once the connection is up; on the strand. It returns
+  // without waiting for the runner's answer: a refusal ends the stream later, with
+  // ChannelSpliceResult::refusal set. `refused` is only set when the connection itself was.
   asio::awaitable<Opened> open(const Request& request);
 
   // Ends the connection and every stream; from any thread.
@@ -179,6 +192,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void kick();  // the writer has something to send
   void fail(boost::system::error_code ec);
   void consume(Stream& stream, std::size_t bytes);
+  void apply_consumes();
   void forget(std::int32_t id);
 
   asio::any_io_executor executor_;
@@ -189,9 +203,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::shared_ptr<TlsSocket> socket_;
   std::map<std::int32_t, std::shared_ptr<Stream>> streams_;
   std::string batch_;  // small frames, gathered into one run of records
-  // Window owed for bytes the receive callbacks delivered or dropped (nghttp2 hears of them
-  // after it returns).
-  std::vector<std::pair<std::int32_t, std::size_t>> pending_consumes_;
+  // Window owed: for bytes a stream delivered (or dropped), for bytes the connection received
+  // (stream 0), and a stream window grown. nghttp2 hears of them outside its callbacks.
+  struct WindowChange {
+    std::int32_t stream = 0;
+    std::size_t consumed = 0;
+    std::uint32_t grow_to = 0;
+  };
+  std::vector<WindowChange> pending_consumes_;
   enum class State { connecting, running, failed } state_ = State::connecting;
   boost::system::error_code failure_;
   bool refused_ = false;
