@@ -1166,6 +1166,8 @@ class RawMuxChannel {
   }
   bool goaway() const { return goaway_; }
   std::uint32_t goaway_error() const { return goaway_error_; }
+  // While set, the client reads nothing: the runner's writes back up (a peer that does not read).
+  bool reading_paused = false;
   bool broken() const { return eof_ || h2_error_ != 0; }
 
   // Moves bytes both ways until `done` or `timeout`; true when `done`.
@@ -1185,7 +1187,7 @@ class RawMuxChannel {
                             if (ec) write_error_ = ec;
                           });
       }
-      if (!reading_ && !eof_) {
+      if (!reading_ && !eof_ && !reading_paused) {
         reading_ = true;
         stream_.async_read_some(asio::buffer(in_),
                                 [this](boost::system::error_code ec, std::size_t n) {
@@ -1194,7 +1196,7 @@ class RawMuxChannel {
                                   if (ec) eof_ = true;
                                 });
       }
-      if (!reading_ && !writing_) return done();
+      if (!reading_ && !writing_ && (out_.empty() || write_error_)) return done();
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) return done();
       io_.restart();
@@ -2117,6 +2119,11 @@ TEST_F(MuxChannelRawTest, ATargetThatDoesNotReadStopsTheStreamAtItsWindow) {
   if (mux->goaway()) {
     EXPECT_EQ(mux->goaway_error(), static_cast<std::uint32_t>(NGHTTP2_FLOW_CONTROL_ERROR));
   }
+  // nghttp2 hands the runner a DATA chunk before it finds the window exceeded: the target gets
+  // the bytes the window allowed, not the 1024 beyond it, and ends with the connection.
+  auto [got, eof] = read_to_eof(far, 10s);
+  EXPECT_LE(got.size(), taken) << "bytes beyond the window reached the target";
+  EXPECT_TRUE(eof) << "the target's connection outlived the data channel connection";
   EXPECT_EQ(target.accepted(), 1);
 }
 
@@ -2223,6 +2230,49 @@ TEST_F(MuxChannelRawTest, StalledStreamsDoNotStallTheirNeighbours) {
   EXPECT_EQ(mux->stream(id).received.size(), data.size());
   EXPECT_TRUE(mux->stream(id).received == data);
 }
+
+// 10. The hostile version of 6: a client that reads nothing (so the runner's answers, its
+// RST_STREAM among them, cannot leave) floods DATA past a stalled stream's window. nghttp2
+// delivers such chunks to the runner before it resets the stream; the runner must drop them,
+// not queue them for a target that does not read.
+TEST_F(MuxChannelRawTest, DataPastTheWindowFromAClientThatDoesNotReadIsNotQueued) {
+  ListeningPort sink;
+  EchoPort echo;
+  backend_->last->set_ports({published(sink.port(), "tcp"), published(echo.port(), "tcp")});
+  auto mux = accepted_mux();
+  const auto stalled = mux->open_port(sink.port());
+  ASSERT_EQ(mux->status(stalled), "0") << mux->stream(stalled).field("message");
+  auto far = sink.accept();
+  const std::size_t taken = offer_until_stalled(*mux, stalled);
+  ASSERT_EQ(mux->remote_window(stalled), 0);
+  // Back the runner's writes up: echo streams whose answers (8 MiB, more than the socket
+  // buffers between us) the client does not read.
+  mux->reading_paused = true;
+  for (int i = 0; i < 8; ++i) {
+    const auto id = mux->open_port(echo.port());
+    mux->write(id, std::string(1 << 20, 'e'));
+    mux->half_close(id);
+  }
+  mux->pump_until([] { return false; }, 2s);
+  // Then the flood: up to 64 MiB of DATA frames past the window, for 20 s at most.
+  const std::string frame =
+      h2_frame(0x0 /* DATA */, 0, static_cast<std::uint32_t>(stalled), std::string(16384, 'z'));
+  std::size_t flooded = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (flooded < (64u << 20) && std::chrono::steady_clock::now() < deadline && !mux->broken()) {
+    if (!mux->flushed(500ms)) continue;  // the runner stopped reading: the flood is bounded too
+    for (int i = 0; i < 64; ++i) mux->send(frame);
+    flooded += 64 * 16384;
+  }
+  std::printf("stream window filled with %zu bytes; %zu bytes flooded past it\n", taken, flooded);
+  // Now the sink reads: it may get what the window allowed, not the flood.
+  mux->reading_paused = false;
+  mux->pump_until([] { return false; }, 1s);
+  auto [got, eof] = read_to_eof(far, 5s);
+  EXPECT_LE(got.size(), taken + (1u << 20))
+      << "the runner queued DATA beyond the window for the target (" << flooded << " flooded)";
+}
+
 
 }  // namespace
 }  // namespace offload::testing
