@@ -1156,6 +1156,7 @@ class RawMuxChannel {
   std::int32_t remote_window(std::int32_t id) const {
     return nghttp2_session_get_stream_remote_window_size(h2_, id);
   }
+  std::int32_t connection_window() const { return nghttp2_session_get_remote_window_size(h2_); }
   // Everything queued is on the wire.
   bool flushed(std::chrono::milliseconds timeout = 10s) {
     return pump_until([&] { return out_.empty() && !writing_; }, timeout);
@@ -2106,7 +2107,9 @@ TEST_F(MuxChannelRawTest, ATargetThatDoesNotReadStopsTheStreamAtItsWindow) {
   constexpr std::size_t kWindow = 4u << 20;
   EXPECT_GE(taken, kWindow) << "less than the 4 MiB stream window was taken";
   EXPECT_LE(taken, kWindow + (8u << 20)) << "the runner buffered beyond one window";
-  EXPECT_EQ(mux->remote_window(id), 0) << "the client stalled for another reason than the window";
+  EXPECT_EQ(mux->remote_window(id), 0)
+      << "the client stalled for another reason than the stream window; the connection's is "
+      << mux->connection_window();
 
   // DATA past the window, written by hand (nghttp2 would not): a flow-control error.
   ASSERT_TRUE(mux->flushed());
@@ -2217,7 +2220,9 @@ TEST_F(MuxChannelRawTest, StalledStreamsDoNotStallTheirNeighbours) {
     ASSERT_EQ(mux->status(id), "0") << mux->stream(id).field("message");
     held.push_back(sink.accept());
     offer_until_stalled(*mux, id);
-    ASSERT_EQ(mux->remote_window(id), 0) << "stream " << i << " did not stall at its window";
+    ASSERT_EQ(mux->remote_window(id), 0)
+        << "stream " << i << " did not stall at its own window; the connection's window is "
+        << mux->connection_window();
   }
   std::string data(1 << 20, '\0');
   std::mt19937 random(9);
