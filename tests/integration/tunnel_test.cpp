@@ -2279,5 +2279,38 @@ TEST_F(MuxChannelRawTest, DataPastTheWindowFromAClientThatDoesNotReadIsNotQueued
 }
 
 
+// 11. However many streams stall, one that flows still flows: stalled streams must not take the
+// connection's window with them. Stalls one more stream than the runner's connection window
+// (as its WINDOW_UPDATE on stream 0 says) holds stream windows, then echoes through another.
+TEST_F(MuxChannelRawTest, MoreStalledStreamsThanTheConnectionWindowHoldsDoNotStallTheOthers) {
+  ListeningPort sink;
+  EchoPort echo;
+  backend_->last->set_ports({published(sink.port(), "tcp"), published(echo.port(), "tcp")});
+  auto mux = accepted_mux();
+  // The runner raises the connection window right after its SETTINGS (bounded wait).
+  mux->pump_until([&] { return mux->connection_window() > 65535; }, 2s);
+  const std::int64_t connection_window = mux->connection_window();
+  const int stalls = static_cast<int>(connection_window / (4 << 20)) + 1;
+  ASSERT_LE(stalls, 32) << "a connection window of " << connection_window;
+  std::vector<tcp::socket> held;  // accepted, never read
+  for (int i = 0; i < stalls; ++i) {
+    const auto id = mux->open_port(sink.port());
+    ASSERT_EQ(mux->status(id), "0") << mux->stream(id).field("message");
+    held.push_back(sink.accept());
+    offer_until_stalled(*mux, id);
+  }
+  std::string data(1 << 20, '\0');
+  std::mt19937 random(11);
+  for (auto& c : data) c = static_cast<char>(random());
+  const auto id = mux->open_port(echo.port());
+  ASSERT_EQ(mux->status(id), "0") << mux->stream(id).field("message");
+  mux->write(id, data);
+  mux->half_close(id);
+  EXPECT_TRUE(mux->remote_end(id, 30s))
+      << stalls << " stalled streams stalled their neighbour: the connection's window is "
+      << mux->connection_window() << " of " << connection_window;
+  EXPECT_TRUE(mux->stream(id).received == data);
+}
+
 }  // namespace
 }  // namespace offload::testing
