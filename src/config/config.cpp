@@ -25,7 +25,7 @@ constexpr std::array kTopLevelKeys = {"version",     "defaultAccount", "startTim
                                       "logLevel",    "local",          "ports",
                                       "sync",        "accounts"};
 constexpr std::array kLocalKeys = {"addressPool"};
-constexpr std::array kPortsKeys = {"bindAllInterfaces", "dataChannel"};
+constexpr std::array kPortsKeys = {"bindAllInterfaces", "dataChannel", "multiplexDataChannel"};
 constexpr std::array kSyncKeys = {"exclude"};
 constexpr std::array kRemoteKeys = {"type", "address", "tokenFile", "fingerprint"};
 constexpr std::array kLogLevels = {"trace", "debug", "info", "warn", "error"};
@@ -207,6 +207,11 @@ void parse_ports(const Validator& check, const json& v, PortSettings& ports) {
     if (!it->is_boolean())
       check.fail("ports.dataChannel", "expected true or false, got " + describe(*it));
     ports.data_channel = it->get<bool>();
+  }
+  if (auto it = v.find("multiplexDataChannel"); it != v.end()) {
+    if (!it->is_boolean())
+      check.fail("ports.multiplexDataChannel", "expected true or false, got " + describe(*it));
+    ports.multiplex_data_channel = it->get<bool>();
   }
 }
 
@@ -450,6 +455,7 @@ std::string to_json(const OffloadConfig& config) {
   doc["local"]["addressPool"] = config.local.address_pool;
   doc["ports"]["bindAllInterfaces"] = config.ports.bind_all_interfaces;
   doc["ports"]["dataChannel"] = config.ports.data_channel;
+  doc["ports"]["multiplexDataChannel"] = config.ports.multiplex_data_channel;
   doc["sync"]["exclude"] = config.sync.exclude;
   doc["accounts"] = nlohmann::ordered_json::object();
   for (const auto& [name, account] : config.accounts) {

@@ -155,7 +155,8 @@ int run_daemon(int argc, char** argv) {
     providers[name] = std::make_unique<RemoteProvider>(account, paths.dir);
   Daemon daemon(paths, config, std::move(providers),
                 PortPolicy{.bind_all_interfaces = config.ports.bind_all_interfaces,
-                           .data_channel = config.ports.data_channel});
+                           .data_channel = config.ports.data_channel,
+                           .multiplex_data_channel = config.ports.multiplex_data_channel});
   try {
     daemon.start();
   } catch (const std::exception& e) {

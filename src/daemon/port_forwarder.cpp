@@ -123,11 +123,12 @@ class TcpListener final : public Listener {
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     // The data channel first: a TLS connection of its own, no gRPC in the way.
-    auto data = self->shared->data_channel();
-    if (auto dialer = data.dialer ? data.dialer() : nullptr) {
+    unsigned max_version = 1;
+    auto data = self->shared->data_channel(max_version);
+    if (auto dialer = data.dialer ? data.dialer(max_version) : nullptr) {
       auto opened = co_await dialer->open_port(self->key.port);
-      if (opened.channel) {
-        co_await splice_data_channel(self, std::move(socket), *opened.channel, id);
+      if (opened.usable()) {
+        co_await splice_data_channel(self, std::move(socket), opened, id);
         co_return;
       }
       if (opened.refused) {
@@ -163,13 +164,15 @@ class TcpListener final : public Listener {
 
   static asio::awaitable<void> splice_data_channel(std::shared_ptr<TcpListener> self,
                                                    tcp::socket socket,
-                                                   tunnel::data_channel::TlsStream& channel,
+                                                   tunnel::data_channel::Dialer::Opened& opened,
                                                    std::uint64_t id) {
     ++self->open_connections;
     self->shared->opened();
-    auto result = co_await tunnel::data_channel::splice(socket, channel);
-    boost::system::error_code ignored;
-    channel.next_layer().close(ignored);
+    auto result = co_await tunnel::data_channel::splice(socket, opened);
+    if (opened.channel) {
+      boost::system::error_code ignored;
+      opened.channel->next_layer().close(ignored);
+    }
     --self->open_connections;
     self->shared->closed();
     if (!result.clean()) {
@@ -228,6 +231,7 @@ void PortForwarder::apply(const std::vector<v1::PublishedPort>& snapshot, Tunnel
     std::lock_guard shared_lock(shared_->mu);
     shared_->opener = std::move(opener);
     shared_->data = policy_.data_channel ? std::move(data) : DataChannel{};
+    shared_->data_version = policy_.multiplex_data_channel ? 2 : 1;
   }
   snapshot_ = snapshot;
   apply_locked();

@@ -36,8 +36,9 @@ struct PortForwarder::Shared {
     }
     return copy ? copy(port, protocol) : nullptr;
   }
-  DataChannel data_channel() {
+  DataChannel data_channel(unsigned& max_version) {
     std::lock_guard lock(mu);
+    max_version = data_version;
     return data;
   }
   void opened() {
@@ -53,6 +54,7 @@ struct PortForwarder::Shared {
   std::mutex mu;
   TunnelOpener opener;
   DataChannel data;  // guarded by mu
+  unsigned data_version = 2;  // guarded by mu: the policy's newest data channel wire format
   std::mutex activity_mu;
   ActivitySink* activity;
   const UdpFlowSettings udp;

@@ -1,5 +1,6 @@
 #include "offload/daemon/runner_client.h"
 
+#include <algorithm>
 #include <spdlog/spdlog.h>
 
 #include <thread>
@@ -104,6 +105,7 @@ v1::HelloResponse RunnerClient::hello(std::chrono::milliseconds timeout) {
   auto st = stub_->Hello(&ctx, req, &resp);
   if (!st.ok()) throw error_from(st, "hello");
   data_channel_port_ = static_cast<unsigned short>(resp.data_channel_port());
+  data_channel_version_ = std::max(1u, resp.data_channel_version());
   return resp;
 }
 
@@ -130,21 +132,22 @@ void RunnerClient::attach(std::string session_id, std::string session_token) {
   session_token_ = std::move(session_token);
 }
 
-std::shared_ptr<tunnel::data_channel::Dialer> RunnerClient::data_channel() {
+std::shared_ptr<tunnel::data_channel::Dialer> RunnerClient::data_channel(unsigned max_version) {
   const unsigned short port = data_channel_port_.load();
   if (port == 0 || session_token_.empty()) return nullptr;
   std::lock_guard lock(data_channel_mu_);
   if (std::chrono::steady_clock::now() < data_channel_resting_until_) return nullptr;
-  if (!data_channel_) {
+  const unsigned version = std::min(max_version, data_channel_version_.load());
+  if (!data_channel_ || data_channel_->version() != version) {
     // The host the gRPC channel dials: "host:port", "[v6]:port".
     std::string host = endpoint_.address.substr(0, endpoint_.address.rfind(':'));
     if (host.size() > 2 && host.front() == '[' && host.back() == ']')
       host = host.substr(1, host.size() - 2);
     data_channel_ = std::make_shared<tunnel::data_channel::Dialer>(
         host, port, tls::asio_pinned_client_context(endpoint_.fingerprint), session_id_,
-        session_token_);
-    spdlog::info("runner {}: forwarded TCP ports use its data channel on port {}",
-                 endpoint_.address, port);
+        session_token_, std::chrono::seconds(5), version);
+    spdlog::info("runner {}: forwarded TCP ports use its data channel on port {}{}",
+                 endpoint_.address, port, version >= 2 ? ", multiplexed" : "");
   }
   return data_channel_;
 }

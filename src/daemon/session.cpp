@@ -319,9 +319,9 @@ void Session::on_event(const v1::SessionEvent& event) {
           auto client = runner.lock();
           return client ? client->open_port_tunnel(port, protocol) : nullptr;
         }, PortForwarder::DataChannel{
-            [runner] {
+            [runner](unsigned max_version) {
               auto client = runner.lock();
-              return client ? client->data_channel() : nullptr;
+              return client ? client->data_channel(max_version) : nullptr;
             },
             [runner](const std::string& why) {
               if (auto client = runner.lock()) client->data_channel_failed(why);

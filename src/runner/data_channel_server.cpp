@@ -11,6 +11,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <charconv>
 #include <variant>
 
 #include "offload/common/text.h"
@@ -19,6 +20,7 @@
 #include "offload/runner/session.h"
 #include "offload/runner/tunnel_targets.h"
 #include "offload/tunnel/data_channel.h"
+#include "offload/tunnel/mux_channel.h"
 
 namespace offload::runner {
 namespace asio = boost::asio;
@@ -30,6 +32,8 @@ namespace {
 constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
 // Idle warm channels one session may hold (offloadd keeps Dialer::kWarmChannels).
 constexpr std::size_t kMaxWarmPerSession = 16;
+// ODC2 connections one session may hold (offloadd opens Dialer::kMultiplexedConnections).
+constexpr std::size_t kMaxMultiplexedPerSession = 8;
 
 std::string peer_of(const tcp::socket& socket) {
   boost::system::error_code ec;
@@ -51,18 +55,25 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
   tcp::acceptor acceptor;
   std::atomic<std::uint64_t> opened{0}, refused{0}, warm_used{0};
 
-  // Warm (idle, authenticated) channels per session id.
-  std::map<std::string, std::size_t> warm_counts;  // guarded by mu
-  std::shared_ptr<void> hold_warm(const std::string& session_id) {
+  // Warm (idle, authenticated) ODC1 channels and ODC2 connections, per session id.
+  std::map<std::string, std::size_t> warm_counts;         // guarded by mu
+  std::map<std::string, std::size_t> multiplexed_counts;  // guarded by mu
+  std::shared_ptr<void> hold_place(std::map<std::string, std::size_t> Shared::*counts,
+                                   const std::string& session_id, std::size_t limit) {
     std::lock_guard lock(mu);
-    auto& n = warm_counts[session_id];
-    if (n >= kMaxWarmPerSession) return nullptr;
+    auto& n = (this->*counts)[session_id];
+    if (n >= limit) return nullptr;
     ++n;
     // Non-null (it is tested as a bool); the deleter gives the place back.
-    return std::shared_ptr<void>(static_cast<void*>(this), [self = shared_from_this(), session_id](void*) {
+    return std::shared_ptr<void>(static_cast<void*>(this), [self = shared_from_this(), counts,
+                                                            session_id](void*) {
       std::lock_guard lock(self->mu);
-      if (--self->warm_counts[session_id] == 0) self->warm_counts.erase(session_id);
+      auto& map = (*self).*counts;
+      if (--map[session_id] == 0) map.erase(session_id);
     });
+  }
+  std::shared_ptr<void> hold_warm(const std::string& session_id) {
+    return hold_place(&Shared::warm_counts, session_id, kMaxWarmPerSession);
   }
 
   // Open channels, to close them at stop(): each removes itself when it ends.
@@ -111,6 +122,165 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
     tcp::socket target;
     bool setting_up = true;  // until the accept is written; the deadline closes it then
   };
+
+  struct Refusal {
+    grpc::StatusCode code;
+    std::string message;
+  };
+  struct Grant {
+    std::shared_ptr<void> hold;  // a place under --max-tunnels-per-session
+    PortTarget target;
+  };
+  // What the session may reach, decided as for the gRPC Tunnel call: published TCP ports only,
+  // within the tunnel limit. Nothing is dialled before this says yes.
+  static std::variant<Grant, Refusal> grant(Shared& self, const std::shared_ptr<Session>& session,
+                                            const v1::TunnelOpen& want) {
+    if (want.target() != v1::TunnelOpen::TARGET_PUBLISHED_PORT || want.protocol() != "tcp") {
+      spdlog::warn("session {}: refused a data channel to target {} ({}): only published tcp "
+                   "ports",
+                   short_session_id(session->id()), static_cast<int>(want.target()),
+                   want.protocol());
+      return Refusal{grpc::StatusCode::PERMISSION_DENIED,
+                     "the data channel carries published TCP ports only"};
+    }
+    auto hold = session->try_hold_tunnel(self.service.max_tunnels_per_session());
+    if (!hold) {
+      return Refusal{grpc::StatusCode::RESOURCE_EXHAUSTED,
+                     "this session already has " +
+                         std::to_string(self.service.max_tunnels_per_session()) +
+                         " tunnels open, the most the runner allows per session; close some "
+                         "connections, or ask the operator to raise --max-tunnels-per-session"};
+    }
+    auto resolved = resolve_port_target(
+        session->published_ports(), want.host_port(), want.protocol(),
+        {session->engine().published_address(), session->engine().network_namespace()});
+    if (auto* refusal = std::get_if<grpc::Status>(&resolved)) {
+      spdlog::warn("session {}: refused a data channel to {}/tcp: no container publishes it",
+                   short_session_id(session->id()), want.host_port());
+      return Refusal{refusal->error_code(), refusal->error_message()};
+    }
+    return Grant{std::move(hold), std::get<PortTarget>(resolved)};
+  }
+
+  static std::string unreachable(std::uint32_t port, bool timed_out,
+                                 const boost::system::error_code& ec) {
+    return "port " + std::to_string(port) + " of the session refused: " +
+           (timed_out ? std::string("no answer in time") : ec.message());
+  }
+
+  // The accounting every forwarded connection gets, whichever wire format carried it.
+  static void count_closed(Session& session, std::uint32_t port,
+                           const tunnel::ChannelSpliceResult& result) {
+    session.stream_closed();
+    // bytes_up is what the target sent (target → channel): the client's "in".
+    RunnerMetrics::global().tunnel_closed(result.bytes_down, result.bytes_up);
+    session.traffic().tunnel_bytes_in.fetch_add(result.bytes_down, std::memory_order_relaxed);
+    session.traffic().tunnel_bytes_out.fetch_add(result.bytes_up, std::memory_order_relaxed);
+    spdlog::debug("session {}: data channel to {}/tcp closed: up {} ({} B), down {} ({} B)",
+                  short_session_id(session.id()), port, tunnel::to_string(result.down),
+                  result.bytes_down, tunnel::to_string(result.up), result.bytes_up);
+  }
+  static void count_opened(Session& session) {
+    RunnerMetrics::global().tunnel_opened();
+    session.traffic().tunnels_total.fetch_add(1, std::memory_order_relaxed);
+    session.stream_opened();
+  }
+
+  // ODC2: the connection is authenticated; from here on it carries streams, each checked and
+  // dialled as an ODC1 channel is.
+  template <class SetUpDone>
+  static asio::awaitable<void> serve_multiplexed(Shared& self, std::shared_ptr<Connection> conn,
+                                                 const v1::DataChannelOpen& open,
+                                                 const std::string& peer, SetUpDone set_up_done) {
+    auto& channel = conn->channel;
+    if (open.has_open()) {
+      co_await refuse(self, channel, grpc::StatusCode::INVALID_ARGUMENT,
+                      "an ODC2 connection names its targets per stream, not in its open");
+      co_return;
+    }
+    auto place =
+        self.hold_place(&Shared::multiplexed_counts, open.session_id(), kMaxMultiplexedPerSession);
+    if (!place) {
+      co_await refuse(self, channel, grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      "this session already has " + std::to_string(kMaxMultiplexedPerSession) +
+                          " multiplexed data channels");
+      co_return;
+    }
+    if (auto ec = co_await dc::write_accept(channel, {})) co_return;
+    set_up_done();
+    spdlog::debug("data channel from {}: multiplexed connection for session {}", peer,
+                  short_session_id(open.session_id()));
+    auto shared = self.shared_from_this();
+    auto mux = std::make_shared<tunnel::mux::Connection>(
+        channel.get_executor(), tunnel::mux::Connection::Role::server, tunnel::mux::Settings{},
+        [shared, id = open.session_id(), token = open.session_token()](
+            std::shared_ptr<tunnel::mux::Stream> stream) {
+          auto executor = stream->get_executor();
+          asio::co_spawn(executor, serve_stream(shared, std::move(stream), id, token),
+                         asio::detached);
+        });
+    // The connection's socket lives in `conn`, which the aliasing pointer keeps.
+    co_await mux->run(std::shared_ptr<tunnel::TlsSocket>(conn, &conn->channel));
+  }
+
+  static asio::awaitable<void> serve_stream(std::shared_ptr<Shared> self,
+                                            std::shared_ptr<tunnel::mux::Stream> stream,
+                                            std::string session_id, std::string token) {
+    auto refuse_stream = [&](grpc::StatusCode code, std::string message) {
+      ++self->refused;
+      stream->respond({code, std::move(message)});
+    };
+    // The session may have ended since the connection was opened.
+    auto session = self->service.authenticated_session(session_id, token);
+    if (!session) {
+      refuse_stream(grpc::StatusCode::UNAUTHENTICATED,
+                    "the runner does not know this session any more (it ended)");
+      co_return;
+    }
+    const auto& request = stream->request();
+    v1::TunnelOpen want;
+    if (request.target == "published-port")
+      want.set_target(v1::TunnelOpen::TARGET_PUBLISHED_PORT);  // anything else: refused below
+    want.set_protocol(request.protocol);
+    unsigned port = 0;
+    auto [end, ec] = std::from_chars(request.port.data(), request.port.data() + request.port.size(), port);
+    if (request.port.empty() || ec != std::errc{} || end != request.port.data() + request.port.size() ||
+        port > 65535) {
+      refuse_stream(grpc::StatusCode::INVALID_ARGUMENT,
+                    "the stream's \"port\" is not a port number");
+      co_return;
+    }
+    want.set_host_port(port);
+    auto granted = grant(*self, session, want);
+    if (auto* refusal = std::get_if<Refusal>(&granted)) {
+      refuse_stream(refusal->code, std::move(refusal->message));
+      co_return;
+    }
+    auto& grant = std::get<Grant>(granted);
+    auto executor = stream->get_executor();
+    auto target = std::make_shared<tcp::socket>(executor);
+    asio::steady_timer deadline(executor, self->settings.setup_deadline);
+    deadline.async_wait([weak = std::weak_ptr<tcp::socket>(target)](const boost::system::error_code& e) {
+      if (e) return;
+      if (auto t = weak.lock()) {
+        boost::system::error_code ignored;
+        t->close(ignored);
+      }
+    });
+    auto cec = co_await connect_tcp_target(*target, grant.target);
+    const bool timed_out = !target->is_open();
+    deadline.cancel();
+    if (cec) {
+      refuse_stream(grpc::StatusCode::UNAVAILABLE, unreachable(port, timed_out, cec));
+      co_return;
+    }
+    // Counted before the client hears of it: whoever saw the answer sees the count.
+    ++self->opened;
+    stream->respond({});
+    count_opened(*session);
+    auto result = co_await stream->splice(*target);
+    count_closed(*session, port, result);
+  }
 
   static asio::awaitable<void> serve(std::shared_ptr<Shared> self, tcp::socket socket) {
     const std::string peer = peer_of(socket);
@@ -161,7 +331,8 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
     }
     v1::DataChannelOpen open;
     std::string why;
-    if (auto ec = co_await dc::read_open(channel, open, why)) {
+    unsigned version = 1;
+    if (auto ec = co_await dc::read_open(channel, open, why, &version)) {
       ++self.refused;
       spdlog::warn("data channel from {}: dropped: {}", peer, why);
       co_return;
@@ -172,6 +343,13 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
                    short_session_id(open.session_id()));
       co_await refuse(self, channel, grpc::StatusCode::UNAUTHENTICATED,
                       "the runner does not know this session or its token (it may have ended)");
+      co_return;
+    }
+    if (version >= 2) {
+      co_await serve_multiplexed(self, conn, open, peer, [&] {
+        conn->setting_up = false;
+        deadline.cancel();
+      });
       co_return;
     }
     v1::TunnelOpen want = open.open();
@@ -206,38 +384,16 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
         co_return;
       }
     }
-    if (want.target() != v1::TunnelOpen::TARGET_PUBLISHED_PORT || want.protocol() != "tcp") {
-      spdlog::warn("session {}: refused a data channel to target {} ({}): only published tcp "
-                   "ports",
-                   short_session_id(session->id()), static_cast<int>(want.target()),
-                   want.protocol());
-      co_await refuse(self, channel, grpc::StatusCode::PERMISSION_DENIED,
-                      "the data channel carries published TCP ports only");
+    auto granted = grant(self, session, want);
+    if (auto* refusal = std::get_if<Refusal>(&granted)) {
+      co_await refuse(self, channel, refusal->code, std::move(refusal->message));
       co_return;
     }
-    auto hold = session->try_hold_tunnel(self.service.max_tunnels_per_session());
-    if (!hold) {
-      co_await refuse(self, channel, grpc::StatusCode::RESOURCE_EXHAUSTED,
-                      "this session already has " +
-                          std::to_string(self.service.max_tunnels_per_session()) +
-                          " tunnels open, the most the runner allows per session; close some "
-                          "connections, or ask the operator to raise --max-tunnels-per-session");
-      co_return;
-    }
-    auto resolved = resolve_port_target(
-        session->published_ports(), want.host_port(), want.protocol(),
-        {session->engine().published_address(), session->engine().network_namespace()});
-    if (auto* refusal = std::get_if<grpc::Status>(&resolved)) {
-      spdlog::warn("session {}: refused a data channel to {}/tcp: no container publishes it",
-                   short_session_id(session->id()), want.host_port());
-      co_await refuse(self, channel, refusal->error_code(), refusal->error_message());
-      co_return;
-    }
-    if (auto ec = co_await connect_tcp_target(target, std::get<PortTarget>(resolved))) {
+    auto& grant = std::get<Grant>(granted);
+    if (auto ec = co_await connect_tcp_target(target, grant.target)) {
       const bool timed_out = !channel.next_layer().is_open();
       co_await refuse(self, channel, grpc::StatusCode::UNAVAILABLE,
-                      "port " + std::to_string(want.host_port()) + " of the session refused: " +
-                          (timed_out ? std::string("no answer in time") : ec.message()));
+                      unreachable(want.host_port(), timed_out, ec));
       co_return;
     }
     // Counted before the client hears of it: whoever saw the accept sees the count.
@@ -247,19 +403,9 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
     conn->setting_up = false;
     deadline.cancel();
 
-    RunnerMetrics::global().tunnel_opened();
-    session->traffic().tunnels_total.fetch_add(1, std::memory_order_relaxed);
-    session->stream_opened();
+    count_opened(*session);
     auto result = co_await dc::splice(target, channel);
-    session->stream_closed();
-    // bytes_up is what the target sent (target → channel): the client's "in".
-    RunnerMetrics::global().tunnel_closed(result.bytes_down, result.bytes_up);
-    session->traffic().tunnel_bytes_in.fetch_add(result.bytes_down, std::memory_order_relaxed);
-    session->traffic().tunnel_bytes_out.fetch_add(result.bytes_up, std::memory_order_relaxed);
-    spdlog::debug("session {}: data channel to {}/tcp closed: up {} ({} B), down {} ({} B)",
-                  short_session_id(session->id()), want.host_port(),
-                  tunnel::to_string(result.down), result.bytes_down, tunnel::to_string(result.up),
-                  result.bytes_up);
+    count_closed(*session, want.host_port(), result);
   }
 };
 

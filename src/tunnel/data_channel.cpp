@@ -169,20 +169,25 @@ const char* to_string(ParseStatus status) {
   return "?";
 }
 
-std::string encode_open(const v1::DataChannelOpen& open) {
-  return std::string(kMagic) + length_prefixed(open);
+std::string encode_open(const v1::DataChannelOpen& open, unsigned version) {
+  return std::string(version >= 2 ? kMultiplexedMagic : kMagic) + length_prefixed(open);
 }
 
 std::string encode_accept(const v1::DataChannelAccept& accept) { return length_prefixed(accept); }
 
 ParsedOpen parse_open(std::string_view bytes) {
+  // "ODC" and the version digit, which picks the wire format.
   const std::size_t check = std::min(bytes.size(), kMagic.size());
-  if (bytes.substr(0, check) != kMagic.substr(0, check)) {
+  const bool ours = bytes.substr(0, check) == kMagic.substr(0, check) ||
+                    bytes.substr(0, check) == kMultiplexedMagic.substr(0, check);
+  if (!ours) {
     ParsedOpen bad;
     bad.status = ParseStatus::bad_magic;
     return bad;
   }
-  return parse_prefixed<ParsedOpen>(bytes, kMagic.size());
+  auto parsed = parse_prefixed<ParsedOpen>(bytes, kMagic.size());
+  if (bytes.size() >= kMagic.size()) parsed.version = bytes[kMagic.size() - 1] == '2' ? 2 : 1;
+  return parsed;
 }
 
 ParsedAccept parse_accept(std::string_view bytes) {
@@ -200,7 +205,8 @@ namespace {
 template <class Parsed, class Message>
 asio::awaitable<boost::system::error_code> read_message(TlsStream& channel, Message& message,
                                                         std::string& why,
-                                                        Parsed (*parse)(std::string_view)) {
+                                                        Parsed (*parse)(std::string_view),
+                                                        unsigned* version = nullptr) {
   auto [ec, parsed] = co_await read_prefixed<Parsed>(channel, {}, parse);
   if (ec) {
     why = ec.message();
@@ -211,6 +217,8 @@ asio::awaitable<boost::system::error_code> read_message(TlsStream& channel, Mess
     co_return asio::error::invalid_argument;
   }
   message = std::move(parsed.message);
+  if constexpr (requires { parsed.version; })
+    if (version) *version = parsed.version;
   co_return boost::system::error_code{};
 }
 }  // namespace
@@ -221,8 +229,8 @@ asio::awaitable<boost::system::error_code> read_target(TlsStream& channel, v1::T
 }
 
 asio::awaitable<boost::system::error_code> read_open(TlsStream& channel, v1::DataChannelOpen& open,
-                                                     std::string& why) {
-  return read_message(channel, open, why, &parse_open);
+                                                     std::string& why, unsigned* version) {
+  return read_message(channel, open, why, &parse_open, version);
 }
 
 asio::awaitable<boost::system::error_code> write_accept(TlsStream& channel,
@@ -231,10 +239,12 @@ asio::awaitable<boost::system::error_code> write_accept(TlsStream& channel,
   co_return co_await channel.write(asio::buffer(bytes));
 }
 
+namespace {
 asio::awaitable<boost::system::error_code> exchange_open(TlsStream& channel,
                                                          const v1::DataChannelOpen& open,
-                                                         v1::DataChannelAccept& accept) {
-  auto bytes = encode_open(open);
+                                                         v1::DataChannelAccept& accept,
+                                                         unsigned version) {
+  auto bytes = encode_open(open, version);
   if (auto wec = co_await channel.write(asio::buffer(bytes))) co_return wec;
   auto [ec, parsed] = co_await read_prefixed<ParsedAccept>(channel, {}, &parse_accept);
   if (ec) co_return ec;
@@ -242,16 +252,24 @@ asio::awaitable<boost::system::error_code> exchange_open(TlsStream& channel,
   accept = std::move(parsed.message);
   co_return boost::system::error_code{};
 }
+}  // namespace
+
+asio::awaitable<boost::system::error_code> exchange_open(TlsStream& channel,
+                                                         const v1::DataChannelOpen& open,
+                                                         v1::DataChannelAccept& accept) {
+  return exchange_open(channel, open, accept, 1);
+}
 
 Dialer::Dialer(std::string host, unsigned short port, std::shared_ptr<asio::ssl::context> tls,
                std::string session_id, std::string session_token,
-               std::chrono::milliseconds setup_timeout)
+               std::chrono::milliseconds setup_timeout, unsigned version)
     : host_(std::move(host)),
       port_(port),
       tls_(std::move(tls)),
       session_id_(std::move(session_id)),
       session_token_(std::move(session_token)),
-      setup_timeout_(setup_timeout) {}
+      setup_timeout_(setup_timeout),
+      version_(version) {}
 
 namespace {
 // A warm channel the runner closed (it restarted, or stopped) is readable at end-of-file; one
@@ -299,7 +317,71 @@ void Dialer::refill(const asio::any_io_executor& executor) {
   }
 }
 
+Dialer::~Dialer() {
+  for (auto& connection : multiplexed_) connection->close();
+}
+
+std::size_t Dialer::multiplexed_connections() const {
+  std::lock_guard lock(mu_);
+  return multiplexed_.size();
+}
+
+std::shared_ptr<mux::Connection> Dialer::pick_connection(const asio::any_io_executor& executor) {
+  std::shared_ptr<mux::Connection> chosen;
+  {
+    std::lock_guard lock(mu_);
+    std::erase_if(multiplexed_, [](const auto& c) { return !c->usable(); });
+    if (multiplexed_.size() >= kMultiplexedConnections) {
+      // The least busy one: bulk streams spread over both cores.
+      for (auto& c : multiplexed_)
+        if (!chosen || c->active_streams() < chosen->active_streams()) chosen = c;
+      return chosen;
+    }
+    chosen = std::make_shared<mux::Connection>(asio::make_strand(executor),
+                                               mux::Connection::Role::client);
+    multiplexed_.push_back(chosen);
+  }
+  // It comes up on its own strand; opens meanwhile wait for it there.
+  asio::co_spawn(
+      chosen->get_executor(),
+      [weak = weak_from_this(), chosen]() -> asio::awaitable<void> {
+        auto self = weak.lock();
+        if (!self) co_return;
+        auto opened = co_await self->connect(nullptr, 2);
+        self.reset();  // the connection does not keep the dialer alive: ~Dialer closes it
+        if (!opened.channel) {
+          chosen->setup_failed(opened.error, opened.refused,
+                               {opened.answer.code(), opened.answer.message()});
+          co_return;
+        }
+        co_await chosen->run(std::move(opened.channel));
+      },
+      asio::detached);
+  return chosen;
+}
+
+asio::awaitable<Dialer::Opened> Dialer::open_multiplexed(std::uint32_t host_port) {
+  auto executor = co_await asio::this_coro::executor;
+  const mux::Request request{"published-port", "tcp", std::to_string(host_port)};
+  Opened out;
+  // A connection that ran out of stream ids is replaced; twice is enough.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto connection = pick_connection(executor);
+    auto opened = co_await asio::co_spawn(connection->get_executor(), connection->open(request),
+                                          asio::use_awaitable);
+    out = Opened{};
+    out.error = opened.error;
+    out.refused = opened.refused;
+    out.answer.set_code(opened.answer.code);
+    out.answer.set_message(opened.answer.message);
+    out.stream = std::move(opened.stream);
+    if (out.error != asio::error::try_again) break;
+  }
+  co_return out;
+}
+
 asio::awaitable<Dialer::Opened> Dialer::open_port(std::uint32_t host_port) {
+  if (version_ >= 2) co_return co_await open_multiplexed(host_port);
   auto executor = co_await asio::this_coro::executor;
   v1::TunnelOpen target;
   target.set_target(v1::TunnelOpen::TARGET_PUBLISHED_PORT);
@@ -326,7 +408,7 @@ asio::awaitable<Dialer::Opened> Dialer::open_port(std::uint32_t host_port) {
   co_return co_await connect(&target);
 }
 
-asio::awaitable<Dialer::Opened> Dialer::connect(const v1::TunnelOpen* target) {
+asio::awaitable<Dialer::Opened> Dialer::connect(const v1::TunnelOpen* target, unsigned version) {
   auto executor = co_await asio::this_coro::executor;
   Opened out;
   auto channel =
@@ -368,7 +450,7 @@ asio::awaitable<Dialer::Opened> Dialer::connect(const v1::TunnelOpen* target) {
   open.set_session_id(session_id_);
   open.set_session_token(session_token_);
   if (target) *open.mutable_open() = *target;
-  if (auto ec = co_await exchange_open(*channel, open, out.answer)) co_return fail(ec);
+  if (auto ec = co_await exchange_open(*channel, open, out.answer, version)) co_return fail(ec);
   if (race->expired) co_return fail(asio::error::timed_out);
   race->settled = true;
   deadline.cancel();
@@ -386,6 +468,13 @@ asio::awaitable<DataSpliceResult> splice(asio::ip::tcp::socket& plain, TlsStream
   DataSpliceResult result;
   co_await (pump_up(plain, channel, result) && pump_down(plain, channel, result));
   co_return result;
+}
+
+asio::awaitable<DataSpliceResult> splice(asio::ip::tcp::socket& plain, Dialer::Opened& opened) {
+  if (opened.stream)
+    co_return co_await asio::co_spawn(opened.stream->get_executor(), opened.stream->splice(plain),
+                                      asio::use_awaitable);
+  co_return co_await splice(plain, *opened.channel);
 }
 
 }  // namespace offload::tunnel::data_channel

@@ -134,13 +134,24 @@ asio::awaitable<boost::system::error_code> TlsSocket::handshake() {
 
 asio::awaitable<std::pair<boost::system::error_code, std::size_t>> TlsSocket::read_some(
     asio::mutable_buffer buffer) {
+  auto* data = static_cast<char*>(buffer.data());
+  std::size_t done = 0;
   for (;;) {
     ERR_clear_error();
-    const int size = static_cast<int>(std::min<std::size_t>(buffer.size(), 1 << 30));
-    const int result = SSL_read(ssl_, buffer.data(), size);
-    if (result > 0) co_return std::pair{boost::system::error_code{}, std::size_t(result)};
-    if (SSL_get_error(ssl_, result) != SSL_ERROR_WANT_READ)
+    std::size_t n = 0;
+    const int result = SSL_read_ex(ssl_, data + done, buffer.size() - done, &n);
+    if (result == 1) {
+      done += n;
+      // Another record may already be here: take it now rather than after another wake-up.
+      if (done < buffer.size()) continue;
+      co_return std::pair{boost::system::error_code{}, done};
+    }
+    if (SSL_get_error(ssl_, result) != SSL_ERROR_WANT_READ) {
+      ERR_clear_error();
+      if (done > 0) co_return std::pair{boost::system::error_code{}, done};  // the error comes next
       co_return std::pair{ssl_error(result), std::size_t(0)};
+    }
+    if (done > 0) co_return std::pair{boost::system::error_code{}, done};
     if (peer_closed_) co_return std::pair{boost::system::error_code(asio::error::eof), std::size_t(0)};
     if (auto ec = co_await fill()) co_return std::pair{ec, std::size_t(0)};
   }
@@ -157,13 +168,19 @@ asio::awaitable<boost::system::error_code> TlsSocket::read_exactly(asio::mutable
   co_return boost::system::error_code{};
 }
 
-asio::awaitable<boost::system::error_code> TlsSocket::write(asio::const_buffer buffer) {
+boost::system::error_code TlsSocket::encrypt(asio::const_buffer buffer) {
+  if (buffer.size() == 0) return {};
   ERR_clear_error();
   // The BIO never pushes back, so one SSL_write takes the whole buffer (as records of up to
-  // 16 KiB each); then all of them go out together.
+  // 16 KiB each).
   std::size_t written = 0;
-  const int result = buffer.size() == 0 ? 1 : SSL_write_ex(ssl_, buffer.data(), buffer.size(), &written);
-  if (result != 1) co_return ssl_error(result);
+  const int result = SSL_write_ex(ssl_, buffer.data(), buffer.size(), &written);
+  if (result != 1) return ssl_error(result);
+  return {};
+}
+
+asio::awaitable<boost::system::error_code> TlsSocket::write(asio::const_buffer buffer) {
+  if (auto ec = encrypt(buffer)) co_return ec;
   co_return co_await flush();
 }
 

@@ -220,7 +220,7 @@ class PortForwarderTest : public ::testing::Test {
 
   daemon::PortForwarder::DataChannel data_channel() {
     auto client = client_;
-    return {[client] { return client->data_channel(); },
+    return {[client](unsigned max_version) { return client->data_channel(max_version); },
             [this](const std::string& why) {
               std::lock_guard lock(failures_mu_);
               data_channel_failures_.push_back(why);
@@ -426,6 +426,26 @@ TEST_F(PortForwarderTest, TcpConnectionsTravelTheDataChannel) {
   }
   EXPECT_EQ(runner_->data_channel()->channels_opened(), 3u);
   EXPECT_TRUE(data_channel_failures().empty());
+  EXPECT_EQ(client_->data_channel()->version(), 2u) << "the runner speaks ODC2: multiplexed";
+  EXPECT_EQ(runner_->data_channel()->warm_channels_used(), 0u) << "ODC1's warm channels in use";
+}
+
+// ports.multiplexDataChannel false: a TLS connection per forwarded connection (ODC1), with its
+// warm channels, although the runner speaks ODC2.
+TEST_F(PortForwarderTest, WithMultiplexingSwitchedOffConnectionsUseOneChannelEach) {
+  forwarder_->clear();
+  forwarder_ = std::make_unique<daemon::PortForwarder>(
+      io_, daemon::PortPolicy{.multiplex_data_channel = false}, sink_);
+  publish({published(container_.echo_port(), "tcp")});
+  for (int i = 0; i < 3; ++i) {
+    auto s = connect(container_.echo_port());
+    asio::write(s, asio::buffer(std::string("hello")));
+    s.shutdown(tcp::socket::shutdown_send);
+    EXPECT_EQ(read_to_end(s), "hello");
+  }
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 3u);
+  EXPECT_EQ(client_->data_channel(1)->version(), 1u);
+  EXPECT_EQ(client_->data_channel(1)->multiplexed_connections(), 0u);
 }
 
 // ports.dataChannel false: the forwarder ignores the data channel it is given.
@@ -451,7 +471,7 @@ TEST_F(PortForwarderTest, AnUnreachableDataChannelFallsBackToGrpc) {
   }  // closed: connecting there is refused
   auto dead = std::make_shared<tunnel::data_channel::Dialer>(
       "127.0.0.1", dead_port, tls::asio_pinned_client_context(runner_->identity.fingerprint),
-      client_->session_id(), client_->session_token());
+      client_->session_id(), client_->session_token(), 5s, 2);
   std::atomic<int> asked{0};
   engine_->set_ports({published(container_.echo_port(), "tcp")});
   auto client = client_;
@@ -459,7 +479,7 @@ TEST_F(PortForwarderTest, AnUnreachableDataChannelFallsBackToGrpc) {
                     [client](std::uint32_t port, const std::string& protocol) {
                       return client->open_port_tunnel(port, protocol);
                     },
-                    {[dead, &asked] {
+                    {[dead, &asked](unsigned) {
                        ++asked;
                        return dead;
                      },

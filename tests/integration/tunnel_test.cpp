@@ -1356,11 +1356,14 @@ class ListeningPort {
 class DataChannelTest : public TunnelTest {
  protected:
   unsigned short data_port() { return runner_->data_channel()->port(); }
+  // The wire format the client speaks: ODC1 here (warm channels and the raw attacks on the
+  // ODC1 header), both in DataChannelPathTest.
+  virtual unsigned version() const { return 1; }
 
   // What offloadd's port forwarder does for one local connection: a channel from the client's
   // dialer, spliced with one end of a local TCP connection; returns the other end ("the app").
   tcp::socket open_data_port(unsigned short port) {
-    auto dialer = client_->data_channel();
+    auto dialer = client_->data_channel(version());
     EXPECT_NE(dialer, nullptr) << "Hello named no data channel";
     tcp::acceptor acceptor(client_io_, {asio::ip::make_address("127.0.0.1"), 0});
     tcp::socket app(client_io_);
@@ -1368,17 +1371,29 @@ class DataChannelTest : public TunnelTest {
     tcp::socket local = acceptor.accept();
     auto strand = asio::make_strand(client_io_);
     auto opened = asio::co_spawn(strand, dialer->open_port(port), asio::use_future).get();
-    EXPECT_TRUE(opened.channel) << opened.error.message() << " " << opened.answer.message();
-    if (opened.channel) {
+    EXPECT_TRUE(opened.usable()) << opened.error.message() << " " << opened.answer.message();
+    EXPECT_EQ(opened.channel != nullptr, version() == 1) << "the wrong wire format";
+    if (opened.usable()) {
       asio::co_spawn(
           strand,
-          [channel = opened.channel, local = std::move(local)]() mutable
-          -> asio::awaitable<void> { co_await dc::splice(local, *channel); },
+          [opened, local = std::move(local)]() mutable -> asio::awaitable<void> {
+            co_await dc::splice(local, opened);
+          },
           asio::detached);
     }
     return app;
   }
 };
+
+// What forwarded connections do the same over either wire format: ODC1 (a TLS connection
+// each) and ODC2 (streams of shared connections, mux_channel.h).
+class DataChannelPathTest : public DataChannelTest,
+                            public ::testing::WithParamInterface<unsigned> {
+ protected:
+  unsigned version() const override { return GetParam(); }
+};
+INSTANTIATE_TEST_SUITE_P(WireFormats, DataChannelPathTest, ::testing::Values(1u, 2u),
+                         [](const auto& info) { return "ODC" + std::to_string(info.param); });
 
 TEST(DataChannelHeader, OpenAndAcceptRoundTripAndRejectWhatIsNotOurs) {
   v1::DataChannelOpen open;
@@ -1413,7 +1428,7 @@ TEST(DataChannelHeader, OpenAndAcceptRoundTripAndRejectWhatIsNotOurs) {
   EXPECT_EQ(answer.message.code(), 7);
 }
 
-TEST_F(DataChannelTest, HelloNamesTheDataChannelAndAPublishedPortTravelsItWithHalfClose) {
+TEST_P(DataChannelPathTest, HelloNamesTheDataChannelAndAPublishedPortTravelsItWithHalfClose) {
   ListeningPort target;
   backend_->last->set_ports({published(target.port(), "tcp")});
   auto app = open_data_port(target.port());
@@ -1437,7 +1452,7 @@ TEST_F(DataChannelTest, HelloNamesTheDataChannelAndAPublishedPortTravelsItWithHa
   EXPECT_EQ(ec, asio::error::eof);
 }
 
-TEST_F(DataChannelTest, LargeTransferArrivesIntactBothWays) {
+TEST_P(DataChannelPathTest, LargeTransferArrivesIntactBothWays) {
   constexpr std::size_t kBytes = 48u * 1024 * 1024;
   ListeningPort target;
   backend_->last->set_ports({published(target.port(), "tcp")});
@@ -1597,22 +1612,26 @@ TEST_F(DataChannelTest, APeerThatStallsBeforeItsOpenIsDroppedAtTheDeadline) {
 TEST_F(DataChannelTest, AClientSendsNothingToACertificateOtherThanThePinnedOne) {
   ListeningPort target;
   backend_->last->set_ports({published(target.port(), "tcp")});
-  auto wrong_pin = std::make_shared<dc::Dialer>(
-      "127.0.0.1", data_port(), tls::asio_pinned_client_context("sha256:" + std::string(64, '0')),
-      client_->session_id(), client_->session_token());
-  auto opened = asio::co_spawn(asio::make_strand(client_io_), wrong_pin->open_port(target.port()),
-                               asio::use_future)
-                    .get();
-  EXPECT_FALSE(opened.channel);
-  EXPECT_FALSE(opened.refused) << "the runner answered: the token was sent";
-  EXPECT_TRUE(opened.error);
+  for (unsigned version : {1u, 2u}) {
+    auto wrong_pin = std::make_shared<dc::Dialer>(
+        "127.0.0.1", data_port(),
+        tls::asio_pinned_client_context("sha256:" + std::string(64, '0')), client_->session_id(),
+        client_->session_token(), 5s, version);
+    auto opened = asio::co_spawn(asio::make_strand(client_io_),
+                                 wrong_pin->open_port(target.port()), asio::use_future)
+                      .get();
+    EXPECT_FALSE(opened.usable()) << "ODC" << version;
+    EXPECT_FALSE(opened.refused) << "ODC" << version << ": the runner answered: the token was sent";
+    EXPECT_TRUE(opened.error) << "ODC" << version;
+  }
   EXPECT_EQ(target.accepted(), 0);
   EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
 }
 
-// Flow control is TCP's own: a container that does not read stops the client's writes after a
-// bounded amount (socket buffers and one chunk per side), nothing queues without limit.
-TEST_F(DataChannelTest, AContainerThatDoesNotReadStallsTheClientWithBoundedBuffering) {
+// A container that does not read stops the client's writes after a bounded amount: ODC1 by
+// TCP's own flow control (socket buffers and one chunk per side), ODC2 by its stream's window
+// (4 MiB) on top of the socket buffers. Nothing queues without limit.
+TEST_P(DataChannelPathTest, AContainerThatDoesNotReadStallsTheClientWithBoundedBuffering) {
   ListeningPort target;
   backend_->last->set_ports({published(target.port(), "tcp")});
   auto app = open_data_port(target.port());
@@ -1646,7 +1665,7 @@ TEST_F(DataChannelTest, AContainerThatDoesNotReadStallsTheClientWithBoundedBuffe
   EXPECT_EQ(got, accepted);
 }
 
-TEST_F(DataChannelTest, TheTunnelsPerSessionLimitCountsDataChannelsToo) {
+TEST_P(DataChannelPathTest, TheTunnelsPerSessionLimitCountsDataChannelsToo) {
   client_.reset();
   runner_ = std::make_unique<InProcessRunner>(
       dir_ / "limited", [](runner::RunnerOptions& o) { o.max_tunnels_per_session = 1; });
@@ -1680,7 +1699,7 @@ TEST_F(DataChannelTest, LaterConnectionsTakeWarmChannelsThatWorkLikeNewOnes) {
   backend_->last->set_ports({published(target.port(), "tcp")});
   auto first = open_data_port(target.port());
   auto first_far = target.accept();
-  ASSERT_TRUE(warm_channels_reach(*client_->data_channel(), dc::Dialer::kWarmChannels));
+  ASSERT_TRUE(warm_channels_reach(*client_->data_channel(1), dc::Dialer::kWarmChannels));
   for (int i = 0; i < 3; ++i) {
     auto app = open_data_port(target.port());
     auto far = target.accept();
@@ -1754,9 +1773,112 @@ TEST_F(DataChannelTest, WarmChannelsPerSessionAreLimited) {
   EXPECT_EQ(refused, 1) << "16 idle channels per session, not more";
 }
 
+class MultiplexedDataChannelTest : public DataChannelTest {
+ protected:
+  unsigned version() const override { return 2; }
+};
+
+// Sends `text` from `from` with a half-close and reads all of it at `to`.
+std::string pass_through(tcp::socket& from, tcp::socket& to, const std::string& text) {
+  asio::write(from, asio::buffer(text));
+  from.shutdown(tcp::socket::shutdown_send);
+  std::string got;
+  boost::system::error_code ec;
+  char buf[4096];
+  while (!ec) got.append(buf, to.read_some(asio::buffer(buf), ec));
+  return got;
+}
+
+// ODC2: any number of forwarded connections ride the client's two connections, one stream each,
+// and each keeps its own bytes and its own half-closes.
+TEST_F(MultiplexedDataChannelTest, ManyForwardedConnectionsShareTwoConnections) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  constexpr int kConnections = 24;
+  std::vector<tcp::socket> apps, fars;
+  for (int i = 0; i < kConnections; ++i) {
+    apps.push_back(open_data_port(target.port()));
+    fars.push_back(target.accept());
+  }
+  EXPECT_EQ(client_->data_channel(2)->multiplexed_connections(), dc::Dialer::kMultiplexedConnections);
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), std::uint64_t(kConnections));
+  // All open at once; every one carries its own text both ways.
+  for (int i = 0; i < kConnections; ++i) {
+    const std::string up = "request " + std::to_string(i) + std::string(i * 1000, 'u');
+    const std::string down = "answer " + std::to_string(i) + std::string(i * 3000, 'd');
+    EXPECT_EQ(pass_through(apps[i], fars[i], up), up) << i;
+    EXPECT_EQ(pass_through(fars[i], apps[i], down), down) << i;
+  }
+}
+
+// Streams share a connection but not their flow control: a container that stops reading stalls
+// its own stream only, and the others on the same connection keep moving.
+TEST_F(MultiplexedDataChannelTest, AStalledStreamDoesNotHoldUpItsNeighbours) {
+  ListeningPort stalled_target, busy_target;
+  backend_->last->set_ports(
+      {published(stalled_target.port(), "tcp"), published(busy_target.port(), "tcp")});
+  auto stalled = open_data_port(stalled_target.port());
+  auto stalled_far = stalled_target.accept();  // never read
+  stalled.non_blocking(true);
+  const std::string chunk(1 << 20, 'x');
+  int idle_polls = 0;
+  std::size_t offered = 0;
+  // Bounded: at most 256 MiB offered; stalled after 5 waits of 100 ms without progress.
+  while (offered < (256u << 20) && idle_polls < 5) {
+    boost::system::error_code ec;
+    std::size_t n = stalled.write_some(asio::buffer(chunk), ec);
+    if (ec == asio::error::would_block) {
+      pollfd p{stalled.native_handle(), POLLOUT, 0};
+      idle_polls = ::poll(&p, 1, 100) > 0 ? 0 : idle_polls + 1;
+      continue;
+    }
+    ASSERT_FALSE(ec) << ec.message();
+    offered += n;
+  }
+  ASSERT_EQ(idle_polls, 5) << "the stalled stream never stalled";
+  // Both connections of the dialer now exist; the next two streams land one on each, so one of
+  // them shares the stalled stream's connection.
+  for (int i = 0; i < 2; ++i) {
+    auto app = open_data_port(busy_target.port());
+    auto far = busy_target.accept();
+    const std::string bulk(16u << 20, static_cast<char>('a' + i));
+    std::thread writer([&] { asio::write(app, asio::buffer(bulk)); app.shutdown(tcp::socket::shutdown_send); });
+    std::string got;
+    boost::system::error_code ec;
+    std::vector<char> buf(1 << 16);
+    while (!ec) got.append(buf.data(), far.read_some(asio::buffer(buf), ec));
+    writer.join();
+    EXPECT_EQ(got.size(), bulk.size()) << i;
+    EXPECT_TRUE(got == bulk) << i;
+  }
+  EXPECT_EQ(client_->data_channel(2)->multiplexed_connections(), dc::Dialer::kMultiplexedConnections);
+}
+
+// The session's token is checked for every stream, so a connection opened while the session
+// lived opens nothing after it ended; the refusal is final (no fallback to gRPC).
+TEST_F(MultiplexedDataChannelTest, StreamsOfAnEndedSessionAreRefused) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  // Both of the dialer's connections up, so the next stream goes to one of them.
+  auto first = open_data_port(target.port());
+  auto first_far = target.accept();
+  auto second = open_data_port(target.port());
+  auto second_far = target.accept();
+  auto dialer = client_->data_channel(2);
+  ASSERT_EQ(dialer->multiplexed_connections(), dc::Dialer::kMultiplexedConnections);
+  client_->destroy_session("test over");
+  auto opened = asio::co_spawn(asio::make_strand(client_io_), dialer->open_port(target.port()),
+                               asio::use_future)
+                    .get();
+  EXPECT_FALSE(opened.usable());
+  EXPECT_TRUE(opened.refused) << opened.error.message();
+  EXPECT_EQ(opened.answer.code(), grpc::StatusCode::UNAUTHENTICATED) << opened.answer.message();
+  EXPECT_EQ(target.accepted(), 0) << "dialled for an ended session";
+}
+
 // The ratio guard of AForwardedPortCarries... for the data channel, which forwarded ports use
 // when the runner has one.
-TEST_F(DataChannelTest, ItCarriesBulkDataAtAFairShareOfALoopbackRelaysSpeed) {
+TEST_P(DataChannelPathTest, ItCarriesBulkDataAtAFairShareOfALoopbackRelaysSpeed) {
   constexpr std::size_t kBytes = 64u * 1024 * 1024;
   constexpr int kRounds = 3;
   CountingSink sink(2 * kRounds);

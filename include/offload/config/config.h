@@ -30,6 +30,9 @@ struct PortSettings {
   // Forwarded TCP connections use the runner's data channel when it has one (false: always the
   // gRPC tunnel; for troubleshooting).
   bool data_channel = true;
+  // The data channel multiplexes forwarded connections over one TLS connection (ODC2) when the
+  // runner can (false: a TLS connection per forwarded connection, ODC1; for troubleshooting).
+  bool multiplex_data_channel = true;
 };
 
 struct SyncSettings {

@@ -33,6 +33,9 @@ struct PortPolicy {
   // network.
   bool bind_all_interfaces = false;
   bool data_channel = true;  // config ports.dataChannel
+  // config ports.multiplexDataChannel: ODC2 (one connection, many streams) when the runner
+  // speaks it; false keeps a TLS connection per forwarded connection (ODC1).
+  bool multiplex_data_channel = true;
 };
 
 // Which local address a published port listens on, from the HostIp the engine reports:
@@ -110,7 +113,8 @@ class PortForwarder {
   // gives one, or null to use the opener; `failed` hears of a channel that broke before the
   // runner answered (that connection then goes through the opener).
   struct DataChannel {
-    std::function<std::shared_ptr<tunnel::data_channel::Dialer>()> dialer;
+    // `max_version`: the newest wire format to use (1: ODC1, 2: ODC2).
+    std::function<std::shared_ptr<tunnel::data_channel::Dialer>(unsigned max_version)> dialer;
     std::function<void(const std::string& why)> failed;
   };
 

@@ -76,7 +76,8 @@ class RunnerClient {
   // none (Hello said port 0, or Hello was not called), there is no session yet, or the channel
   // failed recently (then forwarded ports use open_port_tunnel for a minute before it is tried
   // again).
-  std::shared_ptr<tunnel::data_channel::Dialer> data_channel();
+  // `max_version` caps the wire format (config ports.multiplexDataChannel: false → 1).
+  std::shared_ptr<tunnel::data_channel::Dialer> data_channel(unsigned max_version = 2);
   // A channel could not be opened for a reason other than the runner's refusal: logs it (once
   // per minute at most) and leaves the data channel alone for a minute.
   void data_channel_failed(const std::string& why);
@@ -96,6 +97,7 @@ class RunnerClient {
   std::string session_id_;
   std::string session_token_;
   std::atomic<unsigned short> data_channel_port_{0};  // from Hello
+  std::atomic<unsigned> data_channel_version_{1};    // from Hello
   std::mutex data_channel_mu_;
   std::shared_ptr<tunnel::data_channel::Dialer> data_channel_;  // guarded by data_channel_mu_
   std::chrono::steady_clock::time_point data_channel_resting_until_{};  // guarded by the same

@@ -10,6 +10,8 @@
 // Wire format (proto/offload/v1/runner.proto, "Data channel"):
 //   client: "ODC1" len32 DataChannelOpen        runner: len32 DataChannelAccept
 //   then both ways: len32 bytes... ; len32 == 0 ends that direction (a half-close)
+// or, when the runner speaks it (Hello's data_channel_version >= 2), "ODC2": one connection
+// authenticated once, carrying every forwarded connection as a stream (mux_channel.h).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -25,7 +27,9 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "offload/tunnel/mux_channel.h"
 #include "offload/tunnel/pump.h"
 #include "offload/tunnel/tls_socket.h"
 #include "offload/v1/runner.pb.h"
@@ -36,14 +40,15 @@ namespace asio = boost::asio;
 using TlsStream = TlsSocket;
 
 inline constexpr std::string_view kMagic = "ODC1";
+inline constexpr std::string_view kMultiplexedMagic = "ODC2";
 // An open or accept message larger than this is not one of ours: the connection is dropped
 // before anything is allocated for it.
 inline constexpr std::size_t kMaxMessageBytes = 16 * 1024;
 // The largest chunk payload; the reader refuses more.
 inline constexpr std::size_t kMaxChunkBytes = 256 * 1024;
 
-// "ODC1" + length + the message.
-std::string encode_open(const v1::DataChannelOpen& open);
+// "ODC1" (version 1) or "ODC2" (version 2) + length + the message.
+std::string encode_open(const v1::DataChannelOpen& open, unsigned version = 1);
 // length + the message.
 std::string encode_accept(const v1::DataChannelAccept& accept);
 
@@ -57,6 +62,7 @@ struct ParsedOpen {
   std::size_t needed = 8;
   std::size_t consumed = 0;
   v1::DataChannelOpen message;
+  unsigned version = 0;  // from the magic: 1 or 2
 };
 ParsedOpen parse_open(std::string_view bytes);
 
@@ -83,7 +89,7 @@ asio::awaitable<boost::system::error_code> read_target(TlsStream& channel, v1::T
 // The runner's side before the splice: reads and parses the open header. An error_code when the
 // connection broke or sent something that is not an open header (`why` says what).
 asio::awaitable<boost::system::error_code> read_open(TlsStream& channel, v1::DataChannelOpen& open,
-                                                     std::string& why);
+                                                     std::string& why, unsigned* version = nullptr);
 asio::awaitable<boost::system::error_code> write_accept(TlsStream& channel,
                                                         const v1::DataChannelAccept& accept);
 
@@ -101,9 +107,13 @@ class Dialer : public std::enable_shared_from_this<Dialer> {
   // (offload/tls/tls.h asio_pinned_client_context). `setup_timeout` bounds the TCP connect, the
   // handshake and the runner's answer: a firewall that drops the data port's SYNs must not keep
   // a connection waiting for minutes before it falls back to gRPC.
+  // `version` is the wire format to speak: 2 (ODC2, multiplexed) when the runner's Hello says
+  // it can, else 1.
   Dialer(std::string host, unsigned short port, std::shared_ptr<asio::ssl::context> tls,
          std::string session_id, std::string session_token,
-         std::chrono::milliseconds setup_timeout = std::chrono::seconds(5));
+         std::chrono::milliseconds setup_timeout = std::chrono::seconds(5), unsigned version = 1);
+  // Closes the ODC2 connections (their streams end with a reset).
+  ~Dialer();
 
   struct Opened {
     // Set when the channel could not be used; `refusal` tells whether the runner said no (then
@@ -111,9 +121,14 @@ class Dialer : public std::enable_shared_from_this<Dialer> {
     boost::system::error_code error;
     bool refused = false;
     v1::DataChannelAccept answer;  // the runner's answer, when it gave one
-    std::shared_ptr<TlsStream> channel;
+    std::shared_ptr<TlsStream> channel;  // ODC1: a connection of its own
+    std::shared_ptr<mux::Stream> stream;  // ODC2: a stream of a shared connection
+    bool usable() const { return channel || stream; }
   };
   static constexpr std::size_t kWarmChannels = 4;
+  // ODC2: connections per runner session. Streams are spread over them, so both cores can
+  // encrypt; more would only add handshakes.
+  static constexpr std::size_t kMultiplexedConnections = 2;
 
   // A channel to `host_port`/tcp of the session, used from the calling coroutine's strand from
   // then on: a warm one if there is one that is still alive, else a new one. Connected,
@@ -122,12 +137,17 @@ class Dialer : public std::enable_shared_from_this<Dialer> {
 
   const std::string& host() const { return host_; }
   unsigned short port() const { return port_; }
+  unsigned version() const { return version_; }
   // Warm channels ready now (tests).
   std::size_t warm_channels() const;
+  // ODC2 connections that are up or coming up (tests).
+  std::size_t multiplexed_connections() const;
 
  private:
   // A new channel: with `target`, opened to it; without, a warm one (authenticated only).
-  asio::awaitable<Opened> connect(const v1::TunnelOpen* target);
+  asio::awaitable<Opened> connect(const v1::TunnelOpen* target, unsigned version = 1);
+  asio::awaitable<Opened> open_multiplexed(std::uint32_t host_port);
+  std::shared_ptr<mux::Connection> pick_connection(const asio::any_io_executor& executor);
   std::shared_ptr<TlsStream> take_warm();
   void refill(const asio::any_io_executor& executor);
 
@@ -137,22 +157,21 @@ class Dialer : public std::enable_shared_from_this<Dialer> {
   std::string session_id_;
   std::string session_token_;
   std::chrono::milliseconds setup_timeout_;
+  unsigned version_;
   mutable std::mutex mu_;
+  std::vector<std::shared_ptr<mux::Connection>> multiplexed_;  // guarded by mu_
   std::deque<std::shared_ptr<TlsStream>> warm_;  // guarded by mu_
   std::size_t warming_ = 0;                      // guarded by mu_: being connected
 };
 
-struct DataSpliceResult {
-  PumpEnd up = PumpEnd::eof;    // plain socket → channel
-  PumpEnd down = PumpEnd::eof;  // channel → plain socket
-  std::uint64_t bytes_up = 0;
-  std::uint64_t bytes_down = 0;
-  bool clean() const { return up == PumpEnd::eof && down == PumpEnd::eof; }
-};
+using DataSpliceResult = ChannelSpliceResult;
 
 // Moves bytes both ways until both directions ended, each with its half-close passed on. An
 // error in either direction closes both sockets (the peer sees the connection reset). Runs on
 // the executor of the calling coroutine, which must be a strand both sockets use.
 asio::awaitable<DataSpliceResult> splice(asio::ip::tcp::socket& plain, TlsStream& channel);
+// The same for what open_port gave, either kind; from any executor (an ODC2 stream's pumps run
+// on its connection's strand).
+asio::awaitable<DataSpliceResult> splice(asio::ip::tcp::socket& plain, Dialer::Opened& opened);
 
 }  // namespace offload::tunnel::data_channel

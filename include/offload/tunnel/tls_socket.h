@@ -40,12 +40,21 @@ class TlsSocket {
 
   // The TLS handshake (certificate checks are the context's: see tls::asio_*_context).
   boost::asio::awaitable<boost::system::error_code> handshake();
-  // Plaintext: at least one byte, or an error (eof when the peer closed the TCP connection).
+  // Plaintext: at least one byte, and as much more as the records already received hold (one
+  // wake-up hands a reader everything that came), or an error (eof when the peer closed).
   boost::asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read_some(
       boost::asio::mutable_buffer buffer);
   boost::asio::awaitable<boost::system::error_code> read_exactly(boost::asio::mutable_buffer buffer);
   // All of `buffer`, encrypted, in as few send()s as the socket takes.
   boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer buffer);
+
+  // write() in two halves, for a writer that gathers many small pieces (the multiplexed
+  // channel's frames): encrypt() turns `buffer` into records at once, appended to what waits
+  // for the socket; flush() sends all of that.
+  boost::system::error_code encrypt(boost::asio::const_buffer buffer);
+  boost::asio::awaitable<boost::system::error_code> flush();
+  // Encrypted bytes waiting for flush().
+  std::size_t pending_bytes() const { return pending_.size(); }
 
  private:
   static int bio_write(BIO* bio, const char* data, int size);
@@ -53,8 +62,7 @@ class TlsSocket {
   static long bio_ctrl(BIO* bio, int command, long larg, void* parg);
   static BIO_METHOD* bio_method();
 
-  // Sends what the BIO collected; `sending_` is the buffer on the wire meanwhile.
-  boost::asio::awaitable<boost::system::error_code> flush();
+  // flush() sends what the BIO collected; `sending_` is the buffer on the wire meanwhile.
   // Receives more records for SSL_read / the handshake.
   boost::asio::awaitable<boost::system::error_code> fill();
   boost::system::error_code ssl_error(int result);

@@ -101,6 +101,10 @@ TEST(Config, BindAllInterfacesBothWays) {
   EXPECT_FALSE(parse_config(R"({"ports": {"dataChannel": false}})", kSource).ports.data_channel);
   EXPECT_TRUE(parse_config("{}", kSource).ports.data_channel);
   EXPECT_THROW(parse_config(R"({"ports": {"dataChannel": "no"}})", kSource), ConfigError);
+  EXPECT_TRUE(parse_config("{}", kSource).ports.multiplex_data_channel);
+  EXPECT_FALSE(parse_config(R"({"ports": {"multiplexDataChannel": false}})", kSource)
+                   .ports.multiplex_data_channel);
+  EXPECT_THROW(parse_config(R"({"ports": {"multiplexDataChannel": 0}})", kSource), ConfigError);
   EXPECT_FALSE(parse_config(R"({"ports": {"bindAllInterfaces": false}})", kSource)
                    .ports.bind_all_interfaces);
 }
@@ -144,7 +148,8 @@ TEST(Config, RoundTripsThroughToJson) {
             "{\n  \"version\": 1,\n  \"defaultAccount\": \"local\",\n  \"startTimeout\": \"2m\",\n"
             "  \"idleTimeout\": \"5m\",\n  \"clientTtl\": \"10m\",\n  \"maxSessionDuration\": \"8h\",\n"
             "  \"logLevel\": \"info\",\n  \"local\": {\n    \"addressPool\": \"10.213.0.0/16\"\n"
-            "  },\n  \"ports\": {\n    \"bindAllInterfaces\": false,\n    \"dataChannel\": true\n  },\n"
+            "  },\n  \"ports\": {\n    \"bindAllInterfaces\": false,\n    \"dataChannel\": true,\n"
+            "    \"multiplexDataChannel\": true\n  },\n"
             "  \"sync\": {\n    \"exclude\": []\n  },\n  \"accounts\": {}\n}\n");
 }
 
@@ -219,7 +224,7 @@ TEST(ConfigErrors, UnknownNestedKey) {
             "\"local\": addressPool)");
   EXPECT_EQ(error_of(R"({"ports": {"bindAll": true}})"),
             "~/.docker/offload/config.json: \"ports.bindAll\": unknown key (known keys in "
-            "\"ports\": bindAllInterfaces, dataChannel)");
+            "\"ports\": bindAllInterfaces, dataChannel, multiplexDataChannel)");
   EXPECT_TRUE(contains(error_of(R"({"ports": {"bind_all_interfaces": true}})"),
                        "did you mean \"bindAllInterfaces\"?"));
 }
