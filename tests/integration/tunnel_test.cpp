@@ -2,8 +2,11 @@
 // ⇄ a test target on a unix socket. No docker involved.
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
+#include <nghttp2/nghttp2.h>
 #include <poll.h>
 
+#include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 
@@ -1009,6 +1012,312 @@ class RawDataChannel {
   asio::ssl::stream<tcp::socket> stream_;
 };
 
+// What a hostile client can do with an ODC2 connection: the same TLS (Asio's own stream, the
+// pinned certificate), the open header written by hand, then HTTP/2 from nghttp2 used directly,
+// plus hand-built frames that nghttp2 itself would never send. Synchronous for the test: every
+// wait pumps both directions (a read is always outstanding, so the runner's WINDOW_UPDATEs and
+// GOAWAYs are seen while the client writes) and ends at a deadline.
+class RawMuxChannel {
+ public:
+  using Fields = std::vector<std::pair<std::string, std::string>>;
+  struct Stream {
+    std::map<std::string, std::string> response;  // the runner's header fields
+    bool answered = false;       // response HEADERS arrived
+    std::string received;        // DATA payload from the runner
+    bool remote_ended = false;   // END_STREAM from the runner
+    bool closed = false;         // nghttp2 closed the stream (both ends done, or a reset)
+    std::uint32_t close_error = 0;
+    bool reset_by_runner = false;
+    std::string outbound;        // queued for DATA frames
+    std::size_t sent = 0;        // payload nghttp2 took into DATA frames so far
+    bool endless = false;        // offer bytes without end (flow-control tests)
+    bool end_requested = false;  // half-close once `outbound` is sent
+    std::string field(const std::string& name) const {
+      auto it = response.find(name);
+      return it == response.end() ? "<none>" : it->second;
+    }
+  };
+
+  RawMuxChannel(InProcessRunner& runner, unsigned short port)
+      : tls_(tls::asio_pinned_client_context(runner.identity.fingerprint)), stream_(io_, *tls_) {
+    stream_.next_layer().connect({asio::ip::make_address("127.0.0.1"), port});
+    bool done = false;
+    boost::system::error_code ec;
+    stream_.async_handshake(asio::ssl::stream_base::client, [&](boost::system::error_code e) {
+      ec = e;
+      done = true;
+    });
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!done && std::chrono::steady_clock::now() < deadline) {
+      io_.restart();
+      io_.run_one_for(deadline - std::chrono::steady_clock::now());
+    }
+    if (!done || ec) throw std::runtime_error("ODC2 test client: TLS handshake failed");
+  }
+  ~RawMuxChannel() {
+    if (h2_) nghttp2_session_del(h2_);
+  }
+  RawMuxChannel(const RawMuxChannel&) = delete;
+  RawMuxChannel& operator=(const RawMuxChannel&) = delete;
+
+  // Raw bytes after everything queued so far: whole frames only once HTTP/2 runs (nghttp2's
+  // output is drained first, so nothing is cut in half).
+  void send(std::string_view bytes) {
+    drain_nghttp2(std::numeric_limits<std::size_t>::max());
+    out_.append(bytes);
+  }
+  // "ODC2", a 4-byte big-endian length, the open; with `target` (which ODC2 forbids) if given.
+  void send_open(const std::string& id, const std::string& token,
+                 const v1::TunnelOpen* target = nullptr) {
+    v1::DataChannelOpen open;
+    open.set_session_id(id);
+    open.set_session_token(token);
+    if (target) *open.mutable_open() = *target;
+    send("ODC2" + big_endian32(open.ByteSizeLong()) + open.SerializeAsString());
+  }
+  // The runner's answer, or nullopt when it closed the connection (or said nothing in 10 s).
+  std::optional<v1::DataChannelAccept> answer() {
+    std::size_t need = 4;
+    pump_until([&] {
+      if (pre_.size() >= 4) need = 4 + read_big_endian32(pre_);
+      return pre_.size() >= need;
+    });
+    if (pre_.size() < 4 || pre_.size() < need || need > 4 + 16 * 1024) return std::nullopt;
+    v1::DataChannelAccept accept;
+    if (!accept.ParseFromArray(pre_.data() + 4, static_cast<int>(need - 4))) return std::nullopt;
+    pre_.erase(0, need);
+    answered_ = true;
+    if (h2_) feed_early();
+    return accept;
+  }
+  // From now on HTTP/2: nghttp2's client preface and SETTINGS, and whatever the runner sent
+  // after its accept. Before answer(), it pipelines: what the runner sends is read as its
+  // answer first.
+  void start_http2() {
+    nghttp2_session_callbacks* callbacks = nullptr;
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, &RawMuxChannel::on_frame);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, &RawMuxChannel::on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, &RawMuxChannel::on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, &RawMuxChannel::on_close);
+    nghttp2_option* option = nullptr;
+    nghttp2_option_new(&option);
+    nghttp2_option_set_no_http_messaging(option, 1);
+    nghttp2_session_client_new2(&h2_, callbacks, this, option);
+    nghttp2_option_del(option);
+    nghttp2_session_callbacks_del(callbacks);
+    // A roomy receive side: the tests are about what the runner takes, not what it sends.
+    const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+                                               {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+    nghttp2_submit_settings(h2_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+    nghttp2_session_set_local_window_size(h2_, NGHTTP2_FLAG_NONE, 0, 64 << 20);
+    if (answered_) feed_early();
+  }
+  // A new stream: request HEADERS with `fields`, no END_STREAM (DATA may follow).
+  std::int32_t open_stream(const Fields& fields) {
+    std::vector<nghttp2_nv> nva;
+    for (const auto& [name, value] : fields)
+      nva.push_back({reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
+                     reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())),
+                     name.size(), value.size(), NGHTTP2_NV_FLAG_NONE});
+    nghttp2_data_provider provider{};
+    provider.read_callback = &RawMuxChannel::read_outbound;
+    const std::int32_t id =
+        nghttp2_submit_request(h2_, nullptr, nva.data(), nva.size(), &provider, nullptr);
+    if (id > 0) streams_[id];
+    return id;
+  }
+  std::int32_t open_port(unsigned short port) {
+    return open_stream(
+        {{"target", "published-port"}, {"protocol", "tcp"}, {"port", std::to_string(port)}});
+  }
+  void write(std::int32_t id, std::string_view bytes) {
+    streams_[id].outbound.append(bytes);
+    nghttp2_session_resume_data(h2_, id);
+  }
+  void half_close(std::int32_t id) {
+    streams_[id].end_requested = true;
+    nghttp2_session_resume_data(h2_, id);
+  }
+  void offer_endlessly(std::int32_t id) {
+    streams_[id].endless = true;
+    nghttp2_session_resume_data(h2_, id);
+  }
+  void reset(std::int32_t id) { nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL); }
+  Stream& stream(std::int32_t id) { return streams_[id]; }
+  // Waits for the runner's response HEADERS (or the stream's end); the "status" field.
+  std::string status(std::int32_t id) {
+    pump_until([&] { return streams_[id].answered || streams_[id].closed; });
+    return streams_[id].field("status");
+  }
+  // Waits until the runner ended the stream's other direction (or reset it).
+  bool remote_end(std::int32_t id, std::chrono::milliseconds timeout = 10s) {
+    return pump_until([&] { return streams_[id].remote_ended || streams_[id].closed; }, timeout);
+  }
+  std::int32_t remote_window(std::int32_t id) const {
+    return nghttp2_session_get_stream_remote_window_size(h2_, id);
+  }
+  std::int32_t connection_window() const { return nghttp2_session_get_remote_window_size(h2_); }
+  // Everything queued is on the wire.
+  bool flushed(std::chrono::milliseconds timeout = 10s) {
+    return pump_until([&] { return out_.empty() && !writing_; }, timeout);
+  }
+  // True when the runner closed the connection (EOF, reset, a TLS error) within `timeout`.
+  bool closed_by_runner(std::chrono::milliseconds timeout = 10s) {
+    return pump_until([&] { return eof_; }, timeout);
+  }
+  bool goaway() const { return goaway_; }
+  std::uint32_t goaway_error() const { return goaway_error_; }
+  // While set, the client reads nothing: the runner's writes back up (a peer that does not read).
+  bool reading_paused = false;
+  bool broken() const { return eof_ || h2_error_ != 0; }
+
+  // Moves bytes both ways until `done` or `timeout`; true when `done`.
+  bool pump_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      // Like a real sender: new frames only while little is waiting for the socket.
+      drain_nghttp2(1 << 20);
+      if (done()) return true;
+      if (!writing_ && !out_.empty() && !write_error_) {
+        wire_ = std::move(out_);
+        out_.clear();
+        writing_ = true;
+        asio::async_write(stream_, asio::buffer(wire_),
+                          [this](boost::system::error_code ec, std::size_t) {
+                            writing_ = false;
+                            if (ec) write_error_ = ec;
+                          });
+      }
+      if (!reading_ && !eof_ && !reading_paused) {
+        reading_ = true;
+        stream_.async_read_some(asio::buffer(in_),
+                                [this](boost::system::error_code ec, std::size_t n) {
+                                  reading_ = false;
+                                  feed(in_.data(), n);
+                                  if (ec) eof_ = true;
+                                });
+      }
+      if (!reading_ && !writing_ && (out_.empty() || write_error_)) return done();
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return done();
+      io_.restart();
+      io_.run_one_for(deadline - now);
+    }
+  }
+
+ private:
+  static std::string big_endian32(std::size_t n) {
+    return {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
+            static_cast<char>(n)};
+  }
+  static std::size_t read_big_endian32(std::string_view b) {
+    return std::size_t{static_cast<unsigned char>(b[0])} << 24 |
+           std::size_t{static_cast<unsigned char>(b[1])} << 16 |
+           std::size_t{static_cast<unsigned char>(b[2])} << 8 | static_cast<unsigned char>(b[3]);
+  }
+  void feed_early() {
+    std::string early = std::move(pre_);
+    pre_.clear();
+    feed(early.data(), early.size());
+  }
+  void feed(const char* data, std::size_t n) {
+    if (!h2_ || !answered_) {
+      pre_.append(data, n);
+      return;
+    }
+    if (n == 0 || h2_error_) return;
+    auto rv = nghttp2_session_mem_recv(h2_, reinterpret_cast<const std::uint8_t*>(data), n);
+    if (rv < 0) h2_error_ = static_cast<int>(rv);
+  }
+  void drain_nghttp2(std::size_t up_to) {
+    if (!h2_) return;
+    while (out_.size() < up_to) {
+      const std::uint8_t* data = nullptr;
+      auto n = nghttp2_session_mem_send(h2_, &data);
+      if (n <= 0) break;
+      out_.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(n));
+    }
+  }
+  static RawMuxChannel& self(void* user) { return *static_cast<RawMuxChannel*>(user); }
+  static ssize_t read_outbound(nghttp2_session*, std::int32_t id, std::uint8_t* buf,
+                               std::size_t length, std::uint32_t* flags, nghttp2_data_source*,
+                               void* user) {
+    Stream& s = self(user).streams_[id];
+    std::size_t n = 0;
+    if (s.endless) {
+      n = length;
+      std::memset(buf, 'x', n);
+    } else {
+      n = std::min(length, s.outbound.size());
+      std::memcpy(buf, s.outbound.data(), n);
+      s.outbound.erase(0, n);
+    }
+    s.sent += n;
+    if (!s.endless && s.outbound.empty() && s.end_requested) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    else if (n == 0) return NGHTTP2_ERR_DEFERRED;
+    return static_cast<ssize_t>(n);
+  }
+  static int on_frame(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+    auto& me = self(user);
+    const std::int32_t id = frame->hd.stream_id;
+    switch (frame->hd.type) {
+      case NGHTTP2_HEADERS:
+        me.streams_[id].answered = true;
+        [[fallthrough]];
+      case NGHTTP2_DATA:
+        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) me.streams_[id].remote_ended = true;
+        break;
+      case NGHTTP2_RST_STREAM:
+        me.streams_[id].reset_by_runner = true;
+        break;
+      case NGHTTP2_GOAWAY:
+        me.goaway_ = true;
+        me.goaway_error_ = frame->goaway.error_code;
+        break;
+      default:
+        break;
+    }
+    return 0;
+  }
+  static int on_header(nghttp2_session*, const nghttp2_frame* frame, const std::uint8_t* name,
+                       std::size_t namelen, const std::uint8_t* value, std::size_t valuelen,
+                       std::uint8_t, void* user) {
+    self(user).streams_[frame->hd.stream_id].response[std::string(
+        reinterpret_cast<const char*>(name), namelen)] =
+        std::string(reinterpret_cast<const char*>(value), valuelen);
+    return 0;
+  }
+  static int on_data(nghttp2_session*, std::uint8_t, std::int32_t id, const std::uint8_t* data,
+                     std::size_t len, void* user) {
+    self(user).streams_[id].received.append(reinterpret_cast<const char*>(data), len);
+    return 0;
+  }
+  static int on_close(nghttp2_session*, std::int32_t id, std::uint32_t error, void* user) {
+    auto& s = self(user).streams_[id];
+    s.closed = true;
+    s.close_error = error;
+    return 0;
+  }
+
+  asio::io_context io_;  // first: destroyed last, after the stream's pending operations
+  std::shared_ptr<asio::ssl::context> tls_;
+  // Asio's own TLS stream, not ours: the hostile client shares no code with the runner.
+  asio::ssl::stream<tcp::socket> stream_;
+  nghttp2_session* h2_ = nullptr;
+  std::map<std::int32_t, Stream> streams_;
+  std::string pre_;   // received before HTTP/2 started (the accept, and what followed it)
+  std::string out_;   // waiting for the socket
+  std::string wire_;  // being written
+  std::array<char, 64 * 1024> in_{};
+  bool answered_ = false;  // the accept was read: what follows is HTTP/2
+  bool reading_ = false, writing_ = false, eof_ = false;
+  boost::system::error_code write_error_;
+  int h2_error_ = 0;
+  bool goaway_ = false;
+  std::uint32_t goaway_error_ = 0;
+};
+
 v1::TunnelOpen port_target(unsigned short port, const std::string& protocol = "tcp") {
   v1::TunnelOpen open;
   open.set_target(v1::TunnelOpen::TARGET_PUBLISHED_PORT);
@@ -1604,6 +1913,578 @@ TEST_P(DataChannelPathTest, ItCarriesBulkDataAtAFairShareOfALoopbackRelaysSpeed)
   std::printf("data channel %.0f MB/s, loopback relay %.0f MB/s: %.2fx\n", best_channel,
               best_relay, ratio);
   EXPECT_GE(ratio, 0.05);
+}
+
+// ---- ODC2: many forwarded connections as HTTP/2 streams of one data channel connection -------
+// A hostile client's view: RawMuxChannel shares no code with the runner or offloadd.
+
+// A published port whose "container" echoes every connection (on its own thread) and
+// half-closes once it has echoed everything it got.
+class EchoPort {
+ public:
+  EchoPort() : acceptor_(io_, {asio::ip::make_address("127.0.0.1"), 0}) {
+    asio::co_spawn(io_, accept_loop(), asio::detached);
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~EchoPort() {
+    io_.stop();
+    thread_.join();
+  }
+  unsigned short port() const { return acceptor_.local_endpoint().port(); }
+  int accepted() const { return accepted_; }
+
+ private:
+  asio::awaitable<void> accept_loop() {
+    for (;;) {
+      auto [ec, s] = co_await acceptor_.async_accept(tok);
+      if (ec) co_return;
+      ++accepted_;
+      asio::co_spawn(io_, echo(std::move(s)), asio::detached);
+    }
+  }
+  static asio::awaitable<void> echo(tcp::socket s) {
+    std::vector<char> buf(1 << 16);
+    for (;;) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), tok);
+      if (n) {
+        auto [wec, w] = co_await asio::async_write(s, asio::buffer(buf.data(), n), tok);
+        if (wec) co_return;
+      }
+      if (ec) break;
+    }
+    boost::system::error_code ignored;
+    s.shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  asio::io_context io_;
+  tcp::acceptor acceptor_;
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
+};
+
+// Reads `s` until end-of-file, an error or `timeout`: what arrived, and whether it ended in EOF.
+std::pair<std::string, bool> read_to_eof(tcp::socket& s, std::chrono::milliseconds timeout) {
+  s.non_blocking(true);
+  std::string got;
+  std::vector<char> buf(1 << 16);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    boost::system::error_code ec;
+    got.append(buf.data(), s.read_some(asio::buffer(buf), ec));
+    if (ec == asio::error::eof) return {got, true};
+    if (ec && ec != asio::error::would_block) return {got, false};
+    if (!ec) continue;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) return {got, false};
+    pollfd p{s.native_handle(), POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(left.count()));
+  }
+}
+
+// This process's resident memory (the in-process runner's included).
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t total = 0, resident = 0;
+  statm >> total >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// An HTTP/2 frame built by hand: what nghttp2 would refuse to send.
+std::string h2_frame(std::uint8_t type, std::uint8_t flags, std::uint32_t stream,
+                     std::string_view payload) {
+  const std::size_t n = payload.size();
+  std::string f{static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n),
+                static_cast<char>(type), static_cast<char>(flags),
+                static_cast<char>(stream >> 24 & 0x7f), static_cast<char>(stream >> 16),
+                static_cast<char>(stream >> 8), static_cast<char>(stream)};
+  return f.append(payload);
+}
+
+// HPACK "literal header field without indexing, new name" (RFC 7541 6.2.2), short strings only.
+std::string hpack_literal(std::string_view name, std::string_view value) {
+  std::string b{'\0', static_cast<char>(name.size())};
+  b.append(name);
+  b += static_cast<char>(value.size());
+  return b.append(value);
+}
+
+class MuxChannelRawTest : public DataChannelTest {
+ protected:
+  // An ODC2 connection the runner accepted for the fixture's session, speaking HTTP/2.
+  std::unique_ptr<RawMuxChannel> accepted_mux() {
+    auto mux = std::make_unique<RawMuxChannel>(*runner_, data_port());
+    mux->send_open(client_->session_id(), client_->session_token());
+    auto answer = mux->answer();
+    EXPECT_TRUE(answer) << "no answer to an ODC2 open";
+    if (answer) {
+      EXPECT_EQ(answer->code(), 0) << answer->message();
+    }
+    mux->start_http2();
+    return mux;
+  }
+  // The fixture's runner replaced by one with --max-tunnels-per-session `limit`.
+  void use_runner_with_tunnel_limit(std::size_t limit) {
+    client_.reset();
+    runner_ = std::make_unique<InProcessRunner>(
+        dir_ / "limited", [limit](runner::RunnerOptions& o) { o.max_tunnels_per_session = limit; });
+    backend_ = &runner_->backend();
+    target_ = &runner_->target();
+    client_ = connect(runner_->identity.fingerprint, runner_->token);
+    client_->hello(5s);
+    auto created = client_->create_session("test", 10s);
+    client_->attach(created.session_id(), created.session_token());
+  }
+  static std::string code(grpc::StatusCode c) { return std::to_string(static_cast<int>(c)); }
+  // The runner counts just around its answer: waits for `n` (bounded, 5 s), returns the count.
+  static std::uint64_t count_reaching(const std::function<std::uint64_t()>& counter,
+                                      std::uint64_t n) {
+    for (int i = 0; i < 500 && counter() < n; ++i) std::this_thread::sleep_for(10ms);
+    return counter();
+  }
+  std::uint64_t opened(std::uint64_t n) {
+    return count_reaching([this] { return runner_->data_channel()->channels_opened(); }, n);
+  }
+  std::uint64_t refused(std::uint64_t n) {
+    return count_reaching([this] { return runner_->data_channel()->channels_refused(); }, n);
+  }
+  // Offers `id` endless bytes until the runner stops taking them: 5 pumps of 100 ms in a row
+  // without progress, or 64 MiB taken (then it never stopped). Returns the bytes taken.
+  static std::size_t offer_until_stalled(RawMuxChannel& mux, std::int32_t id) {
+    mux.offer_endlessly(id);
+    std::size_t last = 0;
+    for (int idle = 0; idle < 5 && mux.stream(id).sent < (64u << 20) && !mux.broken();) {
+      mux.pump_until([] { return false; }, 100ms);
+      idle = mux.stream(id).sent == last ? idle + 1 : 0;
+      last = mux.stream(id).sent;
+    }
+    return mux.stream(id).sent;
+  }
+};
+
+// 1. The token is the secret, for ODC2 as for ODC1: refused before HTTP/2 starts, the
+// connection closed, nothing dialled, even for streams the client pipelined behind its open.
+TEST_F(MuxChannelRawTest, AWrongTokenUnknownSessionOrEmptyIdIsRefusedBeforeAnyDial) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  const std::pair<std::string, std::string> cases[] = {
+      {client_->session_id(), std::string(64, 'a')},
+      {"no-such-session", client_->session_token()},
+      {"", client_->session_token()},
+  };
+  for (const auto& [id, token] : cases) {
+    RawMuxChannel mux(*runner_, data_port());
+    mux.send_open(id, token);
+    // Pipelined, as a client that does not wait for its accept: preface, SETTINGS, a stream.
+    mux.start_http2();
+    mux.open_port(target.port());
+    auto answer = mux.answer();
+    ASSERT_TRUE(answer) << "id '" << id << "': closed without an answer";
+    EXPECT_EQ(answer->code(), grpc::StatusCode::UNAUTHENTICATED) << answer->message();
+    EXPECT_TRUE(mux.closed_by_runner()) << "id '" << id << "': the connection stayed open";
+  }
+  EXPECT_EQ(target.accepted(), 0) << "the runner dialled for an unauthenticated client";
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
+  EXPECT_EQ(refused(3), 3u);
+}
+
+// 2. An ODC2 open names no target (streams do): one that does is malformed.
+TEST_F(MuxChannelRawTest, AnOpenThatCarriesATargetIsRefusedAsInvalid) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  RawMuxChannel mux(*runner_, data_port());
+  const auto open = port_target(target.port());
+  mux.send_open(client_->session_id(), client_->session_token(), &open);
+  auto answer = mux.answer();
+  ASSERT_TRUE(answer) << "closed without an answer";
+  EXPECT_EQ(answer->code(), grpc::StatusCode::INVALID_ARGUMENT) << answer->message();
+  EXPECT_TRUE(mux.closed_by_runner());
+  EXPECT_EQ(target.accepted(), 0);
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
+}
+
+// 3. On one accepted connection, each stream is judged on its own fields: only TCP ports the
+// session publishes are dialled; a refusal ends its stream and leaves the connection usable.
+TEST_F(MuxChannelRawTest, OnOneConnectionOnlyPublishedTcpPortsAreDialledAndThenOneWorks) {
+  EXPECT_EQ(client_->hello(5s).data_channel_version(), 2u);
+  ListeningPort unpublished, udp_only, target;
+  backend_->last->set_ports({published(udp_only.port(), "udp"), published(target.port(), "tcp")});
+  auto mux = accepted_mux();
+  using Fields = RawMuxChannel::Fields;
+  auto fields = [](std::string target, std::string protocol, std::string port) {
+    return Fields{{"target", target}, {"protocol", protocol}, {"port", port}};
+  };
+  const auto p = [](unsigned short port) { return std::to_string(port); };
+  struct Case {
+    std::string what;
+    Fields fields;
+    std::optional<grpc::StatusCode> expected;  // nullopt: any refusal
+  };
+  const Case cases[] = {
+      {"an unpublished port", fields("published-port", "tcp", p(unpublished.port())),
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"a port published for udp only", fields("published-port", "tcp", p(udp_only.port())),
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"protocol udp", fields("published-port", "udp", p(udp_only.port())),
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"the engine API", fields("engine-api", "tcp", p(target.port())),
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"port 0", fields("published-port", "tcp", "0"), grpc::StatusCode::PERMISSION_DENIED},
+      {"no port", Fields{{"target", "published-port"}, {"protocol", "tcp"}},
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"port abc", fields("published-port", "tcp", "abc"), grpc::StatusCode::INVALID_ARGUMENT},
+      // A sloppy parser (atoi, strtoul) would dial the published port for these.
+      {"a published port with junk after it", fields("published-port", "tcp", p(target.port()) + "abc"),
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"a published port plus 65536",
+       fields("published-port", "tcp", std::to_string(target.port() + 65536u)), std::nullopt},
+  };
+  for (const auto& c : cases) {
+    const auto id = mux->open_stream(c.fields);
+    ASSERT_GT(id, 0);
+    const std::string status = mux->status(id);
+    if (c.expected) {
+      EXPECT_EQ(status, code(*c.expected)) << c.what << ": " << mux->stream(id).field("message");
+    } else {
+      EXPECT_NE(status, "0") << c.what;
+      EXPECT_NE(status, "<none>") << c.what;
+    }
+    EXPECT_NE(mux->stream(id).field("message"), "<none>") << c.what << ": no message";
+    EXPECT_TRUE(mux->pump_until([&] { return mux->stream(id).closed; }))
+        << c.what << ": the refused stream stayed open";
+  }
+  EXPECT_EQ(unpublished.accepted(), 0);
+  EXPECT_EQ(udp_only.accepted(), 0);
+  EXPECT_EQ(target.accepted(), 0) << "a malformed or refused stream was dialled";
+  EXPECT_EQ(target_->accepted(), 0) << "the engine API was dialled from the data channel";
+  EXPECT_EQ(refused(std::size(cases)), std::size(cases));
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
+
+  // The same connection still carries a good stream, both ways, with half-close.
+  ASSERT_FALSE(mux->broken()) << "a refused stream took the connection down";
+  const auto id = mux->open_port(target.port());
+  ASSERT_EQ(mux->status(id), "0") << mux->stream(id).field("message");
+  auto far = target.accept();  // connected: it is in the backlog
+  mux->write(id, "ping");
+  mux->half_close(id);
+  ASSERT_TRUE(mux->flushed());
+  auto [got, eof] = read_to_eof(far, 10s);
+  EXPECT_EQ(got, "ping");
+  EXPECT_TRUE(eof) << "the client's END_STREAM did not reach the target as end-of-file";
+  asio::write(far, asio::buffer(std::string("pong")));
+  far.shutdown(tcp::socket::shutdown_send);
+  EXPECT_TRUE(mux->remote_end(id));
+  EXPECT_EQ(mux->stream(id).received, "pong");
+  EXPECT_FALSE(mux->stream(id).reset_by_runner);
+  EXPECT_EQ(opened(1), 1u);
+}
+
+// 4. After the accept, HTTP/2 or nothing: bytes that are not a client preface, a broken header
+// block, or a stream id a client may not use end the connection, and nothing is dialled.
+TEST_F(MuxChannelRawTest, WhatIsNotHttp2AfterTheAcceptEndsTheConnection) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  const std::string fields = hpack_literal("target", "published-port") +
+                             hpack_literal("protocol", "tcp") +
+                             hpack_literal("port", std::to_string(target.port()));
+  constexpr std::uint8_t kHeaders = 0x1, kEndHeaders = 0x4;
+  {
+    RawMuxChannel mux(*runner_, data_port());
+    mux.send_open(client_->session_id(), client_->session_token());
+    auto answer = mux.answer();
+    ASSERT_TRUE(answer && answer->code() == 0);
+    mux.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");  // longer than a preface, and not one
+    EXPECT_TRUE(mux.closed_by_runner()) << "an HTTP/1 request after the accept";
+  }
+  {
+    auto mux = accepted_mux();
+    ASSERT_TRUE(mux->flushed());
+    // A header block HPACK cannot decode (an index far beyond both tables).
+    mux->send(h2_frame(kHeaders, kEndHeaders, 1, "\xff\xff\xff\xff\x0f"));
+    EXPECT_TRUE(mux->closed_by_runner()) << "an undecodable header block";
+  }
+  {
+    auto mux = accepted_mux();
+    ASSERT_TRUE(mux->flushed());
+    // Well-formed fields for the published port, on an even (server-side) stream id.
+    mux->send(h2_frame(kHeaders, kEndHeaders, 2, fields));
+    EXPECT_TRUE(mux->closed_by_runner()) << "a stream with an even id";
+  }
+  EXPECT_EQ(target.accepted(), 0);
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
+}
+
+// 5. The token is checked again for every stream: a connection accepted while the session
+// lived opens nothing once it has ended.
+TEST_F(MuxChannelRawTest, AStreamAfterTheSessionEndedIsRefusedOnTheOpenConnection) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  auto mux = accepted_mux();
+  const auto first = mux->open_port(target.port());
+  ASSERT_EQ(mux->status(first), "0") << mux->stream(first).field("message");
+  EXPECT_EQ(target.accepted(), 1);
+
+  client_->destroy_session("test over");
+  const auto late = mux->open_port(target.port());
+  const std::string status = mux->status(late);
+  EXPECT_EQ(status, code(grpc::StatusCode::UNAUTHENTICATED))
+      << mux->stream(late).field("message") << (mux->broken() ? " (connection closed)" : "");
+  EXPECT_EQ(target.accepted(), 1) << "dialled for an ended session";
+  EXPECT_EQ(opened(1), 1u);
+}
+
+// 6. Flow control is per stream and bounded: a target that never reads stops the client after
+// about one stream window, and DATA beyond the window is not buffered but ends the connection.
+TEST_F(MuxChannelRawTest, ATargetThatDoesNotReadStopsTheStreamAtItsWindow) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  auto mux = accepted_mux();
+  const auto id = mux->open_port(target.port());
+  ASSERT_EQ(mux->status(id), "0") << mux->stream(id).field("message");
+  auto far = target.accept();  // accepted, never read
+  const std::size_t taken = offer_until_stalled(*mux, id);
+  ASSERT_FALSE(mux->broken()) << "the connection ended while the client respected the window";
+  // The runner returns window only for bytes the target socket took: one stream window (4 MiB)
+  // plus what the kernel holds between the runner and a target that never reads. The runner's
+  // send buffer autotunes up to tcp_wmem's maximum (4 MiB by default); the target's receive
+  // buffer grows only while its reader reads, so it stays near tcp_rmem's default (128 KiB).
+  // 8 MiB for the kernel is twice that: generous, and still far from the 64 MiB offered.
+  constexpr std::size_t kWindow = 4u << 20;
+  EXPECT_GE(taken, kWindow) << "less than the 4 MiB stream window was taken";
+  EXPECT_LE(taken, kWindow + (8u << 20)) << "the runner buffered beyond one window";
+  EXPECT_EQ(mux->remote_window(id), 0)
+      << "the client stalled for another reason than the stream window; the connection's is "
+      << mux->connection_window();
+
+  // DATA past the window, written by hand (nghttp2 would not): a flow-control error.
+  ASSERT_TRUE(mux->flushed());
+  mux->send(h2_frame(0x0 /* DATA */, 0, static_cast<std::uint32_t>(id), std::string(1024, 'y')));
+  const bool closed = mux->closed_by_runner();
+  EXPECT_TRUE(closed) << "DATA beyond the window did not end the connection; goaway "
+                      << mux->goaway() << ", stream reset by runner "
+                      << mux->stream(id).reset_by_runner << " (error "
+                      << mux->stream(id).close_error << ")";
+  if (mux->goaway()) {
+    EXPECT_EQ(mux->goaway_error(), static_cast<std::uint32_t>(NGHTTP2_FLOW_CONTROL_ERROR));
+  }
+  // nghttp2 hands the runner a DATA chunk before it finds the window exceeded: the target gets
+  // the bytes the window allowed, not the 1024 beyond it, and ends with the connection.
+  auto [got, eof] = read_to_eof(far, 10s);
+  EXPECT_LE(got.size(), taken) << "bytes beyond the window reached the target";
+  EXPECT_TRUE(eof) << "the target's connection outlived its stream";
+  EXPECT_EQ(target.accepted(), 0) << "dialled again (the one connection was taken by accept())";
+}
+
+// 7. One connection, 64 forwarded connections at once, each with its own bytes.
+TEST_F(MuxChannelRawTest, SixtyFourConcurrentStreamsEachGetTheirOwnBytesBack) {
+  constexpr int kStreams = 64;
+  EchoPort echo;
+  backend_->last->set_ports({published(echo.port(), "tcp")});
+  auto mux = accepted_mux();
+  std::vector<std::int32_t> ids;
+  std::vector<std::string> sent;
+  for (int i = 0; i < kStreams; ++i) {
+    std::mt19937 random(i);
+    std::string data(64 * 1024 + i * 1031, '\0');
+    for (auto& c : data) c = static_cast<char>(random());
+    const auto id = mux->open_port(echo.port());
+    ASSERT_GT(id, 0);
+    mux->write(id, data);
+    mux->half_close(id);
+    ids.push_back(id);
+    sent.push_back(std::move(data));
+  }
+  EXPECT_TRUE(mux->pump_until(
+      [&] {
+        for (auto id : ids)
+          if (!mux->stream(id).closed) return false;
+        return true;
+      },
+      60s))
+      << "not every stream ended";
+  for (int i = 0; i < kStreams; ++i) {
+    const auto& s = mux->stream(ids[i]);
+    EXPECT_EQ(s.field("status"), "0") << "stream " << i << ": " << s.field("message");
+    EXPECT_TRUE(s.remote_ended) << "stream " << i;
+    EXPECT_EQ(s.close_error, 0u) << "stream " << i;
+    EXPECT_EQ(s.received.size(), sent[i].size()) << "stream " << i;
+    EXPECT_TRUE(s.received == sent[i]) << "stream " << i << ": the echoed bytes differ";
+  }
+  EXPECT_EQ(echo.accepted(), kStreams);
+  EXPECT_EQ(opened(kStreams), static_cast<std::uint64_t>(kStreams));
+}
+
+// 8. --max-tunnels-per-session counts ODC2 streams, with ODC1 channels and gRPC tunnels; an
+// ended stream gives its place back.
+TEST_F(MuxChannelRawTest, TheTunnelsPerSessionLimitCountsStreams) {
+  use_runner_with_tunnel_limit(1);
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  auto mux = accepted_mux();
+  const auto first = mux->open_port(target.port());
+  ASSERT_EQ(mux->status(first), "0") << mux->stream(first).field("message");
+  auto far = target.accept();
+  const auto second = mux->open_port(target.port());
+  EXPECT_EQ(mux->status(second), code(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  EXPECT_NE(mux->stream(second).field("message").find("--max-tunnels-per-session"),
+            std::string::npos)
+      << mux->stream(second).field("message");
+  {
+    RawDataChannel odc1(runner_io_for_test_, *runner_, data_port());
+    odc1.send_open(client_->session_id(), client_->session_token(), port_target(target.port()));
+    auto answer = odc1.answer();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << answer->message();
+  }
+  EXPECT_EQ(target.accepted(), 0) << "dialled over the limit (the first was taken by accept())";
+
+  // A reset ends the first; its place comes back once the runner is done with it (bounded).
+  mux->reset(first);
+  bool reopened = false;
+  for (int i = 0; i < 50 && !reopened && !mux->broken(); ++i) {
+    const auto again = mux->open_port(target.port());
+    const std::string status = mux->status(again);
+    reopened = status == "0";
+    if (!reopened) {
+      EXPECT_EQ(status, code(grpc::StatusCode::RESOURCE_EXHAUSTED));
+      mux->pump_until([] { return false; }, 100ms);
+    }
+  }
+  EXPECT_TRUE(reopened) << "a reset stream did not give its place back";
+}
+
+// 9. A stalled stream holds its own window, not the connection's: its neighbours still flow.
+TEST_F(MuxChannelRawTest, StalledStreamsDoNotStallTheirNeighbours) {
+  ListeningPort sink;
+  EchoPort echo;
+  backend_->last->set_ports({published(sink.port(), "tcp"), published(echo.port(), "tcp")});
+  auto mux = accepted_mux();
+  std::vector<tcp::socket> held;  // accepted, never read
+  for (int i = 0; i < 2; ++i) {
+    const auto id = mux->open_port(sink.port());
+    ASSERT_EQ(mux->status(id), "0") << mux->stream(id).field("message");
+    held.push_back(sink.accept());
+    offer_until_stalled(*mux, id);
+    ASSERT_EQ(mux->remote_window(id), 0)
+        << "stream " << i << " did not stall at its own window; the connection's window is "
+        << mux->connection_window();
+  }
+  std::string data(1 << 20, '\0');
+  std::mt19937 random(9);
+  for (auto& c : data) c = static_cast<char>(random());
+  const auto id = mux->open_port(echo.port());
+  ASSERT_EQ(mux->status(id), "0") << mux->stream(id).field("message");
+  mux->write(id, data);
+  mux->half_close(id);
+  EXPECT_TRUE(mux->remote_end(id, 30s)) << "the neighbour of stalled streams did not finish";
+  EXPECT_EQ(mux->stream(id).received.size(), data.size());
+  EXPECT_TRUE(mux->stream(id).received == data);
+}
+
+// 10. The hostile version of 6: a client that reads nothing (so the runner's answers, its
+// RST_STREAM among them, cannot leave) floods DATA past a stalled stream's window. nghttp2
+// delivers such chunks to the runner before it resets the stream; the runner must drop them,
+// not queue them for a target that does not read.
+TEST_F(MuxChannelRawTest, DataPastTheWindowFromAClientThatDoesNotReadIsNotQueued) {
+  ListeningPort sink;
+  EchoPort echo;
+  backend_->last->set_ports({published(sink.port(), "tcp"), published(echo.port(), "tcp")});
+  auto mux = accepted_mux();
+  const auto stalled = mux->open_port(sink.port());
+  ASSERT_EQ(mux->status(stalled), "0") << mux->stream(stalled).field("message");
+  auto far = sink.accept();
+  const std::size_t taken = offer_until_stalled(*mux, stalled);
+  ASSERT_EQ(mux->remote_window(stalled), 0);
+  // Back the runner's writes up: echo streams whose answers (8 MiB, more than the socket
+  // buffers between us) the client does not read.
+  mux->reading_paused = true;
+  for (int i = 0; i < 8; ++i) {
+    const auto id = mux->open_port(echo.port());
+    mux->write(id, std::string(1 << 20, 'e'));
+    mux->half_close(id);
+  }
+  mux->pump_until([] { return false; }, 2s);
+  const std::size_t resident_before = resident_bytes();
+  // Then the flood: up to 64 MiB of DATA frames past the window, for 20 s at most.
+  const std::string frame =
+      h2_frame(0x0 /* DATA */, 0, static_cast<std::uint32_t>(stalled), std::string(16384, 'z'));
+  std::size_t flooded = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (flooded < (64u << 20) && std::chrono::steady_clock::now() < deadline && !mux->broken()) {
+    if (!mux->flushed(500ms)) continue;  // the runner stopped reading: the flood is bounded too
+    for (int i = 0; i < 64; ++i) mux->send(frame);
+    flooded += 64 * 16384;
+  }
+  const std::size_t resident_after = resident_bytes();
+  const std::size_t growth = resident_after > resident_before ? resident_after - resident_before : 0;
+  std::printf("stream window filled with %zu bytes; %zu bytes flooded past it; memory grew by "
+              "%zu bytes meanwhile\n",
+              taken, flooded, growth);
+  // The runner runs in this process: what it queued shows in the resident set. Half the flood
+  // is far above the noise (the client's own buffers are a few MiB) and far below a queue of it.
+  EXPECT_LT(growth, flooded / 2) << "the runner queued the DATA past the window";
+  // Now the sink reads: it may get what the window allowed, not the flood.
+  mux->reading_paused = false;
+  mux->pump_until([] { return false; }, 1s);
+  auto [got, eof] = read_to_eof(far, 5s);
+  EXPECT_LE(got.size(), taken + (1u << 20))
+      << "the runner queued DATA beyond the window for the target (" << flooded << " flooded)";
+}
+
+
+// 11. However many streams stall, one that flows still flows: stalled streams must not take the
+// connection's window with them. Stalls one more stream than the runner's connection window
+// (as its WINDOW_UPDATE on stream 0 says) holds stream windows, then echoes through another.
+TEST_F(MuxChannelRawTest, MoreStalledStreamsThanTheConnectionWindowHoldsDoNotStallTheOthers) {
+  ListeningPort sink;
+  EchoPort echo;
+  backend_->last->set_ports({published(sink.port(), "tcp"), published(echo.port(), "tcp")});
+  auto mux = accepted_mux();
+  // The runner raises the connection window right after its SETTINGS (bounded wait).
+  mux->pump_until([&] { return mux->connection_window() > 65535; }, 2s);
+  const std::int64_t connection_window = mux->connection_window();
+  const int stalls = static_cast<int>(connection_window / (4 << 20)) + 1;
+  ASSERT_LE(stalls, 32) << "a connection window of " << connection_window;
+  std::vector<tcp::socket> held;  // accepted, never read
+  for (int i = 0; i < stalls; ++i) {
+    const auto id = mux->open_port(sink.port());
+    ASSERT_EQ(mux->status(id), "0") << mux->stream(id).field("message");
+    held.push_back(sink.accept());
+    offer_until_stalled(*mux, id);
+  }
+  std::string data(1 << 20, '\0');
+  std::mt19937 random(11);
+  for (auto& c : data) c = static_cast<char>(random());
+  const auto id = mux->open_port(echo.port());
+  ASSERT_EQ(mux->status(id), "0") << mux->stream(id).field("message");
+  mux->write(id, data);
+  mux->half_close(id);
+  EXPECT_TRUE(mux->remote_end(id, 30s))
+      << stalls << " stalled streams stalled their neighbour: the connection's window is "
+      << mux->connection_window() << " of " << connection_window;
+  EXPECT_TRUE(mux->stream(id).received == data);
+}
+
+// 12. A session holds a bounded number of ODC2 connections: a client that opens more is refused
+// (each connection costs the runner its windows and a TLS session), and nothing is dialled.
+TEST_F(MuxChannelRawTest, ASessionHoldsABoundedNumberOfConnections) {
+  std::vector<std::unique_ptr<RawMuxChannel>> held;
+  std::optional<v1::DataChannelAccept> refusal;
+  for (int i = 0; i < 64 && !refusal; ++i) {
+    auto mux = std::make_unique<RawMuxChannel>(*runner_, data_port());
+    mux->send_open(client_->session_id(), client_->session_token());
+    auto answer = mux->answer();
+    ASSERT_TRUE(answer) << "connection " << i << ": closed without an answer";
+    if (answer->code() != 0) refusal = answer;
+    held.push_back(std::move(mux));
+  }
+  ASSERT_TRUE(refusal) << "64 ODC2 connections for one session, none refused";
+  EXPECT_EQ(refusal->code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refusal->message();
+  EXPECT_TRUE(held.back()->closed_by_runner());
+  EXPECT_GE(held.size(), 3u) << "offloadd needs a few";
+  std::printf("%zu ODC2 connections accepted for one session\n", held.size() - 1);
+  EXPECT_EQ(target_->accepted(), 0);
+  EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
 }
 
 }  // namespace
