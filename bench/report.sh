@@ -55,6 +55,8 @@ generated() {
     echo "| $k | $(f 0 "$(q ".request_response.$k.p50_us")") | $(f 0 "$(q ".request_response.$k.p99_us")") | $(f 0 "$(q ".request_response.$k.round_trips_per_s")") |"
   done
   echo
+  echo "$(q '.request_response.offload.round_trips / .request_response.offload.conns') timed round trips per connection, after $(q '.request_response.offload.warmup_per_conn // 0') untimed one(s) that open the path (a proxy dials its target only after accepting)."
+  echo
   echo "### Footprint"
   echo
   echo "| | offloadd | offload-runner |"

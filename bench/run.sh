@@ -14,7 +14,8 @@
 # the test suite.
 #
 # Knobs (environment): RUNS_API (15), RUNS_RUN (7), STREAM_MIB (1024), RUNS_STREAM (3),
-# RR_CONNS (100), RR_ROUNDS (50), BULK_MIB (500; 0 skips the save|load scenario),
+# RR_CONNS (100), RR_ROUNDS (50), RR_WARMUP (1: untimed round trips per connection first),
+# BULK_MIB (500; 0 skips the save|load scenario),
 # BUILD_CTX_MIB (200; 0 skips docker build), RUNS_BUILD (3), PERF_DIR (unset: no profile),
 # BENCH_LOG_LEVEL (info; offloadd's and the local runner's), KEEP_WORKDIR (unset: removed),
 # FAR (1; 0 skips the far-away runner), FAR_DELAY_MS (20, each way), FAR_RATE_MBIT (200),
@@ -33,6 +34,7 @@ STREAM_MIB=${STREAM_MIB:-1024}
 RUNS_STREAM=${RUNS_STREAM:-3}
 RR_CONNS=${RR_CONNS:-100}
 RR_ROUNDS=${RR_ROUNDS:-50}
+RR_WARMUP=${RR_WARMUP:-1}
 BULK_MIB=${BULK_MIB:-500}
 BUILD_CTX_MIB=${BUILD_CTX_MIB:-200}
 RUNS_BUILD=${RUNS_BUILD:-3}
@@ -302,7 +304,7 @@ FORWARDS+=($!)
 for p in 19011 19012 19013; do $BENCH wait echo $p --timeout 30 || die "echo on $p"; done
 footprint_begin rr
 perf_begin rr
-$BENCH rr --conns "$RR_CONNS" --rounds "$RR_ROUNDS" --size 64 \
+$BENCH rr --conns "$RR_CONNS" --rounds "$RR_ROUNDS" --warmup "$RR_WARMUP" --size 64 \
   direct 19011 offload 19013 ssh 19012 >"$R/rr.json"
 perf_end
 footprint_end rr
