@@ -4,6 +4,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
@@ -233,8 +234,29 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
                          serve_stream(shared, std::move(stream), id, token, std::move(counted)),
                          asio::detached);
         });
-    // The connection's socket lives in `conn`, which the aliasing pointer keeps.
-    co_await mux->run(std::shared_ptr<tunnel::TlsSocket>(conn, &conn->channel));
+    // The connection's socket lives in `conn`, which the aliasing pointer keeps. Whichever ends
+    // first cancels the other; both have ended when this returns.
+    using namespace asio::experimental::awaitable_operators;
+    co_await (mux->run(std::shared_ptr<tunnel::TlsSocket>(conn, &conn->channel)) ||
+              watch_session(self, mux, open.session_id(), open.session_token()));
+  }
+
+  // Closes `mux` once its session is gone (ended, or its token no longer valid).
+  static asio::awaitable<void> watch_session(Shared& self,
+                                             std::shared_ptr<tunnel::mux::Connection> mux,
+                                             std::string session_id, std::string token) {
+    asio::steady_timer timer(mux->get_executor());
+    for (;;) {
+      timer.expires_after(self.settings.session_check);
+      auto [ec] = co_await timer.async_wait(kToken);
+      if (ec) co_return;  // the connection ended first
+      if (!self.service.authenticated_session(session_id, token)) {
+        spdlog::debug("session {}: its multiplexed data channel closes: the session ended",
+                      short_session_id(session_id));
+        mux->close();
+        co_return;
+      }
+    }
   }
 
   // Counts a coroutine in `running` while it lives.
@@ -460,6 +482,11 @@ DataChannelServer::DataChannelServer(asio::io_context& io, std::shared_ptr<asio:
   acceptor.listen(asio::socket_base::max_listen_connections);
   port_ = acceptor.local_endpoint().port();
   asio::co_spawn(acceptor.get_executor(), shared_->accept_loop(), asio::detached);
+}
+
+std::size_t DataChannelServer::connections_open() const {
+  std::lock_guard lock(shared_->mu);
+  return shared_->closers.size();
 }
 
 DataChannelServer::~DataChannelServer() {

@@ -1891,6 +1891,35 @@ TEST_F(MultiplexedDataChannelTest, StreamsOfAnEndedSessionAreRefused) {
   EXPECT_EQ(target.accepted(), 0) << "dialled for an ended session";
 }
 
+// The runner does not keep a multiplexed connection past its session, even when the client
+// keeps it open: it checks (every 30 s; 100 ms here) and closes it once the session ended.
+TEST_F(MultiplexedDataChannelTest, TheRunnerClosesAConnectionWhoseSessionEnded) {
+  client_.reset();
+  runner_ = std::make_unique<InProcessRunner>(
+      dir_ / "watched", nullptr,
+      runner::DataChannelSettings{std::chrono::seconds(10), std::chrono::milliseconds(100)});
+  backend_ = &runner_->backend();
+  client_ = connect(runner_->identity.fingerprint, runner_->token);
+  client_->hello(5s);
+  auto created = client_->create_session("test", 10s);
+  client_->attach(created.session_id(), created.session_token());
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  {
+    auto app = open_data_port(target.port());
+    auto far = target.accept();
+    EXPECT_EQ(pass_through(app, far, "ping"), "ping");
+    EXPECT_EQ(pass_through(far, app, "pong"), "pong");
+  }
+  auto dialer = client_->data_channel(2);  // holds its connection open
+  ASSERT_TRUE(eventually([&] { return runner_->data_channel()->connections_open() == 1; }));
+  std::this_thread::sleep_for(500ms);  // five checks while the session lives
+  EXPECT_EQ(runner_->data_channel()->connections_open(), 1u) << "closed while the session lived";
+  client_->destroy_session("test over");
+  EXPECT_TRUE(eventually([&] { return runner_->data_channel()->connections_open() == 0; }))
+      << "the connection outlived its session";
+}
+
 // The ratio guard of AForwardedPortCarries... for the data channel, which forwarded ports use
 // when the runner has one.
 TEST_P(DataChannelPathTest, ItCarriesBulkDataAtAFairShareOfALoopbackRelaysSpeed) {

@@ -25,6 +25,9 @@ struct DataChannelSettings {
   // From accept to the open being answered (TLS handshake, open header, authentication, the
   // dial): a peer that stalls in between is dropped, so silent connections cannot pile up.
   std::chrono::milliseconds setup_deadline{std::chrono::seconds(10)};
+  // How often a multiplexed (ODC2) connection checks that its session still exists: one whose
+  // session ended is closed, so idle connections do not outlive their sessions.
+  std::chrono::milliseconds session_check{std::chrono::seconds(30)};
 };
 
 class DataChannelServer {
@@ -50,6 +53,8 @@ class DataChannelServer {
   std::uint64_t channels_refused() const { return refused_.load(); }
   // Warm channels (authenticated ahead of need) that were then given a target.
   std::uint64_t warm_channels_used() const { return warm_used_.load(); }
+  // Connections open now, of either wire format (tests).
+  std::size_t connections_open() const;
 
   struct Shared;
 
