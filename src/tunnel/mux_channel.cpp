@@ -514,6 +514,11 @@ asio::awaitable<void> Connection::run(std::shared_ptr<TlsSocket> socket) {
     socket_->next_layer().close(ignored);  // closed before it came up
     co_return;
   }
+  if (!begin()) co_return;
+  co_await (read_loop() && write_loop());
+}
+
+bool Connection::begin() {
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, settings_.max_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings_.stream_window},
@@ -523,11 +528,29 @@ asio::awaitable<void> Connection::run(std::shared_ptr<TlsSocket> socket) {
       nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
                                             static_cast<std::int32_t>(settings_.connection_window)) != 0) {
     fail(asio::error::no_memory);
-    co_return;
+    return false;
   }
   state_ = State::running;
   ready_wake_.cancel();
-  co_await (read_loop() && write_loop());
+  return true;
+}
+
+void Connection::start_unconnected() {
+  if (state_ == State::connecting) begin();
+}
+
+bool Connection::receive(const char* data, std::size_t size) {
+  if (state_ != State::running) return false;
+  const auto rv =
+      nghttp2_session_mem_recv(session_, reinterpret_cast<const std::uint8_t*>(data), size);
+  // Window for what the callbacks wrote straight to the sockets, or dropped.
+  if (state_ == State::running) apply_consumes();
+  if (rv < 0) {
+    fail(http2_error(rv));
+    return false;
+  }
+  kick();
+  return state_ == State::running;
 }
 
 asio::awaitable<void> Connection::read_loop() {
@@ -539,15 +562,7 @@ asio::awaitable<void> Connection::read_loop() {
       fail(ec);
       co_return;
     }
-    const auto rv = nghttp2_session_mem_recv(
-        session_, reinterpret_cast<const std::uint8_t*>(buffer.data()), n);
-    // Window for what the callbacks wrote straight to the sockets, or dropped.
-    apply_consumes();
-    if (rv < 0) {
-      fail(http2_error(rv));
-      co_return;
-    }
-    kick();
+    if (!receive(buffer.data(), n)) co_return;
   }
 }
 

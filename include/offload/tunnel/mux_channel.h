@@ -175,6 +175,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // ChannelSpliceResult::refusal set. `refused` is only set when the connection itself was.
   asio::awaitable<Opened> open(const Request& request);
 
+  // For the fuzz target (tests/fuzz/mux_channel): the connection as run() sets it up, but
+  // without a socket; receive() then takes bytes as the reader would, and what the connection
+  // would send stays queued in nghttp2. On the strand.
+  void start_unconnected();
+  // Bytes as read from the socket; false when they broke the connection (a protocol error).
+  bool receive(const char* data, std::size_t size);
+
   // Ends the connection and every stream; from any thread.
   void close();
   // Still usable for new streams (not closed, broken, refused or out of stream ids).
@@ -187,6 +194,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   friend class Stream;
   friend struct Callbacks;
 
+  bool begin();  // SETTINGS and our connection window; the state becomes running
   asio::awaitable<void> read_loop();
   asio::awaitable<void> write_loop();
   void kick();  // the writer has something to send
