@@ -219,7 +219,7 @@ asio::awaitable<boost::system::error_code> read_message(TlsStream& channel, Mess
     co_return asio::error::invalid_argument;
   }
   message = std::move(parsed.message);
-  if constexpr (requires { parsed.version; })
+  if constexpr (requires(const Parsed& p) { p.version; })
     if (version) *version = parsed.version;
   co_return boost::system::error_code{};
 }

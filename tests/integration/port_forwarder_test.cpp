@@ -218,6 +218,16 @@ class PortForwarderTest : public ::testing::Test {
     }, data_channel());
   }
 
+  // `times` connections to the echo container, each echoing "hello" and closing.
+  void echo_hello(int times) {
+    for (int i = 0; i < times; ++i) {
+      auto s = connect(container_.echo_port());
+      asio::write(s, asio::buffer(std::string("hello")));
+      s.shutdown(tcp::socket::shutdown_send);
+      EXPECT_EQ(read_to_end(s), "hello");
+    }
+  }
+
   daemon::PortForwarder::DataChannel data_channel() {
     auto client = client_;
     return {[client](unsigned max_version) { return client->data_channel(max_version); },
@@ -418,12 +428,7 @@ TEST_F(PortForwarderTest, PortTheRunnerDoesNotPublishIsRefusedOnTheDataChannelTo
 
 TEST_F(PortForwarderTest, TcpConnectionsTravelTheDataChannel) {
   publish({published(container_.echo_port(), "tcp")});
-  for (int i = 0; i < 3; ++i) {
-    auto s = connect(container_.echo_port());
-    asio::write(s, asio::buffer(std::string("hello")));
-    s.shutdown(tcp::socket::shutdown_send);
-    EXPECT_EQ(read_to_end(s), "hello");
-  }
+  echo_hello(3);
   EXPECT_EQ(runner_->data_channel()->channels_opened(), 3u);
   EXPECT_TRUE(data_channel_failures().empty());
   EXPECT_EQ(client_->data_channel()->version(), 2u) << "the runner speaks ODC2: multiplexed";
@@ -437,12 +442,7 @@ TEST_F(PortForwarderTest, WithMultiplexingSwitchedOffConnectionsUseOneChannelEac
   forwarder_ = std::make_unique<daemon::PortForwarder>(
       io_, daemon::PortPolicy{.multiplex_data_channel = false}, sink_);
   publish({published(container_.echo_port(), "tcp")});
-  for (int i = 0; i < 3; ++i) {
-    auto s = connect(container_.echo_port());
-    asio::write(s, asio::buffer(std::string("hello")));
-    s.shutdown(tcp::socket::shutdown_send);
-    EXPECT_EQ(read_to_end(s), "hello");
-  }
+  echo_hello(3);
   EXPECT_EQ(runner_->data_channel()->channels_opened(), 3u);
   EXPECT_EQ(client_->data_channel(1)->version(), 1u);
   EXPECT_EQ(client_->data_channel(1)->multiplexed_connections(), 0u);

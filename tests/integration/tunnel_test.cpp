@@ -1360,6 +1360,31 @@ bool eventually(const std::function<bool()>& done) {
   return done();
 }
 
+// Writes 1 MiB pieces to `socket` (made non-blocking) until `limit` bytes were taken or the
+// writes stalled: 5 waits of 100 ms in a row without progress. Returns the bytes taken and
+// whether they stalled.
+std::pair<std::size_t, bool> write_until_stalled(tcp::socket& socket, std::size_t limit) {
+  socket.non_blocking(true);
+  const std::string chunk(1 << 20, 'x');
+  std::size_t taken = 0;
+  int idle_polls = 0;
+  while (taken < limit && idle_polls < 5) {
+    boost::system::error_code ec;
+    const std::size_t n = socket.write_some(asio::buffer(chunk), ec);
+    if (ec == asio::error::would_block) {
+      pollfd p{socket.native_handle(), POLLOUT, 0};
+      idle_polls = ::poll(&p, 1, 100) > 0 ? 0 : idle_polls + 1;
+      continue;
+    }
+    if (ec) {
+      ADD_FAILURE() << "write: " << ec.message();
+      break;
+    }
+    taken += n;
+  }
+  return {taken, idle_polls == 5};
+}
+
 class DataChannelTest : public TunnelTest {
  protected:
   unsigned short data_port() { return runner_->data_channel()->port(); }
@@ -1644,23 +1669,8 @@ TEST_P(DataChannelPathTest, AContainerThatDoesNotReadStallsTheClientWithBoundedB
   backend_->last->set_ports({published(target.port(), "tcp")});
   auto app = open_data_port(target.port());
   auto far = target.accept();  // accepted, never read
-  app.non_blocking(true);
-  const std::string chunk(1 << 20, 'x');
-  std::size_t accepted = 0;
-  int idle_polls = 0;
-  // Bounded: at most 1 GiB offered; stalled after 5 waits of 100 ms in a row without progress.
-  while (accepted < (1u << 30) && idle_polls < 5) {
-    boost::system::error_code ec;
-    std::size_t n = app.write_some(asio::buffer(chunk), ec);
-    if (ec == asio::error::would_block) {
-      pollfd p{app.native_handle(), POLLOUT, 0};
-      idle_polls = ::poll(&p, 1, 100) > 0 ? 0 : idle_polls + 1;
-      continue;
-    }
-    ASSERT_FALSE(ec) << ec.message();
-    accepted += n;
-  }
-  EXPECT_EQ(idle_polls, 5) << "the writes never stalled: " << accepted << " bytes taken";
+  const auto [accepted, stalled] = write_until_stalled(app, 1u << 30);
+  EXPECT_TRUE(stalled) << "the writes never stalled: " << accepted << " bytes taken";
   // Two TCP connections of socket buffers on each side, plus a chunk per pump: tens of MiB at
   // most on Linux's loopback with autotuning, not the gigabyte offered.
   EXPECT_LT(accepted, 96u << 20);
@@ -1828,23 +1838,8 @@ TEST_F(MultiplexedDataChannelTest, AStalledStreamDoesNotHoldUpItsNeighbours) {
       {published(stalled_target.port(), "tcp"), published(busy_target.port(), "tcp")});
   auto stalled = open_data_port(stalled_target.port());
   auto stalled_far = stalled_target.accept();  // never read
-  stalled.non_blocking(true);
-  const std::string chunk(1 << 20, 'x');
-  int idle_polls = 0;
-  std::size_t offered = 0;
-  // Bounded: at most 256 MiB offered; stalled after 5 waits of 100 ms without progress.
-  while (offered < (256u << 20) && idle_polls < 5) {
-    boost::system::error_code ec;
-    std::size_t n = stalled.write_some(asio::buffer(chunk), ec);
-    if (ec == asio::error::would_block) {
-      pollfd p{stalled.native_handle(), POLLOUT, 0};
-      idle_polls = ::poll(&p, 1, 100) > 0 ? 0 : idle_polls + 1;
-      continue;
-    }
-    ASSERT_FALSE(ec) << ec.message();
-    offered += n;
-  }
-  ASSERT_EQ(idle_polls, 5) << "the stalled stream never stalled";
+  ASSERT_TRUE(write_until_stalled(stalled, 256u << 20).second)
+      << "the stalled stream never stalled";
   // Both connections of the dialer now exist; the next two streams land one on each, so one of
   // them shares the stalled stream's connection.
   for (int i = 0; i < 2; ++i) {
