@@ -37,12 +37,9 @@ nghttp2_nv field(std::string_view name, std::string_view value) {
                     name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
 }
 
-boost::system::error_code http2_error(long long code) {
-  // nghttp2's errors are protocol violations or broken invariants: the connection is unusable
-  // either way. The code itself goes to no user.
-  (void)code;
-  return asio::error::connection_aborted;
-}
+// nghttp2's errors are protocol violations or broken invariants: the connection is unusable
+// either way, and the code itself goes to no user.
+const boost::system::error_code kHttp2Error = asio::error::connection_aborted;
 
 }  // namespace
 
@@ -209,7 +206,6 @@ struct Callbacks {
     }
     if (written < length) {
       s->in_.append(bytes + written, length - written);
-      c.buffered_ += length - written;
       s->down_wake_.cancel();
     }
     return 0;
@@ -255,7 +251,6 @@ bool Stream::reset() const { return aborted_ || (closed_ && close_error_ != NGHT
 
 void Stream::discard_incoming() {
   if (in_.empty()) return;
-  connection_->buffered_ -= in_.size();
   connection_->consume(*this, in_.size());
   in_.clear();
 }
@@ -367,7 +362,6 @@ asio::awaitable<void> Stream::pump_down(asio::ip::tcp::socket& plain) {
       down_writing_ = true;
       auto [ec, n] = co_await asio::async_write(plain, asio::buffer(in_sending_), kToken);
       down_writing_ = false;
-      c.buffered_ -= in_sending_.size();
       c.consume(*this, in_sending_.size());
       if (ec) {
         result_.down = PumpEnd::local_error;
@@ -546,7 +540,7 @@ bool Connection::receive(const char* data, std::size_t size) {
   // Window for what the callbacks wrote straight to the sockets, or dropped.
   if (state_ == State::running) apply_consumes();
   if (rv < 0) {
-    fail(http2_error(rv));
+    fail(kHttp2Error);
     return false;
   }
   kick();
@@ -585,7 +579,7 @@ asio::awaitable<void> Connection::write_loop() {
       batch_.clear();
     }
     if (rv != 0) {
-      fail(http2_error(rv));
+      fail(kHttp2Error);
       co_return;
     }
     if (socket_->pending_bytes() == 0) {

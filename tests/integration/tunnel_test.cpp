@@ -1388,6 +1388,19 @@ std::pair<std::size_t, bool> write_until_stalled(tcp::socket& socket, std::size_
 class DataChannelTest : public TunnelTest {
  protected:
   unsigned short data_port() { return runner_->data_channel()->port(); }
+  // The fixture's runner replaced by one with these options and data channel settings, and a
+  // client attached to a new session on it.
+  void use_runner(const std::string& name, std::function<void(runner::RunnerOptions&)> options,
+                  runner::DataChannelSettings settings = {}) {
+    client_.reset();
+    runner_ = std::make_unique<InProcessRunner>(dir_ / name, std::move(options), settings);
+    backend_ = &runner_->backend();
+    target_ = &runner_->target();
+    client_ = connect(runner_->identity.fingerprint, runner_->token);
+    client_->hello(5s);
+    auto created = client_->create_session("test", 10s);
+    client_->attach(created.session_id(), created.session_token());
+  }
   // The wire format the client speaks: ODC1 here (warm channels and the raw attacks on the
   // ODC1 header), both in DataChannelPathTest.
   virtual unsigned version() const { return 1; }
@@ -1684,14 +1697,7 @@ TEST_P(DataChannelPathTest, AContainerThatDoesNotReadStallsTheClientWithBoundedB
 }
 
 TEST_P(DataChannelPathTest, TheTunnelsPerSessionLimitCountsDataChannelsToo) {
-  client_.reset();
-  runner_ = std::make_unique<InProcessRunner>(
-      dir_ / "limited", [](runner::RunnerOptions& o) { o.max_tunnels_per_session = 1; });
-  backend_ = &runner_->backend();
-  client_ = connect(runner_->identity.fingerprint, runner_->token);
-  client_->hello(5s);
-  auto created = client_->create_session("test", 10s);
-  client_->attach(created.session_id(), created.session_token());
+  use_runner("limited", [](runner::RunnerOptions& o) { o.max_tunnels_per_session = 1; });
   ListeningPort target;
   backend_->last->set_ports({published(target.port(), "tcp")});
   auto first = open_data_port(target.port());
@@ -1736,14 +1742,7 @@ TEST_F(DataChannelTest, LaterConnectionsTakeWarmChannelsThatWorkLikeNewOnes) {
 // target; the token is checked again then, so a channel kept from an ended session opens
 // nothing.
 TEST_F(DataChannelTest, AWarmChannelWaitsForItsTargetAndIsCheckedAgainThen) {
-  client_.reset();
-  runner_ = std::make_unique<InProcessRunner>(
-      dir_ / "warm", nullptr, runner::DataChannelSettings{std::chrono::milliseconds(200)});
-  backend_ = &runner_->backend();
-  client_ = connect(runner_->identity.fingerprint, runner_->token);
-  client_->hello(5s);
-  auto created = client_->create_session("test", 10s);
-  client_->attach(created.session_id(), created.session_token());
+  use_runner("warm", nullptr, runner::DataChannelSettings{std::chrono::milliseconds(200)});
   ListeningPort target;
   backend_->last->set_ports({published(target.port(), "tcp")});
   v1::TunnelOpen none;
@@ -1889,15 +1888,8 @@ TEST_F(MultiplexedDataChannelTest, StreamsOfAnEndedSessionAreRefused) {
 // The runner does not keep a multiplexed connection past its session, even when the client
 // keeps it open: it checks (every 30 s; 100 ms here) and closes it once the session ended.
 TEST_F(MultiplexedDataChannelTest, TheRunnerClosesAConnectionWhoseSessionEnded) {
-  client_.reset();
-  runner_ = std::make_unique<InProcessRunner>(
-      dir_ / "watched", nullptr,
-      runner::DataChannelSettings{std::chrono::seconds(10), std::chrono::milliseconds(100)});
-  backend_ = &runner_->backend();
-  client_ = connect(runner_->identity.fingerprint, runner_->token);
-  client_->hello(5s);
-  auto created = client_->create_session("test", 10s);
-  client_->attach(created.session_id(), created.session_token());
+  use_runner("watched", nullptr,
+             runner::DataChannelSettings{std::chrono::seconds(10), std::chrono::milliseconds(100)});
   ListeningPort target;
   backend_->last->set_ports({published(target.port(), "tcp")});
   {
@@ -2049,15 +2041,8 @@ class MuxChannelRawTest : public DataChannelTest {
   }
   // The fixture's runner replaced by one with --max-tunnels-per-session `limit`.
   void use_runner_with_tunnel_limit(std::size_t limit) {
-    client_.reset();
-    runner_ = std::make_unique<InProcessRunner>(
-        dir_ / "limited", [limit](runner::RunnerOptions& o) { o.max_tunnels_per_session = limit; });
-    backend_ = &runner_->backend();
-    target_ = &runner_->target();
-    client_ = connect(runner_->identity.fingerprint, runner_->token);
-    client_->hello(5s);
-    auto created = client_->create_session("test", 10s);
-    client_->attach(created.session_id(), created.session_token());
+    use_runner("limited",
+               [limit](runner::RunnerOptions& o) { o.max_tunnels_per_session = limit; });
   }
   static std::string code(grpc::StatusCode c) { return std::to_string(static_cast<int>(c)); }
   // The runner counts just around its answer: waits for `n` (bounded, 5 s), returns the count.

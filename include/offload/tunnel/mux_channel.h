@@ -187,8 +187,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Still usable for new streams (not closed, broken, refused or out of stream ids).
   bool usable() const { return usable_.load(); }
   std::size_t active_streams() const { return active_.load(); }
-  // Bytes received for streams and not yet written to their sockets (tests: bounded buffering).
-  std::size_t buffered_incoming() const { return buffered_.load(); }
 
  private:
   friend class Stream;
@@ -226,7 +224,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::steady_timer writer_wake_, ready_wake_;
   std::atomic<bool> usable_{true};
   std::atomic<std::size_t> active_{0};
-  std::atomic<std::size_t> buffered_{0};
 };
 
 }  // namespace mux
