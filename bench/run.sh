@@ -18,6 +18,7 @@
 # BULK_MIB (500; 0 skips the save|load scenario),
 # BUILD_CTX_MIB (200; 0 skips docker build), RUNS_BUILD (3), PERF_DIR (unset: no profile),
 # BENCH_LOG_LEVEL (info; offloadd's and the local runner's), KEEP_WORKDIR (unset: removed),
+# HOLD (unset; 1: wait before the throughput runs, with the sinks up, until $W/hold is removed),
 # FAR (1; 0 skips the far-away runner), FAR_DELAY_MS (20, each way), FAR_RATE_MBIT (200),
 # FAR_STREAM_MIB (200), RUNS_FAR (7), RUNS_FAR_STREAM (3),
 # SSH_PORT (2222), FAR_DATA_PORT (2223: the far runner's data channel), DATA_CHANNEL (2: ODC2, the
@@ -248,14 +249,22 @@ footprint_end() {
     >"$R/footprint-$1.json"
 }
 
-# PERF_DIR=DIR: `perf record` (call graphs) of offloadd and the runner during scenarios 2 and
-# 3, into DIR/<scenario>-<program>.data; see "Profiling" in docs/benchmarks.md.
+# PERF_DIR=DIR: `perf record` (call graphs: PERF_CALL_GRAPH, default fp; dwarf,16384 sees through
+# libraries built without frame pointers) of offloadd and the runner during scenarios 2 and 3,
+# into DIR/<scenario>-<program>.data; with PERF_EVENTS=LIST, `perf stat -e LIST` instead (counts
+# of system calls, context switches, wake-ups), into DIR/<scenario>-<program>.stat. See
+# "Profiling" in docs/benchmarks.md.
 perf_begin() {
   [ -n "${PERF_DIR:-}" ] || return 0
   mkdir -p "$PERF_DIR"
   local who
   for who in "offloadd:$OFFLOADD_PID" "runner:$RUNNER_PID"; do
-    perf record -q -g -F 999 -p "${who#*:}" -o "$PERF_DIR/$1-${who%%:*}.data" >/dev/null 2>&1 &
+    if [ -n "${PERF_EVENTS:-}" ]; then
+      perf stat -e "$PERF_EVENTS" -p "${who#*:}" -o "$PERF_DIR/$1-${who%%:*}.stat" >/dev/null 2>&1 &
+    else
+      perf record -q --call-graph "${PERF_CALL_GRAPH:-fp}" -F 999 -p "${who#*:}" \
+        -o "$PERF_DIR/$1-${who%%:*}.data" >/dev/null 2>&1 &
+    fi
     PERFS+=($!)
   done
   sleep 1  # perf attaches before the clock starts
@@ -286,6 +295,12 @@ $O run -d --name sink -p 19003:9000 "$IMAGE" offload-bench-peer sink 9000 >/dev/
 ssh -N -L "127.0.0.1:19002:127.0.0.1:19001" 127.0.0.1 &
 FORWARDS+=($!)
 for p in 19001 19002 19003; do $BENCH wait sink $p --timeout 30 || die "sink on $p"; done
+if [ -n "${HOLD:-}" ]; then
+  # HOLD=1: keep the sinks up for profiling by hand (docs/benchmarks.md, "Profiling").
+  touch "$W/hold"
+  echo "bench: holding; sinks on 19001 (direct), 19003 (offload), 19002 (ssh); offloadd $OFFLOADD_PID, runner $RUNNER_PID; rm $W/hold to go on" >&2
+  while [ -e "$W/hold" ]; do sleep 1; done
+fi
 footprint_begin stream
 perf_begin throughput
 $BENCH stream --bytes "${STREAM_MIB}M" --streams 1 --runs "$RUNS_STREAM" \

@@ -1,5 +1,6 @@
 #include "offload/runner/inventory.h"
 
+#include <boost/asio/ip/address_v4.hpp>
 #include <cstdint>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -79,6 +80,25 @@ void require_object(std::string_view query, const json& item) {
   if (!item.is_object()) unexpected(query, "an entry is not a JSON object");
 }
 
+// The container's IPv4 address when it is on exactly one network that gave it one: then that
+// is where the engine forwards its published ports. With several networks the engine picks one
+// by rules of its own, so none is named; a shape we do not know names none either (the address
+// only lets the runner skip the engine's NAT, it is never needed).
+std::string single_network_address(const json& container) {
+  const json* settings = field(container, "NetworkSettings");
+  if (!settings || !settings->is_object()) return {};
+  const json* networks = field(*settings, "Networks");
+  if (!networks || !networks->is_object() || networks->size() != 1) return {};
+  const json& network = networks->begin().value();
+  if (!network.is_object()) return {};
+  const json* address = field(network, "IPAddress");
+  if (!address || !address->is_string()) return {};
+  boost::system::error_code ec;
+  auto v4 = boost::asio::ip::make_address_v4(address->get_ref<const std::string&>(), ec);
+  if (ec || v4.is_unspecified() || v4.is_loopback() || v4.is_multicast()) return {};
+  return v4.to_string();
+}
+
 }  // namespace
 
 std::vector<v1::Container> parse_containers(std::string_view engine_json) {
@@ -112,6 +132,7 @@ std::vector<v1::Container> parse_containers(std::string_view engine_json) {
         port->set_protocol(string_field(q, p, "Type"));
       }
     }
+    c.set_address(single_network_address(item));
     containers.push_back(std::move(c));
   }
   return containers;

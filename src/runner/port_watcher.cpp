@@ -35,11 +35,13 @@ constexpr const char* kEventsTarget = "/events?filters=%7B%22type%22%3A%5B%22con
 constexpr std::chrono::milliseconds kListTimeout = 10s;
 constexpr std::uint64_t kMaxListBytes = 64ull << 20;
 
+// The address is part of a port: a container that comes back with another address must reach
+// the session, or its tunnels would dial the old one.
 auto sort_key(const v1::PublishedPort& p) {
   return std::tuple<const std::string&, const std::string&, std::uint32_t, const std::string&,
-                    std::uint32_t, const std::string&>(p.container_id(), p.protocol(),
-                                                       p.container_port(), p.host_ip(),
-                                                       p.host_port(), p.container_name());
+                    std::uint32_t, const std::string&, const std::string&>(
+      p.container_id(), p.protocol(), p.container_port(), p.host_ip(), p.host_port(),
+      p.container_name(), p.container_address());
 }
 
 bool same_port(const v1::PublishedPort& a, const v1::PublishedPort& b) {
@@ -141,6 +143,7 @@ PortSnapshot published_ports_from_containers_json(std::string_view engine_json) 
       port.set_protocol(binding.protocol());
       port.set_host_ip(binding.host_ip());
       port.set_host_port(binding.host_port());
+      port.set_container_address(container.address());
       ports.push_back(std::move(port));
     }
   }

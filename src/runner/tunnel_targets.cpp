@@ -36,18 +36,17 @@ using StreamPtr = std::shared_ptr<tunnel::ServerTunnelStream>;
 using SessionPtr = std::shared_ptr<Session>;
 constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
 
-// The HostIp the port is published on: an address the engine's own network answers on for it.
+// The binding a tunnel to the port uses: one on an address the engine's own network answers on.
 // Loopback only when no container publishes it more widely.
-std::optional<std::string> published_host_ip(const std::vector<v1::PublishedPort>& published,
-                                             std::uint32_t host_port,
-                                             const std::string& protocol) {
-  std::optional<std::string> found;
+const v1::PublishedPort* published_binding(const std::vector<v1::PublishedPort>& published,
+                                           std::uint32_t host_port, const std::string& protocol) {
+  const v1::PublishedPort* found = nullptr;
   for (const auto& p : published) {
     if (p.host_port() != host_port || p.protocol() != protocol) continue;
     boost::system::error_code ec;
     auto ip = asio::ip::make_address(p.host_ip(), ec);
-    if (ec || !ip.is_loopback()) return p.host_ip();
-    found = p.host_ip();
+    if (ec || !ip.is_loopback()) return &p;
+    found = &p;
   }
   return found;
 }
@@ -258,17 +257,31 @@ std::variant<PortTarget, Status> resolve_port_target(
     const std::vector<v1::PublishedPort>& published, std::uint32_t host_port,
     const std::string& protocol, const EngineAddresses& engine) {
   // Only a port one of the session's containers publishes now, on the engine's own address.
-  auto published_ip = published_host_ip(published, host_port, protocol);
-  if (host_port == 0 || host_port > 65535 || (protocol != "tcp" && protocol != "udp") ||
-      !published_ip)
+  const v1::PublishedPort* binding = published_binding(published, host_port, protocol);
+  if (host_port == 0 || host_port > 65535 || (protocol != "tcp" && protocol != "udp") || !binding)
     return Status(StatusCode::PERMISSION_DENIED, "no container of the session publishes " +
                                                      std::to_string(host_port) + "/" + protocol);
-  // Published on the engine's loopback only: dial that loopback from inside the engine's
-  // network namespace. Otherwise the engine's end of its veth.
   PortTarget target;
+  // Straight to the container, from inside the engine's network namespace: what the engine's
+  // NAT (or, for loopback bindings, its userland proxy) would do, without the extra veth hop,
+  // NAT lookups and proxy copy per packet (docs/benchmarks.md). Only inside a namespace of the
+  // session's own: every address there is the session's, so even a stale one (a container that
+  // just went away) can reach nothing else.
+  boost::system::error_code bad_address;
+  const auto container = asio::ip::make_address_v4(binding->container_address(), bad_address);
+  if (!bad_address && !engine.network_namespace.empty() && !container.is_unspecified() &&
+      !container.is_loopback() && binding->container_port() > 0 &&
+      binding->container_port() <= 65535) {
+    target.address = container;
+    target.port = static_cast<unsigned short>(binding->container_port());
+    target.netns = engine.network_namespace;
+    return target;
+  }
+  // Otherwise through the engine: a port published on its loopback only is dialled on that
+  // loopback from inside its network namespace, any other on the engine's end of its veth.
   target.port = static_cast<unsigned short>(host_port);
   boost::system::error_code ec;
-  auto host_ip = asio::ip::make_address(*published_ip, ec);
+  auto host_ip = asio::ip::make_address(binding->host_ip(), ec);
   if (!ec && host_ip.is_loopback() && !engine.network_namespace.empty()) {
     target.address = host_ip;
     target.netns = engine.network_namespace;

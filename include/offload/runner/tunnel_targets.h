@@ -40,9 +40,12 @@ struct EngineAddresses {
 };
 
 // Where a TARGET_PUBLISHED_PORT tunnel to `host_port`/`protocol` goes, given the ports the
-// session publishes now: the engine's published address, or, for a port published on the
-// engine's loopback only (-p 127.0.0.1:...), that loopback dialled from inside the engine's
-// network namespace. A port published both on loopback and more widely goes to the wide one.
+// session publishes now. When the engine has a network namespace of its own and the binding
+// names the container's address (PublishedPort.container_address): that address and the
+// container's port, dialled from inside the namespace. Otherwise through the engine: its
+// published address, or, for a port published on the engine's loopback only
+// (-p 127.0.0.1:...), that loopback dialled from inside the engine's network namespace. A port
+// published both on loopback and more widely goes to the wide binding.
 // Anything the session does not publish (or that is no port or protocol at all) is refused with
 // PERMISSION_DENIED naming the port and protocol.
 std::variant<PortTarget, grpc::Status> resolve_port_target(

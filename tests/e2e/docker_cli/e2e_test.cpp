@@ -393,6 +393,44 @@ TEST_F(E2E, AnExplicitLoopbackBindingStaysLoopback) {
   sh("docker rm -f web-lo");
 }
 
+// The runner dials a container on one network directly, from inside the engine's namespace:
+// the container sees the connection come from its network's gateway, as behind the engine's
+// own proxy, not from the runner's end of the engine's veth (which NAT would show).
+TEST_F(E2E, APublishedPortIsDialledStraightToTheContainer) {
+  const std::string who_calls =
+      " sh -c 'mkdir -p /w/cgi-bin && printf \"#!/bin/sh\\necho Content-Type: text/plain\\n"
+      "echo\\necho \\$REMOTE_ADDR\\n\" > /w/cgi-bin/who && chmod +x /w/cgi-bin/who && "
+      "exec httpd -f -p 80 -h /w'";
+  // busybox httpd writes an IPv4 peer as "[::ffff:172.17.0.1]".
+  auto caller = [](int port) {
+    std::string who = trim(sh("curl -s --max-time 3 http://127.0.0.1:" + std::to_string(port) +
+                              "/cgi-bin/who").out);
+    for (const std::string mapped : {"[::ffff:", "["})
+      if (who.rfind(mapped, 0) == 0 && who.back() == ']')
+        return who.substr(mapped.size(), who.size() - mapped.size() - 1);
+    return who;
+  };
+  ASSERT_SH_OK(sh("docker run -d --name who -p 18086:80 " + kImage + who_calls));
+  const std::string gateway =
+      trim(sh("docker inspect -f '{{.NetworkSettings.Gateway}}' who").out);
+  ASSERT_FALSE(gateway.empty());
+  std::string seen;
+  EXPECT_TRUE(wait_for([&] { return !(seen = caller(18086)).empty(); }, 10s));
+  EXPECT_EQ(seen, gateway) << "the connection did not come from inside the engine's network";
+
+  // On two networks the engine chooses where its NAT forwards: the runner goes through it.
+  ASSERT_SH_OK(sh("docker network create offload-e2e-second"));
+  ASSERT_SH_OK(sh("docker create --name who2 -p 18087:80 " + kImage + who_calls));
+  ASSERT_SH_OK(sh("docker network connect offload-e2e-second who2"));
+  ASSERT_SH_OK(sh("docker start who2"));
+  EXPECT_TRUE(wait_for([&] { return !(seen = caller(18087)).empty(); }, 10s));
+  EXPECT_NE(seen, "");
+  EXPECT_NE(seen, trim(sh("docker inspect -f '{{.NetworkSettings.Gateway}}' who2").out))
+      << "a container on two networks is reached through the engine";
+  sh("docker rm -f who who2");
+  sh("docker network rm offload-e2e-second");
+}
+
 TEST_F(E2E, UdpDatagramsReachTheContainerAndBack) {
   ASSERT_SH_OK(sh("docker run -d --name udp-echo -p 18083:7/udp " + kImage + " echo-server udp 7"));
   std::string reply;

@@ -146,6 +146,52 @@ TEST(PublishedPorts, NoContainersOrNoPublishedPorts) {
   EXPECT_EQ(ports[0].container_name(), "");
 }
 
+// The container's address on its only network is where the engine forwards its ports: the
+// runner dials it directly (resolve_port_target).
+TEST(PublishedPorts, AContainerOnOneNetworkNamesItsAddress) {
+  auto ports = published_ports_from_containers_json(list({kWeb, kDns}));
+  ASSERT_EQ(ports.size(), 3u);
+  for (const auto& p : ports) EXPECT_EQ(p.container_address(), "172.17.0.2") << p.host_port();
+}
+
+TEST(PublishedPorts, NoAddressWhenTheNetworkIsNotUnambiguous) {
+  const std::string published =
+      R"("Ports":[{"IP":"0.0.0.0","PrivatePort":80,"PublicPort":8080,"Type":"tcp"}])";
+  for (const std::string settings : {
+           // Two networks: the engine picks the one it forwards to by rules of its own.
+           R"("NetworkSettings":{"Networks":{"a":{"IPAddress":"172.18.0.2"},)"
+           R"("b":{"IPAddress":"172.19.0.2"}}})",
+           // No network, no address, an address that is none, shapes we do not know.
+           R"("NetworkSettings":{"Networks":{}})",
+           R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":""}}})",
+           R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"0.0.0.0"}}})",
+           R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"127.0.0.1"}}})",
+           R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"fd00::2"}}})",
+           R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"172.17.0.300"}}})",
+           R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":7}}})",
+           R"("NetworkSettings":{"Networks":{"bridge":null}})",
+           R"("NetworkSettings":{"Networks":[{"IPAddress":"172.17.0.2"}]})",
+           R"("NetworkSettings":null)",
+           R"("NetworkSettings":"bridge")",
+           R"("HostConfig":{"NetworkMode":"host"})",
+       }) {
+    // The address only saves a hop: an answer without a usable one is not malformed.
+    auto ports =
+        published_ports_from_containers_json(R"([{"Id":"e1",)" + published + "," + settings + "}]");
+    ASSERT_EQ(ports.size(), 1u) << settings;
+    EXPECT_EQ(ports[0].container_address(), "") << settings;
+  }
+}
+
+TEST(PublishedPorts, AContainerBackWithAnotherAddressChangesThePorts) {
+  std::string moved = kWeb;
+  moved.replace(moved.find("172.17.0.2"), 10, "172.17.0.9");
+  const auto before = published_ports_from_containers_json(list({kWeb}));
+  const auto after = published_ports_from_containers_json(list({moved}));
+  EXPECT_FALSE(same_ports(before, after)) << "tunnels would dial the old address";
+  EXPECT_EQ(after[0].container_address(), "172.17.0.9");
+}
+
 TEST(PublishedPorts, MalformedAnswersThrow) {
   for (const char* bad : {"", "{", "{}", R"({"message":"server error"})", "[1]",
                           R"([{"Id":"x","Ports":{}}])", R"([{"Id":"x","Ports":[7]}])",

@@ -32,6 +32,14 @@ v1::PublishedPort port(const std::string& host_ip, std::uint32_t host_port,
   return p;
 }
 
+// The same, forwarded by the engine to `address`:`container_port` (its only network).
+v1::PublishedPort to_container(v1::PublishedPort p, const std::string& address,
+                               std::uint32_t container_port = 80) {
+  p.set_container_address(address);
+  p.set_container_port(container_port);
+  return p;
+}
+
 // The target, failing the test (with the refusal) when the policy refused.
 PortTarget target_of(const std::variant<PortTarget, grpc::Status>& resolved) {
   if (auto* refusal = std::get_if<grpc::Status>(&resolved)) {
@@ -132,5 +140,60 @@ TEST(ResolvePortTarget, APortPublishedOnLoopbackAndWidelyGoesToTheWideOne) {
     auto target = target_of(resolve_port_target(published, 8080, "tcp", engine()));
     EXPECT_EQ(target.address, engine().published_address);
     EXPECT_EQ(target.netns, "");
+  }
+}
+
+TEST(ResolvePortTarget, AContainerWithAnAddressIsDialledDirectlyInsideTheEngine) {
+  // Widely or on loopback only, tcp or udp: the container's own address and port, from inside
+  // the engine's namespace, where the engine's NAT or proxy would have sent the connection.
+  for (const std::string host_ip : {"0.0.0.0", "::", "127.0.0.1", "::1"}) {
+    for (const std::string protocol : {"tcp", "udp"}) {
+      auto target = target_of(resolve_port_target(
+          {to_container(port(host_ip, 8080, protocol), "172.17.0.2", 80)}, 8080, protocol,
+          engine()));
+      EXPECT_EQ(target.address, boost::asio::ip::make_address("172.17.0.2"))
+          << host_ip << " " << protocol;
+      EXPECT_EQ(target.port, 80);
+      EXPECT_EQ(target.netns, kNetns);
+    }
+  }
+}
+
+TEST(ResolvePortTarget, AContainerAddressIsUsedOnlyInsideANamespaceOfTheSession) {
+  // An engine sharing the runner's namespace: a container address there could be anybody's.
+  EngineAddresses shared{boost::asio::ip::make_address("10.213.0.14"), ""};
+  auto target = target_of(resolve_port_target(
+      {to_container(port("0.0.0.0", 8080, "tcp"), "172.17.0.2")}, 8080, "tcp", shared));
+  EXPECT_EQ(target.address, shared.published_address);
+  EXPECT_EQ(target.port, 8080);
+  EXPECT_EQ(target.netns, "");
+}
+
+TEST(ResolvePortTarget, AnAddressOrPortThatIsNoneGoesThroughTheEngine) {
+  for (const std::string address :
+       {"", "web", "172.17.0.300", "0.0.0.0", "127.0.0.1", "::1", "fd00::2"}) {
+    auto target = target_of(resolve_port_target(
+        {to_container(port("0.0.0.0", 8080, "tcp"), address)}, 8080, "tcp", engine()));
+    EXPECT_EQ(target.address, engine().published_address) << address;
+    EXPECT_EQ(target.port, 8080) << address;
+  }
+  for (std::uint32_t container_port : {0u, 65536u}) {
+    auto target = target_of(resolve_port_target(
+        {to_container(port("0.0.0.0", 8080, "tcp"), "172.17.0.2", container_port)}, 8080, "tcp",
+        engine()));
+    EXPECT_EQ(target.address, engine().published_address) << container_port;
+    EXPECT_EQ(target.port, 8080) << container_port;
+  }
+}
+
+TEST(ResolvePortTarget, TheWideBindingsContainerWinsOverTheLoopbackOnes) {
+  // Two containers share the host port: one on the engine's loopback, one widely.
+  const auto loopback = to_container(port("127.0.0.1", 8080, "tcp"), "172.17.0.3", 81);
+  const auto wide = to_container(port("0.0.0.0", 8080, "tcp"), "172.17.0.2", 80);
+  for (const auto& published : std::vector<std::vector<v1::PublishedPort>>{{loopback, wide},
+                                                                            {wide, loopback}}) {
+    auto target = target_of(resolve_port_target(published, 8080, "tcp", engine()));
+    EXPECT_EQ(target.address, boost::asio::ip::make_address("172.17.0.2"));
+    EXPECT_EQ(target.port, 80);
   }
 }
