@@ -5,6 +5,7 @@
 //   offload-bench commands --runs N [--warmup W] LABEL 'shell command' [LABEL 'command' ...]
 //   offload-bench stream --bytes B --streams S --runs N LABEL PORT [LABEL PORT ...]
 //   offload-bench rr --conns C --rounds K [--size Z] [--warmup W] LABEL PORT [LABEL PORT ...]
+//   offload-bench connects --count N --parallel P [--rounds R] [--size Z] LABEL PORT [...]
 //   offload-bench ttfb --runs N [--warmup W] LABEL 'shell command' [LABEL 'command' ...]
 //   offload-bench wait sink|echo PORT [--timeout SECONDS]
 #include <arpa/inet.h>
@@ -354,6 +355,63 @@ int rr(const Args& a) {
   return 0;
 }
 
+// ---- new connections -----------------------------------------------------------------------
+
+// What a client that opens a connection per request sees (HTTP/1.0, health checks, a CLI run
+// in a loop): connect, one request/response, close. The time is from connect() to the reply,
+// so it includes the proxy's own dial to the container, which rr's warm-up leaves out. `count`
+// connections per variant, `parallel` at a time, in `rounds` interleaved slices.
+int connects(const Args& a) {
+  long count = option(a, "count", 2000), parallel = option(a, "parallel", 4);
+  long rounds = std::max(1L, option(a, "rounds", 5));
+  size_t size = static_cast<size_t>(option(a, "size", 64));
+  std::map<std::string, std::vector<double>> samples;
+  std::map<std::string, double> busy_seconds;
+  for (long round = 0; round < rounds; ++round) {
+    for (auto& v : a.variants) {
+      const int port = std::stoi(v.target);
+      const long slice = count / rounds + (round < count % rounds ? 1 : 0);
+      std::atomic<long> next{0};
+      std::atomic<int> failed{0};
+      std::vector<std::vector<double>> per(parallel);
+      std::vector<std::thread> threads;
+      auto start = Clock::now();
+      for (long t = 0; t < parallel; ++t)
+        threads.emplace_back([&, t] {
+          std::string request(size, 'c'), reply(size, '\0');
+          while (next.fetch_add(1) < slice) {
+            auto begin = Clock::now();
+            int fd = connect_port(port, 10);
+            bool ok = fd >= 0 && send_all(fd, request.data(), size) &&
+                      recv_exact(fd, reply.data(), size) && reply == request;
+            if (fd >= 0) ::close(fd);
+            if (!ok) {
+              ++failed;
+              return;
+            }
+            per[t].push_back(std::chrono::duration<double, std::micro>(Clock::now() - begin).count());
+          }
+        });
+      for (auto& t : threads) t.join();
+      busy_seconds[v.label] += std::chrono::duration<double>(Clock::now() - start).count();
+      if (failed) {
+        std::cerr << "offload-bench: " << v.label << ": " << failed << " connections failed\n";
+        return 1;
+      }
+      for (auto& p : per) samples[v.label].insert(samples[v.label].end(), p.begin(), p.end());
+    }
+  }
+  json out = json::object();
+  for (auto& v : a.variants) {
+    auto& all = samples[v.label];
+    out[v.label] = {{"p50_us", percentile(all, 50)}, {"p99_us", percentile(all, 99)},
+                    {"connections", all.size()}, {"parallel", parallel},
+                    {"connections_per_s", static_cast<double>(all.size()) / busy_seconds[v.label]}};
+  }
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
 // ---- wait ----------------------------------------------------------------------------------
 
 // A forwarded port accepts before the container listens (the far end is dialled per
@@ -385,6 +443,7 @@ int main(int argc, char** argv) {
     if (verb == "commands") return commands(parse(argc, argv, 2));
     if (verb == "stream") return stream(parse(argc, argv, 2));
     if (verb == "rr") return rr(parse(argc, argv, 2));
+    if (verb == "connects") return connects(parse(argc, argv, 2));
     if (verb == "ttfb") return ttfb(parse(argc, argv, 2));
     if (verb == "wait" && argc >= 4) {
       int timeout = argc >= 6 && std::string(argv[4]) == "--timeout" ? std::stoi(argv[5]) : 60;
@@ -394,6 +453,6 @@ int main(int argc, char** argv) {
     std::cerr << "offload-bench: " << e.what() << "\n";
     return 2;
   }
-  std::cerr << "usage: offload-bench commands|stream|rr|ttfb|wait ... (see bench/run.sh)\n";
+  std::cerr << "usage: offload-bench commands|stream|rr|connects|ttfb|wait ... (see bench/run.sh)\n";
   return 2;
 }

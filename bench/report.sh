@@ -57,6 +57,18 @@ generated() {
   echo
   echo "$(q '.request_response.offload.round_trips / .request_response.offload.conns') timed round trips per connection, after $(q '.request_response.offload.warmup_per_conn // 0') untimed one(s) that open the path (a proxy dials its target only after accepting)."
   echo
+  if [ "$(q .new_connections)" != null ]; then
+    echo "### 3b. New connections: connect, one 64-byte round trip, close (µs)"
+    echo
+    echo "| path | p50 | p99 | connections/s |"
+    echo "|---|---:|---:|---:|"
+    for k in direct offload ssh; do
+      echo "| $k | $(f 0 "$(q ".new_connections.$k.p50_us")") | $(f 0 "$(q ".new_connections.$k.p99_us")") | $(f 0 "$(q ".new_connections.$k.connections_per_s")") |"
+    done
+    echo
+    echo "$(q .new_connections.offload.connections) connections per variant, $(q .new_connections.offload.parallel) at a time; the time includes each proxy's own dial to the container."
+    echo
+  fi
   echo "### Footprint"
   echo
   echo "| | offloadd | offload-runner |"

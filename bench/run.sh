@@ -15,6 +15,7 @@
 #
 # Knobs (environment): RUNS_API (15), RUNS_RUN (7), STREAM_MIB (1024), RUNS_STREAM (3),
 # RR_CONNS (100), RR_ROUNDS (50), RR_WARMUP (1: untimed round trips per connection first),
+# CONNECTS (2000: new connections per variant, each one round trip), CONNECTS_PARALLEL (4),
 # BULK_MIB (500; 0 skips the save|load scenario),
 # BUILD_CTX_MIB (200; 0 skips docker build), RUNS_BUILD (3), PERF_DIR (unset: no profile),
 # BENCH_LOG_LEVEL (info; offloadd's and the local runner's), KEEP_WORKDIR (unset: removed),
@@ -36,6 +37,8 @@ RUNS_STREAM=${RUNS_STREAM:-3}
 RR_CONNS=${RR_CONNS:-100}
 RR_ROUNDS=${RR_ROUNDS:-50}
 RR_WARMUP=${RR_WARMUP:-1}
+CONNECTS=${CONNECTS:-2000}
+CONNECTS_PARALLEL=${CONNECTS_PARALLEL:-4}
 BULK_MIB=${BULK_MIB:-500}
 BUILD_CTX_MIB=${BUILD_CTX_MIB:-200}
 RUNS_BUILD=${RUNS_BUILD:-3}
@@ -323,6 +326,9 @@ $BENCH rr --conns "$RR_CONNS" --rounds "$RR_ROUNDS" --warmup "$RR_WARMUP" --size
   direct 19011 offload 19013 ssh 19012 >"$R/rr.json"
 perf_end
 footprint_end rr
+# A connection per request: connect, one round trip, close (the proxies' dial is in the clock).
+$BENCH connects --count "$CONNECTS" --parallel "$CONNECTS_PARALLEL" --rounds 5 --size 64 \
+  direct 19011 offload 19013 ssh 19012 >"$R/connects.json"
 
 # ---- 4. bulk API transfer: docker save | docker load -----------------------------------------
 if [ "$BULK_MIB" -gt 0 ]; then
@@ -449,6 +455,7 @@ jq -n \
   --slurpfile version "$R/api-version.json" --slurpfile ps "$R/api-ps.json" \
   --slurpfile run "$R/api-run.json" --slurpfile s1 "$R/stream-1.json" \
   --slurpfile s16 "$R/stream-16.json" --slurpfile rr "$R/rr.json" \
+  --slurpfile connects "$R/connects.json" \
   --slurpfile idle "$R/footprint-idle.json" --slurpfile fs "$R/footprint-stream.json" \
   --slurpfile frr "$R/footprint-rr.json" \
   --slurpfile bsave "$( [ -f "$R/bulk-save.json" ] && echo "$R/bulk-save.json" || echo /dev/null)" \
@@ -470,6 +477,7 @@ jq -n \
     api_latency: {version: $version[0], ps: $ps[0], "run --rm img true": $run[0]},
     port_forward_throughput: {one_stream: $s1[0], sixteen_streams: $s16[0]},
     request_response: $rr[0],
+    new_connections: $connects[0],
     footprint: {idle: $idle[0], during_throughput: $fs[0], during_request_response: $frr[0]},
     bulk: (if ($bsave | length) > 0 then {image_mib: $bulk_mib, save: $bsave[0], load: $bload[0]} else null end),
     build: (if ($build | length) > 0 then {context_mib: $build_mib} + $build[0] else null end),

@@ -3,11 +3,8 @@
 #include "offload/runner/api_gate.h"
 #include "offload/runner/gated_api_socket.h"
 
-#include <fcntl.h>
-#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -17,10 +14,10 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/strand.hpp>
 #include <optional>
-#include <thread>
 
 #include "offload/common/text.h"
 #include "offload/runner/metrics.h"
+#include "offload/runner/netns_socket.h"
 #include "offload/runner/session.h"
 #include "offload/tunnel/grpc_streams.h"
 #include "offload/tunnel/pump.h"
@@ -103,24 +100,6 @@ asio::awaitable<void> tunnel_engine_api(StreamPtr stream, SessionPtr session, st
   finish_splice(*stream, result, "the session engine");
 }
 
-// A socket created inside another network namespace stays there: setns on a short-lived thread
-// (it changes only that thread), create the socket, come back with its descriptor.
-int socket_in_netns(const std::string& netns, int domain, int type, std::error_code& ec) {
-  int fd = -1;
-  std::thread([&] {
-    int ns = ::open(netns.c_str(), O_RDONLY | O_CLOEXEC);
-    if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
-      ec = std::error_code(errno, std::generic_category());
-      if (ns >= 0) ::close(ns);
-      return;
-    }
-    ::close(ns);
-    fd = ::socket(domain, type | SOCK_CLOEXEC, 0);
-    if (fd < 0) ec = std::error_code(errno, std::generic_category());
-  }).join();
-  return fd;
-}
-
 // Opens `socket` for `target`, inside the target's network namespace when it has one.
 template <class Socket>
 boost::system::error_code open_for(Socket& socket, const PortTarget& target, int type) {
@@ -132,7 +111,8 @@ boost::system::error_code open_for(Socket& socket, const PortTarget& target, int
     return ec;
   }
   std::error_code sec;
-  int fd = socket_in_netns(target.netns, target.address.is_v4() ? AF_INET : AF_INET6, type, sec);
+  int fd = socket_in_network_namespace(target.netns, target.address.is_v4() ? AF_INET : AF_INET6,
+                                       type, sec);
   if (fd < 0) return boost::system::error_code(sec.value(), boost::system::generic_category());
   socket.assign(protocol, fd, ec);
   return ec;
