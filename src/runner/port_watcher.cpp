@@ -29,8 +29,10 @@ using namespace std::chrono_literals;
 
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr const char* kListTarget = "/containers/json";
-// filters={"type":["container"]}, percent-encoded.
-constexpr const char* kEventsTarget = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D";
+// filters={"type":["container","network"]}, percent-encoded. Network events for `docker network
+// connect/disconnect`, which change a running container's networks (and so its address).
+constexpr const char* kEventsTarget =
+    "/events?filters=%7B%22type%22%3A%5B%22container%22%2C%22network%22%5D%7D";
 // An I/O deadline against an engine that accepts but never answers, not a schedule: real time.
 constexpr std::chrono::milliseconds kListTimeout = 10s;
 constexpr std::uint64_t kMaxListBytes = 64ull << 20;
@@ -216,6 +218,10 @@ bool event_may_change_ports(std::string_view event_json) {
     return it != event.end() && it->is_string() ? it->get<std::string>() : std::string();
   };
   const std::string type = text("Type");
+  if (type == "network") {
+    const std::string action = text("Action");
+    return action == "connect" || action == "disconnect";
+  }
   if (!type.empty() && type != "container") return false;
   // API < 1.22 had no Action, only status.
   std::string action = text("Action");

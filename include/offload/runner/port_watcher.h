@@ -60,7 +60,9 @@ class EngineEventSplitter {
 
 // True if the event (one object of the /events stream) can change the set of published ports:
 // a container event whose Action is start, restart, die, stop, kill, destroy, pause, unpause or
-// rename. An object that is not valid JSON counts as true: re-listing is the safe answer.
+// rename, or a network event whose Action is connect or disconnect (a container's networks
+// decide its address, PublishedPort.container_address). An object that is not valid JSON
+// counts as true: re-listing is the safe answer.
 bool event_may_change_ports(std::string_view event_json);
 
 // Time as the watcher sees it: every deadline (reconcile, settle, reconnect backoff) is waited

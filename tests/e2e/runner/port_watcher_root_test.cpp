@@ -119,16 +119,17 @@ class PortWatcherRootTest : public ::testing::Test {
                              << result.error;
   }
 
-  void start_watching() {
+  void start_watching(milliseconds reconcile_interval = 5s) {
     watcher_ = std::make_unique<PortWatcher>(
         engine_->api_socket(),
         [this](const PortSnapshot& snapshot) {
           std::lock_guard lock(mutex_);
           last_ = bindings(snapshot);
+          last_snapshot_ = snapshot;
           ++calls_;
           changed_.notify_all();
         },
-        clock_);
+        clock_, reconcile_interval);
   }
 
   // Waits (up to `limit`) for the reported snapshot to satisfy `pred`; returns how long it took.
@@ -138,6 +139,25 @@ class PortWatcherRootTest : public ::testing::Test {
     std::unique_lock lock(mutex_);
     const bool ok = changed_.wait_for(lock, limit, [&] { return calls_ > 0 && pred(last_); });
     EXPECT_TRUE(ok) << "last snapshot: " << ::testing::PrintToString(last_);
+    return duration_cast<milliseconds>(steady_clock::now() - t0);
+  }
+
+  // The address the last snapshot names for `name`'s ports ("" when none), or "absent".
+  std::string address_of(const std::string& name) {
+    std::lock_guard lock(mutex_);
+    for (const auto& p : last_snapshot_)
+      if (p.container_name() == name) return p.container_address();
+    return "absent";
+  }
+
+  milliseconds until_address(const std::string& name, const std::string& wanted,
+                             milliseconds limit = 10s) {
+    const auto t0 = steady_clock::now();
+    while (address_of(name) != wanted && steady_clock::now() - t0 < limit) {
+      std::unique_lock lock(mutex_);
+      changed_.wait_for(lock, 100ms);
+    }
+    EXPECT_EQ(address_of(name), wanted) << name;
     return duration_cast<milliseconds>(steady_clock::now() - t0);
   }
 
@@ -153,6 +173,7 @@ class PortWatcherRootTest : public ::testing::Test {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::vector<Binding> last_;
+  PortSnapshot last_snapshot_;
   int calls_ = 0;
 };
 
@@ -269,6 +290,35 @@ TEST_F(PortWatcherRootTest, FollowsPublishedPortsThroughTheContainerLifecycle) {
   EXPECT_LT(steady_clock::now() - t0, 1s);
   std::cout << "[timing] whole test incl. engine start/destroy: "
             << duration_cast<milliseconds>(steady_clock::now() - t_start).count() << " ms\n";
+}
+
+TEST_F(PortWatcherRootTest, ANetworkConnectOrDisconnectChangesTheAddressAtOnce) {
+  // The runner dials a container on one network at its address (tunnel_targets.h); on two it
+  // has none. `docker network connect/disconnect` on a running container is a network event,
+  // not a container event, and must reach the session as a start does: by an event, not by the
+  // reconcile (a minute here, so that only an event can explain a prompt change).
+  import_busybox();
+  run({"network", "create", "--subnet", "172.29.7.0/24", "second"});
+  start_watching(60s);
+  run({"run", "-d", "--name", "web", "-p", "18091:80", "offload-bb:1", "httpd", "-f", "-p", "80"});
+  until_reported([](const auto& all) { return has(all, "web", 80, "tcp", "0.0.0.0", 18091); });
+  const std::string first = address_of("web");
+  ASSERT_NE(first, "");
+  ASSERT_NE(first, "absent");
+
+  auto events = watcher_->stats().events;
+  run({"network", "connect", "second", "web"});
+  const auto connected = until_address("web", "");
+  EXPECT_LT(connected, 2s) << "network connect";
+  EXPECT_GT(watcher_->stats().events, events) << "no event asked for the listing";
+  events = watcher_->stats().events;
+  run({"network", "disconnect", "bridge", "web"});
+  // Left on `second` alone: its address there (the first after the gateway).
+  const auto disconnected = until_address("web", "172.29.7.2");
+  EXPECT_LT(disconnected, 2s) << "network disconnect";
+  EXPECT_GT(watcher_->stats().events, events) << "no event asked for the listing";
+  std::cout << "[timing] network connect: " << connected.count()
+            << " ms, disconnect: " << disconnected.count() << " ms\n";
 }
 
 }  // namespace

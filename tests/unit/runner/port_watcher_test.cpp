@@ -307,6 +307,17 @@ TEST(EventMayChangePorts, ContainerLifecycleActionsOnly) {
   EXPECT_FALSE(event_may_change_ports("{}"));
 }
 
+TEST(EventMayChangePorts, AContainerJoiningOrLeavingANetworkChangesItsAddress) {
+  // `docker network connect/disconnect` on a running container is a network event only; the
+  // container's address in the ports (the runner's direct dial) depends on its networks.
+  EXPECT_TRUE(event_may_change_ports(event("connect", "n1", "network")));
+  EXPECT_TRUE(event_may_change_ports(event("disconnect", "n1", "network")));
+  for (const char* action : {"create", "destroy", "remove", "prune", "update"})
+    EXPECT_FALSE(event_may_change_ports(event(action, "n1", "network"))) << action;
+  for (const char* type : {"image", "volume", "daemon", "plugin"})
+    EXPECT_FALSE(event_may_change_ports(event("connect", "x", type))) << type;
+}
+
 // --- ManualWaitClock ---
 
 TEST(ManualWaitClock, AdvanceWakesAWaiterWhoseDeadlinePasses) {
