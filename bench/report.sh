@@ -12,6 +12,15 @@ END='<!-- bench:results:end -->'
 q() { jq -r "$1" "$J"; }
 f() { printf '%.*f' "$1" "$2"; }
 
+# p50, p99 and a rate for each path: latency_table SCENARIO RATE_FIELD "RATE LABEL"
+latency_table() {
+  echo "| path | p50 | p99 | $3 |"
+  echo "|---|---:|---:|---:|"
+  for k in direct offload ssh; do
+    echo "| $k | $(f 0 "$(q ".$1.$k.p50_us")") | $(f 0 "$(q ".$1.$k.p99_us")") | $(f 0 "$(q ".$1.$k.$2")") |"
+  done
+}
+
 generated() {
   echo "$BEGIN"
   echo
@@ -49,22 +58,14 @@ generated() {
   echo
   echo "### 3. $(q .request_response.offload.conns) concurrent connections, 64-byte request/response (µs)"
   echo
-  echo "| path | p50 | p99 | round trips/s |"
-  echo "|---|---:|---:|---:|"
-  for k in direct offload ssh; do
-    echo "| $k | $(f 0 "$(q ".request_response.$k.p50_us")") | $(f 0 "$(q ".request_response.$k.p99_us")") | $(f 0 "$(q ".request_response.$k.round_trips_per_s")") |"
-  done
+  latency_table request_response round_trips_per_s "round trips/s"
   echo
   echo "$(q '.request_response.offload.round_trips / .request_response.offload.conns') timed round trips per connection, after $(q '.request_response.offload.warmup_per_conn // 0') untimed one(s) that open the path (a proxy dials its target only after accepting)."
   echo
   if [ "$(q .new_connections)" != null ]; then
     echo "### 3b. New connections: connect, one 64-byte round trip, close (µs)"
     echo
-    echo "| path | p50 | p99 | connections/s |"
-    echo "|---|---:|---:|---:|"
-    for k in direct offload ssh; do
-      echo "| $k | $(f 0 "$(q ".new_connections.$k.p50_us")") | $(f 0 "$(q ".new_connections.$k.p99_us")") | $(f 0 "$(q ".new_connections.$k.connections_per_s")") |"
-    done
+    latency_table new_connections connections_per_s "connections/s"
     echo
     echo "$(q .new_connections.offload.connections) connections per variant, $(q .new_connections.offload.parallel) at a time; the time includes each proxy's own dial to the container."
     echo
