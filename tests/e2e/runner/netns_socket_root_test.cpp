@@ -21,7 +21,7 @@ using namespace offload::runner;
 
 namespace {
 
-ino_t inode_of(const std::string &path) {
+ino_t inode_of(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
 }
