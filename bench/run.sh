@@ -22,9 +22,10 @@
 # HOLD (unset; 1: wait before the throughput runs, with the sinks up, until $W/hold is removed),
 # FAR (1; 0 skips the far-away runner), FAR_DELAY_MS (20, each way), FAR_RATE_MBIT (200),
 # FAR_STREAM_MIB (200), RUNS_FAR (7), RUNS_FAR_STREAM (3),
-# SSH_PORT (2222), FAR_DATA_PORT (2223: the far runner's data channel), DATA_CHANNEL (2: ODC2, the
-# multiplexed data channel; 1: ODC1, a TLS connection per forwarded connection (offloadd's
-# ports.multiplexDataChannel false); 0: ports.dataChannel false, forwarded ports over gRPC), OUT (docs/benchmarks.md).
+# SSH_PORT (2222), FAR_DATA_PORT (2223: the far runner's data channel), DATA_CHANNEL (2: the
+# multiplexed data channel, ODC3 or ODC2 as the runner speaks; 1: ODC1, a TLS connection per
+# forwarded connection (offloadd's ports.multiplexDataChannel false); 0: ports.dataChannel false,
+# forwarded ports over gRPC), OUT (docs/benchmarks.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -446,6 +447,9 @@ fi
 say "writing $OUT"
 DOCKER_VERSION=$($D version --format '{{.Server.Version}}')
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+# The multiplexed wire format offloadd chose (ODC3 with a runner that speaks it), from its log.
+ODC=$(grep -o 'multiplexed (ODC[0-9]' "$DOCKER_CONFIG/offload/offloadd.log" 2>/dev/null | tail -1 |
+  grep -o 'ODC[0-9]' || echo ODC2)
 DIRTY=$(git -C "$ROOT" status --porcelain -- src cmd proto 2>/dev/null | wc -l)
 jq -n \
   --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$COMMIT" --argjson dirty "$DIRTY" \
@@ -468,10 +472,10 @@ jq -n \
   --slurpfile fstream "$( [ -f "$R/far-stream.json" ] && echo "$R/far-stream.json" || echo /dev/null)" \
   --slurpfile ffp "$( [ -f "$R/footprint-far.json" ] && echo "$R/footprint-far.json" || echo /dev/null)" \
   --argjson far_delay "$FAR_DELAY_MS" --argjson far_mbit "$FAR_RATE_MBIT" \
-  --argjson data_channel "$DATA_CHANNEL" \
+  --argjson data_channel "$DATA_CHANNEL" --arg odc "$ODC" \
   '{machine: {date: $date, commit: $commit, uncommitted_product_files: $dirty, kernel: $kernel,
               cpu: $cpu, cores: $cores, docker: $docker, ssh: $ssh,
-              forwarded_ports_over: (if $data_channel >= 2 then "the data channel (ODC2, multiplexed)"
+              forwarded_ports_over: (if $data_channel >= 2 then "the data channel (\($odc), multiplexed)"
                                     elif $data_channel == 1 then "the data channel (ODC1, a TLS connection each)"
                                     else "gRPC streams" end)},
     api_latency: {version: $version[0], ps: $ps[0], "run --rm img true": $run[0]},

@@ -11,7 +11,7 @@ packages=(
   docker.io busybox-static iproute2 iptables util-linux mount e2fsprogs uidmap procps curl
   docker-registry
   docker-compose bash-completion fish zsh
-  libnghttp2-dev
+  libnghttp2-dev libgcrypt20-dev
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (apt-get install needs it)" >&2

@@ -237,7 +237,8 @@ void PortForwarder::apply(const std::vector<v1::PublishedPort>& snapshot, Tunnel
     std::lock_guard shared_lock(shared_->mu);
     shared_->opener = std::move(opener);
     shared_->data = policy_.data_channel ? std::move(data) : DataChannel{};
-    shared_->data_version = policy_.multiplex_data_channel ? 2 : 1;
+    shared_->data_version =
+        policy_.multiplex_data_channel ? tunnel::data_channel::kLatestVersion : 1;
   }
   snapshot_ = snapshot;
   apply_locked();

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "offload/daemon/port_forwarder.h"
+#include "offload/tunnel/data_channel.h"
 
 namespace offload::daemon {
 namespace asio = boost::asio;
@@ -54,7 +55,7 @@ struct PortForwarder::Shared {
   std::mutex mu;
   TunnelOpener opener;
   DataChannel data;  // guarded by mu
-  unsigned data_version = 2;  // guarded by mu: the policy's newest data channel wire format
+  unsigned data_version = tunnel::data_channel::kLatestVersion;  // guarded by mu: the policy's newest data channel wire format
   std::mutex activity_mu;
   ActivitySink* activity;
   const UdpFlowSettings udp;

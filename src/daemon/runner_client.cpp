@@ -147,7 +147,10 @@ std::shared_ptr<tunnel::data_channel::Dialer> RunnerClient::data_channel(unsigne
         host, port, tls::asio_pinned_client_context(endpoint_.fingerprint), session_id_,
         session_token_, std::chrono::seconds(5), version);
     spdlog::info("runner {}: forwarded TCP ports use its data channel on port {}{}",
-                 endpoint_.address, port, version >= 2 ? ", multiplexed" : "");
+                 endpoint_.address, port,
+                 version >= 3   ? ", multiplexed (ODC3, sealed records)"
+                 : version == 2 ? ", multiplexed (ODC2)"
+                                : " (ODC1)");
   }
   return data_channel_;
 }

@@ -199,7 +199,8 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
   template <class SetUpDone>
   static asio::awaitable<void> serve_multiplexed(Shared& self, std::shared_ptr<Connection> conn,
                                                  const v1::DataChannelOpen& open,
-                                                 const std::string& peer, SetUpDone set_up_done) {
+                                                 unsigned version, const std::string& peer,
+                                                 SetUpDone set_up_done) {
     auto& channel = conn->channel;
     if (open.has_open()) {
       co_await refuse(self, channel, grpc::StatusCode::INVALID_ARGUMENT,
@@ -215,9 +216,16 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
       co_return;
     }
     if (auto ec = co_await dc::write_accept(channel, {})) co_return;
+    // ODC3: everything after the accept is sealed records, both ways.
+    if (version >= 3) {
+      if (auto ec = channel.seal_records()) {
+        spdlog::warn("data channel from {}: cannot seal records: {}", peer, ec.message());
+        co_return;
+      }
+    }
     set_up_done();
-    spdlog::debug("data channel from {}: multiplexed connection for session {}", peer,
-                  short_session_id(open.session_id()));
+    spdlog::debug("data channel from {}: multiplexed connection (ODC{}) for session {}", peer,
+                  version, short_session_id(open.session_id()));
     auto shared = self.shared_from_this();
     auto mux = std::make_shared<tunnel::mux::Connection>(
         channel.get_executor(), tunnel::mux::Connection::Role::server, tunnel::mux::Settings{},
@@ -405,7 +413,7 @@ struct DataChannelServer::Shared : std::enable_shared_from_this<DataChannelServe
       co_return;
     }
     if (version >= 2) {
-      co_await serve_multiplexed(self, conn, open, peer, [&] {
+      co_await serve_multiplexed(self, conn, open, version, peer, [&] {
         conn->setting_up = false;
         deadline.cancel();
       });

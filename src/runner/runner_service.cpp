@@ -15,6 +15,7 @@
 #include "offload/runner/session.h"
 #include "offload/runner/sync_call.h"
 #include "offload/runner/tunnel_targets.h"
+#include "offload/tunnel/data_channel.h"
 #include "offload/tunnel/grpc_streams.h"
 
 namespace offload::runner {
@@ -159,7 +160,8 @@ grpc::ServerUnaryReactor* RunnerService::Hello(grpc::CallbackServerContext* ctx,
   response->set_gpu_problem(gpus.problem);
   if (options_.describe_image_cache) options_.describe_image_cache(*response->mutable_image_cache());
   response->set_data_channel_port(data_channel_port_.load());
-  if (data_channel_port_.load() != 0) response->set_data_channel_version(2);
+  if (data_channel_port_.load() != 0)
+    response->set_data_channel_version(tunnel::data_channel::kLatestVersion);
   if (request->protocol() != v1::PROTOCOL_VERSION_1) {
     reactor->Finish(Status(StatusCode::FAILED_PRECONDITION,
                            "this runner speaks protocol 1 only; upgrade docker-offload"));

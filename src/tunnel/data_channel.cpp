@@ -172,7 +172,9 @@ const char* to_string(ParseStatus status) {
 }
 
 std::string encode_open(const v1::DataChannelOpen& open, unsigned version) {
-  return std::string(version >= 2 ? kMultiplexedMagic : kMagic) + length_prefixed(open);
+  const std::string_view magic =
+      version >= 3 ? kSealedMagic : version == 2 ? kMultiplexedMagic : kMagic;
+  return std::string(magic) + length_prefixed(open);
 }
 
 std::string encode_accept(const v1::DataChannelAccept& accept) { return length_prefixed(accept); }
@@ -181,14 +183,15 @@ ParsedOpen parse_open(std::string_view bytes) {
   // "ODC" and the version digit, which picks the wire format.
   const std::size_t check = std::min(bytes.size(), kMagic.size());
   const bool ours = bytes.substr(0, check) == kMagic.substr(0, check) ||
-                    bytes.substr(0, check) == kMultiplexedMagic.substr(0, check);
+                    bytes.substr(0, check) == kMultiplexedMagic.substr(0, check) ||
+                    bytes.substr(0, check) == kSealedMagic.substr(0, check);
   if (!ours) {
     ParsedOpen bad;
     bad.status = ParseStatus::bad_magic;
     return bad;
   }
   auto parsed = parse_prefixed<ParsedOpen>(bytes, kMagic.size());
-  if (bytes.size() >= kMagic.size()) parsed.version = bytes[kMagic.size() - 1] == '2' ? 2 : 1;
+  if (bytes.size() >= kMagic.size()) parsed.version = bytes[kMagic.size() - 1] - '0';
   return parsed;
 }
 
@@ -356,7 +359,7 @@ std::shared_ptr<mux::Connection> Dialer::pick_connection(const asio::any_io_exec
       [weak = weak_from_this(), chosen]() -> asio::awaitable<void> {
         auto self = weak.lock();
         if (!self) co_return;
-        auto opened = co_await self->connect(nullptr, 2);
+        auto opened = co_await self->connect(nullptr, self->version_);
         self.reset();  // the connection does not keep the dialer alive: ~Dialer closes it
         if (!opened.channel) {
           chosen->setup_failed(opened.error, opened.refused,
@@ -473,6 +476,9 @@ asio::awaitable<Dialer::Opened> Dialer::connect(const v1::TunnelOpen* target, un
     out.error = asio::error::connection_refused;
     co_return out;
   }
+  // ODC3: the accept was the runner's last TLS record; sealed records from here on.
+  if (version >= 3 && !target)
+    if (auto ec = channel->seal_records()) co_return fail(ec);
   out.channel = std::move(channel);
   co_return out;
 }

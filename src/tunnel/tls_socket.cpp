@@ -1,6 +1,7 @@
 #include "offload/tunnel/tls_socket.h"
 
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -8,8 +9,11 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <stdexcept>
+#include <string_view>
 
 namespace offload::tunnel {
 namespace asio = boost::asio;
@@ -18,7 +22,36 @@ namespace {
 constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
 // One recv() takes up to this much: sixteen full records.
 constexpr std::size_t kReceiveBytes = 256 * 1024 + 16 * 64;
+static_assert(kReceiveBytes >= kMaxSealedRecord, "a sealed record must fit the receive buffer");
+
+// The exporter labels of the two directions (RFC 8446 7.5: "EXPORTER-" names an application's
+// own). The epoch is the exporter's context.
+constexpr std::string_view kClientSends = "EXPORTER-offload-data-channel-client";
+constexpr std::string_view kRunnerSends = "EXPORTER-offload-data-channel-runner";
 }  // namespace
+
+char* OutputBatch::extend(std::size_t n) {
+  if (size_ + n > capacity_) {
+    const std::size_t capacity = std::max({capacity_ * 2, size_ + n, std::size_t{64 * 1024}});
+    auto bytes = std::make_unique_for_overwrite<char[]>(capacity);
+    if (size_ > 0) std::memcpy(bytes.get(), bytes_.get(), size_);
+    bytes_ = std::move(bytes);
+    capacity_ = capacity;
+  }
+  char* at = bytes_.get() + size_;
+  size_ += n;
+  return at;
+}
+
+void OutputBatch::append(const char* data, std::size_t n) {
+  if (n > 0) std::memcpy(extend(n), data, n);
+}
+
+void OutputBatch::swap(OutputBatch& other) noexcept {
+  std::swap(bytes_, other.bytes_);
+  std::swap(size_, other.size_);
+  std::swap(capacity_, other.capacity_);
+}
 
 BIO_METHOD* TlsSocket::bio_method() {
   // Made once, never freed: it lives as long as the process, like OpenSSL's own methods.
@@ -60,7 +93,7 @@ long TlsSocket::bio_ctrl(BIO*, int command, long, void*) {
 }
 
 TlsSocket::TlsSocket(asio::ip::tcp::socket socket, asio::ssl::context& context, Side side)
-    : socket_(std::move(socket)), incoming_(kReceiveBytes) {
+    : socket_(std::move(socket)), side_(side), incoming_(kReceiveBytes) {
   ssl_ = SSL_new(context.native_handle());
   BIO* bio = BIO_new(bio_method());
   if (!ssl_ || !bio) {
@@ -93,18 +126,20 @@ boost::system::error_code TlsSocket::ssl_error(int result) {
 asio::awaitable<boost::system::error_code> TlsSocket::flush() {
   while (!pending_.empty()) {
     sending_.clear();
-    std::swap(sending_, pending_);
-    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(sending_), kToken);
+    sending_.swap(pending_);
+    auto [ec, n] = co_await asio::async_write(
+        socket_, asio::buffer(sending_.data(), sending_.size()), kToken);
     if (ec) co_return ec;
   }
   co_return boost::system::error_code{};
 }
 
-asio::awaitable<boost::system::error_code> TlsSocket::fill() {
+asio::awaitable<boost::system::error_code> TlsSocket::fill(std::size_t record) {
   if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
-  if (in_end_ == incoming_.size()) {
+  if (in_end_ == incoming_.size() || in_begin_ + record > incoming_.size()) {
     // OpenSSL wants more while unread records remain (it reads a record's header and body in
-    // separate calls): move what is left to the front.
+    // separate calls), or a sealed record must be whole in one piece: move what is left to
+    // the front.
     std::memmove(incoming_.data(), incoming_.data() + in_begin_, in_end_ - in_begin_);
     in_end_ -= in_begin_;
     in_begin_ = 0;
@@ -135,6 +170,7 @@ asio::awaitable<boost::system::error_code> TlsSocket::handshake() {
 asio::awaitable<std::pair<boost::system::error_code, std::size_t>> TlsSocket::read_some(
     asio::mutable_buffer buffer) {
   auto* data = static_cast<char*>(buffer.data());
+  if (opener_) co_return co_await read_sealed(data, buffer.size());
   std::size_t done = 0;
   for (;;) {
     ERR_clear_error();
@@ -170,6 +206,16 @@ asio::awaitable<boost::system::error_code> TlsSocket::read_exactly(asio::mutable
 
 boost::system::error_code TlsSocket::encrypt(asio::const_buffer buffer) {
   if (buffer.size() == 0) return {};
+  if (sealer_) {
+    const auto* data = static_cast<const char*>(buffer.data());
+    for (std::size_t done = 0; done < buffer.size();) {
+      const std::size_t n = std::min(buffer.size() - done, kMaxSealedPlaintext);
+      char* out = pending_.extend(kSealedHeaderBytes + n + kSealedTagBytes);
+      if (auto ec = sealer_->seal({data + done, n}, out)) return ec;
+      done += n;
+    }
+    return {};
+  }
   ERR_clear_error();
   // The BIO never pushes back, so one SSL_write takes the whole buffer (as records of up to
   // 16 KiB each).
@@ -182,6 +228,93 @@ boost::system::error_code TlsSocket::encrypt(asio::const_buffer buffer) {
 asio::awaitable<boost::system::error_code> TlsSocket::write(asio::const_buffer buffer) {
   if (auto ec = encrypt(buffer)) co_return ec;
   co_return co_await flush();
+}
+
+asio::awaitable<std::pair<boost::system::error_code, std::size_t>> TlsSocket::read_sealed(
+    char* data, std::size_t size) {
+  using Result = std::pair<boost::system::error_code, std::size_t>;
+  std::size_t done = 0;
+  while (done < size) {
+    if (plain_begin_ < plain_end_) {
+      const std::size_t n = std::min(plain_end_ - plain_begin_, size - done);
+      std::memcpy(data + done, incoming_.data() + plain_begin_, n);
+      plain_begin_ += n;
+      done += n;
+      continue;
+    }
+    if (read_failure_) break;
+    const std::size_t available = in_end_ - in_begin_;
+    std::size_t record = kSealedHeaderBytes;
+    if (available >= kSealedHeaderBytes) {
+      std::size_t length = 0;
+      if (auto ec = RecordCipher::parse_length(incoming_.data() + in_begin_, length)) {
+        read_failure_ = ec;  // before the body comes: an impossible length ends it at once
+        break;
+      }
+      record = kSealedHeaderBytes + length + kSealedTagBytes;
+      if (available >= record) {
+        const std::span<const char> whole(incoming_.data() + in_begin_, record);
+        if (length <= size - done) {
+          // The usual case: straight into the reader's buffer, the only pass over the bytes.
+          if (auto ec = opener_->open(whole, data + done)) {
+            read_failure_ = ec;
+            break;
+          }
+          done += length;
+        } else if (done > 0) {
+          break;  // this record is for the next call
+        } else {
+          // The reader's buffer is smaller than the record: open it where it lies and hand it
+          // out in pieces.
+          char* body = incoming_.data() + in_begin_ + kSealedHeaderBytes;
+          if (auto ec = opener_->open(whole, body)) {
+            read_failure_ = ec;
+            break;
+          }
+          plain_begin_ = in_begin_ + kSealedHeaderBytes;
+          plain_end_ = plain_begin_ + length;
+        }
+        in_begin_ += record;
+        continue;
+      }
+    }
+    // Another whole record may follow within this wake-up; a partial one waits for the next.
+    if (done > 0) break;
+    if (peer_closed_)
+      co_return Result{available == 0 ? boost::system::error_code(asio::error::eof)
+                                      : boost::system::error_code(asio::ssl::error::stream_truncated),
+                       0};
+    if (auto ec = co_await fill(record)) co_return Result{ec, 0};
+  }
+  if (done > 0) co_return Result{{}, done};  // an error comes with the next call
+  co_return Result{read_failure_, 0};
+}
+
+boost::system::error_code TlsSocket::seal_records(SealingLimits limits) {
+  if (opener_) return {};
+  if (SSL_version(ssl_) != TLS1_3_VERSION) return asio::error::operation_not_supported;
+  // Plaintext the peer sent after its last message would be lost: not ours.
+  if (SSL_pending(ssl_) > 0) return asio::error::invalid_argument;
+  auto keys = [this](std::string_view label) -> SealingKeys {
+    return [ssl = ssl_, label](std::uint64_t epoch, SealingSecret& out) {
+      std::array<unsigned char, 8> context;
+      for (int i = 0; i < 8; ++i) context[7 - i] = static_cast<unsigned char>(epoch >> (8 * i));
+      std::array<unsigned char, sizeof out.key + sizeof out.iv> material;
+      if (SSL_export_keying_material(ssl, material.data(), material.size(), label.data(),
+                                     label.size(), context.data(), context.size(), 1) != 1) {
+        ERR_clear_error();
+        return false;
+      }
+      std::memcpy(out.key.data(), material.data(), out.key.size());
+      std::memcpy(out.iv.data(), material.data() + out.key.size(), out.iv.size());
+      OPENSSL_cleanse(material.data(), material.size());
+      return true;
+    };
+  };
+  const bool client = side_ == Side::client;
+  sealer_ = std::make_unique<RecordCipher>(keys(client ? kClientSends : kRunnerSends), limits);
+  opener_ = std::make_unique<RecordCipher>(keys(client ? kRunnerSends : kClientSends), limits);
+  return {};
 }
 
 }  // namespace offload::tunnel

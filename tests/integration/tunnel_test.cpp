@@ -1038,8 +1038,12 @@ class RawMuxChannel {
     }
   };
 
-  RawMuxChannel(InProcessRunner& runner, unsigned short port)
-      : tls_(tls::asio_pinned_client_context(runner.identity.fingerprint)), stream_(io_, *tls_) {
+  // `version` 2 speaks ODC2 (HTTP/2 in TLS records), 3 speaks ODC3 (HTTP/2 in sealed records
+  // after the accept, sealed here with OpenSSL's EVP, not with the product's code).
+  RawMuxChannel(InProcessRunner& runner, unsigned short port, unsigned version = 2)
+      : tls_(tls::asio_pinned_client_context(runner.identity.fingerprint)),
+        stream_(io_, *tls_),
+        version_(version) {
     stream_.next_layer().connect({asio::ip::make_address("127.0.0.1"), port});
     bool done = false;
     boost::system::error_code ec;
@@ -1073,7 +1077,8 @@ class RawMuxChannel {
     open.set_session_id(id);
     open.set_session_token(token);
     if (target) *open.mutable_open() = *target;
-    send("ODC2" + big_endian32(open.ByteSizeLong()) + open.SerializeAsString());
+    send((version_ >= 3 ? "ODC3" : "ODC2") + big_endian32(open.ByteSizeLong()) +
+         open.SerializeAsString());
   }
   // The runner's answer, or nullopt when it closed the connection (or said nothing in 10 s).
   std::optional<v1::DataChannelAccept> answer() {
@@ -1087,9 +1092,16 @@ class RawMuxChannel {
     if (!accept.ParseFromArray(pre_.data() + 4, static_cast<int>(need - 4))) return std::nullopt;
     pre_.erase(0, need);
     answered_ = true;
+    if (version_ >= 3 && accept.code() == 0) start_sealing();
     if (h2_) feed_early();
     return accept;
   }
+  // ODC3, for tests of what the runner does with records that are not right: the next record
+  // written gets one byte of its ciphertext changed; the next record is written twice; what
+  // is written goes in TLS records as before the accept (a client that did not switch).
+  bool corrupt_next_record = false;
+  bool replay_next_record = false;
+  bool unsealed_writes = false;
   // From now on HTTP/2: nghttp2's client preface and SETTINGS, and whatever the runner sent
   // after its accept. Before answer(), it pipelines: what the runner sends is read as its
   // answer first.
@@ -1180,23 +1192,32 @@ class RawMuxChannel {
       drain_nghttp2(1 << 20);
       if (done()) return true;
       if (!writing_ && !out_.empty() && !write_error_) {
-        wire_ = std::move(out_);
+        wire_ = sealing_ && !unsealed_writes ? seal_all(out_) : std::move(out_);
         out_.clear();
         writing_ = true;
-        asio::async_write(stream_, asio::buffer(wire_),
-                          [this](boost::system::error_code ec, std::size_t) {
-                            writing_ = false;
-                            if (ec) write_error_ = ec;
-                          });
+        auto written = [this](boost::system::error_code ec, std::size_t) {
+          writing_ = false;
+          if (ec) write_error_ = ec;
+        };
+        if (sealing_ && !unsealed_writes)
+          asio::async_write(stream_.next_layer(), asio::buffer(wire_), written);
+        else
+          asio::async_write(stream_, asio::buffer(wire_), written);
       }
       if (!reading_ && !eof_ && !reading_paused) {
         reading_ = true;
-        stream_.async_read_some(asio::buffer(in_),
-                                [this](boost::system::error_code ec, std::size_t n) {
-                                  reading_ = false;
-                                  feed(in_.data(), n);
-                                  if (ec) eof_ = true;
-                                });
+        auto got = [this](boost::system::error_code ec, std::size_t n) {
+          reading_ = false;
+          if (sealing_)
+            open_records(in_.data(), n);
+          else
+            feed(in_.data(), n);
+          if (ec) eof_ = true;
+        };
+        if (sealing_)
+          stream_.next_layer().async_read_some(asio::buffer(in_), got);
+        else
+          stream_.async_read_some(asio::buffer(in_), got);
       }
       if (!reading_ && !writing_ && (out_.empty() || write_error_)) return done();
       const auto now = std::chrono::steady_clock::now();
@@ -1215,6 +1236,109 @@ class RawMuxChannel {
     return std::size_t{static_cast<unsigned char>(b[0])} << 24 |
            std::size_t{static_cast<unsigned char>(b[1])} << 16 |
            std::size_t{static_cast<unsigned char>(b[2])} << 8 | static_cast<unsigned char>(b[3]);
+  }
+  // ODC3 after the accept. What the runner sent behind its accept is still in the TLS
+  // stream's buffer pair, not yet read by OpenSSL: those are sealed records. (Asio's stream
+  // moves at most one 17 KiB read into the pair; the runner's first records, its SETTINGS, are
+  // a few dozen bytes.)
+  void start_sealing() {
+    if (!pre_.empty()) throw std::runtime_error("ODC3 test client: plaintext after the accept");
+    SSL* ssl = stream_.native_handle();
+    char buf[4096];
+    for (int n; (n = BIO_read(SSL_get_rbio(ssl), buf, sizeof buf)) > 0;)
+      sealed_in_.append(buf, static_cast<std::size_t>(n));
+    send_keys_ = exported(ssl, "EXPORTER-offload-data-channel-client");
+    receive_keys_ = exported(ssl, "EXPORTER-offload-data-channel-runner");
+    sealing_ = true;
+    open_records(nullptr, 0);
+  }
+  struct Direction {
+    std::array<unsigned char, 16> key{};
+    std::array<unsigned char, 12> iv{};
+    std::uint64_t sequence = 0;  // key changes after 2^24 records: far beyond these tests
+    std::array<unsigned char, 12> nonce() const {
+      auto n = iv;
+      for (int i = 0; i < 8; ++i) n[11 - i] ^= static_cast<unsigned char>(sequence >> (8 * i));
+      return n;
+    }
+  };
+  // The TLS 1.3 exporter with the direction's label and epoch 0 as the context: key, then IV.
+  static Direction exported(SSL* ssl, std::string_view label) {
+    const unsigned char epoch0[8] = {};
+    unsigned char material[28];
+    if (SSL_export_keying_material(ssl, material, sizeof material, label.data(), label.size(),
+                                   epoch0, sizeof epoch0, 1) != 1)
+      throw std::runtime_error("ODC3 test client: no exporter");
+    Direction d;
+    std::memcpy(d.key.data(), material, 16);
+    std::memcpy(d.iv.data(), material + 16, 12);
+    return d;
+  }
+  // Records of at most 64 KiB: length (big-endian, the AAD), AES-128-GCM ciphertext, tag.
+  std::string seal_all(const std::string& plaintext) {
+    std::string wire;
+    for (std::size_t at = 0; at < plaintext.size();) {
+      const std::size_t n = std::min<std::size_t>(plaintext.size() - at, 64 * 1024);
+      const std::string header = big_endian32(n);
+      std::string record = header + std::string(n + 16, '\0');
+      auto* out = reinterpret_cast<unsigned char*>(record.data() + 4);
+      const auto nonce = send_keys_.nonce();
+      ++send_keys_.sequence;
+      EVP_CIPHER_CTX* c = EVP_CIPHER_CTX_new();
+      int len = 0;
+      EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), nullptr, send_keys_.key.data(), nonce.data());
+      EVP_EncryptUpdate(c, nullptr, &len, reinterpret_cast<const unsigned char*>(header.data()), 4);
+      EVP_EncryptUpdate(c, out, &len, reinterpret_cast<const unsigned char*>(plaintext.data() + at),
+                        static_cast<int>(n));
+      EVP_EncryptFinal_ex(c, out + n, &len);
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, out + n);
+      EVP_CIPHER_CTX_free(c);
+      if (corrupt_next_record) {
+        record[4 + n / 2] ^= 0x20;
+        corrupt_next_record = false;
+      }
+      wire += record;
+      if (replay_next_record) {
+        wire += record;
+        replay_next_record = false;
+      }
+      at += n;
+    }
+    return wire;
+  }
+  // Opens every whole record received so far and feeds its plaintext to HTTP/2; a record that
+  // does not open is the runner's fault here, and breaks the connection.
+  void open_records(const char* data, std::size_t n) {
+    sealed_in_.append(data, n);
+    while (sealed_in_.size() >= 4 && !record_error_) {
+      const std::size_t length = read_big_endian32(sealed_in_);
+      if (length == 0 || length > 64 * 1024) {
+        record_error_ = true;
+        break;
+      }
+      if (sealed_in_.size() < 4 + length + 16) break;
+      auto* body = reinterpret_cast<unsigned char*>(sealed_in_.data() + 4);
+      const auto nonce = receive_keys_.nonce();
+      ++receive_keys_.sequence;
+      EVP_CIPHER_CTX* c = EVP_CIPHER_CTX_new();
+      int len = 0;
+      std::string plaintext(length, '\0');
+      EVP_DecryptInit_ex(c, EVP_aes_128_gcm(), nullptr, receive_keys_.key.data(), nonce.data());
+      EVP_DecryptUpdate(c, nullptr, &len, reinterpret_cast<const unsigned char*>(sealed_in_.data()),
+                        4);
+      EVP_DecryptUpdate(c, reinterpret_cast<unsigned char*>(plaintext.data()), &len, body,
+                        static_cast<int>(length));
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, body + length);
+      const bool ok = EVP_DecryptFinal_ex(c, nullptr, &len) == 1;
+      EVP_CIPHER_CTX_free(c);
+      if (!ok) {
+        record_error_ = true;
+        break;
+      }
+      sealed_in_.erase(0, 4 + length + 16);
+      feed(plaintext.data(), plaintext.size());
+    }
+    if (record_error_) eof_ = true;
   }
   void feed_early() {
     std::string early = std::move(pre_);
@@ -1304,6 +1428,12 @@ class RawMuxChannel {
   std::shared_ptr<asio::ssl::context> tls_;
   // Asio's own TLS stream, not ours: the hostile client shares no code with the runner.
   asio::ssl::stream<tcp::socket> stream_;
+  unsigned version_;
+  // ODC3 after the accept: sealed records both ways, on the TCP socket under the TLS stream.
+  bool sealing_ = false;
+  bool record_error_ = false;
+  Direction send_keys_, receive_keys_;
+  std::string sealed_in_;  // received, not yet a whole record
   nghttp2_session* h2_ = nullptr;
   std::map<std::int32_t, Stream> streams_;
   std::string pre_;   // received before HTTP/2 started (the accept, and what followed it)
@@ -1430,14 +1560,15 @@ class DataChannelTest : public TunnelTest {
   }
 };
 
-// What forwarded connections do the same over either wire format: ODC1 (a TLS connection
-// each) and ODC2 (streams of shared connections, mux_channel.h).
+// What forwarded connections do the same over every wire format: ODC1 (a TLS connection
+// each), ODC2 (streams of shared connections, mux_channel.h) and ODC3 (ODC2 in sealed
+// records, sealed_records.h).
 class DataChannelPathTest : public DataChannelTest,
                             public ::testing::WithParamInterface<unsigned> {
  protected:
   unsigned version() const override { return GetParam(); }
 };
-INSTANTIATE_TEST_SUITE_P(WireFormats, DataChannelPathTest, ::testing::Values(1u, 2u),
+INSTANTIATE_TEST_SUITE_P(WireFormats, DataChannelPathTest, ::testing::Values(1u, 2u, 3u),
                          [](const auto& info) { return "ODC" + std::to_string(info.param); });
 
 TEST(DataChannelHeader, OpenAndAcceptRoundTripAndRejectWhatIsNotOurs) {
@@ -1459,6 +1590,15 @@ TEST(DataChannelHeader, OpenAndAcceptRoundTripAndRejectWhatIsNotOurs) {
   EXPECT_EQ(dc::parse_open("GET / HTTP/1.1\r\n").status, dc::ParseStatus::bad_magic);
   EXPECT_EQ(dc::parse_open("OD").status, dc::ParseStatus::need_more);
   EXPECT_EQ(dc::parse_open("ODX").status, dc::ParseStatus::bad_magic);
+  // The version digit: 1 to 3, nothing else.
+  for (unsigned version : {1u, 2u, 3u}) {
+    auto v = dc::parse_open(dc::encode_open(open, version));
+    EXPECT_EQ(v.status, dc::ParseStatus::complete) << version;
+    EXPECT_EQ(v.version, version);
+  }
+  EXPECT_EQ(dc::encode_open(open, 3).substr(0, 4), "ODC3");
+  EXPECT_EQ(dc::parse_open("ODC4").status, dc::ParseStatus::bad_magic);
+  EXPECT_EQ(dc::parse_open("ODC0").status, dc::ParseStatus::bad_magic);
   // A length beyond the limit is refused from the length alone: nothing is allocated for it.
   EXPECT_EQ(dc::parse_open(std::string("ODC1\x00\x01\x00\x01", 8)).status,
             dc::ParseStatus::too_long);
@@ -1790,9 +1930,10 @@ TEST_F(DataChannelTest, WarmChannelsPerSessionAreLimited) {
   EXPECT_EQ(refused, 1) << "16 idle channels per session, not more";
 }
 
+// The multiplexed channel as offloadd uses it by default: ODC3.
 class MultiplexedDataChannelTest : public DataChannelTest {
  protected:
-  unsigned version() const override { return 2; }
+  unsigned version() const override { return dc::kLatestVersion; }
 };
 
 // Sends `text` from `from` with a half-close and reads all of it at `to`.
@@ -1817,7 +1958,7 @@ TEST_F(MultiplexedDataChannelTest, ManyForwardedConnectionsShareTwoConnections) 
     apps.push_back(open_data_port(target.port()));
     fars.push_back(target.accept());
   }
-  EXPECT_EQ(client_->data_channel(2)->multiplexed_connections(), dc::Dialer::kMultiplexedConnections);
+  EXPECT_EQ(client_->data_channel(version())->multiplexed_connections(), dc::Dialer::kMultiplexedConnections);
   EXPECT_TRUE(eventually(
       [&] { return runner_->data_channel()->channels_opened() == std::uint64_t(kConnections); }));
   // All open at once; every one carries its own text both ways.
@@ -1854,7 +1995,7 @@ TEST_F(MultiplexedDataChannelTest, AStalledStreamDoesNotHoldUpItsNeighbours) {
     EXPECT_EQ(got.size(), bulk.size()) << i;
     EXPECT_TRUE(got == bulk) << i;
   }
-  EXPECT_EQ(client_->data_channel(2)->multiplexed_connections(), dc::Dialer::kMultiplexedConnections);
+  EXPECT_EQ(client_->data_channel(version())->multiplexed_connections(), dc::Dialer::kMultiplexedConnections);
 }
 
 // The session's token is checked for every stream, so a connection opened while the session
@@ -1867,7 +2008,7 @@ TEST_F(MultiplexedDataChannelTest, StreamsOfAnEndedSessionAreRefused) {
   auto first_far = target.accept();
   auto second = open_data_port(target.port());
   auto second_far = target.accept();
-  auto dialer = client_->data_channel(2);
+  auto dialer = client_->data_channel(version());
   ASSERT_EQ(dialer->multiplexed_connections(), dc::Dialer::kMultiplexedConnections);
   const auto refused_before = runner_->data_channel()->channels_refused();
   client_->destroy_session("test over");
@@ -1898,7 +2039,7 @@ TEST_F(MultiplexedDataChannelTest, TheRunnerClosesAConnectionWhoseSessionEnded) 
     EXPECT_EQ(pass_through(app, far, "ping"), "ping");
     EXPECT_EQ(pass_through(far, app, "pong"), "pong");
   }
-  auto dialer = client_->data_channel(2);  // holds its connection open
+  auto dialer = client_->data_channel(version());  // holds its connection open
   ASSERT_TRUE(eventually([&] { return runner_->data_channel()->connections_open() == 1; }));
   std::this_thread::sleep_for(500ms);  // five checks while the session lives
   EXPECT_EQ(runner_->data_channel()->connections_open(), 1u) << "closed while the session lived";
@@ -2028,8 +2169,8 @@ std::string hpack_literal(std::string_view name, std::string_view value) {
 class MuxChannelRawTest : public DataChannelTest {
  protected:
   // An ODC2 connection the runner accepted for the fixture's session, speaking HTTP/2.
-  std::unique_ptr<RawMuxChannel> accepted_mux() {
-    auto mux = std::make_unique<RawMuxChannel>(*runner_, data_port());
+  std::unique_ptr<RawMuxChannel> accepted_mux(unsigned version = 2) {
+    auto mux = std::make_unique<RawMuxChannel>(*runner_, data_port(), version);
     mux->send_open(client_->session_id(), client_->session_token());
     auto answer = mux->answer();
     EXPECT_TRUE(answer) << "no answer to an ODC2 open";
@@ -2115,7 +2256,7 @@ TEST_F(MuxChannelRawTest, AnOpenThatCarriesATargetIsRefusedAsInvalid) {
 // 3. On one accepted connection, each stream is judged on its own fields: only TCP ports the
 // session publishes are dialled; a refusal ends its stream and leaves the connection usable.
 TEST_F(MuxChannelRawTest, OnOneConnectionOnlyPublishedTcpPortsAreDialledAndThenOneWorks) {
-  EXPECT_EQ(client_->hello(5s).data_channel_version(), 2u);
+  EXPECT_EQ(client_->hello(5s).data_channel_version(), 3u);
   ListeningPort unpublished, udp_only, target;
   backend_->last->set_ports({published(udp_only.port(), "udp"), published(target.port(), "tcp")});
   auto mux = accepted_mux();
@@ -2221,6 +2362,54 @@ TEST_F(MuxChannelRawTest, WhatIsNotHttp2AfterTheAcceptEndsTheConnection) {
   }
   EXPECT_EQ(target.accepted(), 0);
   EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
+}
+
+// 4b. ODC3: after the accept, sealed records and nothing else. This client seals with OpenSSL's
+// EVP from the format documented in sealed_records.h, so a working stream also pins the wire
+// format. A record that is not right ends the connection before anything in it is dialled.
+TEST_F(MuxChannelRawTest, Odc3CarriesStreamsInRecordsSealedAsDocumentedAndTakesNothingElse) {
+  EchoPort echo;
+  backend_->last->set_ports({published(echo.port(), "tcp")});
+  {
+    auto mux = accepted_mux(3);
+    std::mt19937 random(3);
+    std::string data(300 * 1024 + 17, '\0');  // several 64 KiB records each way
+    for (auto& c : data) c = static_cast<char>(random());
+    const auto id = mux->open_port(echo.port());
+    ASSERT_GT(id, 0);
+    mux->write(id, data);
+    mux->half_close(id);
+    EXPECT_TRUE(mux->pump_until([&] { return mux->stream(id).closed; }, 30s));
+    EXPECT_EQ(mux->stream(id).field("status"), "0") << mux->stream(id).field("message");
+    EXPECT_EQ(mux->stream(id).received.size(), data.size());
+    EXPECT_TRUE(mux->stream(id).received == data) << "the echoed bytes differ";
+    EXPECT_FALSE(mux->broken());
+  }
+  ASSERT_EQ(echo.accepted(), 1);
+
+  struct Case {
+    std::string what;
+    std::function<void(RawMuxChannel&)> spoil;
+  };
+  const Case cases[] = {
+      {"TLS records after the accept", [](RawMuxChannel& m) { m.unsealed_writes = true; }},
+      {"a record with one byte changed", [](RawMuxChannel& m) { m.corrupt_next_record = true; }},
+      {"a record sent twice", [](RawMuxChannel& m) { m.replay_next_record = true; }},
+  };
+  for (const auto& c : cases) {
+    RawMuxChannel mux(*runner_, data_port(), 3);
+    mux.send_open(client_->session_id(), client_->session_token());
+    auto answer = mux.answer();
+    ASSERT_TRUE(answer && answer->code() == 0) << c.what;
+    c.spoil(mux);
+    mux.start_http2();  // the preface and SETTINGS: the first record
+    ASSERT_TRUE(mux.flushed()) << c.what;
+    mux.corrupt_next_record = mux.replay_next_record = false;
+    // A stream for the published port behind it, in a good record.
+    mux.write(mux.open_port(echo.port()), "ping");
+    EXPECT_TRUE(mux.closed_by_runner()) << c.what << ": the connection stayed open";
+  }
+  EXPECT_EQ(echo.accepted(), 1) << "a stream behind a bad record was dialled";
 }
 
 // 5. The token is checked again for every stream: a connection accepted while the session

@@ -11,7 +11,9 @@
 //   client: "ODC1" len32 DataChannelOpen        runner: len32 DataChannelAccept
 //   then both ways: len32 bytes... ; len32 == 0 ends that direction (a half-close)
 // or, when the runner speaks it (Hello's data_channel_version >= 2), "ODC2": one connection
-// authenticated once, carrying every forwarded connection as a stream (mux_channel.h).
+// authenticated once, carrying every forwarded connection as a stream (mux_channel.h);
+// or (version >= 3) "ODC3": ODC2 whose bytes after the accept are sealed records with keys
+// from the TLS session instead of TLS records (sealed_records.h).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -41,13 +43,16 @@ using TlsStream = TlsSocket;
 
 inline constexpr std::string_view kMagic = "ODC1";
 inline constexpr std::string_view kMultiplexedMagic = "ODC2";
+inline constexpr std::string_view kSealedMagic = "ODC3";
+// The newest wire format: what a runner announces and a client asks for unless told otherwise.
+inline constexpr unsigned kLatestVersion = 3;
 // An open or accept message larger than this is not one of ours: the connection is dropped
 // before anything is allocated for it.
 inline constexpr std::size_t kMaxMessageBytes = 16 * 1024;
 // The largest chunk payload; the reader refuses more.
 inline constexpr std::size_t kMaxChunkBytes = 256 * 1024;
 
-// "ODC1" (version 1) or "ODC2" (version 2) + length + the message.
+// "ODC1", "ODC2" or "ODC3" (versions 1, 2, 3) + length + the message.
 std::string encode_open(const v1::DataChannelOpen& open, unsigned version = 1);
 // length + the message.
 std::string encode_accept(const v1::DataChannelAccept& accept);
@@ -62,7 +67,7 @@ struct ParsedOpen {
   std::size_t needed = 8;
   std::size_t consumed = 0;
   v1::DataChannelOpen message;
-  unsigned version = 0;  // from the magic: 1 or 2
+  unsigned version = 0;  // from the magic: 1, 2 or 3
 };
 ParsedOpen parse_open(std::string_view bytes);
 

@@ -9,6 +9,10 @@
 // One reader and one writer coroutine may use a socket at once, on one strand (the data
 // channel's two pumps). Output that SSL_read itself produces (TLS 1.3 post-handshake messages,
 // which this channel does not use: no tickets, no key updates) leaves with the next write.
+//
+// After seal_records() the same socket carries sealed records (sealed_records.h) instead of
+// TLS records: encrypt() seals straight into the output batch and read_some() opens straight
+// into the reader's buffer.
 #pragma once
 
 #include <openssl/ssl.h>
@@ -19,11 +23,33 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include <cstddef>
-#include <string>
+#include <memory>
 #include <utility>
 #include <vector>
 
+#include "offload/tunnel/sealed_records.h"
+
 namespace offload::tunnel {
+
+// Bytes for the socket. Unlike std::string it grows without zero-filling what a sealer is
+// about to overwrite, and keeps its capacity across batches.
+class OutputBatch {
+ public:
+  const char* data() const { return bytes_.get(); }
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  void clear() { size_ = 0; }
+  // `n` more bytes at the end, uninitialised: the caller writes all of them.
+  char* extend(std::size_t n);
+  void shrink(std::size_t n) { size_ -= n; }
+  void append(const char* data, std::size_t n);
+  void swap(OutputBatch& other) noexcept;
+
+ private:
+  std::unique_ptr<char[]> bytes_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
 
 class TlsSocket {
  public:
@@ -36,6 +62,7 @@ class TlsSocket {
   TlsSocket& operator=(const TlsSocket&) = delete;
 
   boost::asio::ip::tcp::socket& next_layer() { return socket_; }
+  SSL* native_handle() { return ssl_; }
   executor_type get_executor() { return socket_.get_executor(); }
 
   // The TLS handshake (certificate checks are the context's: see tls::asio_*_context).
@@ -56,6 +83,14 @@ class TlsSocket {
   // Encrypted bytes waiting for flush().
   std::size_t pending_bytes() const { return pending_.size(); }
 
+  // From now on both directions carry sealed records with keys from this TLS session (ODC3,
+  // data_channel.h): called by each side at the same point of the stream, after the last TLS
+  // record each way (the client after it read the accept, the runner after it wrote it).
+  // Records the peer sent after that and that were already received are read as sealed ones.
+  // Fails when the session is not TLS 1.3 or the peer's plaintext was not all read.
+  boost::system::error_code seal_records(SealingLimits limits = {});
+  bool sealed() const { return opener_ != nullptr; }
+
  private:
   static int bio_write(BIO* bio, const char* data, int size);
   static int bio_read(BIO* bio, char* data, int size);
@@ -63,17 +98,25 @@ class TlsSocket {
   static BIO_METHOD* bio_method();
 
   // flush() sends what the BIO collected; `sending_` is the buffer on the wire meanwhile.
-  // Receives more records for SSL_read / the handshake.
-  boost::asio::awaitable<boost::system::error_code> fill();
+  // Receives more bytes; `record` is how many the record at in_begin_ needs in one piece.
+  boost::asio::awaitable<boost::system::error_code> fill(std::size_t record = 0);
+  boost::asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read_sealed(
+      char* data, std::size_t size);
   boost::system::error_code ssl_error(int result);
 
   boost::asio::ip::tcp::socket socket_;
   SSL* ssl_ = nullptr;
-  std::string pending_;  // encrypted, not yet sent (the BIO appends here)
-  std::string sending_;  // encrypted, being sent
+  Side side_;
+  OutputBatch pending_;  // encrypted, not yet sent (the BIO and the sealer append here)
+  OutputBatch sending_;  // encrypted, being sent
   std::vector<char> incoming_;
-  std::size_t in_begin_ = 0, in_end_ = 0;  // received, not yet given to OpenSSL
+  std::size_t in_begin_ = 0, in_end_ = 0;  // received, not yet given to OpenSSL / opened
   bool peer_closed_ = false;
+  // Sealed records (after seal_records()): one cipher per direction; a record opened in place
+  // because the reader's buffer was smaller, still to hand out; the error that ended reading.
+  std::unique_ptr<RecordCipher> sealer_, opener_;
+  std::size_t plain_begin_ = 0, plain_end_ = 0;
+  boost::system::error_code read_failure_;
 };
 
 }  // namespace offload::tunnel

@@ -20,8 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // Trailing bytes (the first chunk, pipelined) change nothing.
     auto again = dc::parse_open(std::string(input.substr(0, open.consumed)) + "trailing");
     if (again.status != dc::ParseStatus::complete || again.consumed != open.consumed) std::abort();
-    // "ODC1" or "ODC2": the version comes back too.
-    if (open.version != 1 && open.version != 2) std::abort();
+    // "ODC1", "ODC2" or "ODC3": the version comes back too.
+    if (open.version < 1 || open.version > 3) std::abort();
     auto round = dc::parse_open(dc::encode_open(open.message, open.version));
     if (round.status != dc::ParseStatus::complete || round.version != open.version ||
         round.message.SerializeAsString() != open.message.SerializeAsString())
