@@ -95,11 +95,16 @@ std::string single_network_address(const json& container) {
   if (!address || !address->is_string()) return {};
   boost::system::error_code ec;
   auto v4 = boost::asio::ip::make_address_v4(address->get_ref<const std::string&>(), ec);
-  if (ec || v4.is_unspecified() || v4.is_loopback() || v4.is_multicast()) return {};
+  if (ec || !is_container_address(v4)) return {};
   return v4.to_string();
 }
 
 }  // namespace
+
+bool is_container_address(const boost::asio::ip::address_v4& address) {
+  return !address.is_unspecified() && !address.is_loopback() && !address.is_multicast() &&
+         address != boost::asio::ip::address_v4::broadcast();
+}
 
 std::vector<v1::Container> parse_containers(std::string_view engine_json) {
   const auto q = kContainersQuery;

@@ -2,6 +2,7 @@
 
 #include "offload/runner/api_gate.h"
 #include "offload/runner/gated_api_socket.h"
+#include "offload/runner/inventory.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -249,8 +250,8 @@ std::variant<PortTarget, Status> resolve_port_target(
   // just went away) can reach nothing else.
   boost::system::error_code bad_address;
   const auto container = asio::ip::make_address_v4(binding->container_address(), bad_address);
-  if (!bad_address && !engine.network_namespace.empty() && !container.is_unspecified() &&
-      !container.is_loopback() && binding->container_port() > 0 &&
+  if (!bad_address && !engine.network_namespace.empty() && is_container_address(container) &&
+      binding->container_port() > 0 &&
       binding->container_port() <= 65535) {
     target.address = container;
     target.port = static_cast<unsigned short>(binding->container_port());

@@ -2,12 +2,20 @@
 // protocol's messages. Pure functions: the engine's answer is untrusted input.
 #pragma once
 
+#include <boost/asio/ip/address_v4.hpp>
+
 #include <string_view>
 #include <vector>
 
 #include "offload/v1/runner.pb.h"
 
 namespace offload::runner {
+
+// An address a container can have on a network of its own, so that the runner may dial it
+// directly inside the engine's namespace: not unspecified, loopback, multicast or broadcast.
+// The inventory keeps only such addresses and the dial checks again (the engine's answer is
+// untrusted input).
+bool is_container_address(const boost::asio::ip::address_v4& address);
 
 // Parses the body of GET /containers/json: names lose their leading "/", null fields are empty,
 // a port without PublicPort is exposed but not published (host_port 0). Throws

@@ -166,6 +166,8 @@ TEST(PublishedPorts, NoAddressWhenTheNetworkIsNotUnambiguous) {
            R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":""}}})",
            R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"0.0.0.0"}}})",
            R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"127.0.0.1"}}})",
+           R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"224.0.0.1"}}})",
+           R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"255.255.255.255"}}})",
            R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"fd00::2"}}})",
            R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":"172.17.0.300"}}})",
            R"("NetworkSettings":{"Networks":{"bridge":{"IPAddress":7}}})",

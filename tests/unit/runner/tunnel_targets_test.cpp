@@ -171,7 +171,8 @@ TEST(ResolvePortTarget, AContainerAddressIsUsedOnlyInsideANamespaceOfTheSession)
 
 TEST(ResolvePortTarget, AnAddressOrPortThatIsNoneGoesThroughTheEngine) {
   for (const std::string address :
-       {"", "web", "172.17.0.300", "0.0.0.0", "127.0.0.1", "::1", "fd00::2"}) {
+       {"", "web", "172.17.0.300", "0.0.0.0", "127.0.0.1", "::1", "fd00::2", "224.0.0.1",
+        "239.1.2.3", "255.255.255.255"}) {
     auto target = target_of(resolve_port_target(
         {to_container(port("0.0.0.0", 8080, "tcp"), address)}, 8080, "tcp", engine()));
     EXPECT_EQ(target.address, engine().published_address) << address;
