@@ -1798,7 +1798,7 @@ TEST_F(DataChannelTest, APeerThatStallsBeforeItsOpenIsDroppedAtTheDeadline) {
 TEST_F(DataChannelTest, AClientSendsNothingToACertificateOtherThanThePinnedOne) {
   ListeningPort target;
   backend_->last->set_ports({published(target.port(), "tcp")});
-  for (unsigned version : {1u, 2u}) {
+  for (unsigned version : {1u, 2u, 3u}) {
     auto wrong_pin = std::make_shared<dc::Dialer>(
         "127.0.0.1", data_port(),
         tls::asio_pinned_client_context("sha256:" + std::string(64, '0')), client_->session_id(),
@@ -1812,6 +1812,27 @@ TEST_F(DataChannelTest, AClientSendsNothingToACertificateOtherThanThePinnedOne) 
   }
   EXPECT_EQ(target.accepted(), 0);
   EXPECT_EQ(runner_->data_channel()->channels_opened(), 0u);
+}
+
+// A runner named by its address is dialled without the resolver; one named by a host name
+// (offloadd dials the gRPC endpoint's host) is resolved first, and works the same.
+TEST_F(DataChannelTest, ARunnerNamedByHostNameIsResolvedAndDialled) {
+  ListeningPort target;
+  backend_->last->set_ports({published(target.port(), "tcp")});
+  std::uint64_t expected = 0;
+  for (unsigned version : {1u, 3u}) {
+    auto by_name = std::make_shared<dc::Dialer>(
+        "localhost", data_port(), tls::asio_pinned_client_context(runner_->identity.fingerprint),
+        client_->session_id(), client_->session_token(), 5s, version);
+    auto opened = asio::co_spawn(asio::make_strand(client_io_), by_name->open_port(target.port()),
+                                 asio::use_future)
+                      .get();
+    EXPECT_TRUE(opened.usable()) << "ODC" << version << ": " << opened.error.message();
+    ++expected;
+    EXPECT_TRUE(eventually([&] { return runner_->data_channel()->channels_opened() == expected; }))
+        << "ODC" << version;
+  }
+  EXPECT_EQ(target.accepted(), 2);
 }
 
 // A container that does not read stops the client's writes after a bounded amount: ODC1 by
