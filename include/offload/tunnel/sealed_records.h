@@ -7,9 +7,9 @@
 // does with its TLS handshake and as kernel TLS does with TLS's own keys. The protection is
 // TLS 1.3's: the same AEAD, a nonce that is the IV XOR a per-direction sequence number, the
 // header authenticated with the payload. What it saves is the part of OpenSSL's record layer
-// that costs copies: SSL_write encrypts into a record buffer of its own that the socket's BIO
-// copies out again, and SSL_read takes records through a copy into its buffer and another out
-// of it. Sealing here encrypts from the sender's bytes straight into the batch for the socket,
+// that costs copies: SSL_write copies the plaintext into a record buffer of its own that the
+// socket's BIO copies out again, and SSL_read takes records through a copy into its buffer and
+// another out of it. Sealing here encrypts from the sender's bytes straight into the batch for the socket,
 // and opening decrypts from the received bytes straight into the reader's buffer: one pass
 // over every byte per side (docs/benchmarks.md, "Sealed records").
 //

@@ -41,7 +41,6 @@ class OutputBatch {
   void clear() { size_ = 0; }
   // `n` more bytes at the end, uninitialised: the caller writes all of them.
   char* extend(std::size_t n);
-  void shrink(std::size_t n) { size_ -= n; }
   void append(const char* data, std::size_t n);
   void swap(OutputBatch& other) noexcept;
 
