@@ -1,8 +1,10 @@
 #include "offload/tunnel/event_loops.h"
 
 #include <pthread.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace offload::tunnel {
 
@@ -18,13 +20,17 @@ EventLoops::EventLoops(std::size_t count, const std::string& name) {
   }
 }
 
-EventLoops::~EventLoops() {
+EventLoops::~EventLoops() { stop(); }
+
+void EventLoops::stop() {
   for (auto& loop : loops_) {
     loop->work.reset();
     loop->io.stop();
   }
+  // A loop's own thread cannot join itself (exit() called from a handler): it is left running.
   for (auto& loop : loops_)
-    if (loop->thread.joinable()) loop->thread.join();
+    if (loop->thread.joinable() && loop->thread.get_id() != std::this_thread::get_id())
+      loop->thread.join();
 }
 
 boost::asio::any_io_executor EventLoops::next() {
@@ -41,7 +47,12 @@ bool EventLoops::owns(const boost::asio::any_io_executor& executor) const {
 EventLoops& EventLoops::data_plane() {
   static EventLoops* loops = [] {
     const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
-    return new EventLoops(std::min<std::size_t>(cores, 4), "data-plane");
+    // spdlog's registry first: exit() tears statics down in the reverse order of their making,
+    // so the loops (stopped below) stop before the logger their handlers use goes.
+    spdlog::default_logger_raw();
+    auto* made = new EventLoops(std::min<std::size_t>(cores, 4), "data-plane");
+    std::atexit([] { data_plane().stop(); });
+    return made;
   }();
   return *loops;
 }

@@ -36,9 +36,14 @@ class EventLoops {
   // Whether `executor` is one of these loops'.
   bool owns(const boost::asio::any_io_executor& executor) const;
 
-  // The process's data plane: one loop per core, at most four, started on first use. It lives
-  // until the process exits (it is never destroyed: connections may still be finishing while
-  // static objects are torn down).
+  // Stops the loops (what runs there now finishes its handler; the rest is abandoned) and joins
+  // their threads.
+  void stop();
+
+  // The process's data plane: one loop per core, at most four, started on first use. It is
+  // never destroyed (connections may still be finishing while static objects are torn down),
+  // but exit() stops it before it tears down the statics its handlers use, spdlog's logger
+  // first among them.
   static EventLoops& data_plane();
 
  private:
