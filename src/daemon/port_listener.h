@@ -55,7 +55,8 @@ struct PortForwarder::Shared {
   std::mutex mu;
   TunnelOpener opener;
   DataChannel data;  // guarded by mu
-  unsigned data_version = tunnel::data_channel::kLatestVersion;  // guarded by mu: the policy's newest data channel wire format
+  // Guarded by mu: the policy's newest data channel wire format.
+  unsigned data_version = tunnel::data_channel::kLatestVersion;
   std::mutex activity_mu;
   ActivitySink* activity;
   const UdpFlowSettings udp;

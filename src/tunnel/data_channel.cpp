@@ -456,19 +456,19 @@ asio::awaitable<Dialer::Opened> Dialer::connect(const v1::TunnelOpen* target, un
 
   // A runner named by its address (the usual case: the gRPC endpoint's host) is dialled at
   // once. Asio resolves on a private thread of its own, a hop there and back per channel.
+  std::vector<asio::ip::tcp::endpoint> endpoints;
   boost::system::error_code not_literal;
   const auto literal = asio::ip::make_address(host_, not_literal);
   if (!not_literal) {
-    auto [cec] = co_await channel->next_layer().async_connect({literal, port_}, kToken);
-    if (cec) co_return fail(cec);
+    endpoints.emplace_back(literal, port_);
   } else {
     asio::ip::tcp::resolver resolver(executor);
-    auto [rec, endpoints] =
-        co_await resolver.async_resolve(host_, std::to_string(port_), kToken);
+    auto [rec, resolved] = co_await resolver.async_resolve(host_, std::to_string(port_), kToken);
     if (rec) co_return fail(rec);
-    auto [cec, endpoint] = co_await asio::async_connect(channel->next_layer(), endpoints, kToken);
-    if (cec) co_return fail(cec);
+    endpoints.assign(resolved.begin(), resolved.end());
   }
+  auto [cec, endpoint] = co_await asio::async_connect(channel->next_layer(), endpoints, kToken);
+  if (cec) co_return fail(cec);
   boost::system::error_code ignored;
   channel->next_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
   if (auto hec = co_await channel->handshake()) co_return fail(hec);
